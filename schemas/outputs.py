@@ -1,0 +1,93 @@
+"""Output rows and their Parquet schemas, derived from the input schemas in :mod:`schemas.records`.
+
+| folder                | rows                                                                     |
+| archive/<stream>/     | a cleaned input record + enrichment + prediction (ARCHIVE_SCHEMAS)       |
+| attacks/              | a joined (process, memory) pair, fields prefixed Process_ / Memory_     |
+| alerts/               | a network anomaly or a host attack event                                 |
+| dead_letter/          | anything that could not be processed, with its raw payload              |
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.records import FLOAT, INT, SCHEMAS, RecordSchema
+
+_ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), 'str': pa.string()}
+TIMESTAMP = pa.timestamp('us', tz='UTC')
+
+# Added to every archived record by Enrich and RunInference. A field already in the input
+# schema (network records carry their own uuid and site) keeps its input position.
+ENRICHMENT_FIELDS = (
+    pa.field('uuid', pa.string()),
+    pa.field('site', pa.string()),
+    pa.field('event_time', TIMESTAMP),
+    pa.field('processing_time', TIMESTAMP),
+)
+PREDICTION_FIELDS = (
+    pa.field('prediction', pa.int64()),
+    pa.field('score', pa.float64()),
+    pa.field('model_version', pa.string()),
+)
+
+
+def archive_schema(schema: RecordSchema) -> pa.Schema:
+  """The Parquet schema of archive/<stream>/: input fields, derived, enrichment, prediction."""
+  fields = [pa.field(f.name, _ARROW_TYPES[f.kind]) for f in schema.fields + schema.derived]
+  names = {f.name for f in fields}
+  fields += [f for f in ENRICHMENT_FIELDS if f.name not in names]
+  fields += PREDICTION_FIELDS
+  return pa.schema(fields)
+
+
+ARCHIVE_SCHEMAS: dict[str, pa.Schema] = {
+    stream: archive_schema(schema) for stream, schema in SCHEMAS.items()}
+
+
+def _prefixed(prefix: str, schema: pa.Schema) -> list[pa.Field]:
+  return [f.with_name(prefix + f.name) for f in schema]
+
+
+ATTACK_SCHEMA = pa.schema(
+    _prefixed('Process_', ARCHIVE_SCHEMAS['process']) +
+    _prefixed('Memory_', ARCHIVE_SCHEMAS['memory']) + [
+        pa.field('delta_time', pa.float64()),  # memory ts - process ts, seconds
+        pa.field('processing_time', TIMESTAMP),
+        pa.field('event_id', pa.string()),
+    ])
+
+ALERT_KINDS = ('network_anomaly', 'host_attack')
+ALERT_SCHEMA = pa.schema([
+    pa.field('event_id', pa.string()),
+    pa.field('kind', pa.string()),
+    pa.field('event_time', TIMESTAMP),
+    pa.field('processing_time', TIMESTAMP),
+    pa.field('site', pa.string()),
+    pa.field('score', pa.float64()),
+    pa.field('model_version', pa.string()),
+    # What an analyst reads first; the rest of the record is in `details` (JSON).
+    pa.field('machine', pa.int64()),
+    pa.field('program', pa.string()),
+    pa.field('service', pa.string()),
+    pa.field('protocol_type', pa.string()),
+    pa.field('details', pa.string()),
+])
+
+DEAD_LETTER_SCHEMA = pa.schema([
+    pa.field('stream', pa.string()),
+    pa.field('source', pa.string()),  # topic name, or file path in file mode
+    pa.field('partition', pa.int64()),
+    pa.field('offset', pa.int64()),
+    pa.field('record_index', pa.int64()),  # position inside a host JSON array, else null
+    pa.field('stage', pa.string()),
+    pa.field('error', pa.string()),
+    pa.field('payload', pa.binary()),
+    pa.field('failed_at', TIMESTAMP),
+])
+
+OUTPUT_SCHEMAS: dict[str, pa.Schema] = {
+    **{f'archive/{stream}': s for stream, s in ARCHIVE_SCHEMAS.items()},
+    'attacks': ATTACK_SCHEMA,
+    'alerts': ALERT_SCHEMA,
+    'dead_letter': DEAD_LETTER_SCHEMA,
+}
