@@ -1,0 +1,62 @@
+"""Feature preprocessing that travels inside every model, so training and serving agree.
+
+A detector's model takes a pandas DataFrame with the raw columns of its schema (as parsed by
+:mod:`transforms.cleaning`) and does all feature work itself: missing values, skewed counts,
+categorical columns with values never seen in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+from schemas.records import RecordSchema
+
+MISSING_CATEGORY = '__missing__'
+
+
+def signed_log1p(x):
+  """Byte counts and page faults span ten orders of magnitude; the log keeps them comparable."""
+  x = np.asarray(x, dtype=float)
+  return np.sign(x) * np.log1p(np.abs(x))
+
+
+def as_categories(frame):
+  """Strings as plain objects with an explicit 'missing' category (pandas 3 str dtypes and
+  None/NaN mixtures otherwise trip the encoder)."""
+  frame = pd.DataFrame(frame).astype(object)
+  return frame.where(frame.notna(), MISSING_CATEGORY)
+
+
+def preprocessor(schema: RecordSchema, max_categories: int = 40) -> ColumnTransformer:
+  """Raw schema columns -> a dense numeric matrix."""
+  numeric = make_pipeline(
+      SimpleImputer(strategy='median', keep_empty_features=True),
+      FunctionTransformer(signed_log1p, feature_names_out='one-to-one'))
+  categorical = make_pipeline(
+      FunctionTransformer(as_categories, feature_names_out='one-to-one'),
+      OneHotEncoder(handle_unknown='infrequent_if_exist', max_categories=max_categories,
+                    sparse_output=False))
+  return ColumnTransformer([
+      ('numeric', numeric, list(schema.numeric_features)),
+      ('categorical', categorical, list(schema.categorical_features)),
+  ])
+
+
+def frame_from_records(schema: RecordSchema, records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+  """The model input for a batch of cleaned records: exactly the schema's feature columns."""
+  columns = list(schema.feature_columns)
+  frame = pd.DataFrame.from_records(list(records), columns=columns)
+  for name in schema.numeric_features:
+    frame[name] = pd.to_numeric(frame[name], errors='coerce').astype('float64')
+  return frame
+
+
+def classifier_pipeline(schema: RecordSchema, estimator) -> Pipeline:
+  return Pipeline([('features', preprocessor(schema)), ('model', estimator)])

@@ -1,0 +1,56 @@
+"""Dead letters: every record that could not be processed, kept with its raw bytes.
+
+Each stage that can fail emits to a tagged output named ``DEAD_LETTER``; the stream job
+flattens them all into ``dead_letter/``. A row says where the bytes came from (stream, source,
+partition, offset, index inside a host array), which stage refused them, and why.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Optional
+
+from apache_beam.metrics import Metrics
+
+from transforms.source import SourceMessage
+
+DEAD_LETTER = 'dead_letter'
+# Long enough to debug, short enough that a hostile 1 MB message cannot bloat every row twice.
+MAX_ERROR_LENGTH = 500
+
+
+def utc_now() -> datetime.datetime:
+  return datetime.datetime.now(datetime.timezone.utc)
+
+
+def dead_letter_row(message: SourceMessage, stage: str, error: Any,
+                    payload: Optional[bytes] = None,
+                    record_index: Optional[int] = None) -> dict[str, Any]:
+  """One ``dead_letter/`` row. ``payload`` defaults to the whole message's bytes."""
+  reason = error if isinstance(error, str) else f'{type(error).__name__}: {error}'
+  return {
+      'stream': message.stream,
+      'source': message.source,
+      'partition': message.partition,
+      'offset': message.offset,
+      'record_index': record_index,
+      'stage': stage,
+      'error': reason[:MAX_ERROR_LENGTH],
+      'payload': message.value if payload is None else payload,
+      'failed_at': utc_now(),
+  }
+
+
+class DeadLetterCounter:
+  """Counts dead letters per stream and stage, as Beam metrics ``<stream>_dead_lettered``."""
+
+  def __init__(self, namespace: str):
+    self._namespace = namespace
+    self._counters = {}
+
+  def inc(self, stream: str) -> None:
+    counter = self._counters.get(stream)
+    if counter is None:
+      counter = self._counters[stream] = Metrics.counter(
+          self._namespace, f'{stream}_dead_lettered')
+    counter.inc()
