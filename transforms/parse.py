@@ -97,7 +97,7 @@ class ParseAndCleanFn(beam.DoFn):
 class ParseAndClean(beam.PTransform):
   """PCollection[SourceMessage] of one stream -> CleanRecords, plus ``DEAD_LETTER``.
 
-  Returns a ``DoOutputsTuple``: ``result.records`` is the records and ``result[DEAD_LETTER]``
+  Returns a ``DoOutputsTuple``: ``result['records']`` is the records and ``result[DEAD_LETTER]``
   the dead letters.
   """
 

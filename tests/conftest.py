@@ -1,0 +1,49 @@
+"""Shared fixtures: a model registry with small models trained on factory records."""
+
+from __future__ import annotations
+
+import pytest
+
+from model import registry
+from model.detector import fit_supervised
+from model.features import frame_from_records
+from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS
+from tests.factories import BASE_TS, memory_record, network_record, process_record
+from transforms.cleaning import clean_record
+
+
+def _training_set(schema, raw_records, labels):
+  cleaned = [clean_record(schema, r) for r in raw_records]
+  return frame_from_records(schema, cleaned), labels
+
+
+def train_factory_models(model_dir: str) -> dict[str, str]:
+  """Publishes one small model per detector; returns {detector: version}."""
+  labels = [i % 4 == 0 for i in range(400)]
+  sets = {
+      'network': _training_set(
+          NETWORK, [network_record(i, attack=a) for i, a in enumerate(labels)], labels),
+      'process': _training_set(
+          PROCESS, [process_record(i % 7, 100 + i, f'cmd{i % 5}', BASE_TS + i, a)
+                    for i, a in enumerate(labels)], labels),
+      'memory': _training_set(
+          MEMORY, [memory_record(i % 7, 100 + i, f'cmd{i % 5}', BASE_TS + i, a)
+                   for i, a in enumerate(labels)], labels),
+  }
+  versions = {}
+  for detector, (frame, y) in sets.items():
+    schema = SCHEMAS[detector]
+    model = fit_supervised(schema, frame, y, max_iter=20)
+    versions[detector] = registry.publish(
+        model_dir, detector, model, feature_columns=list(schema.feature_columns),
+        training_rows=len(frame))
+  return versions
+
+
+@pytest.fixture(scope='session')
+def model_dir(tmp_path_factory):
+  """A registry with one version per detector, shared by the whole test session (read-only:
+  tests that publish make their own copy)."""
+  path = str(tmp_path_factory.mktemp('models'))
+  train_factory_models(path)
+  return path

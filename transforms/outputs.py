@@ -1,0 +1,47 @@
+"""WriteOutputs: every output of DetectAttacks to its Parquet folder under ``--output``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.outputs import OUTPUT_SCHEMAS
+from transforms.parquet_sink import WritePartitionedParquet, new_run_id
+
+# Which column dates each output's rows into dt=YYYY-MM-DD/.
+TIME_FIELDS = {
+    'archive/network': 'event_time',
+    'archive/process': 'event_time',
+    'archive/memory': 'event_time',
+    'attacks': 'Process_event_time',
+    'alerts': 'event_time',
+    'dead_letter': 'failed_at',
+}
+
+
+class WriteOutputs(beam.PTransform):
+  """{folder: rows} (as DetectAttacks returns) -> Parquet under ``output/<folder>/``.
+
+  Returns {folder: PCollection of written file paths}.
+  """
+
+  def __init__(self, output: str, *, site: str = 'local', roll_seconds: float = 60,
+               num_shards: int = 1, run_id: Optional[str] = None):
+    super().__init__()
+    self._output = output
+    self._site = site
+    self._roll_seconds = roll_seconds
+    self._num_shards = num_shards
+    # One id for the whole run, so all its files are recognisably from the same job.
+    self._run_id = run_id or new_run_id()
+
+  def expand(self, outputs):
+    written = {}
+    for folder, rows in outputs.items():
+      written[folder] = rows | f'Write[{folder}]' >> WritePartitionedParquet(
+          FileSystems.join(self._output, *folder.split('/')), OUTPUT_SCHEMAS[folder],
+          time_field=TIME_FIELDS[folder], roll_seconds=self._roll_seconds,
+          num_shards=self._num_shards, site=self._site, run_id=self._run_id)
+    return written
