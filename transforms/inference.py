@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.transforms.window import TimestampedValue
 
 from model import registry
 from model.features import frame_from_records
@@ -67,13 +68,14 @@ class RegistryModelHandler(ModelHandler[dict, dict, LiveModel]):
   model_version."""
 
   def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
-               max_batch_size: int = 2000, max_batch_duration_secs: float = 1.0):
+               max_batch_size: int = 2000):
     super().__init__()
     self._schema = schema
     self._model_dir = model_dir
     self._refresh_seconds = refresh_seconds
-    self._batching = {'max_batch_size': max_batch_size,
-                      'max_batch_duration_secs': max_batch_duration_secs}
+    # Batches end with the runner's bundle (Flink closes one at least every second), so no
+    # max_batch_duration_secs: its stateful batching would add a shuffle and timers.
+    self._batching = {'max_batch_size': max_batch_size}
 
   def load_model(self) -> LiveModel:
     return LiveModel(self._model_dir, self._schema.stream, self._refresh_seconds)
@@ -116,6 +118,14 @@ def _failed_batch_to_dead_letters(stream: str, counter: DeadLetterCounter):
   return to_rows
 
 
+def _restamp(record):
+  return TimestampedValue(record, record['event_time'].timestamp())
+
+
+def _restamp_keyed(keyed_record):
+  return TimestampedValue(keyed_record, keyed_record[1]['event_time'].timestamp())
+
+
 class Score(beam.PTransform):
   """Enriched records of one stream -> scored records (``result.records``), plus
   ``DEAD_LETTER`` for batches the model could not score. Host streams stay keyed."""
@@ -129,6 +139,10 @@ class Score(beam.PTransform):
     keyed = self._schema.stream != 'network'
     handler = KeyedModelHandler(self._handler) if keyed else self._handler
     scored, failed = records | RunInference(handler).with_exception_handling()
+    # RunInference batches without keeping each element's timestamp (a batch flushed at the
+    # end of a bundle is stamped at the end of the global window): put event time back.
+    restamp = _restamp_keyed if keyed else _restamp
+    scored = scored | 'RestoreEventTime' >> beam.Map(restamp)
     dead = failed.failed_inferences | 'FailedBatchToDeadLetters' >> beam.FlatMap(
         _failed_batch_to_dead_letters(self._schema.stream, DeadLetterCounter('Score')))
     return {'records': scored, DEAD_LETTER: dead}

@@ -16,6 +16,7 @@ How every pair comes out exactly once, whatever the window boundaries and howeve
 
 from __future__ import annotations
 
+import typing
 import uuid
 from typing import Any, Iterable
 
@@ -104,9 +105,9 @@ class JoinHostAttacks(beam.PTransform):
         for stream in ('process', 'memory')} | beam.CoGroupByKey()
     return (
         grouped
-        | 'PairsInCanonicalWindow' >> beam.FlatMap(pairs_in_window, self._gap_s)
-        | 'EmitEachPairOnce' >> beam.ParDo(EmitOncePerKey()).with_input_types(
-            tuple[str, dict])
+        | 'PairsInCanonicalWindow' >> beam.FlatMap(
+            pairs_in_window, self._gap_s).with_output_types(beam.typehints.KV[str, typing.Any])
+        | 'EmitEachPairOnce' >> beam.ParDo(EmitOncePerKey())
         # Downstream (alerts, files) is not windowed by event time.
         | 'Unwindow' >> beam.WindowInto(window.GlobalWindows()))
 

@@ -43,5 +43,6 @@ class WriteOutputs(beam.PTransform):
       written[folder] = rows | f'Write[{folder}]' >> WritePartitionedParquet(
           FileSystems.join(self._output, *folder.split('/')), OUTPUT_SCHEMAS[folder],
           time_field=TIME_FIELDS[folder], roll_seconds=self._roll_seconds,
-          num_shards=self._num_shards, site=self._site, run_id=self._run_id)
+          num_shards=self._num_shards, site=self._site, run_id=self._run_id,
+          metric_name=folder)
     return written

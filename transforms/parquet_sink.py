@@ -53,12 +53,12 @@ def event_date(row: dict[str, Any], time_field: str) -> str:
 
 class _WriteGroupFn(beam.DoFn):
 
-  def __init__(self, directory: str, schema: pa.Schema, file_prefix: str):
+  def __init__(self, directory: str, schema: pa.Schema, file_prefix: str, metric_name: str):
     self._directory = directory
     self._schema = schema
     self._file_prefix = file_prefix
-    self._rows = Metrics.counter('WritePartitionedParquet', 'rows')
-    self._files = Metrics.counter('WritePartitionedParquet', 'files')
+    self._rows = Metrics.counter('WritePartitionedParquet', f'{metric_name}_rows')
+    self._files = Metrics.counter('WritePartitionedParquet', f'{metric_name}_files')
 
   def process(self, element, pane=beam.DoFn.PaneInfoParam):
     (date, shard), rows = element
@@ -95,13 +95,15 @@ class _WriteGroupFn(beam.DoFn):
 class WritePartitionedParquet(beam.PTransform):
   """Dict rows matching ``schema`` -> Parquet files under ``directory/dt=YYYY-MM-DD/``.
 
-  Returns the PCollection of written file paths.
+  Returns the PCollection of written file paths; counts rows and files as Beam metrics
+  ``<metric_name>_rows`` and ``<metric_name>_files``.
   """
 
   def __init__(self, directory: str, schema: pa.Schema, *, time_field: str,
                roll_seconds: float = 60, num_shards: int = 1, site: str = 'local',
-               run_id: Optional[str] = None):
+               run_id: Optional[str] = None, metric_name: str = 'parquet'):
     super().__init__()
+    self._metric_name = metric_name
     self._directory = directory
     self._schema = schema
     self._time_field = time_field
@@ -130,4 +132,5 @@ class WritePartitionedParquet(beam.PTransform):
         | 'KeyByDateAndShard' >> beam.Map(self._key)
         | 'GroupIntoFiles' >> beam.GroupByKey()
         | 'WriteFiles' >> beam.ParDo(
-            _WriteGroupFn(self._directory, self._schema, self._file_prefix)))
+            _WriteGroupFn(self._directory, self._schema, self._file_prefix,
+                          self._metric_name)))

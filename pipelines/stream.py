@@ -1,0 +1,149 @@
+"""The streaming detection job.
+
+    python -m pipelines.stream --help
+    python -m pipelines.stream --runner=FlinkRunner --bootstrap_servers=127.0.0.1:9092 \\
+        --model_dir=models --output=output
+    python -m pipelines.stream --source=files --input_dir=data/ --output=output   # DirectRunner
+
+Reads network, process and memory messages (Kafka, or JSON-lines files), detects anomalies and
+host attacks, and writes the archive, attacks, alerts and dead letters as Parquet under
+``--output``; alerts also go to the Kafka topic ``--alerts_topic``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, PipelineOptions,
+                                                  SetupOptions, StandardOptions)
+
+from pipelines.summary import print_summary
+from schemas.records import SCHEMAS
+from transforms.detect import ALERTS, DetectAttacks
+from transforms.outputs import WriteOutputs
+
+log = logging.getLogger('pipelines.stream')
+
+
+class StreamOptions(PipelineOptions):
+  """The job's own flags; Beam's (--runner, --flink_master, ...) are listed after them."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    group = parser.add_argument_group(
+        'detection job', 'Kafka brokers are given with Beam\'s own --bootstrap_servers '
+        '(default localhost:9092).')
+    group.add_argument('--source', choices=('kafka', 'files'), default='kafka',
+                       help='Where messages come from (default: kafka). "files" reads the '
+                       'JSON-lines files of --input_dir once, as a batch job.')
+    for stream, schema in SCHEMAS.items():
+      group.add_argument(f'--{stream}_topic', default=schema.default_topic,
+                         help=f'Kafka topic of {stream} messages (default: %(default)s).')
+    group.add_argument('--alerts_topic', default='alerts',
+                       help='Kafka topic alerts are published to (default: %(default)s); '
+                       'empty to publish none.')
+    group.add_argument('--kafka_config', action='append', default=[], metavar='KEY=VALUE',
+                       help='Extra Kafka client setting, repeatable (security.protocol, '
+                       'sasl.mechanism, ssl.truststore.location, ...).')
+    group.add_argument('--kafka_config_file', default=None,
+                       help='A Java-properties file of Kafka client settings. Put secrets '
+                       '(sasl.jaas.config, passwords) here, not on the command line, where '
+                       'process listings and the Flink UI would show them.')
+    group.add_argument('--max_records', type=int, default=None,
+                       help='Stop after reading this many Kafka records (bounded run).')
+    group.add_argument('--input_dir', default=None,
+                       help='With --source=files: a folder holding network.jsonl, '
+                       'process.jsonl and/or memory.jsonl (the generator\'s file sink).')
+    group.add_argument('--output', default='output',
+                       help='Output root: a local path, s3://... or gs://... '
+                       '(default: %(default)s).')
+    group.add_argument('--model_dir', default='models',
+                       help='Model registry root (default: %(default)s).')
+    group.add_argument('--site', default='local',
+                       help='This deployment\'s site name, used for records without one and '
+                       'in output file names (default: %(default)s).')
+    group.add_argument('--model_refresh_s', type=float, default=10.0,
+                       help='How often workers look for a newer model version, seconds; '
+                       '0 disables hot reload (default: %(default)s).')
+    group.add_argument('--roll_seconds', type=float, default=60.0,
+                       help='Streaming output files are closed and a new set started every '
+                       'this many seconds (default: %(default)s).')
+    group.add_argument('--num_shards', type=int, default=1,
+                       help='Files per output folder, date and roll (default: %(default)s).')
+    group.add_argument('--allowed_lateness_s', type=int, default=20,
+                       help='How late a host record may arrive and still join '
+                       '(default: %(default)s).')
+
+
+def file_patterns(input_dir: str) -> dict[str, str]:
+  patterns = {s: os.path.join(input_dir, f'{s}.jsonl') for s in SCHEMAS}
+  present = {s: p for s, p in patterns.items() if os.path.exists(p)}
+  if not present:
+    raise SystemExit(f'--input_dir {input_dir} holds none of '
+                     f'{", ".join(os.path.basename(p) for p in patterns.values())}; write them '
+                     'with `python -m pipelines.generate --output_dir ...`.')
+  return present
+
+
+def bootstrap_servers(opts: PipelineOptions) -> str:
+  # Beam already defines --bootstrap_servers (for its Kafka Streams runner); we share it.
+  return opts.view_as(KafkaStreamsRunnerOptions).bootstrap_servers
+
+
+def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
+  if opts.source == 'files':
+    from transforms.sources import ReadMessageFiles
+    if not opts.input_dir:
+      raise SystemExit('--source=files needs --input_dir')
+    return pipeline | 'ReadFiles' >> ReadMessageFiles(file_patterns(opts.input_dir))
+  from transforms import kafka_io
+  topics = {getattr(opts, f'{s}_topic'): s for s in SCHEMAS}
+  return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
+      bootstrap_servers(opts), topics, kafka_io.client_config(opts),
+      max_num_records=opts.max_records)
+
+
+def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
+  """Source -> DetectAttacks -> Parquet (+ alerts to Kafka when reading Kafka)."""
+  outputs = read_messages(pipeline, opts) | DetectAttacks(
+      opts.model_dir, site=opts.site, model_refresh_s=opts.model_refresh_s,
+      allowed_lateness_s=opts.allowed_lateness_s)
+  _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
+                             num_shards=opts.num_shards)
+  if opts.source == 'kafka' and opts.alerts_topic:
+    from transforms import kafka_io
+    from transforms.alerts import FormatAlertMessages
+    _ = (outputs[ALERTS]
+         | FormatAlertMessages()
+         | 'PublishAlerts' >> kafka_io.PublishToKafka(
+             bootstrap_servers(opts), opts.alerts_topic, kafka_io.client_config(opts)))
+
+
+def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
+  options = PipelineOptions(argv)
+  opts = options.view_as(StreamOptions)
+  if opts.source == 'kafka':
+    options.view_as(StandardOptions).streaming = True
+  # The job imports its own packages on workers; they are installed there from setup.py.
+  options.view_as(SetupOptions).save_main_session = False
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, opts)
+  result = pipeline.run()
+  result.wait_until_finish()
+  print_summary(result, opts)
+  return result
+
+
+def main() -> None:
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s %(message)s')
+  # Beam's worker logs at INFO are a flood; keep ours and its warnings.
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
+  run(sys.argv[1:])
+
+
+if __name__ == '__main__':
+  main()
