@@ -66,7 +66,7 @@ def _cast(name: str, kind: str, value: Any) -> Any:
     text = str(value).strip()
     if len(text) > MAX_STRING_LENGTH:
       raise CleaningError(f'{name}: string longer than {MAX_STRING_LENGTH} characters')
-    return text or None
+    return None if text in _MISSING else text
   try:
     number = parse_number(value)
   except CleaningError as e:
