@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Fetch the product's PINNED JVM artifacts with Maven (from Maven Central, through ~/.m2) into
+# .cache/jars/:
+#   .cache/jars/beam-runners-flink-1.19-job-server-2.62.0.jar      Beam Flink job server (+ KafkaIO)
+#   .cache/jars/beam-sdks-java-io-expansion-service-2.62.0.jar     Beam IO expansion service (KafkaIO)
+#   .cache/jars/kafka/lib/*.jar                                   Kafka 3.9.2 broker (KRaft) + tools
+#   .cache/jars/flink/lib/*.jar                                   Flink 1.19.3 standalone session cluster
+# Versions live in jvm/pom.xml, whose header says why (in short: the Maven Central mirror here has no
+# Beam 2.77 Java artifacts and no published job-server / expansion-service shadow jars, so the Beam
+# jars are shaded here from Beam Java 2.62.0 modules; that fixes Flink to 1.19).
+#
+# A second run is a no-op: when every output exists and the poms have not changed (sha256 stamp), Maven
+# is not even started. FORCE=1 rebuilds. MAVEN_OPTS / MVN_ARGS pass through (e.g. MVN_ARGS=-o).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JARS_DIR="${JARS_DIR:-$ROOT/.cache/jars}"
+STAMP="$JARS_DIR/.fetch-stamp"
+
+die() { echo "fetch_jars: $*" >&2; exit 1; }
+
+outputs=(
+  "$JARS_DIR/beam-runners-flink-1.19-job-server-2.62.0.jar"
+  "$JARS_DIR/beam-sdks-java-io-expansion-service-2.62.0.jar"
+  "$JARS_DIR/kafka/lib/kafka_2.13-3.9.2.jar"
+  "$JARS_DIR/flink/lib/flink-runtime-1.19.3.jar"
+)
+
+pom_hash() {
+  (cd "$ROOT" && find jvm -name pom.xml -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+}
+
+want="$(pom_hash)"
+if [[ "${FORCE:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+  ok=1
+  for f in "${outputs[@]}"; do [[ -s "$f" ]] || ok=0; done
+  if [[ $ok == 1 ]]; then
+    echo "fetch_jars: up to date in $JARS_DIR (FORCE=1 to rebuild)"
+    exit 0
+  fi
+fi
+
+command -v java >/dev/null 2>&1 || die "java not found on PATH: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
+command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH: install Maven 3.8+ (apt-get install maven)"
+
+mkdir -p "$JARS_DIR"
+# Start the lib/ folders afresh so that a version change leaves no stale jar on a classpath.
+rm -rf "$JARS_DIR/kafka/lib" "$JARS_DIR/flink/lib"
+rm -f "$STAMP"
+
+m2="${HOME}/.m2/repository"
+before=$(du -sk "$m2" 2>/dev/null | cut -f1 || echo 0)
+t0=$(date +%s)
+echo "fetch_jars: resolving and shading with Maven (first run downloads ~350 MB into ~/.m2 and takes a few minutes)..."
+# shellcheck disable=SC2086
+mvn -B -q -f "$ROOT/jvm/pom.xml" -Djars.dir="$JARS_DIR" ${MVN_ARGS:-} package \
+  || die "maven failed (see output above); rerun with MVN_ARGS=-e for details"
+t1=$(date +%s)
+after=$(du -sk "$m2" 2>/dev/null | cut -f1 || echo 0)
+
+for f in "${outputs[@]}"; do [[ -s "$f" ]] || die "expected output missing: $f"; done
+echo "$want" > "$STAMP"
+echo "fetch_jars: done in $((t1 - t0)) s; ~/.m2 grew by $(( (after - before) / 1024 )) MB"
+du -sh "$JARS_DIR"/*.jar "$JARS_DIR"/kafka "$JARS_DIR"/flink 2>/dev/null | sed 's/^/  /'
