@@ -1,0 +1,107 @@
+"""The host attack join under TestStream: window boundaries, lateness, exactly-once, and a
+property test against the brute-force reference join."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from transforms.join import JOIN_GAP_S, JoinHostAttacks, attack_event_id, reference_join
+
+T0 = 1_700_000_000 - 1_700_000_000 % 60  # a multiple of the window period, to aim at edges
+
+
+def scored(stream: str, machine: int, cmd_pid: str, ts: int, attack: bool = True) -> dict:
+  return {'machine': machine, 'CMD_PID': cmd_pid, 'ts': ts, 'prediction': int(attack),
+          'uuid': f'{stream}-{machine}-{cmd_pid}-{ts}', 'score': 0.9 if attack else 0.1,
+          'model_version': 'v1'}
+
+
+def assert_join_emits(arrivals: list[tuple[str, dict, int]], expected_ids) -> None:
+  """Feeds (stream, record, watermark before it) in order through JoinHostAttacks and checks
+  that the emitted event ids are exactly ``expected_ids``: each once, none missing."""
+  stream, current = TestStream(), None
+  for kind, record, watermark in arrivals:
+    if current is None or watermark > current:  # TestStream wants it strictly increasing
+      stream, current = stream.advance_watermark_to(watermark), watermark
+    stream = stream.add_elements(
+        [TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
+                          record['ts'])])
+  stream = stream.advance_watermark_to_infinity()
+  options = PipelineOptions()
+  options.view_as(StandardOptions).streaming = True
+  with TestPipeline(options=options) as pipeline:
+    tagged = pipeline | stream
+    process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
+    attacks = ({'process': process | 'P' >> beam.Values(),
+                'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
+    assert_that(attacks | beam.Map(lambda row: row['event_id']), equal_to(list(expected_ids)))
+
+
+def in_order(records: list[tuple[str, dict]]) -> list[tuple[str, dict, int]]:
+  """Arrival in event-time order, the watermark just behind each record."""
+  return [(kind, r, r['ts']) for kind, r in sorted(records, key=lambda kr: kr[1]['ts'])]
+
+
+def test_pairs_within_the_gap_join_once_even_across_window_edges():
+  records = [
+      ('process', scored('process', 1, 'miner_7', T0 + 5)),
+      ('memory', scored('memory', 1, 'miner_7', T0 + 20)),  # same window
+      ('process', scored('process', 2, 'nc_9', T0 + 59)),
+      ('memory', scored('memory', 2, 'nc_9', T0 + 61)),  # straddles the edge at T0 + 60
+      ('process', scored('process', 3, 'sh_1', T0 + 100)),
+      ('memory', scored('memory', 3, 'sh_1', T0 + 100 + JOIN_GAP_S)),  # exactly 30 s: no
+      ('process', scored('process', 4, 'xm_2', T0 + 150)),
+      ('memory', scored('memory', 4, 'xm_2', T0 + 151, attack=False)),  # one side benign: no
+      ('process', scored('process', 5, 'a_1', T0 + 200)),
+      ('memory', scored('memory', 5, 'b_1', T0 + 200)),  # another program: no
+  ]
+  expected = reference_join([r for k, r in records if k == 'process'],
+                            [r for k, r in records if k == 'memory'])
+  assert len(expected) == 2
+  assert_join_emits(in_order(records), expected)
+
+
+def test_a_record_up_to_20s_late_still_joins_and_nothing_is_repeated():
+  p1 = scored('process', 1, 'miner_7', T0 + 65)
+  m1 = scored('memory', 1, 'miner_7', T0 + 70)
+  p2 = scored('process', 1, 'miner_7', T0 + 72)
+  late_m2 = scored('memory', 1, 'miner_7', T0 + 101)
+  arrivals = [
+      ('process', p1, T0 + 65), ('memory', m1, T0 + 70), ('process', p2, T0 + 72),
+      # The watermark passes the end of [T0 + 60, T0 + 120), the canonical window of (p2, m2),
+      # which fires on time with p1, m1, p2; m2 then arrives 19 s behind the watermark. The
+      # late pane holds all four and must add (p2, m2) without repeating (p1, m1), (p2, m1).
+      ('memory', late_m2, T0 + 120),
+  ]
+  expected = reference_join([p1, p2], [m1, late_m2])
+  assert attack_event_id(p2, late_m2) in expected and len(expected) == 3
+  assert_join_emits(arrivals, expected)
+
+
+# A record: (stream, machine, program, ts offset, attack?, arrival delay 0..19 s).
+record_strategy = st.tuples(
+    st.sampled_from(['process', 'memory']), st.integers(1, 2), st.sampled_from(['a_1', 'b_2']),
+    st.integers(0, 150), st.booleans(), st.integers(0, 19))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(record_strategy, min_size=2, max_size=14, unique_by=lambda r: r[:4]))
+def test_join_equals_brute_force_reference_on_out_of_order_late_streams(drawn):
+  records = [(kind, scored(kind, machine, program, T0 + offset, attack), delay)
+             for kind, machine, program, offset, attack, delay in drawn]
+  # Records arrive in order of ts + delay; the watermark follows the newest ts seen, so a
+  # delayed record arrives up to 19 s behind the watermark: late, but within the 20 s.
+  arrivals, newest = [], 0
+  for kind, record, delay in sorted(records, key=lambda r: (r[1]['ts'] + r[2], r[0])):
+    arrivals.append((kind, record, newest))
+    newest = max(newest, record['ts'])
+  expected = reference_join([r for k, r, _ in records if k == 'process'],
+                            [r for k, r, _ in records if k == 'memory'])
+  assert_join_emits(arrivals, expected)
