@@ -23,7 +23,7 @@ def counters(result) -> dict[str, int]:
   return dict(totals)
 
 
-def print_summary(result, opts, out=sys.stderr) -> dict[str, int]:
+def print_summary(result, opts, out=None) -> dict[str, int]:
   totals = counters(result)
   dead_by_stream = defaultdict(int)
   for name, value in totals.items():
@@ -41,5 +41,5 @@ def print_summary(result, opts, out=sys.stderr) -> dict[str, int]:
     rows = totals.get(f'WritePartitionedParquet.{folder}_rows', 0)
     files = totals.get(f'WritePartitionedParquet.{folder}_files', 0)
     lines.append(f'    {folder + "/":<18}{rows:>10} rows in {files} files')
-  print('\n'.join(lines), file=out)
+  print('\n'.join(lines), file=out or sys.stderr)
   return totals
