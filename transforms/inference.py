@@ -36,6 +36,7 @@ class LiveModel:
     self._detector = detector
     self._refresh_seconds = refresh_seconds
     self._lock = threading.Lock()
+    self._refused: set[str] = set()  # versions that failed to load: not retried every poll
     self.current: registry.LoadedModel = registry.load(model_dir, detector)
     self._checked_at = time.monotonic()
 
@@ -51,12 +52,13 @@ class LiveModel:
     try:
       self._checked_at = time.monotonic()
       newest = registry.latest_version(self._model_dir, self._detector)
-      if newest and newest > self.current.version:
+      if newest and newest > self.current.version and newest not in self._refused:
         try:
           self.current = registry.load(self._model_dir, self._detector, newest)
           log.info('%s detector now serves model %s', self._detector, newest)
         except Exception:  # pylint: disable=broad-except
           # A bad new version must not stop scoring: keep the current one and say why.
+          self._refused.add(newest)
           log.exception('could not load %s model %s; still serving %s',
                         self._detector, newest, self.current.version)
     finally:
