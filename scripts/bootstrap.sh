@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh machine, and does nothing on a second run:
+#   - a Python virtualenv in .venv with this package and its test extras (pip's own cache
+#     keeps wheels across clones),
+#   - the pinned JVM artifacts (Kafka broker, Beam's Flink job server and expansion service,
+#     a Flink distribution) via scripts/fetch_jars.sh, cached in ~/.m2 and .cache/jars.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "bootstrap: $PYTHON not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2
+  exit 1
+fi
+"$PYTHON" - <<'PY' || { echo "bootstrap: Python 3.10 or newer is required" >&2; exit 1; }
+import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+# Reinstall only when the package's requirements change.
+stamp=.venv/.installed-$(sha256sum setup.py | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages (a few minutes the first time)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if [ -x scripts/fetch_jars.sh ] && [ "${SKIP_JARS:-0}" != 1 ]; then
+  scripts/fetch_jars.sh
+fi
+echo "bootstrap: ready"
