@@ -12,14 +12,16 @@ host attacks, and writes the archive, attacks, alerts and dead letters as Parque
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, PipelineOptions,
-                                                  SetupOptions, StandardOptions)
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStreamsRunnerOptions,
+                                                  PipelineOptions, PortableOptions, SetupOptions,
+                                                  StandardOptions)
 
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
@@ -138,7 +140,25 @@ def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineRes
   return result
 
 
+def help_parser() -> argparse.ArgumentParser:
+  """--help: the job's flags, then the Beam flags that matter for running it."""
+  parser = argparse.ArgumentParser(
+      prog='python -m pipelines.stream', usage='%(prog)s [options]', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog='Any other Beam pipeline option is accepted too (see Beam\'s documentation).')
+  StreamOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  for title, options in (('Beam: runner', StandardOptions), ('Beam: Flink', FlinkRunnerOptions),
+                         ('Beam: portability', PortableOptions),
+                         ('Beam: Kafka', KafkaStreamsRunnerOptions),
+                         ('Beam: packaging', SetupOptions)):
+    options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
+  return parser
+
+
 def main() -> None:
+  if {'-h', '--help'} & set(sys.argv[1:]):
+    help_parser().print_help()
+    return
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s %(message)s')
   # Beam's worker logs at INFO are a flood; keep ours and its warnings.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
