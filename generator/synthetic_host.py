@@ -370,6 +370,7 @@ def generate_host(n_machines: int, seconds: int, seed: int, start_ts: int,
 _UNITS = (('T', 1e12), ('G', 1e9), ('M', 1e6), ('K', 1e3))
 _PERCENT = {'CPU', 'MEM'}
 _NEVER_MISSING = {'attack'}
+_FIELDS = {schema.stream: {f.name: f for f in schema.fields} for schema in (PROCESS, MEMORY)}
 
 
 def _with_unit(value: float, is_int: bool) -> Optional[str]:
@@ -421,11 +422,11 @@ def messy(record: dict[str, Any], rng: random.Random, missing: float = 0.01,
   ``attack`` (the label) stays a number; machine, PID, CMD and ts are never missing.
   """
   schema = schema or (PROCESS if 'CPU' in record else MEMORY)
+  fields = _FIELDS[schema.stream]
   out = {}
   for name, value in record.items():
-    try:
-      field = schema.field(name)
-    except KeyError:
+    field = fields.get(name)
+    if field is None:
       out[name] = value
       continue
     if value is None:
