@@ -58,6 +58,12 @@ def parse_number(value: Any) -> Optional[float]:
 
 
 def _cast(name: str, kind: str, value: Any) -> Any:
+  # Fast paths: most values already arrive as JSON numbers of the right kind.
+  value_type = type(value)
+  if value_type is int and kind != STR and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+    return value if kind == INT else float(value)
+  if value_type is float and kind == FLOAT and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+    return value  # NaN fails both comparisons and takes the slow path's error
   if kind == STR:
     if value is None:
       return None
