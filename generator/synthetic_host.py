@@ -338,8 +338,11 @@ class HostSimulator:
       yield process
 
 
+_NAMES = {PROCESS.stream: PROCESS.names, MEMORY.stream: MEMORY.names}
+
+
 def _ordered(schema: RecordSchema, record: dict[str, Any]) -> dict[str, Any]:
-  return {name: record[name] for name in schema.names}
+  return {name: record[name] for name in _NAMES[schema.stream]}
 
 
 def generate_host(n_machines: int, seconds: int, seed: int, start_ts: int,
@@ -370,13 +373,17 @@ def generate_host(n_machines: int, seconds: int, seed: int, start_ts: int,
 _UNITS = (('T', 1e12), ('G', 1e9), ('M', 1e6), ('K', 1e3))
 _PERCENT = {'CPU', 'MEM'}
 _NEVER_MISSING = {'attack'}
-_FIELDS = {schema.stream: {f.name: f for f in schema.fields} for schema in (PROCESS, MEMORY)}
+_PADDING = ('', ' ', '  ', '   ')
+# Per schema: (name, is string, is integer, may be missing) of each field.
+_RENDER = {schema.stream: {f.name: (f.kind == STR, f.kind == INT,
+                                    not f.required and f.name not in _NEVER_MISSING)
+                           for f in schema.fields} for schema in (PROCESS, MEMORY)}
 
 
 def _with_unit(value: float, is_int: bool) -> Optional[str]:
   """``value`` with a K/M/G/T suffix and at most two decimals, if that is exact."""
   for unit, size in _UNITS:
-    if abs(value) >= size:
+    if value >= size or -value >= size:
       mantissa = round(value / size, 2)
       text = f'{mantissa:.2f}'.rstrip('0').rstrip('.')
       back = float(text) * size
@@ -388,23 +395,27 @@ def _with_unit(value: float, is_int: bool) -> Optional[str]:
 def _plain(value: float, is_int: bool) -> str:
   if is_int:
     return str(int(value))
-  text = f'{value:.15g}'  # 86100000.0 as "86100000", 0.07 as "0.07"
-  return text if float(text) == value else repr(float(value))
+  text = repr(float(value))  # the shortest exact form; 86100000.0 shown as "86100000"
+  return text[:-2] if text.endswith('.0') else text
 
 
 def _messy_number(name: str, value: float, is_int: bool, rng: random.Random) -> Any:
   r = rng.random()
   if r < .1:
     return value  # some agents send real JSON numbers
-  if name in _PERCENT and r < .7:
-    text = f'{value:g}%' if abs(value) < 1e6 else repr(value)
+  if r < .7 and name in _PERCENT:
+    text = _plain(value, False) + '%'
   else:
-    text = (_with_unit(value, is_int) if r < .8 else None) or _plain(value, is_int)
-  pad = rng.random()
-  if pad < .25:
-    text = ' ' * rng.randint(1, 3) + text
-  elif pad < .35:
-    text = text + ' ' * rng.randint(1, 2)
+    text = None
+    if r < .8 and (value >= 1000 or value <= -1000):
+      text = _with_unit(value, is_int)
+    if text is None:
+      text = _plain(value, is_int)
+  pad = rng.random()  # one draw decides where the stray spaces go and how many
+  if pad < .24:
+    return _PADDING[1 + int(pad * 12.5)] + text
+  if pad < .34:
+    return text + _PADDING[1 + int((pad - .24) * 20)]
   return text
 
 
@@ -422,22 +433,19 @@ def messy(record: dict[str, Any], rng: random.Random, missing: float = 0.01,
   ``attack`` (the label) stays a number; machine, PID, CMD and ts are never missing.
   """
   schema = schema or (PROCESS if 'CPU' in record else MEMORY)
-  fields = _FIELDS[schema.stream]
+  render = _RENDER[schema.stream]
   out = {}
+  random_ = rng.random
   for name, value in record.items():
-    field = fields.get(name)
-    if field is None:
+    spec = render.get(name)
+    if spec is None or name in _NEVER_MISSING:
       out[name] = value
       continue
-    if value is None:
-      out[name] = rng.choice(('', '-')) if field.kind != STR else ''
-      continue
-    if name not in _NEVER_MISSING and not field.required and rng.random() < missing:
-      out[name] = rng.choice(('', '-')) if field.kind != STR else ''
-    elif name in _NEVER_MISSING:
-      out[name] = value
-    elif field.kind == STR:
-      out[name] = value + ' ' if rng.random() < .05 else value
+    is_str, is_int, may_miss = spec
+    if value is None or (may_miss and random_() < missing):
+      out[name] = '' if is_str or random_() < .5 else '-'
+    elif is_str:
+      out[name] = value + ' ' if random_() < .05 else value
     else:
-      out[name] = _messy_number(name, value, field.kind == INT, rng)
+      out[name] = _messy_number(name, value, is_int, rng)
   return out
