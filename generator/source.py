@@ -1,7 +1,7 @@
 """The generator's message sequence: network records and host samples merged on one clock.
 
 The clock is event time. Message k is scheduled at ``start_ms + k * 1000 / rate`` (``rate``
-is messages/s, a nominal 1000/s when unlimited); a host sample is sent at the first slot at
+is messages/s; when unlimited, ``event_rate``, by default 1000/s); a host sample is sent at the first slot at
 or after its ``ts`` with its own ``ts`` as event time, network records fill the other slots
 with the slot time as ``utc``. Without a network stream the clock jumps from one host sample
 to the next. Everything drawn at random comes from generators seeded from ``seed``, one per
@@ -47,6 +47,7 @@ class SourceConfig:
   count: Optional[int] = None
   duration_s: Optional[float] = None
   rate: float = 0.0
+  event_rate: Optional[float] = None  # event-time spacing when rate is 0 (unlimited)
   seed: int = 0
   malformed_fraction: float = 0.0
   start_ms: Optional[int] = None  # default: now
@@ -71,8 +72,8 @@ class SourceConfig:
       raise ValueError('one_sequential_pass sends the network file: include the network stream')
     if not 0 <= self.malformed_fraction <= 1:
       raise ValueError('malformed_fraction must be in [0, 1]')
-    if self.rate < 0:
-      raise ValueError('rate must be >= 0')
+    if self.rate < 0 or (self.event_rate is not None and self.event_rate <= 0):
+      raise ValueError('rate must be >= 0 and event_rate > 0')
     if self.count is not None and self.count < 0:
       raise ValueError('count must be >= 0')
     topics = [self.topics[s] for s in self.streams]
@@ -119,7 +120,7 @@ def generate_messages(config: SourceConfig) -> Iterator[Message]:
   """The messages of a run, in send order, each with its event time as ``timestamp_ms``."""
   config.validate()
   start_ms = int(time.time() * 1000) if config.start_ms is None else int(config.start_ms)
-  step_ms = 1000.0 / (config.rate or NOMINAL_RATE)
+  step_ms = 1000.0 / (config.rate or config.event_rate or NOMINAL_RATE)
   end_ms = None if config.duration_s is None else start_ms + config.duration_s * 1000
   uuid_rng = random.Random(_seed(config.seed, 2))
   messy_rng = random.Random(_seed(config.seed, 3))

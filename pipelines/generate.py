@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='messages per second, all streams together; 0 = as fast as possible '
                         '(default 1000)')
   how.add_argument('--burst', type=float, help='token bucket size (default: rate / 10)')
+  how.add_argument('--event_rate', type=float,
+                   help='with --rate 0: messages per second of event time, which sets how '
+                        'much host activity comes with the network records (default 1000)')
 
   out = p.add_argument_group('where to')
   out.add_argument('--bootstrap_servers', help='Kafka bootstrap servers, host:port[,...]')
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
   config = SourceConfig(
       streams=args.streams, source=args.source, kdd_file=args.kdd_file,
       one_sequential_pass=args.one_sequential_pass, count=args.count,
-      duration_s=args.duration_s, rate=args.rate, seed=args.seed,
+      duration_s=args.duration_s, rate=args.rate, event_rate=args.event_rate, seed=args.seed,
       malformed_fraction=args.malformed_fraction, start_ms=args.start_time, site=args.site,
       machines=args.machines, attack_fraction=args.attack_fraction,
       network_mix=args.network_mix, with_labels=not args.no_labels, topics=topics)

@@ -449,6 +449,11 @@ def test_duration_and_host_only_streams():
   assert stamps == sorted(stamps) and stamps[-1] < START_MS + 60_000
   # 4 machines sampled every 3 to 6 s on two streams
   assert 4 * 2 * 60 / 6 <= len(messages) <= 4 * 2 * 60 / 3 + 8
+  # unthrottled, --event_rate spaces the event times (and so sets the host share)
+  config = SourceConfig(count=500, seed=1, start_ms=START_MS, machines=4, event_rate=10)
+  messages = list(generate_messages(config))
+  assert messages[-1].timestamp_ms - START_MS == pytest.approx(50_000, rel=0.02)
+  assert sum(m.topic != 'sensor_messages' for m in messages) > 50
 
 
 def test_one_sequential_pass_sends_the_file_once_in_order(tmp_path):
