@@ -304,7 +304,7 @@ def teardrop(s: Sampler, n: int) -> Columns:
   c['src_bytes'] = s.mix(n, (.95, 28), (.05, s.uni(n, 20, 60)))
   c['dst_bytes'][:] = 0
   count = s.logn(n, 40, 1, 1, 511)
-  c['count'], c['srv_count'] = count, count
+  c['count'], c['srv_count'] = count, count.copy()  # camouflage writes them one by one
   c['dst_host_same_src_port_rate'] = np.where(s.coin(n, .6), 1, c['dst_host_same_src_port_rate'])
   return c
 
@@ -325,7 +325,8 @@ def land(s: Sampler, n: int) -> Columns:
   c['dst_bytes'][:] = 0
   c['logged_in'][:] = 0
   c['count'], c['srv_count'] = s.uni(n, 1, 2), s.uni(n, 1, 2)
-  c['serror_rate'] = c['srv_serror_rate'] = np.where(c['flag'] == 'S0', 1.0, 0.5)
+  c['serror_rate'] = np.where(c['flag'] == 'S0', 1.0, 0.5)
+  c['srv_serror_rate'] = c['serror_rate'].copy()
   return c
 
 
