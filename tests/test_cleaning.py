@@ -31,7 +31,7 @@ def test_parse_number_reads_messy_strings(raw, expected):
 
 @pytest.mark.parametrize('raw', [
     'abc', '1.5X', '1.2.3', 'K', '--3', 'NaN', 'inf', '1e400', float('nan'), float('inf'),
-    10**30, True, [1], {'a': 1},
+    10**30, 10**400, True, [1], {'a': 1},
 ])
 def test_parse_number_refuses_what_is_not_a_finite_number(raw):
   with pytest.raises(CleaningError):

@@ -38,7 +38,10 @@ def parse_number(value: Any) -> Optional[float]:
   if isinstance(value, bool):
     raise CleaningError(f'boolean {value!r} where a number is expected')
   if isinstance(value, (int, float)):
-    number = float(value)
+    try:
+      number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+      raise CleaningError(f'number out of range: {str(value)[:40]}') from None
   elif isinstance(value, str):
     text = value.strip()
     if text in _MISSING:
