@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStrea
                                                   PipelineOptions, PortableOptions, SetupOptions,
                                                   StandardOptions)
 
+from pipelines import kafka_config
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS, DetectAttacks
@@ -96,6 +97,10 @@ def bootstrap_servers(opts: PipelineOptions) -> str:
   return opts.view_as(KafkaStreamsRunnerOptions).bootstrap_servers
 
 
+def kafka_client_config(opts: StreamOptions) -> dict[str, str]:
+  return kafka_config.client_config(opts.kafka_config, opts.kafka_config_file)
+
+
 def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   if opts.source == 'files':
     from transforms.sources import ReadMessageFiles
@@ -105,7 +110,7 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   from transforms import kafka_io
   topics = {getattr(opts, f'{s}_topic'): s for s in SCHEMAS}
   return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
-      bootstrap_servers(opts), topics, kafka_io.client_config(opts),
+      bootstrap_servers(opts), topics, kafka_client_config(opts),
       max_num_records=opts.max_records)
 
 
@@ -122,7 +127,7 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
     _ = (outputs[ALERTS]
          | FormatAlertMessages()
          | 'PublishAlerts' >> kafka_io.PublishToKafka(
-             bootstrap_servers(opts), opts.alerts_topic, kafka_io.client_config(opts)))
+             bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
