@@ -1,0 +1,268 @@
+"""Training methods of the retrain job and their hyperparameter grids.
+
+Every method returns a :class:`~model.detector.ScoredDetector` (the model contract: the
+pipeline takes the raw feature columns by name, ``predict_proba(X)[:, 1]`` is the anomaly
+score, ``predict`` is 0/1 at ``threshold``), so the stream serves any of them unchanged.
+
+Network detector, no labels needed to train (labels, when present, only choose the reference
+rows, the method and its hyperparameters, and measure the result):
+
+* ``rf_synthetic`` -- the original design: a RandomForest separates the real records from
+  synthetic ones made by resampling each column independently (the product of the marginals,
+  Shi & Horvath 2006). Where real records are denser than "the columns are unrelated"
+  predicts, the forest says real; elsewhere synthetic, and P(synthetic | x) is the anomaly
+  score. Two additions make it score what it never saw: a share of the synthetic values is
+  uniform over a range widened beyond the observed one (numbers, after the log scaling) or a
+  category never seen, so records outside the training support are scored as anomalous
+  instead of inheriting the score of the nearest edge leaf.
+* ``isolation_forest`` -- IsolationForest (Liu et al. 2008) on the same features.
+
+Supervised (labels needed; the process and memory detectors, or ``--method`` for network):
+
+* ``hgb`` -- HistGradientBoosting with balanced class weights (the rare attack class counts
+  as much as the normal one) and early stopping.
+* ``random_forest`` -- a RandomForest with ``balanced_subsample`` class weights.
+
+All of them sit behind :func:`model.features.preprocessor`: median imputation and a signed
+log of every number (byte counts and page faults span ten orders of magnitude), one-hot
+categories with rare and unseen values folded into an "infrequent" column.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Optional
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import (HistGradientBoostingClassifier, IsolationForest,
+                              RandomForestClassifier)
+from sklearn.pipeline import Pipeline
+
+from model.detector import ScoredDetector
+from model.features import preprocessor
+from schemas.records import RecordSchema
+
+UNSUPERVISED = ('rf_synthetic', 'isolation_forest')
+SUPERVISED = ('hgb', 'random_forest')
+METHODS = UNSUPERVISED + SUPERVISED
+
+# Defaults: what a method trains with when no grid point overrides it.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    'rf_synthetic': {'n_estimators': 100, 'min_samples_leaf': 2, 'max_features': 'sqrt',
+                     'max_samples': 50_000, 'uniform_share': 0.1, 'widen': 0.5,
+                     'synthetic_ratio': 1.0},
+    'isolation_forest': {'n_estimators': 200, 'max_samples': 1024, 'max_features': 1.0},
+    'hgb': {'learning_rate': 0.1, 'max_leaf_nodes': 31, 'l2_regularization': 0.0,
+            'max_iter': 300},
+    'random_forest': {'n_estimators': 150, 'min_samples_leaf': 2, 'max_features': 'sqrt',
+                      'max_samples': 100_000},
+}
+
+# Hyperparameter grids searched by cross-validation when the data carries labels.
+GRIDS: dict[str, dict[str, dict[str, list]]] = {
+    'default': {
+        'rf_synthetic': {'uniform_share': [0.1, 0.25], 'min_samples_leaf': [2, 10]},
+        'isolation_forest': {'max_samples': [256, 1024, 4096], 'max_features': [1.0, 0.5]},
+        'hgb': {'max_leaf_nodes': [15, 63], 'l2_regularization': [0.0, 1.0]},
+        'random_forest': {'min_samples_leaf': [1, 5]},
+    },
+    'small': {
+        'rf_synthetic': {'min_samples_leaf': [2]},
+        'isolation_forest': {'max_samples': [256, 1024]},
+        'hgb': {'max_leaf_nodes': [15, 31]},
+        'random_forest': {'min_samples_leaf': [2]},
+    },
+}
+
+
+def auto_methods(detector: str, has_labels: bool) -> tuple[str, ...]:
+  """What ``--method auto`` tries. Network: both label-free methods (the held-out labels, if
+  any, choose between them; without labels, the original design's rf_synthetic). Host
+  detectors: the supervised classifiers."""
+  if detector == 'network':
+    return UNSUPERVISED if has_labels else ('rf_synthetic',)
+  return SUPERVISED
+
+
+def grid_points(method: str, grid: str | dict, overrides: Optional[dict] = None
+                ) -> list[dict[str, Any]]:
+  """The parameter dicts of one method's grid (each complete: defaults + the point)."""
+  if isinstance(grid, str):
+    axes = {} if grid == 'none' else dict(GRIDS[grid].get(method, {}))
+  else:
+    axes = dict(grid.get(method, {}))
+  if overrides:
+    axes.update({k: v if isinstance(v, list) else [v] for k, v in overrides.items()})
+  names = sorted(axes)
+  points = []
+  for values in itertools.product(*(axes[n] for n in names)):
+    params = dict(DEFAULTS[method])
+    params.update(zip(names, values))
+    points.append(params)
+  return points or [dict(DEFAULTS[method])]
+
+
+# ---- the real-vs-synthetic forest -------------------------------------------------------------
+
+class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
+  """A RandomForest trained to tell real rows (class 0) from synthetic rows (class 1) drawn
+  from the product of the real columns' marginals, widened by a uniform share.
+
+  It works on the preprocessed matrix; ``blocks`` lists the matrix columns of each raw column
+  (a one-hot block moves as one, so synthetic rows stay valid one-hot rows). Fit on real rows
+  only (``y`` is ignored); ``predict_proba(X)[:, 1]`` is P(synthetic | x), the anomaly score.
+  """
+
+  def __init__(self, n_estimators=100, min_samples_leaf=2, max_features='sqrt',
+               max_samples=50_000, uniform_share=0.1, widen=0.5, synthetic_ratio=1.0,
+               blocks=None, n_jobs=None, random_state=0):
+    self.n_estimators = n_estimators
+    self.min_samples_leaf = min_samples_leaf
+    self.max_features = max_features
+    self.max_samples = max_samples
+    self.uniform_share = uniform_share
+    self.widen = widen
+    self.synthetic_ratio = synthetic_ratio
+    self.blocks = blocks
+    self.n_jobs = n_jobs
+    self.random_state = random_state
+
+  def synthesize(self, X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    X = np.asarray(X, dtype=float)
+    blocks = self.blocks or [[i] for i in range(X.shape[1])]
+    out = np.empty((n, X.shape[1]), dtype=float)
+    for block in blocks:
+      block = list(block)
+      out[:, block] = X[rng.integers(0, len(X), n)][:, block]
+      widened = rng.random(n) < self.uniform_share
+      if not widened.any():
+        continue
+      if len(block) == 1:  # a number: uniform over the widened observed range
+        lo, hi = float(X[:, block[0]].min()), float(X[:, block[0]].max())
+        margin = self.widen * max(hi - lo, 1.0)
+        out[widened, block[0]] = rng.uniform(lo - margin, hi + margin, int(widened.sum()))
+      else:  # a category: any of the block's values, or one never seen (all zeros)
+        choice = rng.integers(0, len(block) + 1, int(widened.sum()))
+        values = np.zeros((len(choice), len(block)))
+        seen = choice < len(block)
+        values[np.flatnonzero(seen), choice[seen]] = 1.0
+        out[np.ix_(np.flatnonzero(widened), block)] = values
+    return out
+
+  def fit(self, X, y=None):
+    X = np.asarray(X, dtype=float)
+    rng = np.random.default_rng(self.random_state)
+    n_synthetic = max(1, int(round(len(X) * self.synthetic_ratio)))
+    synthetic = self.synthesize(X, n_synthetic, rng)
+    data = np.vstack([X, synthetic])
+    target = np.r_[np.zeros(len(X), dtype=int), np.ones(n_synthetic, dtype=int)]
+    max_samples = None
+    if self.max_samples and self.max_samples < len(data):
+      max_samples = int(self.max_samples)
+    self.forest_ = RandomForestClassifier(
+        n_estimators=self.n_estimators, min_samples_leaf=self.min_samples_leaf,
+        max_features=self.max_features, max_samples=max_samples,
+        class_weight='balanced' if self.synthetic_ratio != 1.0 else None,
+        n_jobs=self.n_jobs, random_state=self.random_state).fit(data, target)
+    self.classes_ = np.array([0, 1])
+    self.n_features_in_ = X.shape[1]
+    return self
+
+  def predict_proba(self, X):
+    return self.forest_.predict_proba(np.asarray(X, dtype=float))
+
+  def predict(self, X):
+    return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+  @property
+  def feature_importances_(self):
+    return self.forest_.feature_importances_
+
+
+def column_blocks(features, feature_columns) -> dict[str, list[int]]:
+  """Matrix columns of each raw column, from a fitted preprocessor's output names
+  (``numeric__src_bytes``, ``categorical__service_http``)."""
+  names = [n.split('__', 1)[-1] for n in features.get_feature_names_out()]
+  by_length = sorted(feature_columns, key=len, reverse=True)
+  blocks: dict[str, list[int]] = {c: [] for c in feature_columns}
+  for i, name in enumerate(names):
+    owner = name if name in blocks else next(
+        (c for c in by_length if name.startswith(c + '_')), None)
+    if owner is None:
+      raise ValueError(f'cannot tell which column the feature {name!r} comes from')
+    blocks[owner].append(i)
+  return {c: b for c, b in blocks.items() if b}
+
+
+# ---- fitting --------------------------------------------------------------------------------
+
+def _serving(pipeline: Pipeline) -> Pipeline:
+  """Fitted with all cores; served one small batch at a time, where thread pools only cost."""
+  model = pipeline.named_steps['model']
+  for estimator in (model, getattr(model, 'forest_', None)):
+    if estimator is not None and hasattr(estimator, 'n_jobs'):
+      estimator.n_jobs = None
+  return pipeline
+
+
+def fit(schema: RecordSchema, method: str, params: dict[str, Any], X, y=None, *,
+        n_jobs: Optional[int] = -1, random_state: int = 0) -> ScoredDetector:
+  """Fits one method on ``X`` (raw feature columns). Unsupervised methods learn ``X`` as the
+  reference of normal traffic (the caller picks the reference rows); supervised ones need
+  ``y``. The threshold is left at 0.5: :func:`model.evaluation.calibrate` sets it."""
+  params = {**DEFAULTS[method], **params}
+  features = preprocessor(schema)
+  if method == 'rf_synthetic':
+    matrix = features.fit_transform(X)
+    model = SyntheticContrastForest(
+        blocks=list(column_blocks(features, schema.feature_columns).values()), n_jobs=n_jobs,
+        random_state=random_state, **params).fit(matrix)
+    pipeline = Pipeline([('features', features), ('model', model)])
+    return ScoredDetector(_serving(pipeline), 'predict_proba', 0.5)
+  if method == 'isolation_forest':
+    params = dict(params)
+    max_samples = min(int(params.pop('max_samples')), len(X))
+    model = IsolationForest(max_samples=max_samples, n_jobs=n_jobs, random_state=random_state,
+                            **params)
+    pipeline = Pipeline([('features', features), ('model', model)]).fit(X)
+    return ScoredDetector(_serving(pipeline), 'isolation', 0.5)
+  if y is None:
+    raise ValueError(f'method {method!r} is supervised: it needs labels')
+  y = np.asarray(y, dtype=int)
+  if method == 'hgb':
+    model = HistGradientBoostingClassifier(
+        class_weight='balanced', early_stopping=len(X) >= 10_000, random_state=random_state,
+        **params)
+  elif method == 'random_forest':
+    params = dict(params)
+    max_samples = params.pop('max_samples')
+    model = RandomForestClassifier(
+        class_weight='balanced_subsample', n_jobs=n_jobs, random_state=random_state,
+        max_samples=int(max_samples) if max_samples and max_samples < len(X) else None,
+        **params)
+  else:
+    raise ValueError(f'unknown method {method!r}; expected one of {METHODS}')
+  pipeline = Pipeline([('features', features), ('model', model)]).fit(X, y)
+  return ScoredDetector(_serving(pipeline), 'predict_proba', 0.5)
+
+
+def native_importances(detector: ScoredDetector, schema: RecordSchema) -> dict[str, float]:
+  """The model's own feature importances summed per raw column (empty if it has none)."""
+  pipeline = detector.pipeline
+  model = pipeline.named_steps['model']
+  values = getattr(model, 'feature_importances_', None)
+  if values is None:
+    return {}
+  blocks = column_blocks(pipeline.named_steps['features'], schema.feature_columns)
+  values = np.asarray(values, dtype=float)
+  return {column: float(values[block].sum()) for column, block in blocks.items()}
+
+
+def describe(method: str) -> str:
+  return {
+      'rf_synthetic': 'RandomForest real-vs-synthetic (product of marginals, widened)',
+      'isolation_forest': 'IsolationForest',
+      'hgb': 'HistGradientBoosting, balanced class weights',
+      'random_forest': 'RandomForest, balanced class weights',
+  }[method]

@@ -1,0 +1,380 @@
+"""The steps of a retrain, independent of Beam: each takes small arguments (a config, the
+staged sample's description, one grid point) and reads the training sample itself, so the
+retrain pipeline can fan them out as elements over any number of workers.
+
+1. :func:`stage_sample` writes the deduplicated uniform sample (built by the pipeline) as one
+   Parquet file with its split (train / calibration / test) and CV fold, and describes it.
+2. :func:`cv_tasks` / :func:`run_cv_task`: grid point x fold -> validation metrics.
+3. :func:`select`: the best grid point of each method, and the method to publish.
+4. :func:`fit_final`: one method with its best point on the whole train split; threshold on
+   the calibration split; metrics on the test split; model and scores staged.
+5. :func:`evaluate_champion`: the currently published model on the same test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from typing import Any, Optional
+
+import joblib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from model import dataset, evaluation, methods, registry
+from schemas.records import SCHEMAS
+
+log = logging.getLogger(__name__)
+SAMPLE_FILE = 'sample.parquet'
+SPLIT, FOLD = '_split', '_fold'
+MIN_REFERENCE_ROWS = 100
+CONTRAST_ROWS = 20_000
+IMPORTANCE_ROWS = 2_000
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+  detector: str
+  model_dir: str
+  staging_dir: str
+  methods: tuple[str, ...] = ()  # empty: methods.auto_methods
+  grid: Any = 'default'  # 'default' | 'small' | 'none' | {method: {param: [values]}}
+  folds: int = 3
+  grid_rows: int = 50_000
+  alert_rate: float = 0.01
+  threshold_policy: str = 'auto'  # auto | alert_rate | f1
+  reference: str = 'auto'  # auto | normal | all (unsupervised methods' training rows)
+  select_metric: str = 'auto'  # auto | roc_auc | pr_auc
+  test_fraction: float = 0.2
+  calibration_fraction: float = 0.1
+  n_jobs: Optional[int] = -1
+  seed: int = 0
+
+  @property
+  def schema(self):
+    return SCHEMAS[self.detector]
+
+  @property
+  def metric(self) -> str:
+    return (evaluation.PRIMARY[self.detector] if self.select_metric == 'auto'
+            else self.select_metric)
+
+  @property
+  def policy(self) -> str:
+    if self.threshold_policy != 'auto':
+      return self.threshold_policy
+    return 'alert_rate' if self.detector == 'network' else 'f1'
+
+
+# ---- staged files ----------------------------------------------------------------------------
+
+def write_bytes(path: str, data: bytes) -> None:
+  with FileSystems.create(path) as f:
+    f.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+  with FileSystems.open(path) as f:
+    return f.read()
+
+
+def write_json(path: str, value: Any) -> None:
+  write_bytes(path, json.dumps(value, indent=2, sort_keys=True, default=_json_default)
+              .encode('utf-8'))
+
+
+def read_json(path: str) -> Any:
+  return json.loads(read_bytes(path))
+
+
+def _json_default(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f'not JSON serialisable: {type(value).__name__}')
+
+
+def write_arrays(path: str, **arrays) -> None:
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+  write_bytes(path, buffer.getvalue())
+
+
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+  with np.load(io.BytesIO(read_bytes(path)), allow_pickle=True) as data:
+    return {k: data[k] for k in data.files}
+
+
+_SAMPLES: dict[str, pd.DataFrame] = {}
+
+
+def load_sample(path: str) -> pd.DataFrame:
+  """The staged sample, read once per worker process."""
+  if path not in _SAMPLES:
+    with FileSystems.open(path) as f:
+      table = pq.read_table(pa.BufferReader(f.read()))
+    _SAMPLES.clear()  # one retrain at a time per process: keep memory to one sample
+    _SAMPLES[path] = table.to_pandas()
+  return _SAMPLES[path]
+
+
+# ---- 1. the sample -----------------------------------------------------------------------------
+
+def stage_sample(config: RetrainConfig, sample: pa.Table) -> dict[str, Any]:
+  """Adds split and fold, writes the sample, decides the reference rows; returns the sample's
+  description (the side input of every later step)."""
+  if sample.num_rows == 0:
+    raise ValueError('the input holds no records: nothing to train on')
+  group = sample.column(dataset.GROUP).to_numpy()
+  split = dataset.split_of(group, config.test_fraction, config.calibration_fraction)
+  sample = sample.append_column(SPLIT, pa.array(split, pa.int8()))
+  sample = sample.append_column(FOLD, pa.array(dataset.fold_of(group, config.folds)))
+  path = FileSystems.join(config.staging_dir, SAMPLE_FILE)
+  buffer = io.BytesIO()
+  pq.write_table(sample, buffer, compression='zstd')
+  write_bytes(path, buffer.getvalue())
+  y = sample.column(dataset.Y).to_numpy()
+  labels = pd.Series(sample.column(dataset.LABEL).to_numpy(zero_copy_only=False))
+  train = split == 0
+  has_labels = evaluation.has_both_classes(y[y >= 0])
+  supervised_possible = has_labels and evaluation.has_both_classes(y[train & (y >= 0)])
+  normal_train = int(((y == 0) & train).sum())
+  if config.reference == 'auto':
+    reference = 'normal' if has_labels and normal_train >= MIN_REFERENCE_ROWS else 'all'
+  else:
+    reference = config.reference
+  chosen = tuple(config.methods) or methods.auto_methods(config.detector, has_labels)
+  for method in chosen:
+    if method in methods.SUPERVISED and not supervised_possible:
+      raise ValueError(
+          f'method {method} learns from labels, but the {config.detector} input has too few '
+          f'labelled attack and normal records (column '
+          f'{"label" if config.detector == "network" else "attack"}); '
+          + ('use --method rf_synthetic or isolation_forest' if config.detector == 'network'
+             else 'host detectors are trained on labelled archives'))
+  if reference == 'normal' and normal_train < MIN_REFERENCE_ROWS and any(
+      m in methods.UNSUPERVISED for m in chosen):
+    raise ValueError(f'--reference normal needs at least {MIN_REFERENCE_ROWS} records labelled '
+                     f'normal in the train split; there are {normal_train}')
+  times = sample.column(dataset.TIME).to_numpy(zero_copy_only=False)
+  info = {
+      'path': path, 'rows': int(sample.num_rows),
+      'split_rows': {s: int((split == i).sum()) for i, s in enumerate(dataset.SPLITS)},
+      'labelled_rows': int((y >= 0).sum()), 'attack_rows': int((y == 1).sum()),
+      'normal_rows': int((y == 0).sum()), 'has_labels': bool(has_labels),
+      'reference': reference, 'methods': list(chosen),
+      'label_counts': {str(k): int(v) for k, v in
+                       labels.value_counts(dropna=True).head(30).items()},
+      'sample_time_range': _time_range(times),
+  }
+  log.info('staged %d sample rows at %s (reference: %s, methods: %s)', info['rows'], path,
+           reference, ', '.join(chosen))
+  return info
+
+
+def _time_range(micros) -> list[Optional[str]]:
+  values = pd.to_numeric(pd.Series(micros), errors='coerce').dropna()
+  if values.empty:
+    return [None, None]
+  as_time = pd.to_datetime(values.astype('int64'), unit='us', utc=True)
+  return [as_time.min().isoformat(), as_time.max().isoformat()]
+
+
+# ---- 2. cross-validation ---------------------------------------------------------------------
+
+def cv_tasks(config: RetrainConfig, info: dict[str, Any]) -> list[dict[str, Any]]:
+  """grid point x fold, when labels can judge; none otherwise."""
+  if not info['has_labels'] or config.folds < 2:
+    return []
+  tasks = []
+  for method in info['methods']:
+    points = methods.grid_points(method, config.grid)
+    if len(points) == 1 and len(info['methods']) == 1:
+      continue  # nothing to choose
+    for point_id, params in enumerate(points):
+      for fold in range(config.folds):
+        tasks.append({'method': method, 'point': point_id, 'params': params, 'fold': fold})
+  return tasks
+
+
+def _frames(config: RetrainConfig, info: dict[str, Any]) -> pd.DataFrame:
+  return load_sample(info['path'])
+
+
+def _fit_rows(config: RetrainConfig, info: dict[str, Any], method: str,
+              frame: pd.DataFrame) -> pd.DataFrame:
+  """The rows a method learns from: the reference rows (unsupervised) or the labelled ones."""
+  y = frame[dataset.Y].to_numpy()
+  if method in methods.SUPERVISED:
+    return frame[y >= 0]
+  if info['reference'] == 'normal':
+    return frame[y == 0]
+  return frame
+
+
+def _fit(config: RetrainConfig, method: str, params: dict[str, Any], rows: pd.DataFrame):
+  X = dataset.feature_frame(config.schema, rows)
+  y = rows[dataset.Y].to_numpy() if method in methods.SUPERVISED else None
+  return methods.fit(config.schema, method, params, X, y, n_jobs=config.n_jobs,
+                     random_state=config.seed)
+
+
+def run_cv_task(config: RetrainConfig, info: dict[str, Any], task: dict[str, Any]
+                ) -> dict[str, Any]:
+  frame = _frames(config, info)
+  train = frame[frame[SPLIT] == 0]
+  if config.grid_rows and len(train) > config.grid_rows:
+    order = dataset.subsample_order(train[dataset.KEY].to_numpy())
+    train = train.iloc[np.sort(order[:config.grid_rows])]
+  validation = train[train[FOLD] == task['fold']]
+  fit_on = _fit_rows(config, info, task['method'], train[train[FOLD] != task['fold']])
+  started = time.perf_counter()
+  detector = _fit(config, task['method'], task['params'], fit_on)
+  fit_seconds = time.perf_counter() - started
+  scores = detector.anomaly_score(dataset.feature_frame(config.schema, validation))
+  y = validation[dataset.Y].to_numpy()
+  metrics = evaluation.ranking_metrics(y[y >= 0], scores[y >= 0])
+  log.info('cv %s %s fold %d: %s in %.1fs', task['method'], task['params'], task['fold'],
+           metrics, fit_seconds)
+  return {**task, **metrics, 'fit_rows': int(len(fit_on)), 'validation_rows': int(len(y)),
+          'fit_seconds': fit_seconds}
+
+
+# ---- 3. selection ----------------------------------------------------------------------------
+
+def summarise_cv(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+  """One row per (method, grid point): mean and spread of the metric over folds."""
+  rows: dict[tuple, dict[str, Any]] = {}
+  for r in results:
+    row = rows.setdefault((r['method'], r['point']), {
+        'method': r['method'], 'point': r['point'], 'params': r['params'], 'folds': 0,
+        'values': [], 'other': [], 'fit_seconds': 0.0})
+    row['folds'] += 1
+    row['values'].append(r.get(metric))
+    row['other'].append(r.get('pr_auc' if metric == 'roc_auc' else 'roc_auc'))
+    row['fit_seconds'] += r['fit_seconds']
+  out = []
+  for row in rows.values():
+    values = [v for v in row.pop('values') if v is not None]
+    other = [v for v in row.pop('other') if v is not None]
+    row['mean'] = float(np.mean(values)) if values else None
+    row['std'] = float(np.std(values)) if values else None
+    row['mean_other'] = float(np.mean(other)) if other else None
+    out.append(row)
+  return sorted(out, key=lambda r: (r['method'], -(r['mean'] or -1), r['fit_seconds']))
+
+
+def best_points(config: RetrainConfig, info: dict[str, Any],
+                cv_results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  """{method: its best grid point's row} (defaults when there was no CV)."""
+  summary = summarise_cv(cv_results, config.metric)
+  best = {}
+  for method in info['methods']:
+    rows = [r for r in summary if r['method'] == method and r['mean'] is not None]
+    if rows:
+      best[method] = max(rows, key=lambda r: (r['mean'], -r['fit_seconds']))
+    else:
+      best[method] = {'method': method, 'params': methods.grid_points(method, 'none')[0],
+                      'mean': None, 'std': None, 'folds': 0}
+  return best
+
+
+# ---- 4. final models -------------------------------------------------------------------------
+
+def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
+              params: dict[str, Any]) -> dict[str, Any]:
+  """Fits on the whole train split; calibrates; evaluates on the test split; stages the model
+  (``candidate-<method>.joblib``) and its test scores (``eval-<method>.npz``)."""
+  schema = config.schema
+  frame = _frames(config, info)
+  train = frame[frame[SPLIT] == 0]
+  calibration = frame[frame[SPLIT] == 1]
+  test = frame[frame[SPLIT] == 2]
+  fit_on = _fit_rows(config, info, method, train)
+  started = time.perf_counter()
+  detector = _fit(config, method, params, fit_on)
+  fit_seconds = time.perf_counter() - started
+  log.info('fitted %s on %d rows in %.1fs', method, len(fit_on), fit_seconds)
+
+  # The threshold, from rows the model has not seen.
+  cal_y = calibration[dataset.Y].to_numpy()
+  cal_scores = detector.anomaly_score(dataset.feature_frame(schema, calibration))
+  reference = (cal_y == 0) if info['has_labels'] else np.ones(len(cal_y), dtype=bool)
+  threshold, rule = evaluation.calibrate(cal_scores, cal_y, config.policy, config.alert_rate,
+                                         reference)
+  detector.threshold = threshold
+  calibration_metrics = evaluation.ranking_metrics(cal_y[cal_y >= 0], cal_scores[cal_y >= 0])
+
+  test_X = dataset.feature_frame(schema, test)
+  scores = detector.anomaly_score(test_X)
+  contrast = contrast_frame(config, test_X)
+  contrast_scores = detector.anomaly_score(contrast)
+  y = test[dataset.Y].to_numpy()
+  labels = test[dataset.LABEL].to_numpy(dtype=object)
+  metrics = evaluation.evaluate(y, scores, threshold, labels, contrast_scores)
+  metrics['calibration'] = calibration_metrics
+  metrics['operating_points'] = evaluation.operating_points(cal_scores[reference], y, scores)
+
+  sample = test_X.iloc[:IMPORTANCE_ROWS]
+  importances = {
+      'score_sensitivity': evaluation.score_sensitivity(detector, sample, schema.feature_columns,
+                                                        seed=config.seed),
+      'model': methods.native_importances(detector, schema),
+  }
+  buffer = io.BytesIO()
+  joblib.dump(detector, buffer, compress=3)
+  model_path = FileSystems.join(config.staging_dir, f'candidate-{method}.joblib')
+  write_bytes(model_path, buffer.getvalue())
+  eval_path = FileSystems.join(config.staging_dir, f'eval-{method}.npz')
+  write_arrays(eval_path, y=y, scores=scores, labels=labels, contrast_scores=contrast_scores)
+  return {
+      'method': method, 'params': params, 'threshold': threshold, 'threshold_rule': rule,
+      'metrics': metrics, 'importances': importances, 'fit_seconds': fit_seconds,
+      'training_rows': int(len(fit_on)), 'model_path': model_path, 'eval_path': eval_path,
+  }
+
+
+def contrast_frame(config: RetrainConfig, test_X: pd.DataFrame) -> pd.DataFrame:
+  """The label-free contrast set: the same rows for every model of one run (seeded)."""
+  return evaluation.contrast_set(config.schema, test_X, min(CONTRAST_ROWS, max(len(test_X), 1)),
+                                 seed=config.seed + 7)
+
+
+# ---- 5. the champion -------------------------------------------------------------------------
+
+def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[dict[str, Any]]:
+  """The published model's metrics on the same test split (None when there is none)."""
+  try:
+    loaded = registry.load(config.model_dir, config.detector)
+  except registry.NoModelError:
+    return None
+  except Exception as e:  # pylint: disable=broad-except
+    version = registry.latest_version(config.model_dir, config.detector)
+    log.warning('current %s model %s cannot be loaded: %s', config.detector, version, e)
+    return {'version': version, 'error': f'{type(e).__name__}: {e}'}
+  schema = config.schema
+  test = _frames(config, info)
+  test = test[test[SPLIT] == 2]
+  test_X = dataset.feature_frame(schema, test)
+  try:
+    scores = loaded.estimator.predict_proba(test_X)[:, 1]
+    contrast_scores = loaded.estimator.predict_proba(contrast_frame(config, test_X))[:, 1]
+  except Exception as e:  # pylint: disable=broad-except
+    return {'version': loaded.version, 'error': f'cannot score the data: {e}'}
+  threshold = getattr(loaded.estimator, 'threshold', None)
+  if threshold is None:
+    threshold = 0.5
+  y = test[dataset.Y].to_numpy()
+  metrics = evaluation.evaluate(y, scores, float(threshold),
+                                test[dataset.LABEL].to_numpy(dtype=object), contrast_scores)
+  eval_path = FileSystems.join(config.staging_dir, 'eval-champion.npz')
+  write_arrays(eval_path, y=y, scores=scores, contrast_scores=contrast_scores)
+  return {'version': loaded.version, 'metrics': metrics, 'eval_path': eval_path,
+          'method': loaded.manifest.get('parameters', {}).get('method')}
