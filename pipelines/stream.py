@@ -56,6 +56,9 @@ class StreamOptions(PipelineOptions):
                        help='A Java-properties file of Kafka client settings. Put secrets '
                        '(sasl.jaas.config, passwords) here, not on the command line, where '
                        'process listings and the Flink UI would show them.')
+    group.add_argument('--consumer_group', default='attack-detection',
+                       help='Kafka consumer group; with --checkpointing_interval its offsets are '
+                       'committed at each completed Flink checkpoint (default: %(default)s).')
     group.add_argument('--max_records', type=int, default=None,
                        help='Stop after reading this many Kafka records (bounded run).')
     group.add_argument('--input_dir', default=None,
@@ -109,8 +112,12 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
     return pipeline | 'ReadFiles' >> ReadMessageFiles(file_patterns(opts.input_dir))
   from transforms import kafka_io
   topics = {getattr(opts, f'{s}_topic'): s for s in SCHEMAS}
+  # --checkpointing_interval is the Flink runner's own (Java) option: Python passes it through.
+  interval = opts.get_all_options(retain_unknown_options=True).get('checkpointing_interval')
+  checkpointing = int(interval or -1) > 0
   return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
       bootstrap_servers(opts), topics, kafka_client_config(opts),
+      group_id=opts.consumer_group, commit_offsets=checkpointing,
       max_num_records=opts.max_records)
 
 

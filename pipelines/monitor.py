@@ -1,0 +1,116 @@
+"""Progress of a running job, seen from outside it: what is in Kafka and what is on disk.
+
+    python -m pipelines.monitor --output output --bootstrap_servers 127.0.0.1:9092 --every 5
+    python -m pipelines.monitor --output output --once        # one line and the latency summary
+
+Each line: messages in the input topics, alerts published, and rows in each Parquet output.
+``--once`` adds the end-to-end latency of alerts (alert made - event time; percentiles), the
+figure a security analyst cares about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from schemas.records import SCHEMAS
+from transforms.detect import ALERTS, ARCHIVE, ATTACKS, DEAD_LETTERS
+
+FOLDERS = tuple(ARCHIVE.format(s) for s in SCHEMAS) + (ATTACKS, ALERTS, DEAD_LETTERS)
+
+
+def parquet_rows(output: str, folder: str) -> int:
+  """Rows in the finished files of an output folder (from footers only: cheap)."""
+  total = 0
+  for root, _, files in os.walk(os.path.join(output, *folder.split('/'))):
+    for name in files:
+      if name.endswith('.parquet') and not name.startswith('.'):
+        try:
+          total += pq.ParquetFile(os.path.join(root, name)).metadata.num_rows
+        except OSError:
+          pass  # being replaced by a rename this instant
+  return total
+
+
+def topic_messages(bootstrap: str, topics: list[str]) -> dict[str, int]:
+  """Messages in each topic (high minus low watermark over its partitions)."""
+  from confluent_kafka import Consumer, TopicPartition
+  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'pipelines-monitor',
+                       'enable.auto.commit': False})
+  try:
+    counts = {}
+    metadata = consumer.list_topics(timeout=5)
+    for topic in topics:
+      partitions = metadata.topics.get(topic)
+      total = 0
+      for partition in (partitions.partitions if partitions else {}):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        total += high - low
+      counts[topic] = total
+    return counts
+  finally:
+    consumer.close()
+
+
+def alert_latency(output: str) -> Optional[dict[str, float]]:
+  """Percentiles of (processing_time - event_time) over the alerts written, in seconds."""
+  path = os.path.join(output, ALERTS)
+  if not os.path.isdir(path):
+    return None
+  table = ds.dataset(path, format='parquet', partitioning='hive').to_table(
+      columns=['event_time', 'processing_time'])
+  if table.num_rows == 0:
+    return None
+  frame = table.to_pandas()
+  seconds = (frame['processing_time'] - frame['event_time']).dt.total_seconds()
+  return {f'p{q}': float(seconds.quantile(q / 100)) for q in (50, 95, 99)}
+
+
+def status_line(output: str, bootstrap: Optional[str], input_topics: list[str],
+                alerts_topic: str) -> str:
+  parts = []
+  if bootstrap:
+    try:
+      counts = topic_messages(bootstrap, input_topics + [alerts_topic])
+      parts.append(f'kafka in={sum(counts[t] for t in input_topics)} '
+                   f'alerts={counts[alerts_topic]}')
+    except Exception as e:  # pylint: disable=broad-except
+      parts.append(f'kafka unavailable ({type(e).__name__})')
+  rows = {folder: parquet_rows(output, folder) for folder in FOLDERS}
+  parts.append(' '.join(f'{folder}={count}' for folder, count in rows.items()))
+  return time.strftime('%H:%M:%S ') + ' | '.join(parts)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m pipelines.monitor', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--output', default='output', help='the job\'s --output (default: output)')
+  parser.add_argument('--bootstrap_servers', default=None,
+                      help='Kafka to count topic messages in (default: none)')
+  parser.add_argument('--input_topics', default=','.join(s.default_topic for s in SCHEMAS.values()),
+                      help='comma-separated input topics (default: %(default)s)')
+  parser.add_argument('--alerts_topic', default='alerts', help='(default: %(default)s)')
+  parser.add_argument('--every', type=float, default=5.0, help='seconds between lines')
+  parser.add_argument('--once', action='store_true', help='print one line and the latency')
+  args = parser.parse_args(argv)
+  topics = [t for t in args.input_topics.split(',') if t]
+  while True:
+    print(status_line(args.output, args.bootstrap_servers, topics, args.alerts_topic),
+          flush=True)
+    if args.once:
+      latency = alert_latency(args.output)
+      if latency:
+        print('alert latency (alert made - event time): ' +
+              ', '.join(f'{k} {v:.2f} s' for k, v in latency.items()))
+      return 0
+    time.sleep(args.every)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
