@@ -1,0 +1,453 @@
+"""Background feeds of the dashboard, each a daemon thread that never raises: a failure is kept
+in its ``status`` (shown on the page) and retried at the next tick.
+
+* :class:`AlertFeed`: a confluent-kafka consumer on the alerts topic. It assigns itself every
+  partition (no group membership: several dashboards each see every alert, and it never commits
+  offsets, so it changes nothing on the cluster), from the end of each partition by default or
+  from the beginning (``from_beginning``). Partitions that appear after start-up (the topic did
+  not exist yet) are read from their beginning: all they hold is new.
+* :class:`KafkaHealth`: end offsets of the input topics every few seconds (input rate), and the
+  lag of the stream job's consumer group when its id is known.
+* :class:`ParquetScanner`: new files under ``<output>/{alerts,attacks,dead_letter}/dt=*/``, each
+  read once (the sink renames complete files into place, so a listed file is whole).
+* :class:`ModelWatcher`: the newest version and manifest of each detector in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, AlertStore, AttackStore,
+                                 DeadLetterStore, RateTracker, number, text)
+
+log = logging.getLogger('dashboard')
+
+SENSITIVE_WORDS = ('password', 'secret', 'jaas', 'token', 'key', 'credential')
+
+
+def is_sensitive(key: str) -> bool:
+  key = key.lower()
+  return any(word in key for word in SENSITIVE_WORDS)
+
+
+def redact(config: Mapping[str, Any]) -> dict[str, Any]:
+  """A Kafka client config fit to print: values of secret-looking keys replaced by ***."""
+  return {k: ('***' if is_sensitive(k) else v) for k, v in config.items()
+          if not callable(v)}
+
+
+class Scrubber:
+  """Removes secret config values from error text before it is logged or shown."""
+
+  def __init__(self, config: Mapping[str, Any]):
+    self._secrets = sorted((str(v) for k, v in config.items()
+                            if is_sensitive(k) and v and len(str(v)) >= 3),
+                           key=len, reverse=True)
+
+  def __call__(self, message: Any) -> str:
+    message = str(message)
+    for secret in self._secrets:
+      message = message.replace(secret, '***')
+    return text(message, 300)
+
+
+class Feed(threading.Thread):
+  """A polling thread: ``tick()`` every ``interval`` seconds until ``stop()``."""
+
+  label = 'feed'
+
+  def __init__(self, interval: float, scrub: Optional[Callable[[Any], str]] = None):
+    super().__init__(daemon=True, name=f'dashboard-{self.label}')
+    self.interval = interval
+    self._stopping = threading.Event()
+    self._scrub = scrub or (lambda m: text(str(m), 300))
+    self._status_lock = threading.Lock()
+    self._status: dict[str, Any] = {'state': 'starting', 'last_ok': None, 'last_error': None,
+                                    'last_error_at': None}
+
+  @property
+  def status(self) -> dict[str, Any]:
+    with self._status_lock:
+      return dict(self._status)
+
+  def update_status(self, **values) -> None:
+    with self._status_lock:
+      self._status.update(values)
+
+  def ok(self, state: str = 'ok', **values) -> None:
+    self.update_status(state=state, last_ok=time.time(), **values)
+
+  def failed(self, error: Any, state: str = 'error') -> None:
+    message = self._scrub(f'{type(error).__name__}: {error}' if isinstance(error, BaseException)
+                          else error)
+    with self._status_lock:
+      repeated = self._status.get('last_error') == message
+      self._status.update(state=state, last_error=message, last_error_at=time.time())
+    if not repeated:
+      log.warning('%s: %s', self.label, message)
+
+  def stop(self) -> None:
+    self._stopping.set()
+
+  @property
+  def stopping(self) -> bool:
+    return self._stopping.is_set()
+
+  def tick(self) -> None:
+    raise NotImplementedError
+
+  def close(self) -> None:
+    pass
+
+  def run(self) -> None:
+    try:
+      while not self._stopping.is_set():
+        try:
+          self.tick()
+        except Exception as e:  # pylint: disable=broad-except
+          self.failed(e)
+        self._stopping.wait(self.interval)
+    finally:
+      try:
+        self.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+
+
+def kafka_base_config(bootstrap_servers: str, client_config: Mapping[str, str],
+                      scrub: Scrubber) -> dict[str, Any]:
+  config: dict[str, Any] = {'bootstrap.servers': bootstrap_servers,
+                            'client.id': 'alerts-dashboard',
+                            'socket.connection.setup.timeout.ms': 10000,
+                            'reconnect.backoff.max.ms': 5000,
+                            'log.connection.close': False}
+  config.update(client_config)
+  config['error_cb'] = lambda err: log.debug('kafka: %s', scrub(err))
+  return config
+
+
+class AlertFeed(Feed):
+  """Consumes the alerts topic into an :class:`AlertStore`."""
+
+  label = 'alerts consumer'
+
+  def __init__(self, store: AlertStore, bootstrap_servers: str, topic: str,
+               client_config: Mapping[str, str], *, group_id: str = 'alerts-dashboard',
+               from_beginning: bool = False, metadata_interval: float = 5.0,
+               batch: int = 500):
+    scrub = Scrubber(client_config)
+    super().__init__(0.0, scrub)
+    self.store = store
+    self.topic = topic
+    self.from_beginning = from_beginning
+    self.metadata_interval = metadata_interval
+    self.batch = batch
+    self._config = kafka_base_config(bootstrap_servers, client_config, scrub)
+    self._config.update({
+        'group.id': group_id,
+        'enable.auto.commit': False,
+        'enable.auto.offset.store': False,
+        'auto.offset.reset': 'earliest' if from_beginning else 'latest',
+        # Bounded prefetch: at most ~8 MB of messages wait in the client's queue.
+        'queued.max.messages.kbytes': 8192,
+        'enable.partition.eof': False,
+    })
+    self._consumer = None
+    self._assigned: dict[int, Any] = {}
+    self._first_metadata = True
+    self._next_metadata = 0.0
+    self._next_lag = 0.0
+    self.update_status(topic=topic, partitions=0, lag=None, messages=0, invalid=0,
+                       from_beginning=from_beginning)
+
+  def _refresh_partitions(self) -> None:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+    metadata = self._consumer.list_topics(self.topic, timeout=5)
+    topic = metadata.topics.get(self.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+      # An absent topic: every partition it gets later is read from its beginning.
+      self._first_metadata = False
+      if not self._assigned:
+        self.ok('waiting for topic', partitions=0)
+      return
+    new = sorted(set(topic.partitions) - set(self._assigned))
+    if new:
+      start = (OFFSET_BEGINNING if self.from_beginning or not self._first_metadata
+               else OFFSET_END)
+      parts = [TopicPartition(self.topic, p, start) for p in new]
+      self._consumer.incremental_assign(parts)
+      for p in parts:
+        self._assigned[p.partition] = p
+      log.info('alerts consumer: reading %s partitions %s from the %s', self.topic, new,
+               'beginning' if start == OFFSET_BEGINNING else 'end')
+    self._first_metadata = False
+    self.ok('consuming', partitions=len(self._assigned))
+
+  def _update_lag(self) -> None:
+    from confluent_kafka import TopicPartition
+    if not self._assigned:
+      return
+    parts = [TopicPartition(self.topic, p) for p in self._assigned]
+    lag = 0
+    for tp in self._consumer.position(parts):
+      low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (None, None)
+      if high is None or high < 0:
+        continue
+      position = tp.offset if tp.offset >= 0 else high
+      lag += max(0, high - max(position, low or 0))
+    self.update_status(lag=lag)
+
+  def poll_once(self, timeout: float) -> int:
+    now = time.time()
+    if now >= self._next_metadata:
+      self._next_metadata = now + (self.metadata_interval if self._assigned else 1.0)
+      try:
+        self._refresh_partitions()
+      except Exception as e:  # pylint: disable=broad-except
+        self.failed(e, 'broker unreachable')
+    if not self._assigned:
+      self._stopping.wait(min(timeout, 0.5))
+      return 0
+    messages = self._consumer.consume(num_messages=self.batch, timeout=timeout)
+    received_at = time.time()
+    added = invalid = 0
+    for message in messages:
+      error = message.error()
+      if error is not None:
+        self.failed(error, 'consuming')
+        continue
+      try:
+        value = json.loads(message.value())
+      except (TypeError, ValueError):
+        value = None
+      if self.store.add(value, 'kafka', received_at) == 'invalid':
+        invalid += 1
+      else:
+        added += 1
+    if messages:
+      status = self.status
+      self.update_status(messages=status['messages'] + added, invalid=status['invalid'] + invalid,
+                         last_message_at=received_at)
+    if received_at >= self._next_lag:
+      self._next_lag = received_at + 2.0
+      self._update_lag()
+    return len(messages)
+
+  def run(self) -> None:
+    from confluent_kafka import Consumer
+    try:
+      self._consumer = Consumer(self._config)
+    except Exception as e:  # pylint: disable=broad-except
+      self.failed(e, 'misconfigured')
+      return
+    self.update_status(state='connecting')
+    try:
+      while not self.stopping:
+        try:
+          self.poll_once(0.5)
+        except Exception as e:  # pylint: disable=broad-except
+          self.failed(e)
+          self._stopping.wait(1.0)
+    finally:
+      try:
+        self._consumer.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+
+
+class KafkaHealth(Feed):
+  """Input rate (end offsets of the input topics over time) and consumer lag."""
+
+  label = 'kafka health'
+
+  def __init__(self, rates: RateTracker, bootstrap_servers: str, input_topics: Sequence[str],
+               client_config: Mapping[str, str], *, stream_group_id: Optional[str] = None,
+               interval: float = 2.0, request_timeout: float = 5.0):
+    scrub = Scrubber(client_config)
+    super().__init__(interval, scrub)
+    self.rates = rates
+    self.input_topics = list(dict.fromkeys(input_topics))
+    self.stream_group_id = stream_group_id
+    self.request_timeout = request_timeout
+    self._config = kafka_base_config(bootstrap_servers, client_config, scrub)
+    self._config.pop('log.connection.close', None)
+    self._admin = None
+    self.update_status(topics={}, stream_group_id=stream_group_id, stream_lag=None,
+                       brokers=None)
+
+  def tick(self) -> None:
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+    if self._admin is None:
+      self._admin = AdminClient(self._config)
+    metadata = self._admin.list_topics(timeout=self.request_timeout)
+    partitions: dict[str, list[int]] = {}
+    missing = []
+    for topic in self.input_topics:
+      found = metadata.topics.get(topic)
+      if found is None or found.error is not None:
+        missing.append(topic)
+      else:
+        partitions[topic] = sorted(found.partitions)
+    ends: dict[str, int] = {t: 0 for t in partitions}
+    per_partition: dict[tuple[str, int], int] = {}
+    if partitions:
+      request = {TopicPartition(t, p): OffsetSpec.latest()
+                 for t, ps in partitions.items() for p in ps}
+      futures = self._admin.list_offsets(request, request_timeout=self.request_timeout)
+      for tp, future in futures.items():
+        offset = future.result().offset
+        per_partition[(tp.topic, tp.partition)] = offset
+        ends[tp.topic] += max(0, offset)
+    now = time.time()
+    rates = self.rates.record(now, ends)
+    stream_lag = self._stream_lag(per_partition) if self.stream_group_id else None
+    topics = {t: {'partitions': len(partitions[t]), 'end_offset': ends[t],
+                  'rate': rates.get(t), 'lag': (stream_lag or {}).get(t)}
+              for t in partitions}
+    for topic in missing:
+      topics[topic] = {'missing': True}
+    lag_total = (None if stream_lag is None or not stream_lag
+                 else sum(v for v in stream_lag.values() if v is not None))
+    self.ok('ok', topics=topics, brokers=len(metadata.brokers), stream_lag=lag_total)
+
+  def _stream_lag(self, ends: Mapping[tuple[str, int], int]) -> Optional[dict[str, int]]:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    request = [ConsumerGroupTopicPartitions(
+        self.stream_group_id, [TopicPartition(t, p) for (t, p) in ends])]
+    futures = self._admin.list_consumer_group_offsets(
+        request, request_timeout=self.request_timeout)
+    result = next(iter(futures.values())).result()
+    lag: dict[str, int] = {}
+    for tp in result.topic_partitions or []:
+      end = ends.get((tp.topic, tp.partition))
+      if end is None or tp.offset is None or tp.offset < 0:
+        continue  # nothing committed for this partition
+      lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - tp.offset)
+    return lag
+
+
+def _list_files(pattern: str) -> list[tuple[str, Optional[float]]]:
+  from apache_beam.io.filesystem import BeamIOError
+  from apache_beam.io.filesystems import FileSystems
+  try:
+    matched = FileSystems.match([pattern])[0].metadata_list
+  except BeamIOError:
+    return []
+  return [(m.path, m.last_updated_in_seconds) for m in matched]
+
+
+def read_parquet_rows(path: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+  """The rows of one Parquet file, only the wanted columns that it has."""
+  import pyarrow.parquet as pq
+  from apache_beam.io.filesystems import FileSystems
+  with FileSystems.open(path, mime_type='application/octet-stream',
+                        compression_type='uncompressed') as handle:
+    parquet = pq.ParquetFile(handle)
+    present = [c for c in columns if c in parquet.schema_arrow.names]
+    rows: list[dict[str, Any]] = []
+    for batch in parquet.iter_batches(batch_size=10_000, columns=present):
+      rows.extend(batch.to_pylist())
+    return rows
+
+
+class ParquetScanner(Feed):
+  """Reads each new Parquet file of the stream job's outputs once."""
+
+  label = 'parquet scanner'
+
+  def __init__(self, output: str, alerts: AlertStore, attacks: AttackStore,
+               dead_letters: DeadLetterStore, *, interval: float = 5.0,
+               lookback_minutes: float = 60.0, max_files_per_scan: int = 100):
+    super().__init__(interval)
+    from apache_beam.io.filesystems import FileSystems
+    from schemas.outputs import ALERT_SCHEMA
+    self.output = output
+    self.lookback_s = lookback_minutes * 60
+    self.max_files = max_files_per_scan
+    self.started = time.time()
+    self._seen: dict[str, set[str]] = {}
+    self._folders = {
+        'alerts': (ALERT_SCHEMA.names, lambda row: alerts.add(row, 'parquet')),
+        'attacks': (ATTACK_COLUMNS, attacks.add),
+        'dead_letter': (DEAD_LETTER_COLUMNS, dead_letters.add),
+    }
+    self._patterns = {f: FileSystems.join(output, f, 'dt=*', '*.parquet') for f in self._folders}
+    self.update_status(output=output, files={f: 0 for f in self._folders},
+                       rows={f: 0 for f in self._folders}, unreadable=0)
+
+  def tick(self) -> None:
+    status = self.status
+    files, rows, unreadable = dict(status['files']), dict(status['rows']), status['unreadable']
+    budget = self.max_files
+    for folder, (columns, add) in self._folders.items():
+      listed = _list_files(self._patterns[folder])
+      seen = self._seen.setdefault(folder, set())
+      fresh = sorted(((mtime or 0, path) for path, mtime in listed if path not in seen))
+      for mtime, path in fresh:
+        if mtime and mtime < self.started - self.lookback_s:
+          seen.add(path)  # older than the look-back window: not worth reading
+          continue
+        if budget <= 0:
+          break
+        budget -= 1
+        try:
+          new_rows = read_parquet_rows(path, columns)
+        except Exception as e:  # pylint: disable=broad-except
+          unreadable += 1
+          self.failed(f'cannot read {path}: {type(e).__name__}: {e}', 'ok')
+          seen.add(path)
+          continue
+        seen.add(path)
+        for row in new_rows:
+          add(row)
+        files[folder] += 1
+        rows[folder] += len(new_rows)
+      # Forget files that are gone, so the set stays the size of the listing.
+      if len(seen) > len(listed):
+        seen.intersection_update(p for p, _ in listed)
+    self.ok('ok', files=files, rows=rows, unreadable=unreadable, last_scan=time.time())
+
+
+class ModelWatcher(Feed):
+  """The newest published version of each detector and the key facts of its manifest."""
+
+  label = 'model registry'
+  METRICS = ('roc_auc', 'pr_auc', 'precision', 'recall', 'f1', 'false_positive_rate')
+
+  def __init__(self, model_dir: str, *, interval: float = 15.0):
+    super().__init__(interval)
+    self.model_dir = model_dir
+    self.update_status(model_dir=model_dir, detectors={})
+
+  @classmethod
+  def summarize(cls, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    metrics = manifest.get('metrics') if isinstance(manifest.get('metrics'), Mapping) else {}
+    # Metrics may be flat or nested one level (e.g. {'test': {...}}); show the flat ones.
+    flat = {k: number(metrics.get(k)) for k in cls.METRICS if number(metrics.get(k)) is not None}
+    threshold = number(manifest.get('threshold'))
+    if threshold is None:
+      threshold = number(metrics.get('threshold'))
+    return {'version': text(manifest.get('version'), 64), 'created': text(manifest.get('created'), 64),
+            'training_rows': number(manifest.get('training_rows')),
+            'threshold': threshold, 'metrics': flat}
+
+  def tick(self) -> None:
+    from model import registry
+    detectors = {}
+    for detector in registry.DETECTORS:
+      version = registry.latest_version(self.model_dir, detector)
+      if version is None:
+        detectors[detector] = None
+        continue
+      try:
+        detectors[detector] = self.summarize(
+            registry.read_manifest(self.model_dir, detector, version))
+        detectors[detector]['version'] = version
+      except Exception as e:  # pylint: disable=broad-except
+        detectors[detector] = {'version': version, 'error': text(str(e), 200)}
+    self.ok('ok', detectors=detectors)

@@ -1,0 +1,202 @@
+"""The alerts dashboard: a live web page of the latest alerts and attack events, alerts per
+minute by kind, the top machines / programs / services, the model versions in use and the
+pipeline's health (input rate, consumer lag, dead letters).
+
+It reads, and never writes: the `alerts` Kafka topic (its own consumer, from the end of the
+topic unless --from_beginning; it commits nothing), the end offsets of the input topics, the
+Parquet outputs of the stream job under --output (alerts/, attacks/, dead_letter/; each new
+file read once) and the model registry under --model_dir. All aggregation is done here, in
+bounded memory, and the page polls one JSON endpoint every 1.5 s.
+
+  python -m pipelines.dashboard --bootstrap_servers localhost:9092 --output output \\
+      --model_dir models
+  # then open the printed URL (http://127.0.0.1:8050/ by default)
+
+Kafka client settings (security.protocol, sasl.username, ssl.ca.location, ...; librdkafka
+names) come from --kafka_config_file (Java-properties syntax), then environment variables
+DASHBOARD_KAFKA_<KEY> (DASHBOARD_KAFKA_SASL_PASSWORD is sasl.password), then --kafka_config
+flags. Put secrets in the file or the environment; they are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Mapping, Optional, Sequence
+
+ENV_PREFIX = 'DASHBOARD_KAFKA_'
+DEFAULT_PORT = 8050
+INPUT_TOPICS = {'network': 'sensor_messages', 'process': 'process_activity',
+                'memory': 'memory_activity'}
+
+log = logging.getLogger('dashboard')
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog='python -m pipelines.dashboard', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  kafka = p.add_argument_group('Kafka')
+  kafka.add_argument('--bootstrap_servers', default='localhost:9092',
+                     help='Kafka bootstrap servers, host:port[,...] (default: %(default)s); '
+                     '"none" to run without Kafka (alerts then come from Parquet only).')
+  kafka.add_argument('--alerts_topic', default='alerts',
+                     help='Topic the stream job publishes alerts to (default: %(default)s).')
+  for stream, topic in INPUT_TOPICS.items():
+    kafka.add_argument(f'--{stream}_topic', default=topic,
+                       help=f'Input topic of {stream} messages, for the input rate and lag '
+                       '(default: %(default)s).')
+  kafka.add_argument('--group_id', default='alerts-dashboard',
+                     help='group.id of the alerts consumer (default: %(default)s). It assigns '
+                     'itself all partitions and never commits, so dashboards do not share '
+                     'or disturb anything.')
+  kafka.add_argument('--from_beginning', action='store_true',
+                     help='Read the alerts topic from its beginning instead of its end.')
+  kafka.add_argument('--stream_group_id', default=None,
+                     help='The stream job\'s consumer group (its group.id), to show its lag '
+                     'on the input topics; without it only the input rate is shown.')
+  kafka.add_argument('--kafka_config', action='append', default=[], metavar='KEY=VALUE',
+                     help='Extra librdkafka client setting, repeatable.')
+  kafka.add_argument('--kafka_config_file', default=None,
+                     help='A properties file of librdkafka client settings (for secrets).')
+  kafka.add_argument('--health_interval_s', type=float, default=2.0,
+                     help='How often the input topics\' offsets are sampled (default: '
+                     '%(default)s).')
+  files = p.add_argument_group('Outputs and models')
+  files.add_argument('--output', default='output',
+                     help='The stream job\'s --output: a local path, s3://... or gs://... '
+                     '(default: %(default)s).')
+  files.add_argument('--model_dir', default='models',
+                     help='Model registry root (default: %(default)s).')
+  files.add_argument('--scan_interval_s', type=float, default=5.0,
+                     help='How often --output is scanned for new Parquet files (default: '
+                     '%(default)s).')
+  files.add_argument('--lookback_minutes', type=float, default=60.0,
+                     help='At start, read output files written in the last this many minutes '
+                     '(default: %(default)s).')
+  files.add_argument('--model_refresh_s', type=float, default=15.0,
+                     help='How often the model registry is read (default: %(default)s).')
+  web = p.add_argument_group('Web server')
+  web.add_argument('--host', default='127.0.0.1',
+                   help='Address to listen on (default: %(default)s, this machine only). '
+                   '0.0.0.0 exposes the dashboard to the network: it has no login.')
+  web.add_argument('--port', type=int, default=DEFAULT_PORT,
+                   help='Port (default: %(default)s; 0 picks a free one).')
+  web.add_argument('--allowed_host', action='append', default=[], metavar='NAME',
+                   help='Extra host name the page may be opened under (Host header), '
+                   'repeatable; loopback names are always allowed on a loopback address.')
+  web.add_argument('--max_alerts', type=int, default=1000,
+                   help='Latest alerts kept in memory for the table (default: %(default)s).')
+  web.add_argument('--table_rows', type=int, default=100,
+                   help='Alerts sent to the page at each refresh (default: %(default)s).')
+  p.add_argument('--log_level', default='INFO', choices=('DEBUG', 'INFO', 'WARNING', 'ERROR'),
+                 help='Log level on stderr (default: %(default)s).')
+  return p
+
+
+def kafka_client_config(pairs: Sequence[str], config_file: Optional[str],
+                        environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+  """File, then DASHBOARD_KAFKA_* environment, then flags; later ones win."""
+  from pipelines.kafka_config import KafkaConfigError, parse_pairs, parse_properties
+  environ = os.environ if environ is None else environ
+  config: dict[str, str] = {}
+  if config_file:
+    try:
+      with open(config_file, encoding='utf-8') as f:
+        config.update(parse_properties(f.read(), config_file))
+    except OSError as e:
+      raise KafkaConfigError(f'cannot read --kafka_config_file {config_file}: {e.strerror}') from None
+  config.update({name[len(ENV_PREFIX):].lower().replace('_', '.'): value
+                 for name, value in environ.items() if name.startswith(ENV_PREFIX)})
+  config.update(parse_pairs(pairs))
+  return config
+
+
+def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None):
+  """The Dashboard (feeds not started yet) and the bound server."""
+  from dashboard.aggregate import AlertStore, AttackStore, DeadLetterStore, RateTracker
+  from dashboard.server import Dashboard, DashboardServer
+  from dashboard.sources import AlertFeed, KafkaHealth, ModelWatcher, ParquetScanner, redact
+
+  alerts = AlertStore(capacity=args.max_alerts)
+  attacks, dead_letters = AttackStore(), DeadLetterStore()
+  rates = RateTracker(history=max(60, int(900 / max(args.health_interval_s, 0.5))))
+  input_topics = [getattr(args, f'{s}_topic') for s in INPUT_TOPICS]
+  kafka_on = args.bootstrap_servers.strip().lower() not in ('', 'none')
+  feeds = {}
+  client_config: dict[str, str] = {}
+  if kafka_on:
+    client_config = kafka_client_config(args.kafka_config, args.kafka_config_file, environ)
+    feeds['alerts'] = AlertFeed(alerts, args.bootstrap_servers, args.alerts_topic,
+                                client_config, group_id=args.group_id,
+                                from_beginning=args.from_beginning)
+    feeds['kafka'] = KafkaHealth(rates, args.bootstrap_servers, input_topics, client_config,
+                                 stream_group_id=args.stream_group_id,
+                                 interval=args.health_interval_s)
+  feeds['parquet'] = ParquetScanner(args.output, alerts, attacks, dead_letters,
+                                    interval=args.scan_interval_s,
+                                    lookback_minutes=args.lookback_minutes)
+  feeds['models'] = ModelWatcher(args.model_dir, interval=args.model_refresh_s)
+  info = {'bootstrap_servers': args.bootstrap_servers if kafka_on else None,
+          'alerts_topic': args.alerts_topic if kafka_on else None,
+          'input_topics': input_topics if kafka_on else [],
+          'stream_group_id': args.stream_group_id,
+          'output': args.output, 'model_dir': args.model_dir,
+          'from_beginning': args.from_beginning,
+          'kafka_settings': sorted(redact(client_config))}
+  dashboard = Dashboard(alerts=alerts, attacks=attacks, dead_letters=dead_letters, rates=rates,
+                        feeds=feeds, info=info, table_rows=args.table_rows)
+  server = DashboardServer((args.host, args.port), dashboard, args.allowed_host)
+  return dashboard, server, client_config
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parser().parse_args(argv)
+  logging.basicConfig(level=args.log_level, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  from pipelines.kafka_config import KafkaConfigError
+  from dashboard.sources import redact
+  try:
+    dashboard, server, client_config = build(args)
+  except KafkaConfigError as e:
+    print(f'dashboard: {e}', file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f'dashboard: cannot listen on {args.host}:{args.port}: {e.strerror}', file=sys.stderr)
+    return 2
+  dashboard.start()
+  info = dashboard.info
+  print(f'Alerts dashboard: {server.url}', flush=True)
+  if info['bootstrap_servers']:
+    settings = ', '.join(f'{k}={v}' for k, v in sorted(redact(client_config).items()))
+    print(f"  alerts from Kafka {info['bootstrap_servers']} topic {info['alerts_topic']} "
+          f"(from the {'beginning' if args.from_beginning else 'end'}); input topics "
+          f"{', '.join(info['input_topics'])}" + (f'; settings: {settings}' if settings else ''),
+          flush=True)
+  else:
+    print('  Kafka off: alerts from the Parquet outputs only', flush=True)
+  print(f"  outputs {args.output}, models {args.model_dir}; read-only. Ctrl-C stops.", flush=True)
+  if not server.allowed_hosts:
+    print(f'  WARNING: listening on {args.host}, reachable from the network without login',
+          flush=True)
+
+  def _terminate(signum, frame):  # pylint: disable=unused-argument
+    threading.Thread(target=server.shutdown, daemon=True).start()
+
+  signal.signal(signal.SIGTERM, _terminate)
+  try:
+    server.serve_forever(poll_interval=0.5)
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.server_close()
+    dashboard.stop()
+    print('dashboard: stopped', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
