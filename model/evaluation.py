@@ -127,8 +127,10 @@ def calibrate(scores: np.ndarray, y: np.ndarray, policy: str, alert_rate: float,
   # Ties at the quantile (many identical records) would flag more than asked: step above them.
   if (reference_scores >= threshold).mean() > 2 * alert_rate + 1e-9:
     threshold = float(np.nextafter(threshold, np.inf))
-  return float(threshold), (
-      f'{alert_rate:.2%} of {len(reference_scores)} calibration reference rows score above it')
+  rule = f'{alert_rate:.2%} of {len(reference_scores)} calibration reference rows score above it'
+  if len(reference_scores) * alert_rate < 10:
+    rule += ' (few rows for that rate: the realised alert rate will be noisy)'
+  return float(threshold), rule
 
 
 OPERATING_RATES = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1)

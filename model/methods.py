@@ -232,7 +232,7 @@ def fit(schema: RecordSchema, method: str, params: dict[str, Any], X, y=None, *,
   y = np.asarray(y, dtype=int)
   if method == 'hgb':
     model = HistGradientBoostingClassifier(
-        class_weight='balanced', early_stopping=len(X) >= 10_000, random_state=random_state,
+        class_weight='balanced', early_stopping=len(X) >= 2_000, random_state=random_state,
         **params)
   elif method == 'random_forest':
     params = dict(params)

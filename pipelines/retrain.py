@@ -541,8 +541,9 @@ def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: flo
       f"   event time {stats['time_range'][0]} .. {stats['time_range'][1]}",
       f"  sample          {sample['rows']:,} rows (train/calibration/test "
       + '/'.join(f"{sample['split_rows'][s]:,}" for s in dataset.SPLITS)
-      + f"), labelled {sample['labelled_rows']:,}, attacks {sample['attack_rows']:,}, "
-      f"reference {sample['reference']}",
+      + f"), labelled {sample['labelled_rows']:,}, attacks {sample['attack_rows']:,}"
+      + (f", reference {sample['reference']}" if set(sample['methods']) & set(methods.UNSUPERVISED)
+         else ''),
       f"  grid search     {result['cv_tasks']} fits (grid point x fold)",
       f"  chosen          {chosen} {final['params']}",
       f"  why             {result['why']}",
@@ -649,7 +650,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if {'-h', '--help'} & set(argv):
     help_parser().print_help()
     return 0
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+                      force=True)
   for noisy in ('apache_beam', 'absl'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   run(argv)
