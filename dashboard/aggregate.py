@@ -204,7 +204,7 @@ class WindowedTopK:
     now = time.time() if now is None else now
     self._expire(int(now // 60))
     return [[key, count] for key, count in
-            heapq.nlargest(k, self._total.items(), key=lambda item: (item[1], str(item[0])))]
+            heapq.nsmallest(k, self._total.items(), key=lambda item: (-item[1], str(item[0])))]
 
   def __len__(self) -> int:
     return len(self._total)

@@ -119,7 +119,7 @@ class Dashboard:
     for feed in self.feeds.values():
       feed.start()
 
-  def stop(self, timeout: float = 5.0) -> None:
+  def stop(self, timeout: float = 1.0) -> None:
     for feed in self.feeds.values():
       feed.stop()
     deadline = time.time() + timeout

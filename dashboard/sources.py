@@ -25,6 +25,7 @@ from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, AlertStore
                                  DeadLetterStore, RateTracker, number, text)
 
 log = logging.getLogger('dashboard')
+KAFKA_LOG = logging.getLogger('dashboard.librdkafka')
 
 SENSITIVE_WORDS = ('password', 'secret', 'jaas', 'token', 'key', 'credential')
 
@@ -126,7 +127,20 @@ def kafka_base_config(bootstrap_servers: str, client_config: Mapping[str, str],
                             'reconnect.backoff.max.ms': 5000,
                             'log.connection.close': False}
   config.update(client_config)
-  config['error_cb'] = lambda err: log.debug('kafka: %s', scrub(err))
+  logged: dict[Any, float] = {}
+
+  def on_error(err):
+    # librdkafka repeats a lasting error (broker down) every few seconds, with varying text:
+    # each kind of error is logged once a minute at most.
+    kind = err.code() if hasattr(err, 'code') else str(err)
+    now = time.monotonic()
+    if now - logged.get(kind, -1e9) >= 60:
+      logged[kind] = now
+      log.warning('kafka: %s', scrub(err.str() if hasattr(err, 'str') else err))
+
+  config['error_cb'] = on_error
+  # librdkafka's own log lines (the same failures, verbosely) only with --log_level DEBUG.
+  config['logger'] = KAFKA_LOG
   return config
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger('dashboard')
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog='python -m pipelines.dashboard', description=__doc__,
+      prog='python -m pipelines.dashboard', usage='%(prog)s [options]', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   kafka = p.add_argument_group('Kafka')
   kafka.add_argument('--bootstrap_servers', default='localhost:9092',
@@ -157,6 +157,14 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser().parse_args(argv)
   logging.basicConfig(level=args.log_level, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.getLogger('dashboard.librdkafka').setLevel(
+      logging.DEBUG if args.log_level == 'DEBUG' else logging.CRITICAL + 1)
+  # Beam's file systems warn about optional cloud libraries at import: not our business here.
+  logging.disable(logging.WARNING)
+  try:
+    import apache_beam.io.filesystems  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+  finally:
+    logging.disable(logging.NOTSET)
   from pipelines.kafka_config import KafkaConfigError
   from dashboard.sources import redact
   try:
