@@ -28,11 +28,12 @@ never logged by this module; use :func:`redact_config` for anything you want to 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import typing
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, WriteToKafka
@@ -185,6 +186,76 @@ def flink_pipeline_options(
   if checkpointing_interval_ms:
     args.append(f'--checkpointing_interval={int(checkpointing_interval_ms)}')
   return args
+
+
+@contextlib.contextmanager
+def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
+  """Runs the pinned Flink job server for the span of a ``with`` block.
+
+  Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
+  ``--flink_master``, ``--flink_job_server_jar``); stops the job server JVM when the block ends.
+  Without this, FlinkRunner starts a job server per ``run()`` and stops it only at interpreter
+  exit: fine for a one-job process (``python -m pipelines.stream``), wasteful in a test session.
+  """
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
+  from apache_beam.runners.portability.flink_runner import FlinkJarJobServer, FlinkRunner
+
+  from apache_beam.utils.subprocess_server import pick_port
+
+  job_port, = pick_port(None)
+  options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
+  flink = options.view_as(FlinkRunnerOptions)
+  flink.flink_master = FlinkRunner.add_http_scheme(flink.flink_master)
+  server = FlinkJarJobServer(options)
+  server.start()  # returns once the job service answers on job_port
+  try:
+    yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
+  finally:
+    server.stop()
+
+
+def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: float = 30.0) -> None:
+  """Cancels a running Beam job on Flink, including the Flink job on a session cluster.
+
+  ``result.cancel()`` alone stops the Beam job invocation, but with a remote ``flink_master`` the
+  Flink job keeps running on the cluster (seen with Beam 2.62's job server on Flink 1.19). So for
+  ``host:port`` masters this also cancels, through Flink's REST API, every running Flink job named
+  after the Beam job, and waits (up to ``timeout_s``) until Flink reports it cancelled.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  import urllib.request  # pylint: disable=import-outside-toplevel
+
+  job_id = getattr(result, '_job_id', None) or ''
+  try:
+    result.cancel()
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.warning('Beam cancel of %s failed (%s); cancelling on Flink directly', job_id, e)
+  if not flink_master or flink_master.strip() in ('[local]', '[auto]') or not job_id:
+    return
+  base = flink_master.strip().rstrip('/')
+  if not base.startswith(('http://', 'https://')):
+    base = 'http://' + base
+  name = job_id.rsplit('_', 1)[0]  # invocation id = <job name>_<uuid>
+
+  def running():
+    with urllib.request.urlopen(f'{base}/jobs/overview', timeout=5) as r:
+      jobs = json.load(r)['jobs']
+    return [j['jid'] for j in jobs if j.get('name') == name and
+            j.get('state') not in ('CANCELED', 'FAILED', 'FINISHED')]
+
+  deadline = time.monotonic() + timeout_s
+  jids = running()
+  for jid in jids:
+    req = urllib.request.Request(f'{base}/jobs/{jid}?mode=cancel', method='PATCH')
+    urllib.request.urlopen(req, timeout=5).close()  # pylint: disable=consider-using-with
+  while jids and time.monotonic() < deadline:
+    jids = running()
+    if jids:
+      time.sleep(0.3)
+  if jids:
+    raise TimeoutError(f'Flink jobs {jids} of {name} still not cancelled after {timeout_s}s')
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,5 +445,6 @@ class PublishToKafka(beam.PTransform):
 
 __all__: Iterable[str] = (
     'EXPANSION_SERVICE_ARGS', 'FLINK_VERSION', 'JAVA_BEAM_VERSION', 'PublishToKafka',
-    'ReadKafkaMessages', 'expansion_service', 'flink_job_server_jar', 'flink_pipeline_options',
-    'io_expansion_service_jar', 'jars_dir', 'redact_config')
+    'ReadKafkaMessages', 'cancel_flink_job', 'expansion_service', 'flink_job_server',
+    'flink_job_server_jar', 'flink_pipeline_options', 'io_expansion_service_jar', 'jars_dir',
+    'redact_config')
