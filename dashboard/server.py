@@ -103,12 +103,13 @@ class Dashboard:
                rates: Optional[RateTracker] = None, feeds: Optional[dict[str, Any]] = None,
                info: Optional[dict[str, Any]] = None, table_rows: int = 100,
                cache_s: float = 0.5):
-    self.alerts = alerts or AlertStore()
-    self.attacks = attacks or AttackStore()
-    self.dead_letters = dead_letters or DeadLetterStore()
-    self.rates = rates or RateTracker()
-    self.feeds = feeds or {}
-    self.info = info or {}
+    # `is None`, not `or`: an empty store has len() 0 and is falsy.
+    self.alerts = AlertStore() if alerts is None else alerts
+    self.attacks = AttackStore() if attacks is None else attacks
+    self.dead_letters = DeadLetterStore() if dead_letters is None else dead_letters
+    self.rates = RateTracker() if rates is None else rates
+    self.feeds = {} if feeds is None else feeds
+    self.info = {} if info is None else info
     self.table_rows = table_rows
     self.cache_s = cache_s
     self.started = time.time()

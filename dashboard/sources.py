@@ -190,14 +190,22 @@ class AlertFeed(Feed):
       return
     new = sorted(set(topic.partitions) - set(self._assigned))
     if new:
-      start = (OFFSET_BEGINNING if self.from_beginning or not self._first_metadata
-               else OFFSET_END)
-      parts = [TopicPartition(self.topic, p, start) for p in new]
+      from_start = self.from_beginning or not self._first_metadata
+      parts = []
+      for p in new:
+        offset = OFFSET_BEGINNING
+        if not from_start:
+          # The end now, as an absolute offset: a logical OFFSET_END would be resolved later,
+          # when the fetcher starts, and skip what was published in between.
+          offset = self._consumer.get_watermark_offsets(
+              TopicPartition(self.topic, p), timeout=5, cached=False)[1]
+          offset = offset if offset >= 0 else OFFSET_END
+        parts.append(TopicPartition(self.topic, p, offset))
       self._consumer.incremental_assign(parts)
       for p in parts:
         self._assigned[p.partition] = p
       log.info('alerts consumer: reading %s partitions %s from the %s', self.topic, new,
-               'beginning' if start == OFFSET_BEGINNING else 'end')
+               'beginning' if from_start else 'end')
     self._first_metadata = False
     self.ok('consuming', partitions=len(self._assigned))
 

@@ -1,0 +1,277 @@
+"""The dashboard end to end in a real browser: a real Kafka broker (scripts/kafka.sh, on free
+ports, in a temporary data dir), ``python -m pipelines.dashboard`` as a subprocess, alerts
+published to the alerts topic with confluent-kafka, and headless Chromium (Debian's package,
+driven by Playwright) reading the served page.
+
+Checks: a newly published alert shows in the table within a few seconds; an alert whose
+program and details are an HTML/script injection renders as literal text, creates no element
+and runs no script (no dialog, no global set, no CSP violation needed); the charts, top lists,
+attack events, dead letters, input rates and model versions are drawn. Saves a full-page
+screenshot to .run/screenshots/dashboard.png.
+
+Skipped, with the reason, without chromium (scripts/install_browser.sh), Playwright
+(pip install playwright; no `playwright install`: the system chromium is used), java or the
+Kafka jars (scripts/fetch_jars.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from tests.test_dashboard import (MALICIOUS, kafka_message, sample_alerts, sample_attack_row,
+                                  write_sample_outputs, write_sample_registry)
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
+SCREENSHOT = os.path.join(ROOT, '.run', 'screenshots', 'dashboard.png')
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update',
+                 '--disable-sync', '--disable-dev-shm-usage']
+NEW_ALERT_WITHIN_S = 5.0
+INPUT_TOPICS = ('sensor_messages', 'process_activity', 'memory_activity')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _timing(what: str, t0: float) -> None:
+  print(f'[timing] {what}: {time.monotonic() - t0:.1f} s', flush=True)
+
+
+def _require_browser():
+  if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f'chromium is not installed ({CHROMIUM}): run scripts/install_browser.sh')
+  try:
+    import playwright.sync_api  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+  except ImportError:
+    pytest.skip('Playwright for Python is not installed: pip install playwright '
+                '(the system chromium is used; no `playwright install` needed)')
+
+
+def _require_kafka():
+  if shutil.which('java') is None:
+    pytest.skip('java is not installed (needed by scripts/kafka.sh)')
+  jar = os.path.join(os.environ.get('JARS_DIR', os.path.join(ROOT, '.cache', 'jars')),
+                     'kafka', 'lib', 'kafka_2.13-3.9.2.jar')
+  if not os.path.isfile(jar):
+    pytest.skip(f'{jar} missing: run scripts/fetch_jars.sh')
+
+
+def _kafka_script(action: str, env: dict, timeout: float) -> None:
+  proc = subprocess.run([os.path.join(ROOT, 'scripts', 'kafka.sh'), action], env=env,
+                        timeout=timeout, capture_output=True, text=True, check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f'scripts/kafka.sh {action} failed ({proc.returncode}):\n'
+                       f'{proc.stdout}\n{proc.stderr}')
+
+
+@pytest.fixture(scope='module')
+def broker(tmp_path_factory):
+  """A KRaft broker on free ports in its own data dir; the topics the dashboard reads."""
+  _require_browser()
+  _require_kafka()
+  port = _free_port()
+  env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(_free_port()),
+             KAFKA_RUN_DIR=str(tmp_path_factory.mktemp('kafka')), KAFKA_PARTITIONS='2')
+  t0 = time.monotonic()
+  _kafka_script('start', env, timeout=120)
+  _timing('kafka.sh start', t0)
+  bootstrap = f'127.0.0.1:{port}'
+  try:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({'bootstrap.servers': bootstrap})
+    futures = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1)
+                                   for t in ('alerts',) + INPUT_TOPICS], operation_timeout=30)
+    for future in futures.values():
+      future.result(timeout=60)
+    yield bootstrap
+  finally:
+    t0 = time.monotonic()
+    _kafka_script('stop', env, timeout=60)
+    _timing('kafka.sh stop', t0)
+
+
+def _get_json(url: str):
+  import urllib.request
+  with urllib.request.urlopen(url, timeout=5) as response:
+    return json.loads(response.read())
+
+
+@pytest.fixture(scope='module')
+def dashboard(broker, tmp_path_factory):
+  """``python -m pipelines.dashboard`` on a free port, reading the broker and sample outputs;
+  yields its URL once its alerts consumer has its partitions."""
+  work = tmp_path_factory.mktemp('dashboard')
+  now = time.time()
+  write_sample_outputs(str(work / 'output'), now)
+  write_sample_registry(str(work / 'models'))
+  log_path = work / 'dashboard.log'
+  t0 = time.monotonic()
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'pipelines.dashboard', '--bootstrap_servers', broker,
+         '--port', str(_free_port()), '--output', str(work / 'output'),
+         '--model_dir', str(work / 'models'), '--health_interval_s', '1',
+         '--scan_interval_s', '1'],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+  try:
+    url = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+      match = re.search(r'Alerts dashboard: (\S+)', log_path.read_text())
+      if match:
+        url = match.group(1)
+        try:
+          state = _get_json(url + 'api/state')
+          if state['feeds']['alerts'].get('partitions') == 2:
+            break
+        except OSError:
+          pass
+      time.sleep(0.2)
+    else:
+      raise RuntimeError(f'dashboard did not start:\n{log_path.read_text()}')
+    _timing('dashboard start (consumer assigned)', t0)
+    yield url
+  finally:
+    proc.terminate()
+    try:
+      proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+    print(log_path.read_text()[-3000:])
+
+
+class _InputTraffic(threading.Thread):
+  """Messages on the input topics at a varying rate, so the input-rate chart has a shape."""
+
+  def __init__(self, bootstrap: str):
+    super().__init__(daemon=True)
+    from confluent_kafka import Producer
+    self.producer = Producer({'bootstrap.servers': bootstrap, 'linger.ms': 20})
+    self.stop_event = threading.Event()
+
+  def run(self):
+    i = 0
+    while not self.stop_event.is_set():
+      tick = int(time.time() * 2)
+      for topic, base in zip(INPUT_TOPICS, (120, 40, 40)):
+        for _ in range(base // 2 + (tick % 5) * base // 10):
+          self.producer.produce(topic, json.dumps({'sequence_id': i}).encode())
+          i += 1
+      self.producer.poll(0)
+      self.stop_event.wait(0.5)
+    self.producer.flush(5)
+
+
+def _launch(playwright):
+  user_data = tempfile.mkdtemp(prefix='chromium-profile-')
+  context = playwright.chromium.launch_persistent_context(
+      user_data, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+      viewport={'width': 1680, 'height': 1050}, device_scale_factor=1)
+  return context, user_data
+
+
+def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
+  from confluent_kafka import Producer
+  from playwright.sync_api import sync_playwright
+
+  traffic = _InputTraffic(broker)
+  traffic.start()
+  producer = Producer({'bootstrap.servers': broker, 'linger.ms': 5})
+  now = time.time()
+  # An hour of history (processing times spread back 45 minutes), published now.
+  history = sample_alerts(now, count=400)
+  for alert in history:
+    key, value = kafka_message(alert)
+    producer.produce('alerts', value, key)
+  producer.flush(10)
+
+  dialogs, console_errors = [], []
+  with sync_playwright() as playwright:
+    t0 = time.monotonic()
+    context, user_data = _launch(playwright)
+    _timing('chromium launch', t0)
+    try:
+      page = context.new_page()
+      page.on('dialog', lambda d: (dialogs.append(d.message), d.dismiss()))
+      page.on('console', lambda m: console_errors.append(m.text) if m.type == 'error' else None)
+      page.on('pageerror', lambda e: console_errors.append(str(e)))
+      page.goto(dashboard, wait_until='domcontentloaded')
+      page.wait_for_selector('#conn.live', timeout=15_000)
+      page.wait_for_selector('#alerts-table tbody tr', timeout=15_000)
+
+      # A new alert, whose program and details are an injection attempt.
+      attack = sample_attack_row(99_999, time.time(), 7, 'x')
+      from transforms.alerts import host_attack_alert
+      evil = host_attack_alert(attack)
+      evil.update(program=MALICIOUS, details=json.dumps({'CMD': MALICIOUS, 'note': MALICIOUS}),
+                  score=0.991)
+      key, value = kafka_message(evil)
+      sent = time.monotonic()
+      producer.produce('alerts', value, key)
+      producer.flush(10)
+      row = page.locator(f'#alerts-table tbody tr[data-id="{evil["event_id"]}"]')
+      row.wait_for(state='visible', timeout=15_000)
+      latency = time.monotonic() - sent
+      print(f'[timing] new alert visible in the page {latency:.2f} s after publishing')
+      assert latency < NEW_ALERT_WITHIN_S
+
+      # The malicious value is literal text: no element, no script, no dialog.
+      cells = row.locator('td').all_text_contents()
+      assert MALICIOUS in cells, cells
+      assert row.locator('td').nth(1).text_content() == 'critical'
+      assert page.locator('main img').count() == 0
+      assert page.locator('#alerts-table script, #alerts-table img').count() == 0
+      assert page.evaluate('typeof window.__pwned') == 'undefined'
+      row.click()
+      page.wait_for_function(
+          "document.getElementById('detail-body').textContent.includes('onerror')")
+      assert MALICIOUS in page.locator('#detail-body').text_content()
+      assert MALICIOUS in page.locator('#detail-fields').text_content()
+      assert page.locator('#alert-detail img, #alert-detail script').count() == 0
+
+      # The rest of the page is drawn from the broker, the Parquet outputs and the registry.
+      page.wait_for_function(
+          "document.querySelectorAll('#chart-kind rect[fill]:not([fill=transparent])').length > 10")
+      page.wait_for_function(
+          "document.querySelectorAll('#chart-input polyline').length === 3", timeout=15_000)
+      page.wait_for_selector('#attacks-table tbody tr', timeout=10_000)
+      page.wait_for_selector('#dead-table tbody tr td.details', timeout=10_000)
+      page.wait_for_function(
+          "document.getElementById('models-table').textContent.includes('20261123T193000000000Z')",
+          timeout=20_000)
+      assert page.locator('#top-machine .hbar').count() >= 3
+      assert page.locator('#top-program .hbar').count() >= 3
+      assert page.locator('#top-service .hbar').count() >= 3
+      assert 'current' in page.locator('#models-table').text_content()
+      assert int(page.locator('#v-alerts-hour').text_content().replace(',', '')) >= 400
+      # Let the input-rate chart gather a few more samples, then keep a picture.
+      page.wait_for_timeout(2500)
+      page.evaluate('window.scrollTo(0, 0)')
+      os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+      page.screenshot(path=SCREENSHOT, full_page=True)
+      print(f'screenshot: {SCREENSHOT}')
+      assert dialogs == []
+      assert page.evaluate('typeof window.__pwned') == 'undefined'
+      assert console_errors == []  # a CSP violation would show here too
+    finally:
+      context.close()
+      shutil.rmtree(user_data, ignore_errors=True)
+      traffic.stop_event.set()
+      traffic.join(10)
