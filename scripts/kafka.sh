@@ -12,6 +12,7 @@
 #   KAFKA_CONTROLLER_PORT (KAFKA_PORT+1)  KRaft controller listener
 #   KAFKA_RUN_DIR (.run/kafka)       data (data/), config, pid file (kafka.pid), logs (kafka.out, logs/)
 #   KAFKA_PARTITIONS (4)             partitions of the topics made by create-topics (and auto-created ones)
+#   KAFKA_RETENTION_BYTES (1 GiB)    retention per partition; there is no time-based retention (see config)
 #   KAFKA_TOPICS                     space-separated list, overrides all of the four names below
 #   KAFKA_TOPIC_NETWORK (sensor_messages) KAFKA_TOPIC_PROCESS (process_activity)
 #   KAFKA_TOPIC_MEMORY (memory_activity)  KAFKA_TOPIC_ALERTS (alerts)
@@ -29,6 +30,7 @@ RUN_DIR="${KAFKA_RUN_DIR:-$ROOT/.run/kafka}"
 PID_FILE="$RUN_DIR/kafka.pid"
 OUT="$RUN_DIR/kafka.out"
 PARTITIONS="${KAFKA_PARTITIONS:-4}"
+RETENTION_BYTES="${KAFKA_RETENTION_BYTES:-1073741824}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
@@ -79,7 +81,11 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
-log.retention.hours=24
+# Retention by SIZE only. Time-based retention compares against the records' own (CreateTime)
+# timestamps: replayed data with old event times (KDD 1999, test fixtures) would be deleted by the
+# first retention check, 30 s after start, and a reader at 'earliest' would find nothing.
+log.retention.ms=-1
+log.retention.bytes=$RETENTION_BYTES
 log.segment.bytes=104857600
 EOF
   cat > "$RUN_DIR/log4j.properties" <<EOF
