@@ -18,6 +18,7 @@ import hashlib
 import heapq
 import json
 import math
+import re
 import threading
 import time
 from typing import Any, Iterable, Mapping, Optional
@@ -231,6 +232,16 @@ class RecentIds:
     return len(self._ids)
 
 
+_PID_SUFFIX = re.compile(r'_\d+$')
+
+
+def program_name(program: Optional[str]) -> Optional[str]:
+  """A host alert's program is ``CMD_PID``; the top list merges the PIDs of one command."""
+  if not program:
+    return program
+  return _PID_SUFFIX.sub('', program) or program
+
+
 def _known_kind(kind: Optional[str]) -> str:
   return kind if kind in ALERT_KINDS else OTHER
 
@@ -318,7 +329,7 @@ class AlertStore:
       self._per_kind.add(when, kind, now=now)
       self._per_severity.add(when, row['severity'], now=now)
       for name, counter in self._top.items():
-        value = row[name]
+        value = program_name(row[name]) if name == 'program' else row[name]
         if value is not None and value != '':
           counter.add(when, value, now=now)
       if row['model_version']:
@@ -413,7 +424,7 @@ class AttackStore:
       when = row['processing_time'] if row['processing_time'] is not None else now
       self._per_minute.add(when, 'attacks', now=now)
       if row['program']:
-        self._top_programs.add(when, row['program'], now=now)
+        self._top_programs.add(when, program_name(row['program']), now=now)
       return True
 
   def snapshot(self, now: Optional[float] = None, limit: int = 25) -> dict:

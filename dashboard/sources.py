@@ -327,7 +327,8 @@ class KafkaHealth(Feed):
         ends[tp.topic] += max(0, offset)
     now = time.time()
     rates = self.rates.record(now, ends)
-    stream_lag = self._stream_lag(per_partition) if self.stream_group_id else None
+    stream_lag = (self._stream_lag(per_partition) if self.stream_group_id and per_partition
+                  else None)
     topics = {t: {'partitions': len(partitions[t]), 'end_offset': ends[t],
                   'rate': rates.get(t), 'lag': (stream_lag or {}).get(t)}
               for t in partitions}

@@ -128,7 +128,7 @@ def dashboard(broker, tmp_path_factory):
         [sys.executable, '-m', 'pipelines.dashboard', '--bootstrap_servers', broker,
          '--port', str(_free_port()), '--output', str(work / 'output'),
          '--model_dir', str(work / 'models'), '--health_interval_s', '1',
-         '--scan_interval_s', '1'],
+         '--scan_interval_s', '1', '--stream_group_id', STREAM_GROUP],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
   try:
     url = None
@@ -145,7 +145,8 @@ def dashboard(broker, tmp_path_factory):
           pass
       time.sleep(0.2)
     else:
-      raise RuntimeError(f'dashboard did not start:\n{log_path.read_text()}')
+      raise RuntimeError(f'dashboard did not start (exit code {proc.poll()}):\n'
+                         f'{log_path.read_text()}')
     _timing('dashboard start (consumer assigned)', t0)
     yield url
   finally:
@@ -157,26 +158,66 @@ def dashboard(broker, tmp_path_factory):
     print(log_path.read_text()[-3000:])
 
 
+STREAM_GROUP = 'stream-job-under-test'
+
+
 class _InputTraffic(threading.Thread):
-  """Messages on the input topics at a varying rate, so the input-rate chart has a shape."""
+  """Messages on the input topics at a varying rate, so the input-rate chart has a shape, and a
+  stand-in for the stream job: a consumer group that commits, every half second, the end
+  offsets of a second earlier (so its lag is about one second of input)."""
 
   def __init__(self, bootstrap: str):
     super().__init__(daemon=True)
-    from confluent_kafka import Producer
+    from confluent_kafka import Consumer, Producer
     self.producer = Producer({'bootstrap.servers': bootstrap, 'linger.ms': 20})
+    self.group = Consumer({'bootstrap.servers': bootstrap, 'group.id': STREAM_GROUP,
+                           'enable.auto.commit': False})
     self.stop_event = threading.Event()
+
+  def _commit_lagging(self, ends_before):
+    from confluent_kafka import TopicPartition
+    ends = {}
+    for topic in INPUT_TOPICS:
+      for p in (0, 1):
+        ends[(topic, p)] = self.group.get_watermark_offsets(TopicPartition(topic, p),
+                                                            timeout=5)[1]
+    if ends_before:
+      self.group.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends_before.items()
+                                 if o > 0], asynchronous=False)
+    return ends
 
   def run(self):
     i = 0
+    history = []
     while not self.stop_event.is_set():
       tick = int(time.time() * 2)
-      for topic, base in zip(INPUT_TOPICS, (120, 40, 40)):
+      for topic, base in zip(INPUT_TOPICS, (120, 44, 30)):
         for _ in range(base // 2 + (tick % 5) * base // 10):
-          self.producer.produce(topic, json.dumps({'sequence_id': i}).encode())
+          self.producer.produce(topic, json.dumps({'sequence_id': i}).encode(),
+                                partition=i % 2)
           i += 1
       self.producer.poll(0)
+      try:
+        history.append(self._commit_lagging(history[-2] if len(history) >= 2 else None))
+        del history[:-2]
+      except Exception as e:  # pylint: disable=broad-except
+        print(f'stand-in stream group: {e}')
       self.stop_event.wait(0.5)
     self.producer.flush(5)
+    self.group.close()
+
+
+def _wait_js(page, expression: str, timeout: float = 10.0):
+  """Polls a JS expression until truthy. (Playwright's wait_for_function evaluates a string in
+  the page, which the dashboard's CSP, rightly, forbids; page.evaluate goes through DevTools.)"""
+  deadline = time.monotonic() + timeout
+  while True:
+    value = page.evaluate(expression)
+    if value:
+      return value
+    if time.monotonic() > deadline:
+      raise AssertionError(f'not true within {timeout} s: {expression}')
+    time.sleep(0.1)
 
 
 def _launch(playwright):
@@ -240,27 +281,28 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
       assert page.locator('#alerts-table script, #alerts-table img').count() == 0
       assert page.evaluate('typeof window.__pwned') == 'undefined'
       row.click()
-      page.wait_for_function(
-          "document.getElementById('detail-body').textContent.includes('onerror')")
+      _wait_js(page, "document.getElementById('detail-body').textContent.includes('onerror')")
       assert MALICIOUS in page.locator('#detail-body').text_content()
       assert MALICIOUS in page.locator('#detail-fields').text_content()
       assert page.locator('#alert-detail img, #alert-detail script').count() == 0
 
       # The rest of the page is drawn from the broker, the Parquet outputs and the registry.
-      page.wait_for_function(
-          "document.querySelectorAll('#chart-kind rect[fill]:not([fill=transparent])').length > 10")
-      page.wait_for_function(
-          "document.querySelectorAll('#chart-input polyline').length === 3", timeout=15_000)
+      _wait_js(page, "document.querySelectorAll("
+               "'#chart-kind rect[fill]:not([fill=transparent])').length > 10")
+      _wait_js(page, "document.querySelectorAll('#chart-input polyline').length === 3", 15)
       page.wait_for_selector('#attacks-table tbody tr', timeout=10_000)
       page.wait_for_selector('#dead-table tbody tr td.details', timeout=10_000)
-      page.wait_for_function(
-          "document.getElementById('models-table').textContent.includes('20261123T193000000000Z')",
-          timeout=20_000)
+      _wait_js(page, "document.getElementById('models-table').textContent"
+               ".includes('2026-11-23 19:30:00')", 20)
       assert page.locator('#top-machine .hbar').count() >= 3
       assert page.locator('#top-program .hbar').count() >= 3
       assert page.locator('#top-service .hbar').count() >= 3
       assert 'current' in page.locator('#models-table').text_content()
       assert int(page.locator('#v-alerts-hour').text_content().replace(',', '')) >= 400
+      # The stand-in stream job's lag, from its committed offsets.
+      lag = _wait_js(page, "/^[0-9,]+$/.test(document.getElementById('v-lag').textContent)"
+                     " && document.getElementById('v-lag').textContent", 15)
+      assert 0 < int(lag.replace(',', '')) < 10_000, lag
       # Let the input-rate chart gather a few more samples, then keep a picture.
       page.wait_for_timeout(2500)
       page.evaluate('window.scrollTo(0, 0)')

@@ -315,8 +315,11 @@
     const inputNames = s.info.input_topics || [];
     const colorOfTopic = (t) => PALETTE[inputNames.indexOf(t) % PALETTE.length] || PALETTE[6];
     legend('legend-input', inputNames, colorOfTopic);
-    lines($('chart-input'), s.input.history || [], inputNames, colorOfTopic,
-          { now: s.now, span: 900, yLabel: 'msg / s', tickEvery: 300,
+    const history = s.input.history || [];
+    // Up to 15 minutes; a young dashboard shows what it has, over at least 2 minutes.
+    const span = history.length ? Math.min(900, Math.max(120, s.now - history[0][0] + 5)) : 900;
+    lines($('chart-input'), history, inputNames, colorOfTopic,
+          { now: s.now, span: span, yLabel: 'msg / s', tickEvery: span <= 300 ? 60 : 300,
             empty: s.info.bootstrap_servers ? 'collecting samples…' : 'Kafka off' });
 
     const deadNames = Object.keys(s.dead_letters.per_minute.series);
@@ -373,8 +376,8 @@
       cell(tr, r.program, 'mono');
       cell(tr, [r.service, r.protocol_type].filter((x) => x != null && x !== '').join(' / '), 'mono');
       cell(tr, r.site);
-      cell(tr, r.model_version, 'mono');
-      cell(tr, r.details_preview, 'details');
+      cell(tr, r.details_preview, 'details', (r.model_version ? 'model ' + r.model_version + '\n' : '') +
+           (r.details_preview || ''));
       frag.append(tr);
     }
     body.replaceChildren(frag);
@@ -460,6 +463,12 @@
     return used;
   }
 
+  // Registry versions are UTC timestamps, 20261123T190000123456Z: shown as 2026-11-23 19:00:00.
+  function shortVersion(v) {
+    const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\d*Z$/.exec(String(v));
+    return m ? m[1] + '-' + m[2] + '-' + m[3] + ' ' + m[4] + ':' + m[5] + ':' + m[6] : String(v);
+  }
+
   function renderModels(s) {
     const models = (s.feeds.models || {});
     const detectors = models.detectors || {};
@@ -472,16 +481,16 @@
       const inUse = used[det];
       const tr = el('tr');
       cell(tr, det);
-      const useTd = el('td', { cls: 'mono' });
-      useTd.append(document.createTextNode(inUse ? inUse.version : '–'));
+      const useTd = el('td', { cls: 'mono', title: inUse ? inUse.version : null });
+      useTd.append(document.createTextNode(inUse ? shortVersion(inUse.version) : '–'));
       if (inUse && latest && latest.version) {
         useTd.append(document.createTextNode(' '));
         useTd.append(inUse.version === latest.version ? badge('current', 'state-ok')
           : inUse.version < latest.version ? badge('newer published', 'state-warn') : badge('not in registry', 'state-warn'));
       }
       tr.append(useTd);
-      cell(tr, latest ? latest.version : (models.state === 'ok' ? 'none published' : '–'), 'mono',
-           latest && latest.created ? 'created ' + latest.created : null);
+      cell(tr, latest ? shortVersion(latest.version) : (models.state === 'ok' ? 'none published' : '–'), 'mono',
+           latest ? latest.version + (latest.created ? '\ncreated ' + latest.created : '') : null);
       cell(tr, latest && latest.training_rows != null ? fmtInt(latest.training_rows) + ' rows' : '–');
       const m = (latest && latest.metrics) || {};
       const parts = [];
