@@ -59,8 +59,13 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--consumer_group', default='attack-detection',
                        help='Kafka consumer group; with --checkpointing_interval its offsets are '
                        'committed at each completed Flink checkpoint (default: %(default)s).')
+    group.add_argument('--max_read_time_s', type=int, default=None,
+                       help='Stop reading Kafka after this many seconds and finish the job '
+                       '(a bounded run: demos, benchmarks, tests).')
     group.add_argument('--max_records', type=int, default=None,
-                       help='Stop after reading this many Kafka records (bounded run).')
+                       help='Stop after reading this many Kafka records. KafkaIO splits the '
+                       'count over its readers, so with unevenly filled partitions a reader can '
+                       'wait for records that never come: pair it with --max_read_time_s.')
     group.add_argument('--input_dir', default=None,
                        help='With --source=files: a folder holding network.jsonl, '
                        'process.jsonl and/or memory.jsonl (the generator\'s file sink).')
@@ -118,7 +123,7 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
       bootstrap_servers(opts), topics, kafka_client_config(opts),
       group_id=opts.consumer_group, commit_offsets=checkpointing,
-      max_num_records=opts.max_records)
+      max_num_records=opts.max_records, max_read_time_s=opts.max_read_time_s)
 
 
 def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
