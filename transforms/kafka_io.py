@@ -370,6 +370,10 @@ class ReadKafkaMessages(beam.PTransform):
     config.setdefault('auto.offset.reset', start_offset)
     if group_id:
       config['group.id'] = group_id
+    if commit_offsets:
+      # Offsets are committed when Flink finalizes a checkpoint; the consumer's own periodic
+      # auto-commit (Kafka's default with a group.id) would commit what is not yet processed.
+      config.setdefault('enable.auto.commit', 'false')
     self._config = config
     self._commit = commit_offsets
     self._timestamp_policy = timestamp_policy
