@@ -157,7 +157,13 @@ def flink_pipeline_options(
   * ``EXTERNAL`` with ``environment_config='host:port'``: for a real cluster. Start a worker pool
     beside each TaskManager (same Python, same packages: ``pip install .``)::
 
-        python -m apache_beam.runners.worker.worker_pool_main --service_port=50000
+        PATH=/path/to/venv/bin:$PATH python -m apache_beam.runners.worker.worker_pool_main \\
+            --service_port=50000
+
+    The pool starts each SDK worker as plain ``python`` from ``PATH``, not with its own
+    interpreter: without the venv first on ``PATH`` the workers die with "No module named
+    apache_beam" and the Flink job hangs instead of failing. Verified here on the standalone
+    cluster (see docs/RUNTIME.md).
 
     and pass ``environment_type='EXTERNAL', environment_config='localhost:50000'``; add
     ``--setup_file=./setup.py`` if the workers lack the project's packages.
