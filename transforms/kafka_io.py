@@ -32,6 +32,7 @@ import contextlib
 import inspect
 import logging
 import os
+import shutil
 import typing
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -201,7 +202,8 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
   ``--flink_master``, ``--flink_job_server_jar``); stops the job server JVM when the block ends.
   Without this, FlinkRunner starts a job server per ``run()`` and stops it only at interpreter
-  exit: fine for a one-job process (``python -m pipelines.stream``), wasteful in a test session.
+  exit, and that at-exit stop can fail and leave the JVM running (see below): use this in every
+  entry point, the stream job included.
   """
   # pylint: disable=import-outside-toplevel
   from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
@@ -218,7 +220,17 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   try:
     yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
   finally:
-    server.stop()
+    # Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
+    # still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
+    # seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory.
+    process = getattr(server, '_server', None)
+    temp_root = getattr(server, '_local_temp_root', None)
+    if process is None:
+      server.stop()
+    else:
+      process.stop()
+      if temp_root:
+        shutil.rmtree(temp_root, ignore_errors=True)
 
 
 def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: float = 30.0) -> None:
