@@ -298,6 +298,7 @@ class KafkaHealth(Feed):
     self._config = kafka_base_config(bootstrap_servers, client_config, scrub)
     self._config.pop('log.connection.close', None)
     self._admin = None
+    self._group_consumer = None
     self.update_status(topics={}, stream_group_id=stream_group_id, stream_lag=None,
                        brokers=None)
 
@@ -338,17 +339,27 @@ class KafkaHealth(Feed):
                  else sum(v for v in stream_lag.values() if v is not None))
     self.ok('ok', topics=topics, brokers=len(metadata.brokers), stream_lag=lag_total)
 
+  def close(self) -> None:
+    if self._group_consumer is not None:
+      self._group_consumer.close()
+
   def _stream_lag(self, ends: Mapping[tuple[str, int], int]) -> Optional[dict[str, int]]:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    request = [ConsumerGroupTopicPartitions(
-        self.stream_group_id, [TopicPartition(t, p) for (t, p) in ends])]
-    futures = self._admin.list_consumer_group_offsets(
-        request, request_timeout=self.request_timeout)
-    result = next(iter(futures.values())).result()
+    # The group's committed offsets through a consumer carrying its group.id, which never
+    # subscribes nor commits (it does not join the group). Not AdminClient's
+    # list_consumer_group_offsets: librdkafka crashes the process (SIGSEGV in rd_kafka_cgrp_op)
+    # when the group's coordinator is not ready yet, e.g. on a fresh cluster.
+    from confluent_kafka import Consumer, TopicPartition
+    if self._group_consumer is None:
+      config = dict(self._config)
+      config.update({'group.id': self.stream_group_id, 'enable.auto.commit': False,
+                     'enable.auto.offset.store': False})
+      self._group_consumer = Consumer(config)
+    committed = self._group_consumer.committed([TopicPartition(t, p) for (t, p) in ends],
+                                               timeout=self.request_timeout)
     lag: dict[str, int] = {}
-    for tp in result.topic_partitions or []:
+    for tp in committed:
       end = ends.get((tp.topic, tp.partition))
-      if end is None or tp.offset is None or tp.offset < 0:
+      if end is None or tp.error is not None or tp.offset is None or tp.offset < 0:
         continue  # nothing committed for this partition
       lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - tp.offset)
     return lag

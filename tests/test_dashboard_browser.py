@@ -16,6 +16,7 @@ Kafka jars (scripts/fetch_jars.sh).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -100,6 +101,7 @@ def broker(tmp_path_factory):
                                    for t in ('alerts',) + INPUT_TOPICS], operation_timeout=30)
     for future in futures.values():
       future.result(timeout=60)
+    del admin, futures  # no client left retrying a stopped broker
     yield bootstrap
   finally:
     t0 = time.monotonic()
@@ -317,3 +319,6 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
       shutil.rmtree(user_data, ignore_errors=True)
       traffic.stop_event.set()
       traffic.join(10)
+      producer.flush(5)
+      del producer, traffic
+      gc.collect()  # close the clients before the broker stops, or they retry it noisily
