@@ -305,6 +305,9 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
       lag = _wait_js(page, "/^[0-9,]+$/.test(document.getElementById('v-lag').textContent)"
                      " && document.getElementById('v-lag').textContent", 15)
       assert 0 < int(lag.replace(',', '')) < 10_000, lag
+      # Nothing overflows sideways (a long value must not widen the page).
+      assert page.evaluate('document.documentElement.scrollWidth <= window.innerWidth'), \
+          page.evaluate('[document.documentElement.scrollWidth, window.innerWidth]')
       # Let the input-rate chart gather a few more samples, then keep a picture.
       page.wait_for_timeout(2500)
       page.evaluate('window.scrollTo(0, 0)')
