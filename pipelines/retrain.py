@@ -13,10 +13,11 @@ The pipeline (the same on every runner; only ``--runner`` changes):
 
     Parquet row groups (ReadFromParquetBatched) | KDD CSV blocks (fileio + pyarrow)
       -> Prepare: feature columns, uuid hash, label, event time (pyarrow batches)
-      -> InputStats (CombineGlobally: rows, distinct uuids, time range)
-      -> Sample (CombineGlobally: the ``--sample_rows`` records with the smallest uuid hashes,
-         one per uuid: a uniform, deduplicated sample built with bounded memory)
-      -> StageSample: one Parquet file beside the run, with train / calibration / test splits
+      -> SampleBundles: per bundle, the ``--sample_rows`` records with the smallest uuid
+         hashes (one per uuid: uniform and deduplicated) and the distinct uuid hashes, written
+         as a part file; only the part's description travels on (model.sampling)
+      -> MergeAndStage: the sample, exact rows / duplicates / time range, and one Parquet
+         file beside the run with train / calibration / test splits and CV folds
       -> grid point x fold as elements -> Reshuffle -> CrossValidate (in parallel)
       -> each method's best point -> Reshuffle -> FitFinal (in parallel): threshold on the
          calibration split, metrics on the test split
@@ -40,18 +41,17 @@ from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 import joblib
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions,
                                                   PipelineOptions, PortableOptions,
                                                   SetupOptions, StandardOptions)
 
-from model import dataset, evaluation, methods, registry, report, training
+from model import dataset, evaluation, methods, registry, report, sampling, training
 
 log = logging.getLogger('pipelines.retrain')
 RESULT_FILE = 'result.json'
@@ -62,7 +62,11 @@ class RetrainOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    group = parser.add_argument_group('retrain job')
+    # Beam parses the flags of every PipelineOptions subclass loaded in the process with one
+    # parser: where another job's options (StreamOptions) define the same flag (--model_dir,
+    # same meaning), whichever comes second must not make the parse fail.
+    parser.conflict_handler = 'resolve'
+    group = _SkipKnownFlags(parser.add_argument_group('retrain job'))
     group.add_argument('--detector', choices=registry.DETECTORS, default=None,
                        help='Which detector to retrain (required).')
     group.add_argument('--input', default=None,
@@ -131,6 +135,18 @@ class RetrainOptions(PipelineOptions):
                        help='Cores one training task uses (default: all of the worker\'s, -1). '
                        'On a cluster running several tasks per machine, use 1.')
     group.add_argument('--seed', type=int, default=0, help='Random seed (default: 0).')
+
+
+class _SkipKnownFlags:
+  """An argument group that leaves out flags the parser already has."""
+
+  def __init__(self, group):
+    self._group = group
+
+  def add_argument(self, *flags, **kwargs):
+    if any(f in self._group._option_string_actions for f in flags):  # pylint: disable=protected-access
+      return None
+    return self._group.add_argument(*flags, **kwargs)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -217,118 +233,39 @@ class _Prepare(beam.DoFn):
 
 # ---- combining -------------------------------------------------------------------------------
 
-class InputStatsFn(beam.CombineFn):
-  """Rows read, distinct uuids (exactly: by 64-bit hash, 8 bytes a record), event time range,
-  labelled and attack rows."""
+class _SampleBundles(beam.DoFn):
+  """Each bundle of prepared batches -> one part of the sample (files in the staging dir) and
+  its description; the DoFn keeps its cut across bundles (see model.sampling)."""
 
-  COMPACT_AT = 4_000_000
-
-  def create_accumulator(self):
-    return {'rows': 0, 'keys': [], 'pending': 0, 'min': None, 'max': None, 'labelled': 0,
-            'attacks': 0}
-
-  def _compact(self, acc):
-    if len(acc['keys']) > 1:
-      acc['keys'] = [np.unique(np.concatenate(acc['keys']))]
-    acc['pending'] = 0
-    return acc
-
-  def add_input(self, acc, table: pa.Table):
-    acc['rows'] += table.num_rows
-    keys = np.unique(table.column(dataset.KEY).to_numpy())
-    acc['keys'].append(keys)
-    acc['pending'] += len(keys)
-    times = table.column(dataset.TIME)
-    if times.null_count < len(times):
-      low, high = pc.min_max(times).values()
-      low, high = low.as_py(), high.as_py()
-      acc['min'] = low if acc['min'] is None else min(acc['min'], low)
-      acc['max'] = high if acc['max'] is None else max(acc['max'], high)
-    y = table.column(dataset.Y).to_numpy()
-    acc['labelled'] += int((y >= 0).sum())
-    acc['attacks'] += int((y == 1).sum())
-    if acc['pending'] > self.COMPACT_AT:
-      self._compact(acc)
-    return acc
-
-  def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for acc in accumulators:
-      merged['rows'] += acc['rows']
-      merged['keys'] += acc['keys']
-      merged['labelled'] += acc['labelled']
-      merged['attacks'] += acc['attacks']
-      for bound, pick in (('min', min), ('max', max)):
-        if acc[bound] is not None:
-          merged[bound] = acc[bound] if merged[bound] is None else pick(merged[bound],
-                                                                       acc[bound])
-    return self._compact(merged)
-
-  def compact(self, acc):
-    return self._compact(acc)
-
-  def extract_output(self, acc):
-    distinct = len(np.unique(np.concatenate(acc['keys']))) if acc['keys'] else 0
-    return {'rows': acc['rows'], 'distinct': distinct, 'duplicates': acc['rows'] - distinct,
-            'labelled_rows': acc['labelled'], 'attack_rows': acc['attacks'],
-            'time_range': training._time_range([acc['min'], acc['max']])}
-
-
-class SmallestKeysFn(beam.CombineFn):
-  """The ``k`` distinct records with the smallest uuid hashes: a uniform sample without
-  replacement, deduplicated, mergeable in any order (so runners combine it before the
-  shuffle), in O(k) memory per accumulator."""
-
-  def __init__(self, detector: str, k: int):
+  def __init__(self, detector: str, k: int, parts_dir: str):
     self._detector = detector
     self._k = k
+    self._parts_dir = parts_dir
+    self._cut = None
+    self._part = None
 
-  def create_accumulator(self):
-    return {'tables': [], 'rows': 0, 'cut': None}
+  def start_bundle(self):
+    self._part = sampling.PartWriter(self._detector, self._k, self._parts_dir, self._cut)
 
-  def _compact(self, acc):
-    if not acc['tables']:
-      return acc
-    table = dataset.dedup_smallest(pa.concat_tables(acc['tables']), self._k)
-    acc['tables'] = [table]
-    acc['rows'] = table.num_rows
-    if table.num_rows >= self._k:
-      acc['cut'] = int(table.column(dataset.KEY)[-1].as_py())
-    return acc
+  def process(self, table: pa.Table):
+    self._part.add(table)
 
-  def add_input(self, acc, table: pa.Table):
-    if acc['cut'] is not None:
-      table = table.filter(pc.less_equal(table.column(dataset.KEY),
-                                         pa.scalar(acc['cut'], pa.uint64())))
-    if table.num_rows:
-      acc['tables'].append(table)
-      acc['rows'] += table.num_rows
-      if acc['rows'] > 2 * self._k:
-        self._compact(acc)
-    return acc
+  def finish_bundle(self):
+    description = self._part.write()
+    self._cut = self._part.sample.cut
+    if description is not None:
+      yield GlobalWindows.windowed_value(description)
 
-  def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for acc in accumulators:
-      merged['tables'] += acc['tables']
-      merged['rows'] += acc['rows']
-    return self._compact(merged)
 
-  def compact(self, acc):
-    return self._compact(acc)
-
-  def extract_output(self, acc):
-    acc = self._compact(acc)
-    if not acc['tables']:
-      return dataset.prepared_schema(self._detector).empty_table()
-    return acc['tables'][0]
+def _merge_and_stage(parts, config, k):
+  sample, stats = sampling.merge_parts(config.detector, k, parts)
+  info = training.stage_sample(config, sample)
+  info['stats'] = stats
+  sampling.delete_parts(parts)
+  return info
 
 
 # ---- the steps as Beam functions ---------------------------------------------------------------
-
-def _stage(sample, config):
-  return training.stage_sample(config, sample)
-
 
 def _cv_tasks(info, config):
   return training.cv_tasks(config, info)
@@ -352,8 +289,9 @@ def _champion(info, config):
   return training.evaluate_champion(config, info)
 
 
-def conclude(info, stats, cv_results, finals, champion, config, source) -> dict[str, Any]:
+def conclude(info, cv_results, finals, champion, config, source) -> dict[str, Any]:
   """Chooses the model to publish and says why; writes ``result.json`` to the staging dir."""
+  stats = info['stats']
   finals = {f['method']: f for f in finals}
   best = training.best_points(config, info, cv_results)
   metric = config.metric
@@ -409,10 +347,12 @@ def build(pipeline: beam.Pipeline, config: training.RetrainConfig, pattern: str,
   prepared = (pipeline
               | 'Read' >> ReadTrainingTables(config.detector, pattern, input_format)
               | 'Prepare' >> beam.ParDo(_Prepare(config.detector)))
-  stats = prepared | 'InputStats' >> beam.CombineGlobally(InputStatsFn())
+  parts_dir = FileSystems.join(config.staging_dir, 'parts')
   info = (prepared
-          | 'Sample' >> beam.CombineGlobally(SmallestKeysFn(config.detector, sample_rows))
-          | 'StageSample' >> beam.Map(_stage, config=config))
+          | 'SampleBundles' >> beam.ParDo(_SampleBundles(config.detector, sample_rows,
+                                                         parts_dir))
+          | 'CollectParts' >> beam.combiners.ToList()
+          | 'MergeAndStage' >> beam.Map(_merge_and_stage, config=config, k=sample_rows))
   info_side = beam.pvalue.AsSingleton(info)
   cv_results = (info
                 | 'GridTasks' >> beam.FlatMap(_cv_tasks, config=config)
@@ -427,7 +367,7 @@ def build(pipeline: beam.Pipeline, config: training.RetrainConfig, pattern: str,
             | 'CollectFinals' >> beam.combiners.ToList())
   champion = info | 'EvaluateChampion' >> beam.Map(_champion, config=config)
   _ = info | 'Conclude' >> beam.Map(
-      conclude, beam.pvalue.AsSingleton(stats), cv_side, beam.pvalue.AsSingleton(finals),
+      conclude, cv_side, beam.pvalue.AsSingleton(finals),
       beam.pvalue.AsSingleton(champion), config=config, source=(pattern, input_format))
 
 
@@ -578,11 +518,16 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
   if not runner:
     return argv + ['--runner=DirectRunner']
   if runner in ('flinkrunner', 'flink'):
+    given = {a.split('=', 1)[0] for a in argv if a.startswith('--')}
     try:
-      from pipelines.stream import with_flink_defaults
-      return with_flink_defaults(argv)
+      from transforms import kafka_io
+      defaults = {'--flink_job_server_jar': kafka_io.flink_job_server_jar,
+                  '--flink_version': lambda: kafka_io.FLINK_VERSION}
     except Exception:  # pylint: disable=broad-except
-      log.warning('no Flink defaults (pipelines.stream); using the command line as given')
+      log.warning('no pinned Flink job server (transforms.kafka_io); Beam will fetch one')
+      defaults = {}
+    defaults['--environment_type'] = lambda: 'LOOPBACK'
+    argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
   return argv
 
 
@@ -631,16 +576,13 @@ def help_parser() -> argparse.ArgumentParser:
 
 
 def _remove(directory: str) -> None:
+  """Deletes the run's staging dir (Beam's filesystems delete folders recursively)."""
   try:
-    paths = [m.path for m in FileSystems.match([FileSystems.join(directory, '*')])[0]
-             .metadata_list]
-    if paths:
-      FileSystems.delete(paths)
-    if '://' not in directory and os.path.isdir(directory):
-      os.rmdir(directory)
-      parent = os.path.dirname(directory.rstrip('/'))
-      if os.path.basename(parent) == '.staging' and not os.listdir(parent):
-        os.rmdir(parent)
+    FileSystems.delete([directory if '://' not in directory else directory.rstrip('/') + '/'])
+    parent = os.path.dirname(directory.rstrip('/'))
+    if '://' not in directory and os.path.basename(parent) == '.staging' and not os.listdir(
+        parent):
+      os.rmdir(parent)
   except Exception:  # pylint: disable=broad-except
     log.warning('could not remove the staging dir %s', directory, exc_info=True)
 
@@ -652,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                       force=True)
-  for noisy in ('apache_beam', 'absl'):
+  for noisy in ('apache_beam', 'absl', 'FlinkJarJobServer'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   run(argv)
   return 0

@@ -20,7 +20,7 @@ import pytest
 
 from generator.synthetic_host import generate_host
 from generator.synthetic_network import generate_network
-from model import dataset, evaluation, methods, registry, training
+from model import dataset, evaluation, methods, registry, sampling, training
 from model.features import frame_from_records
 from pipelines import retrain
 from schemas.outputs import ARCHIVE_SCHEMAS
@@ -225,22 +225,22 @@ def _prepared(n, seed, prefix=''):
   return dataset.prepare_batch('network', table)
 
 
-def test_sample_is_deduplicated_uniform_and_independent_of_bundling():
+def test_sample_is_deduplicated_uniform_and_independent_of_bundling(tmp_path):
   a, b = _prepared(600, 1, 'a'), _prepared(600, 2, 'b')
   replay = a.slice(50, 100)
-  fn = retrain.SmallestKeysFn('network', 500)
 
-  def combine(groups):
-    accumulators = []
-    for group in groups:
-      acc = fn.create_accumulator()
-      for table in group:
-        acc = fn.add_input(acc, table)
-      accumulators.append(acc)
-    return fn.extract_output(fn.merge_accumulators(accumulators))
+  def combine(bundles, folder):
+    parts, cut = [], None
+    for bundle in bundles:  # one worker: its cut carries over from bundle to bundle
+      part = sampling.PartWriter('network', 500, str(folder), cut)
+      for table in bundle:
+        part.add(table)
+      parts.append(part.write())
+      cut = part.sample.cut
+    return sampling.merge_parts('network', 500, parts)
 
-  one = combine([[a, replay, b]])
-  other = combine([[b], [replay], [a.slice(0, 300), a.slice(300)]])
+  one, stats = combine([[a, replay, b]], tmp_path / 'one')
+  other, other_stats = combine([[b], [replay], [a.slice(0, 300), a.slice(300)]], tmp_path / 'two')
   assert one.num_rows == 500
   keys = one.column(dataset.KEY).to_numpy()
   assert len(np.unique(keys)) == 500
@@ -248,13 +248,9 @@ def test_sample_is_deduplicated_uniform_and_independent_of_bundling():
   everything = np.unique(np.concatenate([a.column(dataset.KEY).to_numpy(),
                                          b.column(dataset.KEY).to_numpy()]))
   np.testing.assert_array_equal(keys, everything[:500])  # the 500 smallest distinct keys
-
-  stats = retrain.InputStatsFn()
-  acc = stats.merge_accumulators([
-      stats.add_input(stats.create_accumulator(), a),
-      stats.add_input(stats.add_input(stats.create_accumulator(), b), replay)])
-  out = stats.extract_output(acc)
-  assert (out['rows'], out['distinct'], out['duplicates']) == (1300, 1200, 100)
+  for s in (stats, other_stats):
+    assert (s['rows'], s['distinct'], s['duplicates']) == (1300, 1200, 100)
+  assert other_stats['part_rows'] < 1300  # later bundles were cut
 
 
 def test_labels_are_normalised_and_splits_are_stable():
