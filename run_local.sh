@@ -63,12 +63,12 @@ step "progress every 10 s (Kafka and $OUTPUT/)"
 $PY -m pipelines.monitor --output "$OUTPUT" --bootstrap_servers "$BOOTSTRAP" --every 10 &
 MONITOR_PID=$!
 
-# The job reads for as long as the generator sends, plus the time it takes Flink to start.
-READ_TIME=$(( DURATION + 30 ))
-step "stream job on embedded Flink; reads Kafka for $READ_TIME s (log: .run/stream.log)"
+# The job runs while the generator sends, plus Flink's start-up and two file rolls.
+RUN_FOR=$(( DURATION + 40 ))
+step "stream job on embedded Flink for $RUN_FOR s (log: .run/stream.log)"
 echo "Flink web UI: none for the embedded cluster; run_flink.sh runs a standalone one with a UI"
 $PY -m pipelines.stream --runner=FlinkRunner --bootstrap_servers="$BOOTSTRAP" \
-    --max_read_time_s="$READ_TIME" --output="$OUTPUT" --model_dir="$MODEL_DIR" --roll_seconds=10 \
+    --run_for_s="$RUN_FOR" --output="$OUTPUT" --model_dir="$MODEL_DIR" --roll_seconds=10 \
     2> .run/stream.log || { echo "stream job failed: see .run/stream.log" >&2; tail -20 .run/stream.log >&2; exit 1; }
 sed -n '/^Run summary/,/dead_letter/p' .run/stream.log
 

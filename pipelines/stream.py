@@ -19,6 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.runners.runner import PipelineState
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStreamsRunnerOptions,
                                                   PipelineOptions, PortableOptions, SetupOptions,
                                                   StandardOptions)
@@ -59,6 +60,10 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--consumer_group', default='attack-detection',
                        help='Kafka consumer group; with --checkpointing_interval its offsets are '
                        'committed at each completed Flink checkpoint (default: %(default)s).')
+    group.add_argument('--run_for_s', type=float, default=None,
+                       help='Run this long, then stop the job (reading stops at once: records '
+                       'not yet in a rolled file are not written, and their offsets are not '
+                       'committed, so the next run reads them again).')
     group.add_argument('--max_read_time_s', type=int, default=None,
                        help='Stop reading Kafka after this many seconds and finish the job '
                        '(a bounded run: demos, benchmarks, tests).')
@@ -80,7 +85,7 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--model_refresh_s', type=float, default=10.0,
                        help='How often workers look for a newer model version, seconds; '
                        '0 disables hot reload (default: %(default)s).')
-    group.add_argument('--roll_seconds', type=float, default=60.0,
+    group.add_argument('--roll_seconds', type=int, default=60,
                        help='Streaming output files are closed and a new set started every '
                        'this many seconds (default: %(default)s).')
     group.add_argument('--num_shards', type=int, default=1,
@@ -160,8 +165,22 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   return argv + [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
 
 
+def is_flink(options: PipelineOptions) -> bool:
+  return (options.view_as(StandardOptions).runner or '').lower() in ('flinkrunner', 'flink')
+
+
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  options = PipelineOptions(with_flink_defaults(argv or []))
+  argv = with_flink_defaults(argv or [])
+  options = PipelineOptions(argv)
+  if is_flink(options) and not options.view_as(PortableOptions).job_endpoint:
+    # Our own job server for the span of the run: Beam's would outlive a killed job.
+    from transforms import kafka_io
+    with kafka_io.flink_job_server(argv) as args_with_endpoint:
+      return _run(PipelineOptions(args_with_endpoint))
+  return _run(options)
+
+
+def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   opts = options.view_as(StreamOptions)
   if opts.source == 'kafka':
     options.view_as(StandardOptions).streaming = True
@@ -170,9 +189,23 @@ def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineRes
   pipeline = beam.Pipeline(options=options)
   build(pipeline, opts)
   result = pipeline.run()
-  result.wait_until_finish()
+  if opts.run_for_s:
+    result.wait_until_finish(duration=int(opts.run_for_s * 1000))
+    if not PipelineState.is_terminal(result.state):
+      log.info('stopping the job after --run_for_s=%s', opts.run_for_s)
+      _stop(result, options)
+  else:
+    result.wait_until_finish()
   print_summary(result, opts)
   return result
+
+
+def _stop(result, options: PipelineOptions) -> None:
+  if is_flink(options):
+    from transforms import kafka_io
+    kafka_io.cancel_flink_job(result, options.view_as(FlinkRunnerOptions).flink_master)
+  else:
+    result.cancel()
 
 
 def help_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,12 @@ def counters(result) -> dict[str, int]:
 
 def print_summary(result, opts, out=None) -> dict[str, int]:
   totals = counters(result)
+  if not any(totals.values()):
+    # A cancelled portable job reports no metrics: the outputs are the record of the run.
+    print(f'\nRun summary ({result.state}): the runner reported no metrics; count the outputs '
+          f'under {opts.output} (python -m pipelines.monitor --output {opts.output} --once).',
+          file=out or sys.stderr)
+    return totals
   dead_by_stream = defaultdict(int)
   for name, value in totals.items():
     if name.endswith('_dead_lettered'):
