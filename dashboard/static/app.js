@@ -279,8 +279,9 @@
       setText('v-lag', 'n/a');
       $('kpi-lag').className = 'kpi';
     }
-    setText('f-lag', (s.info.stream_group_id ? 'group ' + s.info.stream_group_id : 'set --stream_group_id') +
-            ' · dashboard ' + (alertsFeed.lag == null ? '–' : fmtInt(alertsFeed.lag)) + ' behind');
+    setText('f-lag', !s.info.bootstrap_servers ? 'Kafka off'
+      : (s.info.stream_group_id ? 'group ' + s.info.stream_group_id : 'set --stream_group_id') +
+        ' · dashboard ' + (alertsFeed.lag == null ? '–' : fmtInt(alertsFeed.lag)) + ' behind');
 
     const dl = s.dead_letters;
     setText('v-dead', fmtInt(dl.last_hour));
