@@ -281,7 +281,8 @@ def best_points(config: RetrainConfig, info: dict[str, Any],
     if rows:
       best[method] = max(rows, key=lambda r: (r['mean'], -r['fit_seconds']))
     else:
-      best[method] = {'method': method, 'params': methods.grid_points(method, 'none')[0],
+      best[method] = {'method': method,
+                      'params': methods.default_params(method, info['has_labels']),
                       'mean': None, 'std': None, 'folds': 0}
   return best
 

@@ -310,9 +310,18 @@ def conclude(info, cv_results, finals, champion, config, source) -> dict[str, An
     why = f'{chosen} has the best {metric} on the calibration split (no grid search).'
   else:
     chosen = info['methods'][0]
-    why = (f'{chosen} ({methods.describe(chosen)}): '
-           + ('the only method asked for.' if len(info['methods']) == 1 else
-              'the first method asked for; without labels nothing can tell them apart.'))
+    why = f'{chosen} ({methods.describe(chosen)}): '
+    if len(info['methods']) > 1:
+      why += 'the first method asked for; without labels nothing can tell them apart.'
+    elif config.methods:
+      why += 'the method asked for.'
+    elif not info['has_labels'] and config.detector == 'network':
+      why += ('the default without labels: the real-vs-synthetic forest learns every frequent '
+              'pattern as normal, floods of near-identical attack records included, while '
+              "IsolationForest's small subsamples isolate such clusters. Its parameters are "
+              'the defaults (nothing to judge a grid by).')
+    else:
+      why += 'the only candidate.'
   if chosen in methods.UNSUPERVISED:
     if reference == 'normal':
       why += (f" It learned what normal traffic looks like from the {info['normal_rows']:,} "
@@ -322,8 +331,9 @@ def conclude(info, cv_results, finals, champion, config, source) -> dict[str, An
               'whatever dominates the archive normal; in the KDD Cup data that is the smurf '
               'and neptune floods (about 80% of records).')
     else:
-      why += (' It learned from all records (reference=all, no usable labels): this assumes '
-              'that attacks are a small minority of the archive, as on a real network.')
+      why += (' It learned from all records (reference=all): this assumes that attacks are a '
+              'small minority of the archive, as on a real network; records labelled normal '
+              'make a better reference when there are any.')
   else:
     why += (' A supervised classifier of the labelled attack column, with balanced class '
             'weights for the rare attack class; unseen categories fall into an '
@@ -493,7 +503,7 @@ def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: flo
   ]
   for method, fin in result['finals'].items():
     if method != chosen:
-      lines.append(f'  {method:<16}' + '  '.join(
+      lines.append(f'  {method:<16} ' + '  '.join(
           f'{k} {fin["metrics"][k]:.4f}' for k in _HEADLINE
           if fin['metrics'].get(k) is not None))
   champion = result.get('champion')

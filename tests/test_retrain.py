@@ -190,6 +190,28 @@ def test_kdd_csv_input(tmp_path):
   assert result['finals']['isolation_forest']['metrics']['roc_auc'] > 0.85
 
 
+def test_unlabelled_archive_trains_an_isolation_forest_on_all_records(tmp_path):
+  # A real network: few attacks, and the stream archives records without labels.
+  frame = generate_network(2500, seed=21, mix={'normal': 0.97, 'neptune': 0.02, 'satan': 0.01})
+  truth = (frame['label'] != 'normal').to_numpy()
+  table = dataset.archive_table('network', frame.assign(label=None), start=START)
+  _write(str(tmp_path), 'network', table, 'site-b-1.parquet')
+  outcome = _retrain('--detector', 'network', '--input', str(tmp_path), '--model_dir',
+                     str(tmp_path / 'models'))
+  result = outcome['result']
+  assert result['sample']['has_labels'] is False and result['sample']['reference'] == 'all'
+  assert list(result['finals']) == ['isolation_forest'] and result['cv_tasks'] == 0
+  assert result['finals']['isolation_forest']['params']['max_samples'] == 256
+  assert result['gate_metric'] == 'contrast_auc'
+  metrics = result['finals']['isolation_forest']['metrics']
+  assert metrics['roc_auc'] is None and metrics['contrast_auc'] > 0.7
+  assert metrics['alert_rate'] == pytest.approx(0.01, abs=0.02)  # all records are the reference
+  # The hidden truth: the attacks score above normal traffic.
+  loaded = registry.load(str(tmp_path / 'models'), 'network')
+  scores = loaded.estimator.predict_proba(dataset.feature_frame(NETWORK, frame))[:, 1]
+  assert evaluation.ranking_metrics(truth.astype(int), scores)['roc_auc'] > 0.9
+
+
 @pytest.mark.parametrize('detector', ['process', 'memory'])
 def test_host_detectors_are_supervised_on_attack_labels(archive, tmp_path, detector):
   schema = SCHEMAS[detector]
