@@ -47,3 +47,33 @@ def model_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('models'))
   train_factory_models(path)
   return path
+
+
+def train_synthetic_models(model_dir: str, seed: int = 0) -> dict[str, str]:
+  """Small supervised models on the generator's synthetic traffic: they flag the generator's
+  attacks as a real model would, so end-to-end tests see alerts and joined attack events."""
+  import pandas as pd
+  from generator.synthetic_host import generate_host
+  from generator.synthetic_network import generate_network
+  process, memory = generate_host(8, 600, seed=seed, start_ts=BASE_TS, attack_fraction=0.2)
+  network = generate_network(5000, seed=seed)
+  frames = {
+      'network': (network, network['label'] != 'normal'),
+      'process': (pd.DataFrame(process), pd.DataFrame(process)['attack'] == 1),
+      'memory': (pd.DataFrame(memory), pd.DataFrame(memory)['attack'] == 1),
+  }
+  versions = {}
+  for detector, (frame, labels) in frames.items():
+    schema = SCHEMAS[detector]
+    model = fit_supervised(schema, frame[list(schema.feature_columns)], labels, max_iter=40)
+    versions[detector] = registry.publish(
+        model_dir, detector, model, feature_columns=list(schema.feature_columns),
+        training_rows=len(frame))
+  return versions
+
+
+@pytest.fixture(scope='session')
+def synthetic_model_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('synthetic-models'))
+  train_synthetic_models(path)
+  return path

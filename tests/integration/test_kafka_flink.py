@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 
 import apache_beam as beam
 import pytest
+
+from tests.integration.conftest import PARTITIONS, make_topics
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,70 +33,9 @@ pytestmark = [
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_MESSAGES = 300
-PARTITIONS = 4
 BASE_TS_MS = 1_700_000_000_000  # event time of message 0; message i is BASE_TS_MS + 1000 * i
 OUTPUT_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _require_jvm_side():
-  if shutil.which('java') is None:
-    pytest.skip('java is not installed')
-  from transforms import kafka_io  # pylint: disable=import-outside-toplevel
-  try:
-    kafka_io.flink_job_server_jar()
-    kafka_io.io_expansion_service_jar()
-  except FileNotFoundError as e:
-    pytest.skip(str(e))
-  for probe in ('kafka/lib/kafka_2.13-3.9.2.jar', 'flink/lib/flink-runtime-1.19.3.jar'):
-    if not os.path.isfile(os.path.join(kafka_io.jars_dir(), probe)):
-      pytest.skip(f'{probe} missing: run scripts/fetch_jars.sh')
-
-
-def _script(name, action, env, timeout):
-  t0 = time.monotonic()
-  proc = subprocess.run([os.path.join(ROOT, 'scripts', name), action], env=env, timeout=timeout,
-                        capture_output=True, text=True, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f'scripts/{name} {action} failed ({proc.returncode}):\n'
-                       f'{proc.stdout}\n{proc.stderr}')
-  print(f'[timing] scripts/{name} {action}: {time.monotonic() - t0:.1f} s', flush=True)
-  return proc.stdout
-
-
-@pytest.fixture(scope='session')
-def kafka_bootstrap(tmp_path_factory):
-  """A KRaft broker (scripts/kafka.sh) on a free port; yields its bootstrap address."""
-  _require_jvm_side()
-  port = _free_port()
-  env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(_free_port()),
-             KAFKA_RUN_DIR=str(tmp_path_factory.mktemp('kafka')), KAFKA_PARTITIONS=str(PARTITIONS))
-  _script('kafka.sh', 'start', env, timeout=120)
-  try:
-    yield f'127.0.0.1:{port}'
-  finally:
-    _script('kafka.sh', 'stop', env, timeout=60)
-
-
-@pytest.fixture(scope='session')
-def flink_rest(tmp_path_factory):
-  """A standalone session cluster (scripts/flink_cluster.sh) on free ports; yields host:port."""
-  _require_jvm_side()
-  port = _free_port()
-  env = dict(os.environ, FLINK_REST_PORT=str(port), FLINK_RPC_PORT=str(_free_port()),
-             FLINK_RUN_DIR=str(tmp_path_factory.mktemp('flink')), FLINK_TM_SLOTS='2')
-  _script('flink_cluster.sh', 'start', env, timeout=150)
-  try:
-    yield f'localhost:{port}'
-  finally:
-    _script('flink_cluster.sh', 'stop', env, timeout=90)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,15 +56,6 @@ def enrich(message, timestamp=beam.DoFn.TimestampParam):
       'element_ts_ms': int(timestamp.micros // 1000),
   }
   return message.key, json.dumps(out, sort_keys=True).encode('utf-8')
-
-
-def _make_topics(bootstrap, *topics):
-  from confluent_kafka.admin import AdminClient, NewTopic  # pylint: disable=import-outside-toplevel
-  admin = AdminClient({'bootstrap.servers': bootstrap})
-  futures = admin.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
-                                 for t in topics])
-  for f in futures.values():
-    f.result(timeout=30)
 
 
 def _produce(bootstrap, topic, n):
@@ -171,7 +100,7 @@ def _roundtrip(bootstrap, flink_master, label):
 
   suffix = uuid.uuid4().hex[:8]
   in_topic, out_topic = f'it_in_{label}_{suffix}', f'it_out_{label}_{suffix}'
-  _make_topics(bootstrap, in_topic, out_topic)
+  make_topics(bootstrap, in_topic, out_topic)
   _produce(bootstrap, in_topic, N_MESSAGES)
 
   t0 = time.monotonic()

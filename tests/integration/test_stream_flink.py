@@ -1,0 +1,150 @@
+"""The stream job end to end on the real JVM side: generated traffic (with malformed messages)
+through a real Kafka broker into ``python -m pipelines.stream --runner=FlinkRunner`` on an
+embedded Flink, checked against what was sent.
+
+* the archive holds exactly the valid records sent (by uuid), dead_letter/ every malformed one;
+* alerts/ and the Kafka topic ``alerts`` hold the same alerts: one per anomalous network record
+  plus one per attack event;
+* attacks/ holds exactly the pairs a brute-force join of the archived host records predicts.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+import uuid
+
+import pytest
+
+from generator.messages import Message
+from generator.sinks import KafkaSink
+from generator.source import SourceConfig, generate_messages
+from pipelines import stream as stream_job
+from tests.integration.conftest import make_topics
+from tests.test_stream_graph import read_output
+from transforms.join import reference_join
+from transforms.parse import decode_json
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
+]
+
+N_NETWORK = 2000
+MALFORMED = 0.02
+
+
+def _consume_all(bootstrap: str, topic: str, idle_s: float = 5.0) -> list[dict]:
+  from confluent_kafka import Consumer
+  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'check-{uuid.uuid4().hex}',
+                       'auto.offset.reset': 'earliest', 'enable.auto.commit': False})
+  consumer.subscribe([topic])
+  values, last = [], time.monotonic()
+  try:
+    while time.monotonic() - last < idle_s:
+      msg = consumer.poll(0.5)
+      if msg is not None and not msg.error():
+        values.append(json.loads(msg.value()))
+        last = time.monotonic()
+  finally:
+    consumer.close()
+  return values
+
+
+def host_records(value: bytes) -> list:
+  """The records of a host message as the job's own strict decoder sees them."""
+  try:
+    decoded = decode_json(value)
+  except (ValueError, RecursionError):
+    return []
+  return decoded if isinstance(decoded, list) else []
+
+
+def assert_dead_letters_match(dead: list[dict], malformed: list[Message]) -> None:
+  """Each malformed message is dead-lettered, whole (its bytes) or, when only records inside a
+  host array are bad, record by record; and nothing else is."""
+  whole = collections.Counter(d['payload'] for d in dead if d['record_index'] is None)
+  per_record = collections.defaultdict(list)
+  for d in dead:
+    if d['record_index'] is not None:
+      per_record[(d['source'], d['offset'])].append(d)
+  unmatched_messages = []
+  for message in malformed:
+    if whole[message.value]:
+      whole[message.value] -= 1
+    else:
+      unmatched_messages.append(message)
+  assert not +whole, 'dead letters of messages that were not malformed'
+  assert len(per_record) == len(unmatched_messages)
+  for message in unmatched_messages:
+    records = json.loads(message.value)
+    assert any(all(json.loads(d['payload']) == records[d['record_index']] for d in letters)
+               for letters in per_record.values()), message.value[:80]
+
+
+def test_stream_job_on_embedded_flink_accounts_for_every_message(kafka_bootstrap,
+                                                                  synthetic_model_dir, tmp_path):
+  suffix = uuid.uuid4().hex[:8]
+  topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
+  alerts_topic = f'alerts_{suffix}'
+  make_topics(kafka_bootstrap, *topics.values(), alerts_topic)
+
+  # Network records, then two minutes of host activity, event times a few minutes back (so the
+  # join's windows can close as soon as the data is read).
+  start_ms = int((time.time() - 600) * 1000)
+  configs = [
+      SourceConfig(streams=('network',), count=N_NETWORK, seed=7, malformed_fraction=MALFORMED,
+                   event_rate=500.0, start_ms=start_ms, topics=topics),
+      SourceConfig(streams=('process', 'memory'), duration_s=120, seed=7, machines=6,
+                   attack_fraction=0.1, malformed_fraction=MALFORMED, start_ms=start_ms,
+                   topics=topics),
+  ]
+  sink = KafkaSink(kafka_bootstrap)
+  sent: list[Message] = []
+  for config in configs:
+    for message in generate_messages(config):
+      sink.send(message)
+      sent.append(message)
+  sink.close()
+  assert sink.stats()['acknowledged'] == len(sent)
+  malformed = [m for m in sent if m.malformed]
+  valid_uuids = {u for m in sent if not m.malformed and m.topic == topics['network']
+                 for u in m.uuids}
+  assert malformed and valid_uuids
+
+  output = str(tmp_path / 'out')
+  started = time.monotonic()
+  stream_job.run([
+      '--runner=FlinkRunner', '--flink_master=[local]', f'--bootstrap_servers={kafka_bootstrap}',
+      *[f'--{s}_topic={t}' for s, t in topics.items()], f'--alerts_topic={alerts_topic}',
+      f'--output={output}', f'--model_dir={synthetic_model_dir}', '--roll_seconds=5',
+      '--run_for_s=75', f'--job_name=it-stream-{suffix}'])
+  print(f'[timing] stream job on embedded Flink: {time.monotonic() - started:.1f} s')
+
+  network = read_output(output, 'archive/network')
+  assert sorted(r['uuid'] for r in network) == sorted(valid_uuids)
+  dead = read_output(output, 'dead_letter')
+  assert_dead_letters_match(dead, malformed)
+  assert all(d['source'] in topics.values() and d['offset'] >= 0 for d in dead)
+
+  process = read_output(output, 'archive/process')
+  memory = read_output(output, 'archive/memory')
+  sent_host_records = sum(len(host_records(m.value)) for m in sent
+                          if m.topic != topics['network'])
+  assert len(process) + len(memory) + sum(
+      1 for d in dead if d['record_index'] is not None) == sent_host_records
+  attacks = read_output(output, 'attacks')
+  expected_attacks = reference_join(process, memory)
+  assert expected_attacks, 'the models flag some synthetic attack on both streams'
+  assert sorted(a['event_id'] for a in attacks) == sorted(expected_attacks)
+
+  alerts = read_output(output, 'alerts')
+  expected_alerts = ({f'network:{r["uuid"]}' for r in network if r['prediction'] == 1} |
+                     {f'attack:{a["event_id"]}' for a in attacks})
+  assert len(alerts) == len(expected_alerts)
+  published = _consume_all(kafka_bootstrap, alerts_topic)
+  assert sorted(a['event_id'] for a in published) == sorted(a['event_id'] for a in alerts)
+  print(f'[accounting] sent {len(sent)} (malformed {len(malformed)}): archived network '
+        f'{len(network)}, process {len(process)}, memory {len(memory)}; dead letters '
+        f'{len(dead)}; attacks {len(attacks)}; alerts {len(alerts)}')
