@@ -23,12 +23,15 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=[
         'schemas', 'schemas.*', 'pipelines', 'pipelines.*', 'transforms', 'transforms.*',
-        'model', 'model.*', 'generator', 'generator.*']),
+        'model', 'model.*', 'generator', 'generator.*', 'dashboard', 'dashboard.*']),
+    package_data={'dashboard': ['static/*']},
     install_requires=REQUIRED,
     extras_require={
-        # The generator's Kafka producer, model reports' plots.
+        # The generator's Kafka producer, the dashboard's consumer, model reports' plots.
         'tools': ['confluent-kafka>=2.4', 'matplotlib>=3.8'],
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100',
-                 'confluent-kafka>=2.4', 'matplotlib>=3.8'],
+                 'confluent-kafka>=2.4', 'matplotlib>=3.8',
+                 # Drives Debian's /usr/bin/chromium; never `playwright install` (no download).
+                 'playwright>=1.45'],
     },
 )

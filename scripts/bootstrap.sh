@@ -30,6 +30,11 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Headless Chromium for the dashboard's browser test (Debian's package, not a browser download).
+if [ "${SKIP_BROWSER:-0}" != 1 ]; then
+  scripts/install_browser.sh || echo "bootstrap: chromium not installed; browser tests will be skipped" >&2
+fi
+
 if [ -x scripts/fetch_jars.sh ] && [ "${SKIP_JARS:-0}" != 1 ]; then
   scripts/fetch_jars.sh
 fi
