@@ -16,6 +16,7 @@ after the first ``k`` records most rows are dropped as soon as they are read.
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from typing import Any, Iterable, Optional
 
@@ -26,6 +27,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from model import dataset
+
+log = logging.getLogger(__name__)
 
 
 class BottomK:
@@ -69,15 +72,19 @@ class PartWriter:
     self.parts_dir = parts_dir
     self.sample = BottomK(k, cut)
     self.keys: list[np.ndarray] = []
+    self._pending = 0
     self.rows = self.labelled = self.attacks = 0
     self.min_time: Optional[int] = None
     self.max_time: Optional[int] = None
 
   def add(self, table: pa.Table) -> None:
     self.rows += table.num_rows
-    self.keys.append(np.unique(table.column(dataset.KEY).to_numpy()))
-    if sum(len(k) for k in self.keys) > 2_000_000:
+    keys = np.unique(table.column(dataset.KEY).to_numpy())
+    self.keys.append(keys)
+    self._pending += len(keys)
+    if self._pending > max(2_000_000, len(self.keys[0])):  # amortised: each key sorted O(1) times
       self.keys = [np.unique(np.concatenate(self.keys))]
+      self._pending = 0
     y = table.column(dataset.Y).to_numpy()
     self.labelled += int((y >= 0).sum())
     self.attacks += int((y == 1).sum())
@@ -127,6 +134,8 @@ def merge_parts(detector: str, k: int, parts: Iterable[dict[str, Any]]
            'attack_rows': sum(p['attacks'] for p in parts),
            'time_range': time_range([min(times), max(times)] if times else []),
            'parts': len(parts), 'part_rows': sum(p['sample_rows'] for p in parts)}
+  log.info('merged %d sample parts (%d rows kept of %d read, %d duplicate uuids)', len(parts),
+           stats['part_rows'], rows, stats['duplicates'])
   return sample.result(dataset.prepared_schema(detector)), stats
 
 

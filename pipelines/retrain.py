@@ -488,7 +488,8 @@ def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: flo
       f"\nRetrain summary: {result['detector']} detector, {seconds:.0f} s",
       f"  input           {result['input']} ({result['input_format']})",
       f"  rows read       {stats['rows']:,}   duplicate uuids dropped {stats['duplicates']:,}"
-      f"   event time {stats['time_range'][0]} .. {stats['time_range'][1]}",
+      + ('   event time {} .. {}'.format(*stats['time_range']) if stats['time_range'][0]
+         else '   event time unknown'),
       f"  sample          {sample['rows']:,} rows (train/calibration/test "
       + '/'.join(f"{sample['split_rows'][s]:,}" for s in dataset.SPLITS)
       + f"), labelled {sample['labelled_rows']:,}, attacks {sample['attack_rows']:,}"
