@@ -101,19 +101,8 @@ def parser() -> argparse.ArgumentParser:
 def kafka_client_config(pairs: Sequence[str], config_file: Optional[str],
                         environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
   """File, then DASHBOARD_KAFKA_* environment, then flags; later ones win."""
-  from pipelines.kafka_config import KafkaConfigError, parse_pairs, parse_properties
-  environ = os.environ if environ is None else environ
-  config: dict[str, str] = {}
-  if config_file:
-    try:
-      with open(config_file, encoding='utf-8') as f:
-        config.update(parse_properties(f.read(), config_file))
-    except OSError as e:
-      raise KafkaConfigError(f'cannot read --kafka_config_file {config_file}: {e.strerror}') from None
-  config.update({name[len(ENV_PREFIX):].lower().replace('_', '.'): value
-                 for name, value in environ.items() if name.startswith(ENV_PREFIX)})
-  config.update(parse_pairs(pairs))
-  return config
+  from pipelines.kafka_config import client_config
+  return client_config(pairs, config_file, environ, env_prefix=ENV_PREFIX)
 
 
 def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None):

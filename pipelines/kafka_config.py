@@ -46,13 +46,14 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
   return config
 
 
-def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
-  return {name[len(ENV_PREFIX):].lower().replace('_', '.'): value
-          for name, value in environ.items() if name.startswith(ENV_PREFIX)}
+def from_environment(environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, str]:
+  return {name[len(prefix):].lower().replace('_', '.'): value
+          for name, value in environ.items() if name.startswith(prefix)}
 
 
 def client_config(pairs: Sequence[str] = (), config_file: Optional[str] = None,
-                  environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+                  environ: Optional[Mapping[str, str]] = None,
+                  env_prefix: str = ENV_PREFIX) -> dict[str, str]:
   """The merged Kafka client settings (without bootstrap.servers, which has its own flag)."""
   config = {}
   if config_file:
@@ -61,6 +62,6 @@ def client_config(pairs: Sequence[str] = (), config_file: Optional[str] = None,
         config.update(parse_properties(f.read(), config_file))
     except OSError as e:
       raise KafkaConfigError(f'cannot read --kafka_config_file {config_file}: {e.strerror}') from None
-  config.update(from_environment(os.environ if environ is None else environ))
+  config.update(from_environment(os.environ if environ is None else environ, env_prefix))
   config.update(parse_pairs(pairs))
   return config

@@ -30,10 +30,16 @@ def train_factory_models(model_dir: str) -> dict[str, str]:
           MEMORY, [memory_record(i % 7, 100 + i, f'cmd{i % 5}', BASE_TS + i, a)
                    for i, a in enumerate(labels)], labels),
   }
+  return _publish_supervised(model_dir, sets, max_iter=20)
+
+
+def _publish_supervised(model_dir: str, sets, max_iter: int) -> dict[str, str]:
+  """{detector: (raw frame, labels)} -> one published supervised model each."""
   versions = {}
-  for detector, (frame, y) in sets.items():
+  for detector, (frame, labels) in sets.items():
     schema = SCHEMAS[detector]
-    model = fit_supervised(schema, frame, y, max_iter=20)
+    model = fit_supervised(schema, frame[list(schema.feature_columns)], labels,
+                           max_iter=max_iter)
     versions[detector] = registry.publish(
         model_dir, detector, model, feature_columns=list(schema.feature_columns),
         training_rows=len(frame))
@@ -62,14 +68,7 @@ def train_synthetic_models(model_dir: str, seed: int = 0) -> dict[str, str]:
       'process': (pd.DataFrame(process), pd.DataFrame(process)['attack'] == 1),
       'memory': (pd.DataFrame(memory), pd.DataFrame(memory)['attack'] == 1),
   }
-  versions = {}
-  for detector, (frame, labels) in frames.items():
-    schema = SCHEMAS[detector]
-    model = fit_supervised(schema, frame[list(schema.feature_columns)], labels, max_iter=40)
-    versions[detector] = registry.publish(
-        model_dir, detector, model, feature_columns=list(schema.feature_columns),
-        training_rows=len(frame))
-  return versions
+  return _publish_supervised(model_dir, frames, max_iter=40)
 
 
 @pytest.fixture(scope='session')
