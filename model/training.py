@@ -241,8 +241,10 @@ def run_cv_task(config: RetrainConfig, info: dict[str, Any], task: dict[str, Any
   scores = detector.anomaly_score(dataset.feature_frame(config.schema, validation))
   y = validation[dataset.Y].to_numpy()
   metrics = evaluation.ranking_metrics(y[y >= 0], scores[y >= 0])
-  log.info('cv %s %s fold %d: %s in %.1fs', task['method'], task['params'], task['fold'],
-           metrics, fit_seconds)
+  point = {k: v for k, v in task['params'].items() if methods.DEFAULTS[task['method']].get(k) != v}
+  log.info('cv %s %s fold %d: %s in %.1fs on %d rows', task['method'], point or '(defaults)',
+           task['fold'], ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if v is not None),
+           fit_seconds, len(fit_on))
   return {**task, **metrics, 'fit_rows': int(len(fit_on)), 'validation_rows': int(len(y)),
           'fit_seconds': fit_seconds}
 

@@ -130,7 +130,8 @@ class RetrainOptions(PipelineOptions):
                        '(default: <model_dir>/.staging/<detector>-<run>); every worker must '
                        'reach it.')
     group.add_argument('--keep_staging', action='store_true',
-                       help='Keep the staging files after a successful run.')
+                       help='Keep the staging files (sample, candidates, result.json) after '
+                       'the run.')
     group.add_argument('--n_jobs', type=int, default=-1,
                        help='Cores one training task uses (default: all of the worker\'s, -1). '
                        'On a cluster running several tasks per machine, use 1.')
@@ -390,7 +391,14 @@ def config_from(opts: RetrainOptions, staging_dir: str) -> training.RetrainConfi
   unknown = [m for m in chosen if m not in methods.METHODS]
   if unknown:
     raise SystemExit(f'--method: unknown {unknown}; expected auto or {", ".join(methods.METHODS)}')
-  grid = json.loads(opts.param_grid) if opts.param_grid else opts.grid
+  try:
+    grid = json.loads(opts.param_grid) if opts.param_grid else opts.grid
+  except ValueError as e:
+    raise SystemExit(f'--param_grid is not JSON: {e}') from None
+  if opts.sample_rows < 100:
+    raise SystemExit('--sample_rows must be at least 100')
+  if not 0 < opts.alert_rate < 1:
+    raise SystemExit('--alert_rate must be between 0 and 1')
   return training.RetrainConfig(
       detector=opts.detector, model_dir=opts.model_dir, staging_dir=staging_dir,
       methods=chosen, grid=grid, folds=opts.folds, grid_rows=opts.grid_rows,
@@ -558,16 +566,18 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   log.info('retraining %s from %s (%s); staging in %s', opts.detector, pattern, input_format,
            staging_dir)
   started = time.perf_counter()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, config, pattern, input_format, opts.sample_rows)
-  pipeline.run().wait_until_finish()
-  log.info('pipeline done in %.1fs', time.perf_counter() - started)
-  result = training.read_json(FileSystems.join(staging_dir, RESULT_FILE))
-  decision = publish(result, config, opts)
+  try:
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, pattern, input_format, opts.sample_rows)
+    pipeline.run().wait_until_finish()
+    log.info('pipeline done in %.1fs', time.perf_counter() - started)
+    result = training.read_json(FileSystems.join(staging_dir, RESULT_FILE))
+    decision = publish(result, config, opts)
+  finally:
+    if not opts.keep_staging:
+      _remove(staging_dir)
   seconds = time.perf_counter() - started
   print_summary(result, decision, seconds)
-  if not opts.keep_staging:
-    _remove(staging_dir)
   return {'result': result, 'decision': decision, 'seconds': seconds}
 
 
@@ -607,7 +617,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       force=True)
   for noisy in ('apache_beam', 'absl', 'FlinkJarJobServer'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  run(argv)
+  try:
+    run(argv)
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    log.debug('retrain failed', exc_info=True)
+    # Beam wraps a worker's error in its own; the last line is the one that says what is wrong.
+    lines = [l for l in str(e).strip().splitlines() if l.strip()]
+    print(f'\nretrain failed: {lines[-1] if lines else type(e).__name__}', file=sys.stderr)
+    return 1
   return 0
 
 
