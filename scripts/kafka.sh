@@ -136,8 +136,12 @@ start() {
   if [[ ! -f "$RUN_DIR/data/meta.properties" ]]; then
     # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding (what
     # `kafka-storage.sh random-uuid` prints); made here to save a JVM start.
-    local cid
-    cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    # Like Kafka's own Uuid.randomUuid, never one starting with '-': the tool would read it as
+    # an option (1 start in 64 failed with "--cluster-id/-t: expected one argument").
+    local cid=-
+    while [[ "$cid" == -* ]]; do
+      cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     "${JAVA_CMD[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$cid" -c "$RUN_DIR/server.properties" \
       > "$RUN_DIR/format.out" 2>&1 || { cat "$RUN_DIR/format.out" >&2; die "formatting $RUN_DIR/data failed"; }
   fi
