@@ -11,6 +11,19 @@ mix: ~80% attacks, labelled), plus 0.5% replayed duplicates. Then it runs
 ``python -m pipelines.retrain --detector network`` with default settings in a fresh process
 and prints wall time, peak memory, the chosen method and the test metrics of every method.
 The original design took about 3 hours for 5 million records on a 4-executor Spark cluster.
+
+Measured here (2 shared cores, DirectRunner, default flags: 250k-row sample, 10 grid points x 3
+folds, both methods fit and tested; archives cached):
+
+    rows read   seconds  peak RSS  chosen            test ROC-AUC / PR-AUC, precision / recall at 1%
+      100,500        76    587 MB  isolation_forest  IF 0.979/0.991, 0.992/0.272; RF 0.978/0.984, 0.984/0.215
+    1,005,000        81    823 MB  isolation_forest  IF 0.976/0.990, 0.992/0.271; RF 0.973/0.983, 0.984/0.178
+    5,025,000       101    959 MB  isolation_forest  IF 0.977/0.990, 0.991/0.275; RF 0.980/0.989, 0.992/0.253
+
+Training time is flat in the archive size (the sample is capped); reading, hashing and sampling
+5M rows costs about 20 s more than 100k. Recall at a 1% false-alarm rate is low on this
+generator because ~2.5% of its normal traffic deliberately looks like attacks (busy servers,
+flaky hosts, audits); the report's "other alert rates" table shows recall ~0.9-0.97 at 5%.
 """
 
 from __future__ import annotations
