@@ -1,6 +1,6 @@
 """The stream job end to end on the real JVM side: generated traffic (with malformed messages)
-through a real Kafka broker into ``python -m pipelines.stream --runner=FlinkRunner`` on an
-embedded Flink, checked against what was sent.
+through a real Kafka broker into ``python -m pipelines.stream --runner=FlinkRunner``, on an
+embedded Flink and on a standalone session cluster, checked against what was sent.
 
 * the archive holds exactly the valid records sent (by uuid), dead_letter/ every malformed one;
 * alerts/ and the Kafka topic ``alerts`` hold the same alerts: one per anomalous network record
@@ -83,8 +83,16 @@ def assert_dead_letters_match(dead: list[dict], malformed: list[Message]) -> Non
                for letters in per_record.values()), message.value[:80]
 
 
-def test_stream_job_on_embedded_flink_accounts_for_every_message(kafka_bootstrap,
-                                                                  synthetic_model_dir, tmp_path):
+@pytest.fixture(params=['embedded', 'cluster'])
+def flink_master(request):
+  """Flink embedded in the job server ([local]), and a standalone session cluster."""
+  if request.param == 'embedded':
+    return '[local]'
+  return request.getfixturevalue('flink_rest')
+
+
+def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_master,
+                                                        synthetic_model_dir, tmp_path):
   suffix = uuid.uuid4().hex[:8]
   topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
   alerts_topic = f'alerts_{suffix}'
@@ -116,11 +124,12 @@ def test_stream_job_on_embedded_flink_accounts_for_every_message(kafka_bootstrap
   output = str(tmp_path / 'out')
   started = time.monotonic()
   stream_job.run([
-      '--runner=FlinkRunner', '--flink_master=[local]', f'--bootstrap_servers={kafka_bootstrap}',
+      '--runner=FlinkRunner', f'--flink_master={flink_master}',
+      f'--bootstrap_servers={kafka_bootstrap}',
       *[f'--{s}_topic={t}' for s, t in topics.items()], f'--alerts_topic={alerts_topic}',
       f'--output={output}', f'--model_dir={synthetic_model_dir}', '--roll_seconds=5',
       '--run_for_s=75', f'--job_name=it-stream-{suffix}'])
-  print(f'[timing] stream job on embedded Flink: {time.monotonic() - started:.1f} s')
+  print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s')
 
   network = read_output(output, 'archive/network')
   assert sorted(r['uuid'] for r in network) == sorted(valid_uuids)
