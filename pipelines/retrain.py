@@ -325,8 +325,9 @@ def conclude(info, cv_results, finals, champion, config, source) -> dict[str, An
       why += 'the only candidate.'
   if chosen in methods.UNSUPERVISED:
     if reference == 'normal':
-      why += (f" It learned what normal traffic looks like from the {info['normal_rows']:,} "
-              'sampled records labelled normal (reference=normal): it never sees an attack '
+      why += (f" It learned what normal traffic looks like from the "
+              f"{finals[chosen]['training_rows']:,} train-split records labelled normal "
+              '(reference=normal): it never sees an attack '
               'while training, so it flags any traffic unlike normal, including attack '
               'families it has never seen. Learning density from all records would call '
               'whatever dominates the archive normal; in the KDD Cup data that is the smurf '
