@@ -51,6 +51,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
                                                   PipelineOptions, PortableOptions,
                                                   SetupOptions, StandardOptions)
 
+from pipelines.options import ModelRegistryOptions
 from model import dataset, evaluation, methods, registry, report, sampling, training
 
 log = logging.getLogger('pipelines.retrain')
@@ -62,11 +63,7 @@ class RetrainOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    # Beam parses the flags of every PipelineOptions subclass loaded in the process with one
-    # parser: where another job's options (StreamOptions) define the same flag (--model_dir,
-    # same meaning), whichever comes second must not make the parse fail.
-    parser.conflict_handler = 'resolve'
-    group = _SkipKnownFlags(parser.add_argument_group('retrain job'))
+    group = parser.add_argument_group('retrain job')
     group.add_argument('--detector', choices=registry.DETECTORS, default=None,
                        help='Which detector to retrain (required).')
     group.add_argument('--input', default=None,
@@ -78,8 +75,6 @@ class RetrainOptions(PipelineOptions):
     group.add_argument('--input_format', choices=('auto', 'parquet', 'kdd_csv'),
                        default='auto', help='Default: Parquet unless the files are not '
                        '*.parquet (then KDD CSV).')
-    group.add_argument('--model_dir', default='models',
-                       help='Model registry root (default: %(default)s).')
     group.add_argument('--method', default='auto',
                        help='Training method(s), comma-separated: '
                        f'{", ".join(methods.METHODS)}. auto (default): network tries '
@@ -136,18 +131,6 @@ class RetrainOptions(PipelineOptions):
                        help='Cores one training task uses (default: all of the worker\'s, -1). '
                        'On a cluster running several tasks per machine, use 1.')
     group.add_argument('--seed', type=int, default=0, help='Random seed (default: 0).')
-
-
-class _SkipKnownFlags:
-  """An argument group that leaves out flags the parser already has."""
-
-  def __init__(self, group):
-    self._group = group
-
-  def add_argument(self, *flags, **kwargs):
-    if any(f in self._group._option_string_actions for f in flags):  # pylint: disable=protected-access
-      return None
-    return self._group.add_argument(*flags, **kwargs)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -401,7 +384,8 @@ def config_from(opts: RetrainOptions, staging_dir: str) -> training.RetrainConfi
   if not 0 < opts.alert_rate < 1:
     raise SystemExit('--alert_rate must be between 0 and 1')
   return training.RetrainConfig(
-      detector=opts.detector, model_dir=opts.model_dir, staging_dir=staging_dir,
+      detector=opts.detector, model_dir=opts.view_as(ModelRegistryOptions).model_dir,
+      staging_dir=staging_dir,
       methods=chosen, grid=grid, folds=opts.folds, grid_rows=opts.grid_rows,
       alert_rate=opts.alert_rate, threshold_policy=opts.threshold_policy,
       reference=opts.reference, select_metric=opts.select_metric, n_jobs=opts.n_jobs,
@@ -562,7 +546,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   pattern, input_format = resolve_input(opts.input, opts.detector, opts.input_format)
   run_id = f'{registry.new_version()}-{uuid.uuid4().hex[:6]}'
   staging_dir = opts.staging_dir or FileSystems.join(
-      opts.model_dir, '.staging', f'{opts.detector}-{run_id}')
+      opts.view_as(ModelRegistryOptions).model_dir, '.staging', f'{opts.detector}-{run_id}')
   config = config_from(opts, staging_dir)
   log.info('retraining %s from %s (%s); staging in %s', opts.detector, pattern, input_format,
            staging_dir)
@@ -588,6 +572,7 @@ def help_parser() -> argparse.ArgumentParser:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog='Any other Beam pipeline option is accepted too (see Beam\'s documentation).')
   RetrainOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  ModelRegistryOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   for title, options in (('Beam: runner', StandardOptions),
                          ('Beam: Flink', FlinkRunnerOptions),
                          ('Beam: portability', PortableOptions),

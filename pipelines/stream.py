@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStrea
                                                   StandardOptions)
 
 from pipelines import kafka_config
+from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS, DetectAttacks
@@ -77,8 +78,6 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--output', default='output',
                        help='Output root: a local path, s3://... or gs://... '
                        '(default: %(default)s).')
-    group.add_argument('--model_dir', default='models',
-                       help='Model registry root (default: %(default)s).')
     group.add_argument('--site', default='local',
                        help='This deployment\'s site name, used for records without one and '
                        'in output file names (default: %(default)s).')
@@ -134,7 +133,8 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
 def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   """Source -> DetectAttacks -> Parquet (+ alerts to Kafka when reading Kafka)."""
   outputs = read_messages(pipeline, opts) | DetectAttacks(
-      opts.model_dir, site=opts.site, model_refresh_s=opts.model_refresh_s,
+      opts.view_as(ModelRegistryOptions).model_dir, site=opts.site,
+      model_refresh_s=opts.model_refresh_s,
       allowed_lateness_s=opts.allowed_lateness_s)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
@@ -215,6 +215,7 @@ def help_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog='Any other Beam pipeline option is accepted too (see Beam\'s documentation).')
   StreamOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  ModelRegistryOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   for title, options in (('Beam: runner', StandardOptions), ('Beam: Flink', FlinkRunnerOptions),
                          ('Beam: portability', PortableOptions),
                          ('Beam: Kafka', KafkaStreamsRunnerOptions),
