@@ -1,0 +1,69 @@
+"""A model version published while the stream runs is picked up without a restart, and every
+scored row names the version that scored it (TestStream on the DirectRunner)."""
+
+import shutil
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import TimestampedValue
+
+from model import registry
+from schemas.records import NETWORK
+from tests.factories import BASE_TS, message, network_record
+from transforms.enrich import Enrich
+from transforms.inference import Score
+from transforms.parse import ParseAndClean
+
+PUBLISH_MARKER = b'publish-v2'
+
+
+class PublishOnMarker(beam.DoFn):
+  """Stands in for the retrain job: publishes a new version when the marker passes by."""
+
+  def __init__(self, model_dir):
+    self._model_dir = model_dir
+
+  def process(self, element):
+    if PUBLISH_MARKER in element.value:
+      current = registry.load(self._model_dir, 'network')
+      registry.publish(self._model_dir, 'network', current.estimator,
+                       feature_columns=current.manifest['feature_columns'], training_rows=1)
+    yield element
+
+
+def test_rows_after_a_publish_carry_the_new_version(model_dir, tmp_path):
+  models = str(tmp_path / 'models')
+  shutil.copytree(model_dir, models)
+  v1 = registry.latest_version(models, 'network')
+
+  def timed(indices, **overrides):
+    return [TimestampedValue(message('network', network_record(i, **overrides), offset=i),
+                             BASE_TS + i) for i in indices]
+
+  events = (TestStream()
+            .advance_watermark_to(BASE_TS)
+            .add_elements(timed(range(0, 10)))
+            .advance_watermark_to(BASE_TS + 20)
+            .add_elements(timed([20], uuid=PUBLISH_MARKER.decode()))
+            .advance_watermark_to(BASE_TS + 30)
+            .add_elements(timed(range(40, 50)))
+            .advance_watermark_to_infinity())
+
+  def check_versions(rows):
+    by_sequence = {r['sequence_id']: r['model_version'] for r in rows}
+    v2 = registry.latest_version(models, 'network')
+    assert v2 > v1
+    assert {by_sequence[i] for i in range(0, 10)} == {v1}
+    assert {by_sequence[i] for i in range(40, 50)} == {v2}
+
+  options = PipelineOptions()
+  options.view_as(StandardOptions).streaming = True
+  with TestPipeline(options=options) as pipeline:
+    messages = pipeline | events | beam.ParDo(PublishOnMarker(models))
+    parsed = messages | ParseAndClean(NETWORK)
+    enriched = parsed['records'] | Enrich(NETWORK)
+    scored = enriched['records'] | Score(NETWORK, models, refresh_seconds=0.001)
+    assert_that(scored['records'], check_versions)
