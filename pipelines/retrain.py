@@ -51,7 +51,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
                                                   PipelineOptions, PortableOptions,
                                                   SetupOptions, StandardOptions)
 
-from pipelines.options import ModelRegistryOptions
+from pipelines.options import ModelRegistryOptions, with_flink_defaults
 from model import dataset, evaluation, methods, registry, report, sampling, training
 
 log = logging.getLogger('pipelines.retrain')
@@ -521,18 +521,13 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
   runner = (PipelineOptions(argv).view_as(StandardOptions).runner or '').lower()
   if not runner:
     return argv + ['--runner=DirectRunner']
-  if runner in ('flinkrunner', 'flink'):
-    given = {a.split('=', 1)[0] for a in argv if a.startswith('--')}
-    try:
-      from transforms import kafka_io
-      defaults = {'--flink_job_server_jar': kafka_io.flink_job_server_jar,
-                  '--flink_version': lambda: kafka_io.FLINK_VERSION}
-    except Exception:  # pylint: disable=broad-except
-      log.warning('no pinned Flink job server (transforms.kafka_io); Beam will fetch one')
-      defaults = {}
-    defaults['--environment_type'] = lambda: 'LOOPBACK'
-    argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
-  return argv
+  try:
+    return with_flink_defaults(argv)
+  except FileNotFoundError:
+    log.warning('no pinned Flink job server (scripts/fetch_jars.sh); Beam will fetch one')
+    if not any(a.startswith('--environment_type') for a in argv):
+      argv.append('--environment_type=LOOPBACK')
+    return argv
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:

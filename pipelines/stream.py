@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStrea
                                                   StandardOptions)
 
 from pipelines import kafka_config
-from pipelines.options import ModelRegistryOptions
+from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS, DetectAttacks
@@ -145,28 +145,6 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
          | FormatAlertMessages()
          | 'PublishAlerts' >> kafka_io.PublishToKafka(
              bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
-
-
-def with_flink_defaults(argv: Sequence[str]) -> list[str]:
-  """``--runner=FlinkRunner`` alone runs here: the pinned job server jar and Flink version,
-  and the Python harness in this process (LOOPBACK), unless the command line says otherwise.
-  Without these Beam would download a job server and ask Docker for the harness."""
-  argv = list(argv)
-  options = PipelineOptions(argv)
-  if (options.view_as(StandardOptions).runner or '').lower() not in ('flinkrunner', 'flink'):
-    return argv
-  given = {a.split('=', 1)[0] for a in argv if a.startswith('--')}
-  from transforms import kafka_io
-  defaults = {
-      '--flink_job_server_jar': kafka_io.flink_job_server_jar,
-      '--flink_version': lambda: kafka_io.FLINK_VERSION,
-      '--environment_type': lambda: 'LOOPBACK',
-  }
-  return argv + [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
-
-
-def is_flink(options: PipelineOptions) -> bool:
-  return (options.view_as(StandardOptions).runner or '').lower() in ('flinkrunner', 'flink')
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
