@@ -8,12 +8,16 @@ packages.
 import setuptools
 
 REQUIRED = [
-    'apache-beam==2.77.0',
+    # aws: boto3 for s3:// (Beam's S3FileSystem); gcp: google-cloud-storage for gs://. Every
+    # path option (--output, --input, --model_dir) goes through Beam's FileSystems.
+    'apache-beam[gcp,aws]==2.77.0',
     'pandas>=2.2',
     'pyarrow>=17',
     'scikit-learn>=1.5',
     'joblib>=1.4',
     'numpy>=1.26',
+    # Strict, fast JSON decoding of every message (transforms/parse.py).
+    'orjson>=3.10',
 ]
 
 setuptools.setup(
