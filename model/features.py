@@ -7,7 +7,7 @@ categorical columns with values never seen in training.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,13 +49,22 @@ def preprocessor(schema: RecordSchema, max_categories: int = 40) -> ColumnTransf
   ])
 
 
+def frame_from_columns(schema: RecordSchema, columns: Mapping[str, Sequence[Any]]
+                       ) -> pd.DataFrame:
+  """The model input for cleaned columns (as a RecordBatch holds them): exactly the schema's
+  feature columns, numbers as float64 (None becomes NaN), strings as objects."""
+  numeric = set(schema.numeric_features)
+  return pd.DataFrame({
+      name: (np.array(columns[name], dtype='float64') if name in numeric
+             else np.array(columns[name], dtype=object))
+      for name in schema.feature_columns})
+
+
 def frame_from_records(schema: RecordSchema, records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-  """The model input for a batch of cleaned records: exactly the schema's feature columns."""
-  columns = list(schema.feature_columns)
-  frame = pd.DataFrame.from_records(list(records), columns=columns)
-  for name in schema.numeric_features:
-    frame[name] = pd.to_numeric(frame[name], errors='coerce').astype('float64')
-  return frame
+  """The model input for cleaned record dicts (training, tests): see frame_from_columns."""
+  records = list(records)
+  return frame_from_columns(
+      schema, {name: [r.get(name) for r in records] for name in schema.feature_columns})
 
 
 def classifier_pipeline(schema: RecordSchema, estimator) -> Pipeline:

@@ -13,6 +13,7 @@ from apache_beam.transforms.window import TimestampedValue
 from model import registry
 from schemas.records import NETWORK
 from tests.factories import BASE_TS, message, network_record
+from transforms.batch import RecordBatch
 from transforms.enrich import Enrich
 from transforms.inference import Score
 from transforms.parse import ParseAndClean
@@ -66,4 +67,4 @@ def test_rows_after_a_publish_carry_the_new_version(model_dir, tmp_path):
     parsed = messages | ParseAndClean(NETWORK)
     enriched = parsed['records'] | Enrich(NETWORK)
     scored = enriched['records'] | Score(NETWORK, models, refresh_seconds=0.001)
-    assert_that(scored['records'], check_versions)
+    assert_that(scored['records'] | beam.FlatMap(RecordBatch.rows), check_versions)

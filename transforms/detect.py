@@ -1,11 +1,15 @@
 """DetectAttacks: the whole detection graph between a source and the sinks.
 
     SourceMessage (any stream)
-      -> ParseAndClean -> Enrich -> Score (RunInference)       one branch per stream
-      -> archive rows per stream
+      -> ParseAndClean -> Enrich -> Score (RunInference)       one branch per stream,
+                                                               on RecordBatches
+      -> archive batches per stream
       -> network anomalies ............................. -> alerts
       -> process x memory attacks -> JoinHostAttacks -> attacks -> alerts
       every stage's failures ........................... -> dead letters
+
+Up to scoring and archiving, records travel in batches (transforms/batch.py); only the
+records predicted as attacks become row dicts, for alerts and the join.
 
 Sources and sinks are outside, so the same graph runs from Kafka on Flink and from
 TestStream or files on the DirectRunner.
@@ -13,21 +17,38 @@ TestStream or files on the DirectRunner.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import apache_beam as beam
+from apache_beam.transforms.window import TimestampedValue
 
 from schemas.records import HOST_STREAMS, SCHEMAS
 from transforms.alerts import host_attack_alert, network_alert
 from transforms.dead_letter import DEAD_LETTER, dead_letter_row
-from transforms.enrich import Enrich
+from transforms.batch import RecordBatch
+from transforms.enrich import Enrich, host_key
 from transforms.inference import Score
 from transforms.join import MAX_LATENESS_S, JoinHostAttacks
-from transforms.parse import ParseAndClean
+from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndClean
 
 STREAMS = tuple(SCHEMAS)  # network, process, memory
 ARCHIVE = 'archive/{}'
 ATTACKS = 'attacks'
 ALERTS = 'alerts'
 DEAD_LETTERS = 'dead_letter'
+
+
+def predicted_attacks(batch: RecordBatch) -> Iterator[dict]:
+  """The rows of a scored batch that the model flagged."""
+  flagged = [p for p, prediction in enumerate(batch.columns['prediction']) if prediction == 1]
+  return batch.take(flagged).rows()
+
+
+def keyed_attacks(batch: RecordBatch) -> Iterator[TimestampedValue]:
+  """Flagged host rows keyed for the join and stamped with their event time (a batch's own
+  timestamp is not any one record's)."""
+  for row in predicted_attacks(batch):
+    yield TimestampedValue((host_key(row), row), row['event_time'].timestamp())
 
 
 class DetectAttacks(beam.PTransform):
@@ -38,8 +59,9 @@ class DetectAttacks(beam.PTransform):
   """
 
   def __init__(self, model_dir: str, *, site: str = 'local', model_refresh_s: float = 10.0,
-               allowed_lateness_s: int = MAX_LATENESS_S):
+               allowed_lateness_s: int = MAX_LATENESS_S, batch_size: int = DEFAULT_BATCH_SIZE):
     super().__init__()
+    self._batch_size = batch_size
     self._model_dir = model_dir
     self._site = site
     self._model_refresh_s = model_refresh_s
@@ -55,20 +77,19 @@ class DetectAttacks(beam.PTransform):
     scored = {}
     for stream, branch in zip(STREAMS, branches):
       schema = SCHEMAS[stream]
-      parsed = branch | ParseAndClean(schema)
+      parsed = branch | ParseAndClean(schema, self._batch_size)
       enriched = parsed['records'] | Enrich(schema, self._site)
       result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s)
       scored[stream] = result['records']
       dead_letters += [parsed[DEAD_LETTER], enriched[DEAD_LETTER], result[DEAD_LETTER]]
 
-    outputs = {ARCHIVE.format('network'): scored['network']}
-    for stream in HOST_STREAMS:
-      outputs[ARCHIVE.format(stream)] = scored[stream] | f'Unkey[{stream}]' >> beam.Values()
-    attacks = {s: scored[s] for s in HOST_STREAMS} | JoinHostAttacks(
-        allowed_lateness_s=self._allowed_lateness_s)
+    outputs = {ARCHIVE.format(stream): scored[stream] for stream in STREAMS}
+    attacks = {
+        stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(keyed_attacks)
+        for stream in HOST_STREAMS} | JoinHostAttacks(allowed_lateness_s=self._allowed_lateness_s)
     network_alerts = (
         scored['network']
-        | 'NetworkAnomalies' >> beam.Filter(lambda r: r['prediction'] == 1)
+        | 'NetworkAnomalies' >> beam.FlatMap(predicted_attacks)
         | 'NetworkAlert' >> beam.Map(network_alert))
     host_alerts = attacks | 'HostAttackAlert' >> beam.Map(host_attack_alert)
     outputs[ATTACKS] = attacks

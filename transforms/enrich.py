@@ -6,19 +6,22 @@ import datetime
 import hashlib
 import json
 import uuid
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.metrics import Metrics
 
 from schemas.records import RecordSchema
-from transforms.dead_letter import DEAD_LETTER, DeadLetterCounter, dead_letter_row, utc_now
-from transforms.parse import CleanRecord
+from transforms.batch import RecordBatch
+from transforms.dead_letter import DEAD_LETTER, dead_letter_row, utc_now
+from transforms.source import SourceMessage
 
 ENRICH_STAGE = 'enrich'
 # uuid5 namespace of this product: the same record always gets the same uuid, so a replay
 # after a restart archives duplicates that dedupe by uuid instead of new, unrelated rows.
 UUID_NAMESPACE = uuid.UUID('5b1c3a1e-9f44-4b8e-a4f1-6d0e8f2f7a10')
+# What identifies a host record that carries no uuid: the same sample read twice is the same.
+HOST_IDENTITY = ('machine', 'PID', 'CMD', 'ts', 'sequence')
 
 
 class EnrichError(ValueError):
@@ -43,31 +46,28 @@ def from_unix_seconds(seconds: float) -> datetime.datetime:
     raise EnrichError(f'ts: {seconds!r} is not a valid Unix time') from None
 
 
-def event_time(stream: str, item: CleanRecord) -> datetime.datetime:
-  """The record's own time: ``utc`` (network) or ``ts`` (host); else the source timestamp."""
-  record = item.record
-  if stream == 'network':
-    if record.get('utc'):
-      return parse_utc(record['utc'])
-  elif record.get('ts') is not None:
-    return from_unix_seconds(record['ts'])
-  if item.message.timestamp_ms is not None:
-    return from_unix_seconds(item.message.timestamp_ms / 1000)
+def event_time(stream: str, record_time: Any, message: SourceMessage) -> datetime.datetime:
+  """The record's own time (``utc`` of a network record, ``ts`` of a host record), else the
+  source's timestamp."""
+  if record_time is not None and record_time != '':
+    return parse_utc(record_time) if stream == 'network' else from_unix_seconds(record_time)
+  if message.timestamp_ms is not None:
+    return from_unix_seconds(message.timestamp_ms / 1000)
   raise EnrichError('no event time: the record has no utc/ts and its source no timestamp')
 
 
-def stable_uuid(stream: str, item: CleanRecord) -> str:
+def stable_uuid(stream: str, record: Mapping[str, Any], message: SourceMessage,
+                record_index: Optional[int]) -> str:
   """The producer's uuid when present, else one derived from what identifies the record."""
-  record, message = item.record, item.message
   if record.get('uuid'):
     return record['uuid']
   if stream != 'network':
-    identity = [stream] + [record.get(k) for k in ('machine', 'PID', 'CMD', 'ts', 'sequence')]
+    identity = [stream] + [record.get(k) for k in HOST_IDENTITY]
   elif message.offset >= 0:
     identity = [stream, message.source, message.partition, message.offset]
   else:
     # No coordinates (files, tests): the content is the identity.
-    identity = [stream, hashlib.sha256(message.value).hexdigest(), item.record_index]
+    identity = [stream, hashlib.sha256(message.value).hexdigest(), record_index]
   return str(uuid.uuid5(UUID_NAMESPACE, json.dumps(identity)))
 
 
@@ -76,43 +76,58 @@ def host_key(record: dict[str, Any]) -> tuple[int, str]:
   return record['machine'], record['CMD_PID']
 
 
-class EnrichFn(beam.DoFn):
-  """CleanRecord -> the record dict with uuid, site, event_time and processing_time added,
-  stamped with its event time; host records are emitted as ``((machine, CMD_PID), record)``.
+def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str
+                 ) -> tuple[RecordBatch, list[dict[str, Any]]]:
+  """Adds uuid, site, event_time and processing_time to every record of ``batch``.
+
+  Returns the enriched records and a dead-letter row (stage ``enrich``) for each record
+  without a usable event time.
   """
+  stream, columns = schema.stream, batch.columns
+  time_column = columns['utc'] if stream == 'network' else columns['ts']
+  times, kept, dead = [], [], []
+  for position, (record_time, message) in enumerate(zip(time_column, batch.messages)):
+    try:
+      times.append(event_time(stream, record_time, message))
+      kept.append(position)
+    except EnrichError as e:
+      index = batch.record_indexes[position]
+      payload = None if index is None else json.dumps(batch.row(position), default=str).encode()
+      dead.append(dead_letter_row(message, ENRICH_STAGE, str(e), payload=payload,
+                                  record_index=index))
+  batch = batch.take(kept)
+  columns = batch.columns
+  identity_columns = [c for c in ('uuid',) + HOST_IDENTITY if c in columns]
+  uuids = [
+      stable_uuid(stream, dict(zip(identity_columns, values)), message, index)
+      for values, message, index in zip(zip(*(columns[c] for c in identity_columns)),
+                                        batch.messages, batch.record_indexes)]
+  sites = columns.get('site') or [None] * len(batch)
+  now = utc_now()  # one processing time per batch: its records were enriched together
+  return batch.with_columns(
+      uuid=uuids, site=[site or default_site for site in sites], event_time=times,
+      processing_time=[now] * len(batch)), dead
+
+
+class EnrichFn(beam.DoFn):
+  """RecordBatch -> the same records with uuid, site, event_time and processing_time."""
 
   def __init__(self, schema: RecordSchema, default_site: str):
-    self._stream = schema.stream
-    self._keyed = schema.stream != 'network'
+    self._schema = schema
     self._default_site = default_site
-    self._dead = DeadLetterCounter('Enrich')
+    self._dead = Metrics.counter('Enrich', f'{schema.stream}_dead_lettered')
 
-  def process(self, item: CleanRecord):
-    try:
-      when = event_time(self._stream, item)
-    except EnrichError as e:
-      self._dead.inc(self._stream)
-      yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_row(
-          item.message, ENRICH_STAGE, str(e), record_index=item.record_index,
-          payload=_record_payload(item)))
-      return
-    record = dict(item.record)
-    record['uuid'] = stable_uuid(self._stream, item)
-    record['site'] = record.get('site') or self._default_site
-    record['event_time'] = when
-    record['processing_time'] = utc_now()
-    element = (host_key(record), record) if self._keyed else record
-    yield TimestampedValue(element, when.timestamp())
-
-
-def _record_payload(item: CleanRecord) -> Optional[bytes]:
-  if item.record_index is None:
-    return None  # the whole message is the record
-  return json.dumps(item.record, default=str).encode('utf-8')
+  def process(self, batch: RecordBatch):
+    enriched, dead = enrich_batch(self._schema, batch, self._default_site)
+    self._dead.inc(len(dead))
+    for row in dead:
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
+    if len(enriched):
+      yield enriched
 
 
 class Enrich(beam.PTransform):
-  """CleanRecords of one stream -> enriched, timestamped records, plus ``DEAD_LETTER``."""
+  """RecordBatches of one stream -> enriched RecordBatches, plus ``DEAD_LETTER``."""
 
   def __init__(self, schema: RecordSchema, default_site: str = 'local'):
     super().__init__(label=f'Enrich[{schema.stream}]')

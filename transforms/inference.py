@@ -16,13 +16,14 @@ from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from model import registry
-from model.features import frame_from_records
+from model.features import frame_from_columns
 from schemas.records import RecordSchema
-from transforms.dead_letter import DEAD_LETTER, DeadLetterCounter, utc_now
+from transforms.batch import RecordBatch
+from transforms.dead_letter import DEAD_LETTER, dead_letter_row
 
 INFERENCE_STAGE = 'inference'
 log = logging.getLogger(__name__)
@@ -65,72 +66,70 @@ class LiveModel:
       self._lock.release()
 
 
-class RegistryModelHandler(ModelHandler[dict, dict, LiveModel]):
-  """Scores batches of cleaned record dicts; each output dict gains prediction, score and
-  model_version."""
+def score_batch(schema: RecordSchema, loaded: registry.LoadedModel,
+                batch: RecordBatch) -> RecordBatch:
+  """``batch`` with prediction (0/1), score and model_version columns, from one model call."""
+  frame = frame_from_columns(schema, batch.columns)
+  scores = loaded.estimator.predict_proba(frame)[:, 1]
+  threshold = getattr(loaded.estimator, 'threshold', None)
+  if threshold is None:
+    predictions = loaded.estimator.predict(frame)
+  else:
+    predictions = scores >= threshold  # the same rule as predict(), without scoring twice
+  return batch.with_columns(
+      prediction=np.asarray(predictions, dtype=np.int64).tolist(),
+      score=np.asarray(scores, dtype=np.float64).tolist(),
+      model_version=[loaded.version] * len(batch))
 
-  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
-               max_batch_size: int = 2000):
+
+class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
+  """Scores RecordBatches with the registry's newest model of their stream.
+
+  Each element is already a batch of records (ParseAndClean batches them), so RunInference
+  passes them on one at a time and each is one model call.
+  """
+
+  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0):
     super().__init__()
     self._schema = schema
     self._model_dir = model_dir
     self._refresh_seconds = refresh_seconds
-    # Batches end with the runner's bundle (Flink closes one at least every second), so no
-    # max_batch_duration_secs: its stateful batching would add a shuffle and timers.
-    self._batching = {'max_batch_size': max_batch_size}
 
   def load_model(self) -> LiveModel:
     return LiveModel(self._model_dir, self._schema.stream, self._refresh_seconds)
 
-  def run_inference(self, batch: Sequence[dict], model: LiveModel,
-                    inference_args: Optional[dict[str, Any]] = None) -> Iterable[dict]:
+  def run_inference(self, batch: Sequence[RecordBatch], model: LiveModel,
+                    inference_args: Optional[dict[str, Any]] = None) -> Iterable[RecordBatch]:
     loaded = model.get()
-    frame = frame_from_records(self._schema, batch)
-    scores = loaded.estimator.predict_proba(frame)[:, 1]
-    threshold = getattr(loaded.estimator, 'threshold', None)
-    if threshold is None:
-      predictions = loaded.estimator.predict(frame)
-    else:
-      predictions = scores >= threshold  # the same rule as predict(), without scoring twice
-    version = loaded.version
-    return [
-        {**record, 'prediction': int(p), 'score': float(s), 'model_version': version}
-        for record, s, p in zip(batch, np.asarray(scores), np.asarray(predictions))]
+    return [score_batch(self._schema, loaded, records) for records in batch]
 
   def batch_elements_kwargs(self):
-    return self._batching
+    return {'min_batch_size': 1, 'max_batch_size': 1}
 
   def get_metrics_namespace(self) -> str:
     return f'RunInference_{self._schema.stream}'
 
 
-def _failed_batch_to_dead_letters(stream: str, counter: DeadLetterCounter):
+def _failed_batch_to_dead_letters(stream: str):
+  counter = Metrics.counter('Score', f'{stream}_dead_lettered')
+
   def to_rows(failed):
-    batch, error = failed
-    for example in batch:
-      record = example[1] if isinstance(example, tuple) else example
-      counter.inc(stream)
-      yield {
-          'stream': stream, 'source': 'inference', 'partition': -1, 'offset': -1,
-          'record_index': None, 'stage': INFERENCE_STAGE,
-          'error': f'{type(error).__name__}: {error}'[:500],
-          'payload': json.dumps(record, default=str).encode('utf-8'),
-          'failed_at': utc_now(),
-      }
+    batches, error = failed
+    reason = f'{type(error).__name__}: {error}'
+    for records in batches:
+      counter.inc(len(records))
+      for position, message in enumerate(records.messages):
+        index = records.record_indexes[position]
+        payload = (None if index is None else
+                   json.dumps(records.row(position), default=str).encode('utf-8'))
+        yield dead_letter_row(message, INFERENCE_STAGE, reason, payload=payload,
+                              record_index=index)
   return to_rows
 
 
-def _restamp(record):
-  return TimestampedValue(record, record['event_time'].timestamp())
-
-
-def _restamp_keyed(keyed_record):
-  return TimestampedValue(keyed_record, keyed_record[1]['event_time'].timestamp())
-
-
 class Score(beam.PTransform):
-  """Enriched records of one stream -> scored records (``result.records``), plus
-  ``DEAD_LETTER`` for batches the model could not score. Host streams stay keyed."""
+  """Enriched RecordBatches of one stream -> scored RecordBatches (``result['records']``),
+  plus ``DEAD_LETTER`` rows for the records of a batch the model could not score."""
 
   def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0):
     super().__init__(label=f'Score[{schema.stream}]')
@@ -138,13 +137,7 @@ class Score(beam.PTransform):
     self._handler = RegistryModelHandler(schema, model_dir, refresh_seconds)
 
   def expand(self, records):
-    keyed = self._schema.stream != 'network'
-    handler = KeyedModelHandler(self._handler) if keyed else self._handler
-    scored, failed = records | RunInference(handler).with_exception_handling()
-    # RunInference batches without keeping each element's timestamp (a batch flushed at the
-    # end of a bundle is stamped at the end of the global window): put event time back.
-    restamp = _restamp_keyed if keyed else _restamp
-    scored = scored | 'RestoreEventTime' >> beam.Map(restamp)
+    scored, failed = records | RunInference(self._handler).with_exception_handling()
     dead = failed.failed_inferences | 'FailedBatchToDeadLetters' >> beam.FlatMap(
-        _failed_batch_to_dead_letters(self._schema.stream, DeadLetterCounter('Score')))
+        _failed_batch_to_dead_letters(self._schema.stream))
     return {'records': scored, DEAD_LETTER: dead}

@@ -3,43 +3,42 @@
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, Optional
+from typing import Any, Sequence
+
+import orjson
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.records import RecordSchema
-from transforms.cleaning import CleaningError, clean_record
-from transforms.dead_letter import DEAD_LETTER, DeadLetterCounter, dead_letter_row
+from transforms.batch import RecordBatch
+from transforms.cleaning import clean_records
+from transforms.dead_letter import DEAD_LETTER, dead_letter_row
 from transforms.source import SourceMessage
 
 PARSE_STAGE = 'parse'
 CLEAN_STAGE = 'clean'
 # A hostile message must not cost unbounded memory or time in json.loads.
 MAX_MESSAGE_BYTES = 1 << 20
-
-
-class CleanRecord(NamedTuple):
-  """A cleaned record and where it came from (for uuids, event time and dead letters)."""
-  record: dict[str, Any]
-  message: SourceMessage  # the whole message: its value is the raw payload of a dead letter
-  record_index: Optional[int] = None  # position in a host JSON array
-
-
-def _reject_constant(name: str):
-  # json.loads accepts NaN and Infinity, which are not JSON and not meaningful measurements.
-  raise ValueError(f'{name} is not valid JSON')
+# Records scored per model call and written per Arrow table; see benchmarks/stages.py.
+DEFAULT_BATCH_SIZE = 1000
 
 
 def decode_json(payload: bytes) -> Any:
-  """Strict JSON from bytes: UTF-8 only, no NaN / Infinity, bounded size."""
+  """Strict JSON from bytes: UTF-8 only, no NaN / Infinity, bounded size and nesting.
+
+  orjson is strict where the standard library is lenient (NaN, Infinity, lone surrogates
+  that no Parquet string could hold) and decodes several times faster. Its errors are
+  ``ValueError``s; integers beyond 64 bits come back as floats, which cleaning range-checks.
+  """
   if len(payload) > MAX_MESSAGE_BYTES:
     raise ValueError(f'message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}')
-  return json.loads(payload.decode('utf-8'), parse_constant=_reject_constant)
+  return orjson.loads(payload)
 
 
-class ParseAndCleanFn(beam.DoFn):
-  """Parses one message of ``schema.stream`` and cleans each record in it.
+def parse_messages(schema: RecordSchema, messages: Sequence[SourceMessage]
+                   ) -> tuple[RecordBatch, list[dict[str, Any]]]:
+  """Messages of ``schema.stream`` -> (the records that cleaned, dead-letter rows).
 
   A network message is one JSON object::
 
@@ -49,63 +48,82 @@ class ParseAndCleanFn(beam.DoFn):
 
     [{"machine": "7", "PID": " 312", "CMD": "kworker", "VSIZE": "1.5M", "ts": 1700000000, …}, …]
 
-  Output: :class:`CleanRecord` on the main output; a dead-letter row on ``DEAD_LETTER`` for a
-  message that is not valid JSON of the right shape (stage ``parse``, the message's bytes) or
-  for each record that fails cleaning (stage ``clean``, that record's JSON).
+  A message that is not valid JSON of the right shape is dead-lettered whole (stage
+  ``parse``, the message's bytes); a record that fails cleaning alone (stage ``clean``, the
+  record's JSON when it came in an array).
   """
-
-  def __init__(self, schema: RecordSchema, is_array: bool):
-    self._schema = schema
-    self._is_array = is_array
-    self._messages = Metrics.counter('ParseAndClean', f'{schema.stream}_messages')
-    self._cleaned = Metrics.counter('ParseAndClean', f'{schema.stream}_cleaned')
-    self._dead = DeadLetterCounter('ParseAndClean')
-
-  def process(self, message: SourceMessage):
-    self._messages.inc()
+  is_array = schema.stream != 'network'
+  dead = []
+  raws, owners, indexes = [], [], []
+  for message in messages:
     try:
       decoded = decode_json(message.value or b'')
     except (ValueError, RecursionError) as e:
       # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is RecursionError.
-      self._dead.inc(self._schema.stream)
-      yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_row(message, PARSE_STAGE, e))
-      return
-    if self._is_array:
-      if not isinstance(decoded, list):
-        self._dead.inc(self._schema.stream)
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_row(
-            message, PARSE_STAGE,
-            f'expected a JSON array of {self._schema.stream} records, got '
-            f'{type(decoded).__name__}'))
-        return
-      records = enumerate(decoded)
+      dead.append(dead_letter_row(message, PARSE_STAGE, e))
+      continue
+    if not is_array:
+      raws.append(decoded)
+      owners.append(message)
+      indexes.append(None)
+    elif isinstance(decoded, list):
+      raws.extend(decoded)
+      owners.extend([message] * len(decoded))
+      indexes.extend(range(len(decoded)))
     else:
-      records = [(None, decoded)]
-    for index, raw in records:
-      try:
-        cleaned = clean_record(self._schema, raw)
-      except CleaningError as e:
-        self._dead.inc(self._schema.stream)
-        payload = None if index is None else json.dumps(raw).encode('utf-8')
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_row(
-            message, CLEAN_STAGE, str(e), payload=payload, record_index=index))
-        continue
-      self._cleaned.inc()
-      yield CleanRecord(cleaned, message, index)
+      dead.append(dead_letter_row(
+          message, PARSE_STAGE,
+          f'expected a JSON array of {schema.stream} records, got {type(decoded).__name__}'))
+  columns, kept, errors = clean_records(schema, raws)
+  for position, error in sorted(errors.items()):
+    index = indexes[position]
+    payload = None if index is None else json.dumps(raws[position]).encode('utf-8')
+    dead.append(dead_letter_row(owners[position], CLEAN_STAGE, error, payload=payload,
+                                record_index=index))
+  batch = RecordBatch(schema.stream, columns, [owners[p] for p in kept],
+                      [indexes[p] for p in kept])
+  return batch, dead
+
+
+class ParseAndCleanFn(beam.DoFn):
+  """A list of messages -> one :class:`RecordBatch`, and a dead-letter row for each message or
+  record that failed (see :func:`parse_messages`)."""
+
+  def __init__(self, schema: RecordSchema):
+    self._schema = schema
+    self._messages = Metrics.counter('ParseAndClean', f'{schema.stream}_messages')
+    self._cleaned = Metrics.counter('ParseAndClean', f'{schema.stream}_cleaned')
+    self._dead = Metrics.counter('ParseAndClean', f'{schema.stream}_dead_lettered')
+
+  def process(self, messages: list[SourceMessage]):
+    batch, dead = parse_messages(self._schema, messages)
+    self._messages.inc(len(messages))
+    self._dead.inc(len(dead))
+    for row in dead:
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
+    if len(batch):
+      self._cleaned.inc(len(batch))
+      yield batch
 
 
 class ParseAndClean(beam.PTransform):
-  """PCollection[SourceMessage] of one stream -> CleanRecords, plus ``DEAD_LETTER``.
+  """PCollection[SourceMessage] of one stream -> RecordBatches, plus ``DEAD_LETTER`` rows.
 
-  Returns a ``DoOutputsTuple``: ``result['records']`` is the records and ``result[DEAD_LETTER]``
-  the dead letters.
+  Messages are batched within each bundle, up to ``batch_size`` per batch: the batch is what
+  the model scores in one call and what the archive writes as one table. Returns a
+  ``DoOutputsTuple``: ``result['records']`` is the batches, ``result[DEAD_LETTER]`` the
+  dead letters.
   """
 
-  def __init__(self, schema: RecordSchema):
+  def __init__(self, schema: RecordSchema, batch_size: int = DEFAULT_BATCH_SIZE):
     super().__init__(label=f'ParseAndClean[{schema.stream}]')
     self._schema = schema
+    self._batch_size = batch_size
 
   def expand(self, messages):
-    is_array = self._schema.stream != 'network'
-    return messages | beam.ParDo(ParseAndCleanFn(self._schema, is_array)).with_outputs(
-        DEAD_LETTER, main='records')
+    return (
+        messages
+        # Batches never wait for more input: a bundle's last batch is flushed when it ends.
+        | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+        | 'Parse' >> beam.ParDo(ParseAndCleanFn(self._schema)).with_outputs(
+            DEAD_LETTER, main='records'))

@@ -1,0 +1,75 @@
+"""RecordBatch: the records of one stream, column by column, as they move through the job.
+
+The stream's per-record work (cleaning, enrichment, scoring, archiving) runs on batches of a
+few hundred to a few thousand records: a column is one Python list, the model takes the
+columns as one DataFrame and the archive writer as one Arrow table, so no stage builds a dict
+per record or pickles one. Only what leaves the batch path record by record (alerts, the
+host-attack join, dead letters) is turned back into row dicts, with :meth:`RecordBatch.rows`.
+
+Each record keeps where it came from (its :class:`SourceMessage` and its index in a host
+array), so a later stage can still dead-letter it with its raw bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from transforms.source import SourceMessage
+
+
+@dataclasses.dataclass
+class RecordBatch:
+  """``columns`` maps a field name to one list of values, all as long as ``messages``."""
+  stream: str
+  columns: dict[str, list]
+  messages: list[SourceMessage]
+  record_indexes: list[Optional[int]]  # position in a host JSON array, None for network
+
+  def __len__(self) -> int:
+    return len(self.messages)
+
+  def with_columns(self, **columns: list) -> 'RecordBatch':
+    """A batch with ``columns`` added or replaced (the others are shared, not copied)."""
+    return dataclasses.replace(self, columns={**self.columns, **columns})
+
+  def take(self, positions: Sequence[int]) -> 'RecordBatch':
+    """The records at ``positions``, in that order."""
+    if len(positions) == len(self):
+      return self  # positions are always distinct and increasing: nothing was dropped
+    return RecordBatch(
+        self.stream, {name: [values[i] for i in positions]
+                      for name, values in self.columns.items()},
+        [self.messages[i] for i in positions], [self.record_indexes[i] for i in positions])
+
+  def row(self, position: int) -> dict[str, Any]:
+    return {name: values[position] for name, values in self.columns.items()}
+
+  def rows(self) -> Iterator[dict[str, Any]]:
+    names = list(self.columns)
+    for values in zip(*self.columns.values()):
+      yield dict(zip(names, values))
+
+  def frame(self, columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({name: self.columns[name] for name in columns})
+
+  def to_arrow(self, schema: pa.Schema) -> pa.Table:
+    """The batch as a table of ``schema``; a schema column the batch lacks is all null."""
+    missing = pa.nulls(len(self))
+    return pa.Table.from_arrays(
+        [pa.array(self.columns[f.name], type=f.type) if f.name in self.columns
+         else missing.cast(f.type) for f in schema], schema=schema)
+
+  @staticmethod
+  def concat(batches: Sequence['RecordBatch']) -> 'RecordBatch':
+    if len(batches) == 1:
+      return batches[0]
+    first = batches[0]
+    return RecordBatch(
+        first.stream,
+        {name: [v for b in batches for v in b.columns[name]] for name in first.columns},
+        [m for b in batches for m in b.messages],
+        [i for b in batches for i in b.record_indexes])
