@@ -38,8 +38,10 @@ def synthetic_frames(seed: int, network_rows: int, machines: int, seconds: int
 
 
 def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, machines: int = 20,
-              seconds: int = 600, force: bool = False) -> dict[str, str]:
-  """Publishes a model for every detector that has none (all with ``force``)."""
+              seconds: int = 600, force: bool = False,
+              beam_args: Sequence[str] = ()) -> dict[str, str]:
+  """Publishes a model for every detector that has none (all with ``force``). ``beam_args``
+  go to the retrain job (e.g. the S3 flags for an s3:// model dir)."""
   from pipelines import retrain
   missing = [d for d in registry.DETECTORS
              if force or registry.latest_version(model_dir, d) is None]
@@ -57,7 +59,7 @@ def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, mach
                                    uuid_prefix=f'bootstrap-{detector}-'), path)
       log.info('training the %s detector on %d synthetic rows', detector, len(frames[detector]))
       retrain.run([f'--detector={detector}', f'--input={path}', f'--model_dir={model_dir}',
-                   '--grid=small', f'--seed={seed}', '--force'])
+                   '--grid=small', f'--seed={seed}', '--force', *beam_args])
       published[detector] = registry.latest_version(model_dir, detector)
   return published
 
@@ -69,10 +71,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--force', action='store_true',
                       help='retrain every detector, even those that have a model')
-  args = parser.parse_args(argv)
+  # Anything else is a Beam option for the retrain job (--runner, the S3 flags, ...).
+  args, beam_args = parser.parse_known_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  published = bootstrap(args.model_dir, seed=args.seed, force=args.force)
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines import storage
+  # The registry is read before any pipeline exists (an s3:// or gs:// model dir needs this).
+  storage.configure(PipelineOptions(beam_args))
+  published = bootstrap(args.model_dir, seed=args.seed, force=args.force, beam_args=beam_args)
   for detector in registry.DETECTORS:
     version = registry.latest_version(args.model_dir, detector)
     note = ' (new)' if detector in published else ''

@@ -94,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
                    help='Alerts sent to the page at each refresh (default: %(default)s).')
   p.add_argument('--log_level', default='INFO', choices=('DEBUG', 'INFO', 'WARNING', 'ERROR'),
                  help='Log level on stderr (default: %(default)s).')
+  from pipelines import storage
+  storage.add_arguments(p)
   return p
 
 
@@ -106,6 +108,9 @@ def kafka_client_config(pairs: Sequence[str], config_file: Optional[str],
 
 def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None):
   """The Dashboard (feeds not started yet) and the bound server."""
+  from pipelines import storage
+  # --output and --model_dir may be s3:// or gs://: configure Beam's file systems first.
+  storage.configure(storage.options_from_args(args))
   from dashboard.aggregate import AlertStore, AttackStore, DeadLetterStore, RateTracker
   from dashboard.server import Dashboard, DashboardServer
   from dashboard.sources import AlertFeed, KafkaHealth, ModelWatcher, ParquetScanner, redact

@@ -11,30 +11,41 @@ figure a security analyst cares about.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Optional
 
-import pyarrow.dataset as ds
+import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
+from pipelines import storage
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS, ARCHIVE, ATTACKS, DEAD_LETTERS
 
 FOLDERS = tuple(ARCHIVE.format(s) for s in SCHEMAS) + (ATTACKS, ALERTS, DEAD_LETTERS)
 
 
+def output_files(output: str, folder: str) -> list[str]:
+  """The finished Parquet files of an output folder (any Beam file system)."""
+  pattern = FileSystems.join(output, *folder.split('/'), 'dt=*', '*.parquet')
+  try:
+    matched = FileSystems.match([pattern])[0].metadata_list
+  except Exception:  # pylint: disable=broad-except
+    return []  # nothing written yet
+  # '.<name>.inprogress' temporaries never end in .parquet; skip other hidden names too.
+  return [m.path for m in matched if not m.path.rsplit('/', 1)[-1].startswith('.')]
+
+
 def parquet_rows(output: str, folder: str) -> int:
   """Rows in the finished files of an output folder (from footers only: cheap)."""
   total = 0
-  for root, _, files in os.walk(os.path.join(output, *folder.split('/'))):
-    for name in files:
-      if name.endswith('.parquet') and not name.startswith('.'):
-        try:
-          total += pq.ParquetFile(os.path.join(root, name)).metadata.num_rows
-        except OSError:
-          pass  # being replaced by a rename this instant
+  for path in output_files(output, folder):
+    try:
+      with FileSystems.open(path, mime_type='application/octet-stream') as handle:
+        total += pq.ParquetFile(handle).metadata.num_rows
+    except Exception:  # pylint: disable=broad-except
+      pass  # being replaced by a rename this instant
   return total
 
 
@@ -60,14 +71,13 @@ def topic_messages(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 def alert_latency(output: str) -> Optional[dict[str, float]]:
   """Percentiles of (processing_time - event_time) over the alerts written, in seconds."""
-  path = os.path.join(output, ALERTS)
-  if not os.path.isdir(path):
+  tables = []
+  for path in output_files(output, ALERTS):
+    with FileSystems.open(path, mime_type='application/octet-stream') as handle:
+      tables.append(pq.read_table(handle, columns=['event_time', 'processing_time']))
+  if not tables or sum(t.num_rows for t in tables) == 0:
     return None
-  table = ds.dataset(path, format='parquet', partitioning='hive').to_table(
-      columns=['event_time', 'processing_time'])
-  if table.num_rows == 0:
-    return None
-  frame = table.to_pandas()
+  frame = pa.concat_tables(tables).to_pandas()
   seconds = (frame['processing_time'] - frame['event_time']).dt.total_seconds()
   return {f'p{q}': float(seconds.quantile(q / 100)) for q in (50, 95, 99)}
 
@@ -90,7 +100,8 @@ def status_line(output: str, bootstrap: Optional[str], input_topics: list[str],
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m pipelines.monitor', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--output', default='output', help='the job\'s --output (default: output)')
+  parser.add_argument('--output', default='output',
+                      help='the job\'s --output: local, s3://... or gs://... (default: output)')
   parser.add_argument('--bootstrap_servers', default=None,
                       help='Kafka to count topic messages in (default: none)')
   parser.add_argument('--input_topics', default=','.join(s.default_topic for s in SCHEMAS.values()),
@@ -98,7 +109,9 @@ def main(argv=None) -> int:
   parser.add_argument('--alerts_topic', default='alerts', help='(default: %(default)s)')
   parser.add_argument('--every', type=float, default=5.0, help='seconds between lines')
   parser.add_argument('--once', action='store_true', help='print one line and the latency')
+  storage.add_arguments(parser)
   args = parser.parse_args(argv)
+  storage.configure(storage.options_from_args(args))
   topics = [t for t in args.input_topics.split(',') if t]
   while True:
     print(status_line(args.output, args.bootstrap_servers, topics, args.alerts_topic),

@@ -48,9 +48,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions,
-                                                  PipelineOptions, PortableOptions,
+                                                  PipelineOptions, PortableOptions, S3Options,
                                                   SetupOptions, StandardOptions)
 
+from pipelines import storage
 from pipelines.options import ModelRegistryOptions, with_flink_defaults
 from model import dataset, evaluation, methods, registry, report, sampling, training
 
@@ -154,7 +155,7 @@ def resolve_input(path: str, detector: str, input_format: str) -> tuple[str, str
         FileSystems.join(path, '*.parquet'),
     ]
   for pattern in candidates:
-    files = _matches(pattern)
+    files = [f for f in _matches(pattern) if is_visible(f)]
     if files:
       if input_format == 'auto':
         input_format = ('parquet' if all(f.endswith('.parquet') for f in files) else 'kdd_csv')
@@ -162,6 +163,11 @@ def resolve_input(path: str, detector: str, input_format: str) -> tuple[str, str
         raise SystemExit('KDD CSV input holds network records: use --detector network')
       return pattern, input_format
   raise SystemExit(f'--input {path}: no files found (tried {", ".join(candidates)})')
+
+
+def is_visible(path: str) -> bool:
+  """False for names starting with '.': in-progress output files, staging, candidates."""
+  return not path.replace('\\', '/').rstrip('/').rsplit('/', 1)[-1].startswith('.')
 
 
 def _is_file(path: str) -> bool:
@@ -194,10 +200,23 @@ class ReadTrainingTables(beam.PTransform):
 
   def expand(self, pbegin):
     if self._format == 'parquet':
-      return pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
-          self._pattern, columns=dataset.archive_columns(self._detector))
+      columns = dataset.archive_columns(self._detector)
+      files = _matches(self._pattern)
+      visible = [f for f in files if is_visible(f)]
+      if len(visible) == len(files):
+        return pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
+            self._pattern, columns=columns)
+      # A glob such as dt=*/* also matches the stream's temporary '.<name>.inprogress' files:
+      # half-written on a local disk, or a complete duplicate on S3 for the instant between
+      # its copy and its delete (rename). Read the finished files only.
+      log.info('skipping %d hidden or in-progress files of %s', len(files) - len(visible),
+               self._pattern)
+      return (pbegin
+              | 'VisibleParquet' >> beam.Create(visible)
+              | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(columns=columns))
     return (pbegin
             | 'MatchCsv' >> fileio.MatchFiles(self._pattern)
+            | 'SkipHidden' >> beam.Filter(lambda match: is_visible(match.path))
             | 'OpenCsv' >> fileio.ReadMatches()
             | 'ReadCsv' >> beam.ParDo(_ReadKddCsv()))
 
@@ -536,6 +555,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   opts = options.view_as(RetrainOptions)
   if not opts.detector or not opts.input:
     raise SystemExit('--detector and --input are required (see --help)')
+  # --input is resolved and the registry read before the pipeline exists (pipelines.storage).
+  storage.configure(options)
+  if storage.uses_s3(opts.input, opts.view_as(ModelRegistryOptions).model_dir, opts.staging_dir):
+    log.info('%s', storage.describe(options))
   # Workers import this project's packages; on a cluster they get them from --setup_file.
   options.view_as(SetupOptions).save_main_session = False
   pattern, input_format = resolve_input(opts.input, opts.detector, opts.input_format)
@@ -572,6 +595,7 @@ def help_parser() -> argparse.ArgumentParser:
                          ('Beam: Flink', FlinkRunnerOptions),
                          ('Beam: portability', PortableOptions),
                          ('Beam: direct runner', DirectOptions),
+                         ('Beam: S3 (unset ones come from the AWS_* environment)', S3Options),
                          ('Beam: packaging', SetupOptions)):
     options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
   return parser

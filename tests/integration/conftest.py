@@ -1,5 +1,6 @@
-"""Real JVM pieces for integration tests: a Kafka broker and a standalone Flink cluster, each
-started once per test session on free ports in a temporary run dir, stopped afterwards.
+"""Real servers for integration tests: a Kafka broker, a standalone Flink cluster and an
+S3-compatible object store (MinIO), each started once per test session on free ports in a
+temporary run dir, stopped afterwards.
 
 Needs java and the jars of scripts/fetch_jars.sh; the tests are skipped, with the reason, when
 they are missing.
@@ -76,6 +77,53 @@ def flink_rest(tmp_path_factory):
     yield f'localhost:{port}'
   finally:
     _script('flink_cluster.sh', 'stop', env, timeout=90)
+
+
+class S3Server:
+  """A running S3-compatible server: its endpoint and (test-only) credentials."""
+
+  def __init__(self, endpoint: str, access_key: str, secret_key: str):
+    self.endpoint, self.access_key, self.secret_key = endpoint, access_key, secret_key
+    self.region = 'us-east-1'
+
+  def flags(self) -> list[str]:
+    """Beam's own S3 options, as the jobs take them on the command line."""
+    return [f'--s3_endpoint_url={self.endpoint}', f'--s3_access_key_id={self.access_key}',
+            f'--s3_secret_access_key={self.secret_key}', f'--s3_region_name={self.region}']
+
+  def env(self) -> dict[str, str]:
+    """The standard AWS environment boto3 reads when no flag is given."""
+    return {'AWS_ENDPOINT_URL': self.endpoint, 'AWS_ACCESS_KEY_ID': self.access_key,
+            'AWS_SECRET_ACCESS_KEY': self.secret_key, 'AWS_DEFAULT_REGION': self.region}
+
+  def client(self):
+    import boto3  # pylint: disable=import-outside-toplevel
+    return boto3.client('s3', endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                        aws_secret_access_key=self.secret_key, region_name=self.region)
+
+  def make_bucket(self, name: str) -> str:
+    self.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope='session')
+def s3_server(tmp_path_factory):
+  """A MinIO server (scripts/s3_server.sh) on a free port, with fresh credentials; builds
+  MinIO first if the cache has none (needs Go; skipped, with the reason, without it)."""
+  port = _free_port()
+  secret = f'it-{os.urandom(8).hex()}'
+  env = dict(os.environ, S3_PORT=str(port), S3_RUN_DIR=str(tmp_path_factory.mktemp('s3')),
+             S3_ACCESS_KEY='it-access', S3_SECRET_KEY=secret)
+  try:
+    _script('s3_server.sh', 'start', env, timeout=900)
+  except RuntimeError as e:
+    if 'go not found' in str(e):
+      pytest.skip(str(e).splitlines()[-1])
+    raise
+  try:
+    yield S3Server(f'http://127.0.0.1:{port}', 'it-access', secret)
+  finally:
+    _script('s3_server.sh', 'stop', env, timeout=60)
 
 
 def make_topics(bootstrap, *topics, partitions=PARTITIONS):
