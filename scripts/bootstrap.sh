@@ -4,6 +4,8 @@
 #     keeps wheels across clones),
 #   - the pinned JVM artifacts (Kafka broker, Beam's Flink job server and expansion service,
 #     a Flink distribution) via scripts/fetch_jars.sh, cached in ~/.m2 and .cache/jars.
+#   - a MinIO server binary (the S3-compatible store of the object-storage tests), built from
+#     source with Go via scripts/s3_server.sh, cached in ~/.cache/streaming-attack-detection/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,5 +39,11 @@ fi
 
 if [ -x scripts/fetch_jars.sh ] && [ "${SKIP_JARS:-0}" != 1 ]; then
   scripts/fetch_jars.sh
+fi
+
+# MinIO for the object-storage tests: built once (~4 min cold), then a no-op. Without Go
+# (and no cached binary) the S3 tests are skipped and say why.
+if [ "${SKIP_S3:-0}" != 1 ]; then
+  scripts/s3_server.sh install || echo "bootstrap: MinIO not installed (see above)" >&2
 fi
 echo "bootstrap: ready"
