@@ -18,6 +18,8 @@ REQUIRED = [
     'numpy>=1.26',
     # Strict, fast JSON decoding of every message (transforms/parse.py).
     'orjson>=3.10',
+    # One OpenMP/BLAS thread per scoring worker (transforms/inference.py).
+    'threadpoolctl>=3.1',
 ]
 
 setuptools.setup(

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
+import threadpoolctl
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
@@ -66,9 +67,27 @@ class LiveModel:
       self._lock.release()
 
 
+_limited_threads = threading.local()
+
+
+def _one_native_thread_per_worker() -> None:
+  """Limits OpenMP and BLAS (HistGradientBoosting's predict, numpy) to one thread.
+
+  The runner already runs a worker per core; a model that also starts a thread per core
+  oversubscribes them, and OpenMP's spinning threads then make scoring up to 70 times slower
+  on a busy 2-core machine (1,450 vs 20 microseconds a record, benchmarks/stages.py). OpenMP
+  keeps the setting per calling thread, and Beam runs bundles on a pool of threads: so once
+  per thread.
+  """
+  if not getattr(_limited_threads, 'done', False):
+    threadpoolctl.threadpool_limits(limits=1)
+    _limited_threads.done = True
+
+
 def score_batch(schema: RecordSchema, loaded: registry.LoadedModel,
                 batch: RecordBatch) -> RecordBatch:
   """``batch`` with prediction (0/1), score and model_version columns, from one model call."""
+  _one_native_thread_per_worker()
   frame = frame_from_columns(schema, batch.columns)
   scores = loaded.estimator.predict_proba(frame)[:, 1]
   threshold = getattr(loaded.estimator, 'threshold', None)

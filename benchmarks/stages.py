@@ -1,0 +1,212 @@
+"""Benchmark (not a test): what each stage of the stream costs per record, and how the batch
+size (records per model call) changes it. In one process, on one core, no runner: the same
+functions the job's DoFns call, timed on generated traffic.
+
+    python -m benchmarks.stages                          # 20,000 network + host records
+    python -m benchmarks.stages --records 5000 --batch_size 1 --batch_size 100 --batch_size 1000
+
+Stages: ``parse`` (JSON decoding and cleaning, ParseAndClean), ``enrich`` (event time, uuid,
+site), ``inference`` (the registry's model on one batch, RunInference's call), ``join``
+(pairing flagged process and memory records in a window, JoinHostAttacks' per-window work),
+``write`` (the archive sink: Arrow conversion, the shuffle's IPC chunk, Parquet). The runner's
+own cost (Fn API transfer, shuffles, Kafka) is what ``benchmarks.throughput`` adds on top.
+Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import itertools
+import sys
+import time
+from typing import Any, Callable
+
+from benchmarks import common
+
+STAGES = ('parse', 'enrich', 'inference', 'join', 'write')
+DEFAULT_BATCH_SIZES = (1, 10, 100, 500, 1000, 2000, 5000)
+
+
+def source_messages(stream: str, records: int, seed: int) -> list:
+  """Generated messages of one stream holding about ``records`` records."""
+  from generator.source import SourceConfig, generate_messages
+  from transforms.source import SourceMessage
+  messages, count = [], 0
+  for m in generate_messages(SourceConfig(streams=(stream,), seed=seed, start_ms=1_700_000_000_000)):
+    messages.append(SourceMessage(stream, m.value, m.topic, 0, len(messages), m.timestamp_ms))
+    count += max(1, len(m.uuids)) if stream == 'network' else m.value.count(b'"CMD"')
+    if count >= records:
+      return messages
+  return messages
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  started = time.perf_counter()
+  result = fn()
+  return time.perf_counter() - started, result
+
+
+def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
+                ) -> dict[str, Any]:
+  """Seconds per stage over all ``messages``, in batches of ``batch_size`` records."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from model import registry
+  from schemas.outputs import ARCHIVE_SCHEMAS
+  from schemas.records import SCHEMAS
+  from transforms.enrich import enrich_batch
+  from transforms.inference import score_batch
+  from transforms.parse import parse_messages
+  schema, arrow_schema = SCHEMAS[stream], ARCHIVE_SCHEMAS[stream]
+  loaded = registry.load(model_dir, stream)
+  seconds = collections.Counter()
+  records = 0
+  scored_batches = []
+  # Host messages hold several records each: batch by messages so batches hold ~batch_size.
+  per_message = max(1, round(sum(m.value.count(b'"CMD"') for m in messages[:50]) / 50)
+                    ) if stream != 'network' else 1
+  step = max(1, batch_size // per_message)
+  for begin in range(0, len(messages), step):
+    chunk = messages[begin:begin + step]
+    elapsed, (batch, _) = _timed(lambda: parse_messages(schema, chunk))
+    seconds['parse'] += elapsed
+    elapsed, (batch, _) = _timed(lambda: enrich_batch(schema, batch, 'bench'))
+    seconds['enrich'] += elapsed
+    elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch))
+    seconds['inference'] += elapsed
+    elapsed, _ = _timed(lambda: _write(batch.to_arrow(arrow_schema), pa, pq))
+    seconds['write'] += elapsed
+    records += len(batch)
+    scored_batches.append(batch)
+  return {'records': records, 'seconds': dict(seconds), 'batches': scored_batches}
+
+
+def _write(table, pa, pq) -> int:
+  """The sink's work for one batch: one IPC chunk through the shuffle, then Parquet."""
+  sink = pa.BufferOutputStream()
+  with pa.ipc.new_stream(sink, table.schema) as writer:
+    writer.write_table(table)
+  table = pa.ipc.open_stream(sink.getvalue()).read_all()
+  out = io.BytesIO()
+  pq.write_table(table, out, compression='zstd')
+  return out.tell()
+
+
+def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, int]:
+  """Seconds to pair every flagged process and memory record in their windows, as
+  JoinHostAttacks' per-window step does; returns (seconds, flagged records, pairs)."""
+  from apache_beam.transforms.window import IntervalWindow
+
+  from transforms.detect import predicted_attacks
+  from transforms.enrich import host_key
+  from transforms.join import JOIN_GAP_S, pairs_in_window
+  grouped = collections.defaultdict(lambda: {'process': [], 'memory': []})
+  flagged = 0
+  for stream, batches in (('process', process_batches), ('memory', memory_batches)):
+    for row in itertools.chain.from_iterable(predicted_attacks(b) for b in batches):
+      start = int(row['ts'] // JOIN_GAP_S) * JOIN_GAP_S
+      for window_start in (start - JOIN_GAP_S, start):  # each record lies in two windows
+        grouped[(host_key(row), window_start)][stream].append(row)
+      flagged += 1
+  started = time.perf_counter()
+  pairs = 0
+  for (key, window_start), streams in grouped.items():
+    window = IntervalWindow(window_start, window_start + 2 * JOIN_GAP_S)
+    pairs += sum(1 for _ in pairs_in_window((key, streams), JOIN_GAP_S, window))
+  return time.perf_counter() - started, flagged, pairs
+
+
+def run(records: int, batch_sizes: list[int], model_dir: str, seed: int) -> dict[str, Any]:
+  common.ensure_models(model_dir)
+  messages = {s: source_messages(s, records, seed) for s in ('network', 'process', 'memory')}
+  sweep = []
+  for batch_size in batch_sizes:
+    row = {'batch_size': batch_size}
+    for stream in ('network', 'process', 'memory'):
+      costs = stage_costs(stream, messages[stream], model_dir, batch_size)
+      row[stream] = {'records': costs['records'],
+                     'us_per_record': {k: v / costs['records'] * 1e6
+                                       for k, v in costs['seconds'].items()}}
+      row[stream]['records_per_s'] = costs['records'] / sum(costs['seconds'].values())
+      if stream != 'network':
+        row.setdefault('_batches', {})[stream] = costs['batches']
+    seconds, flagged, pairs = join_cost(row['_batches']['process'], row['_batches']['memory'])
+    del row['_batches']
+    host_records = row['process']['records'] + row['memory']['records']
+    row['join'] = {'flagged_records': flagged, 'pairs': pairs,
+                   'us_per_host_record': seconds / host_records * 1e6,
+                   'us_per_flagged_record': seconds / max(1, flagged) * 1e6}
+    sweep.append(row)
+    _print_row(row)
+  return {'machine': common.machine_info(), 'records_per_stream': records, 'seed': seed,
+          'model_dir': model_dir, 'sweep': sweep}
+
+
+def _print_row(row: dict[str, Any]) -> None:
+  print(f"\nbatch size {row['batch_size']:,}: microseconds per record (one core)", flush=True)
+  print(f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'write':>7} {'total':>7}"
+        f" {'records/s':>10}")
+  for stream in ('network', 'process', 'memory'):
+    us = row[stream]['us_per_record']
+    print(f"  {stream:8} {us['parse']:7.1f} {us['enrich']:7.1f} {us['inference']:7.1f} "
+          f"{us['write']:7.1f} {sum(us.values()):7.1f} {row[stream]['records_per_s']:10,.0f}")
+  join = row['join']
+  print(f"  join: {join['us_per_host_record']:.2f} us per host record "
+        f"({join['flagged_records']:,} flagged, {join['pairs']:,} pairs)")
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+  plt = common.pyplot()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  default = min(result['sweep'], key=lambda r: abs(r['batch_size'] - 1000))
+  streams = ('network', 'process', 'memory')
+  bottom = [0.0] * len(streams)
+  for stage in ('parse', 'enrich', 'inference', 'write'):
+    values = [default[s]['us_per_record'][stage] for s in streams]
+    left.bar(streams, values, bottom=bottom, label=stage)
+    bottom = [b + v for b, v in zip(bottom, values)]
+  join = default['join']['us_per_host_record']
+  left.bar(['process', 'memory'], [join / 2] * 2, bottom=bottom[1:], label='join (split)')
+  left.set_ylabel('microseconds per record, one core')
+  left.set_title(f"Per-stage cost at batch size {default['batch_size']:,}")
+  left.legend(fontsize=8)
+  sizes = [r['batch_size'] for r in result['sweep']]
+  for stream in streams:
+    right.plot(sizes, [r[stream]['records_per_s'] for r in result['sweep']], marker='o',
+               label=stream)
+  right.set_xscale('log')
+  right.set_xlabel('records per batch (per model call)')
+  right.set_ylabel('records/s, one core, all stages')
+  right.set_title('Batch-size sweep')
+  right.grid(alpha=0.3)
+  right.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(
+      prog='python -m benchmarks.stages', description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--records', type=int, default=20_000,
+                      help='Records per stream (default: %(default)s).')
+  parser.add_argument('--batch_size', type=int, action='append',
+                      help=f'Records per batch, repeatable (default: {DEFAULT_BATCH_SIZES}).')
+  parser.add_argument('--model_dir', default='models',
+                      help='Model registry; bootstrapped when empty (default: %(default)s).')
+  parser.add_argument('--seed', type=int, default=7)
+  parser.add_argument('--results_dir', default=common.DEFAULT_RESULTS)
+  args = parser.parse_args(argv)
+  result = run(args.records, args.batch_size or list(DEFAULT_BATCH_SIZES), args.model_dir,
+               args.seed)
+  path = common.write_json(args.results_dir, 'stages', result)
+  plot(result, path[:-len('.json')] + '.png')
+  print(f'\nwrote {path} and stages.png', file=sys.stderr)
+
+
+if __name__ == '__main__':
+  main()
