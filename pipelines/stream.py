@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStreamsRunnerOptions,
-                                                  PipelineOptions, PortableOptions, S3Options,
-                                                  SetupOptions, StandardOptions)
+                                                  PipelineOptions, PortableOptions, SetupOptions,
+                                                  StandardOptions)
 
-from pipelines import kafka_config, storage
+from pipelines import checkpoints, kafka_config
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
@@ -61,6 +61,11 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--consumer_group', default='attack-detection',
                        help='Kafka consumer group; with --checkpointing_interval its offsets are '
                        'committed at each completed Flink checkpoint (default: %(default)s).')
+    group.add_argument('--checkpoint_dir', default=None,
+                       help='With --checkpointing_interval on a Flink cluster: keep checkpoints '
+                       'here, also after a cancel, and resume from the newest one at start '
+                       '(the committed offsets alone lose the records of the unwritten '
+                       'output roll; see pipelines/checkpoints.py).')
     group.add_argument('--run_for_s', type=float, default=None,
                        help='Run this long, then stop the job (reading stops at once: records '
                        'not yet in a rolled file are not written, and their offsets are not '
@@ -95,12 +100,12 @@ class StreamOptions(PipelineOptions):
 
 
 def file_patterns(input_dir: str) -> dict[str, str]:
-  names = {s: f'{s}.jsonl' for s in SCHEMAS}
-  patterns = {s: FileSystems.join(input_dir, name) for s, name in names.items()}
-  present = {s: p for s, p in patterns.items() if FileSystems.exists(p)}
+  patterns = {s: os.path.join(input_dir, f'{s}.jsonl') for s in SCHEMAS}
+  present = {s: p for s, p in patterns.items() if os.path.exists(p)}
   if not present:
-    raise SystemExit(f'--input_dir {input_dir} holds none of {", ".join(names.values())}; '
-                     'write them with `python -m pipelines.generate --output_dir ...`.')
+    raise SystemExit(f'--input_dir {input_dir} holds none of '
+                     f'{", ".join(os.path.basename(p) for p in patterns.values())}; write them '
+                     'with `python -m pipelines.generate --output_dir ...`.')
   return present
 
 
@@ -132,14 +137,8 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
 
 def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   """Source -> DetectAttacks -> Parquet (+ alerts to Kafka when reading Kafka)."""
-  # Before any path is touched (--input_dir is checked here); see pipelines.storage. ``opts``
-  # is a view of the pipeline's own options, so what configure() normalises reaches workers.
-  storage.configure(opts)
-  model_dir = opts.view_as(ModelRegistryOptions).model_dir
-  if storage.uses_s3(opts.output, model_dir, opts.input_dir):
-    log.info('%s', storage.describe(opts))
   outputs = read_messages(pipeline, opts) | DetectAttacks(
-      model_dir, site=opts.site,
+      opts.view_as(ModelRegistryOptions).model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
       allowed_lateness_s=opts.allowed_lateness_s)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
@@ -154,7 +153,7 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  argv = with_flink_defaults(argv or [])
+  argv = with_flink_defaults(checkpoints.with_checkpoint_args(argv or []))
   options = PipelineOptions(argv)
   if is_flink(options) and not options.view_as(PortableOptions).job_endpoint:
     # Our own job server for the span of the run: Beam's would outlive a killed job.
@@ -164,7 +163,9 @@ def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineRes
   return _run(options)
 
 
-def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+  """Builds and starts the job; returns at once (fault tests and benchmarks stop it with
+  :func:`stop`)."""
   opts = options.view_as(StreamOptions)
   if opts.source == 'kafka':
     options.view_as(StandardOptions).streaming = True
@@ -172,19 +173,25 @@ def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   options.view_as(SetupOptions).save_main_session = False
   pipeline = beam.Pipeline(options=options)
   build(pipeline, opts)
-  result = pipeline.run()
+  return pipeline.run()
+
+
+def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+  opts = options.view_as(StreamOptions)
+  result = submit(options)
   if opts.run_for_s:
     result.wait_until_finish(duration=int(opts.run_for_s * 1000))
     if not PipelineState.is_terminal(result.state):
       log.info('stopping the job after --run_for_s=%s', opts.run_for_s)
-      _stop(result, options)
+      stop(result, options)
   else:
     result.wait_until_finish()
   print_summary(result, opts)
   return result
 
 
-def _stop(result, options: PipelineOptions) -> None:
+def stop(result, options: PipelineOptions) -> None:
+  """Cancels a running job (on a Flink session cluster too)."""
   if is_flink(options):
     from transforms import kafka_io
     kafka_io.cancel_flink_job(result, options.view_as(FlinkRunnerOptions).flink_master)
@@ -203,7 +210,6 @@ def help_parser() -> argparse.ArgumentParser:
   for title, options in (('Beam: runner', StandardOptions), ('Beam: Flink', FlinkRunnerOptions),
                          ('Beam: portability', PortableOptions),
                          ('Beam: Kafka', KafkaStreamsRunnerOptions),
-                         ('Beam: S3 (unset ones come from the AWS_* environment)', S3Options),
                          ('Beam: packaging', SetupOptions)):
     options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
   return parser

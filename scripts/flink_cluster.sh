@@ -6,6 +6,8 @@
 #   scripts/flink_cluster.sh start    start both, wait until the TaskManager is registered
 #   scripts/flink_cluster.sh stop     stop both (clean, then SIGKILL after FLINK_STOP_TIMEOUT); idempotent
 #   scripts/flink_cluster.sh status   exit 0 if both run and the REST API answers
+#   scripts/flink_cluster.sh kill-taskmanager   SIGKILL the TaskManager (fault tests: a lost machine)
+#   scripts/flink_cluster.sh start-taskmanager  start a (new) TaskManager beside the running JobManager
 #
 # Submit Beam jobs with transforms.kafka_io.flink_pipeline_options('localhost:<FLINK_REST_PORT>').
 #
@@ -15,6 +17,7 @@
 #   FLINK_TM_SLOTS (2)            task slots of the TaskManager
 #   FLINK_TM_MEMORY (1536m)       TaskManager process size; FLINK_JM_MEMORY (1024m) JobManager's
 #   FLINK_PARALLELISM (1)         parallelism.default
+#   FLINK_HEARTBEAT_INTERVAL_MS (10000), FLINK_HEARTBEAT_TIMEOUT_MS (50000)  how soon a lost TM is noticed
 #   FLINK_RUN_DIR (.run/flink)    conf/ (generated at each start), log/, tmp/, checkpoints/, pid files
 #   FLINK_START_TIMEOUT (90), FLINK_STOP_TIMEOUT (30)  seconds
 #   JARS_DIR (.cache/jars)
@@ -94,6 +97,9 @@ io.tmp.dirs: $RUN_DIR/tmp
 blob.storage.directory: $RUN_DIR/tmp
 state.checkpoints.dir: file://$RUN_DIR/checkpoints
 jobmanager.execution.failover-strategy: region
+# How soon a lost TaskManager is noticed (Flink's defaults: 10 s / 50 s).
+heartbeat.interval: ${FLINK_HEARTBEAT_INTERVAL_MS:-10000}
+heartbeat.timeout: ${FLINK_HEARTBEAT_TIMEOUT_MS:-50000}
 EOF
   cat > "$CONF/log4j.properties" <<'EOF'
 monitorInterval = 30
@@ -228,9 +234,37 @@ status() {
   (( n >= 1 ))
 }
 
+kill_taskmanager() {
+  local pid
+  pid="$(pid_of taskmanager)" || die "no TaskManager of ours is running"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$RUN_DIR/taskmanager.pid"
+  log "killed taskmanager (pid $pid)"
+}
+
+start_taskmanager() {
+  need_tools
+  pid_of jobmanager >/dev/null || die "no JobManager running: use start"
+  pid_of taskmanager >/dev/null && { log "a TaskManager is already running"; return 0; }
+  mv -f "$RUN_DIR/log/taskmanager.log" "$RUN_DIR/log/taskmanager.log.previous" 2>/dev/null || true
+  launch taskmanager "$TM_CLASS" GET_TM_RESOURCE_PARAMS
+  local deadline=$(( $(date +%s) + START_TIMEOUT ))
+  # The JobManager keeps a killed TaskManager registered until its heartbeat times out, so
+  # wait for the new one's log line rather than for a count.
+  until grep -q "Successful registration at resource manager" "$RUN_DIR/log/taskmanager.log" 2>/dev/null; do
+    pid_of taskmanager >/dev/null || fail_start "the TaskManager exited during start-up"
+    (( $(date +%s) >= deadline )) && fail_start "the TaskManager did not register within ${START_TIMEOUT}s"
+    sleep 0.3
+  done
+  log "started taskmanager (pid $(pid_of taskmanager))"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  kill-taskmanager) kill_taskmanager ;;
+  start-taskmanager) start_taskmanager ;;
+  *) echo "usage: $0 start|stop|status|kill-taskmanager|start-taskmanager" >&2; exit 2 ;;
 esac

@@ -1,0 +1,61 @@
+"""Resuming the stream job from its own retained Flink checkpoint (``--checkpoint_dir``).
+
+Why not just the committed Kafka offsets: offsets are committed when a checkpoint completes,
+but at that moment the records of the current output roll are still buffered in the Parquet
+sink's state (a GroupByKey waiting for its processing-time trigger). A cancelled job loses
+that state, and a new job starting from the committed offsets never reads those records again
+(measured: 81 of 3,000 records lost in one cancel). Restoring the checkpoint restores the
+buffer together with the reader's offsets, so nothing is lost; the records read after the
+checkpoint are read again (duplicates, removable by uuid).
+
+With ``--checkpoint_dir DIR`` the job keeps its checkpoints under ``DIR`` (also after a
+cancel) and, at start, resumes from the newest one found there (``--savepoint_path``, which
+Beam's Flink runner honours when submitting to a cluster, ``--flink_master=host:port``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Optional, Sequence
+
+FLAG = '--checkpoint_dir'
+
+
+def newest_checkpoint(checkpoint_dir: str) -> Optional[str]:
+  """The newest complete retained checkpoint under ``checkpoint_dir`` (``<job id>/chk-<n>``,
+  complete once Flink has written its ``_metadata``), or None."""
+  found = glob.glob(os.path.join(checkpoint_dir, '*', 'chk-*', '_metadata'))
+  if not found:
+    return None
+  return os.path.dirname(max(found, key=os.path.getmtime))
+
+
+def _value(argv: Sequence[str], flag: str) -> Optional[str]:
+  for i, arg in enumerate(argv):
+    if arg.startswith(flag + '='):
+      return arg.split('=', 1)[1]
+    if arg == flag and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
+  """Adds the Flink runner options that keep checkpoints under ``--checkpoint_dir`` and
+  resume from the newest one (unless ``--savepoint_path`` is given)."""
+  argv = list(argv)
+  directory = _value(argv, FLAG)
+  if not directory:
+    return argv
+  if int(_value(argv, '--checkpointing_interval') or -1) <= 0:
+    raise SystemExit(f'{FLAG} needs --checkpointing_interval=<ms>')
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{directory}',
+           '--externalized_checkpoints_enabled',
+           '--retain_externalized_checkpoints_on_cancellation']
+  resume = newest_checkpoint(directory)
+  if resume and _value(argv, '--savepoint_path') is None:
+    # The new job's graph is the same; allow dropping state of a transform no longer there.
+    argv += [f'--savepoint_path={resume}', '--allow_non_restored_state']
+  return argv
