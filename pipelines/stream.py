@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStreamsRunnerOptions,
-                                                  PipelineOptions, PortableOptions, SetupOptions,
-                                                  StandardOptions)
+                                                  PipelineOptions, PortableOptions, S3Options,
+                                                  SetupOptions, StandardOptions)
 
-from pipelines import checkpoints, kafka_config
+from pipelines import checkpoints, kafka_config, storage
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
@@ -100,12 +100,12 @@ class StreamOptions(PipelineOptions):
 
 
 def file_patterns(input_dir: str) -> dict[str, str]:
-  patterns = {s: os.path.join(input_dir, f'{s}.jsonl') for s in SCHEMAS}
-  present = {s: p for s, p in patterns.items() if os.path.exists(p)}
+  names = {s: f'{s}.jsonl' for s in SCHEMAS}
+  patterns = {s: FileSystems.join(input_dir, name) for s, name in names.items()}
+  present = {s: p for s, p in patterns.items() if FileSystems.exists(p)}
   if not present:
-    raise SystemExit(f'--input_dir {input_dir} holds none of '
-                     f'{", ".join(os.path.basename(p) for p in patterns.values())}; write them '
-                     'with `python -m pipelines.generate --output_dir ...`.')
+    raise SystemExit(f'--input_dir {input_dir} holds none of {", ".join(names.values())}; '
+                     'write them with `python -m pipelines.generate --output_dir ...`.')
   return present
 
 
@@ -137,8 +137,14 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
 
 def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   """Source -> DetectAttacks -> Parquet (+ alerts to Kafka when reading Kafka)."""
+  # Before any path is touched (--input_dir is checked here); see pipelines.storage. ``opts``
+  # is a view of the pipeline's own options, so what configure() normalises reaches workers.
+  storage.configure(opts)
+  model_dir = opts.view_as(ModelRegistryOptions).model_dir
+  if storage.uses_s3(opts.output, model_dir, opts.input_dir):
+    log.info('%s', storage.describe(opts))
   outputs = read_messages(pipeline, opts) | DetectAttacks(
-      opts.view_as(ModelRegistryOptions).model_dir, site=opts.site,
+      model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
       allowed_lateness_s=opts.allowed_lateness_s)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
@@ -210,6 +216,7 @@ def help_parser() -> argparse.ArgumentParser:
   for title, options in (('Beam: runner', StandardOptions), ('Beam: Flink', FlinkRunnerOptions),
                          ('Beam: portability', PortableOptions),
                          ('Beam: Kafka', KafkaStreamsRunnerOptions),
+                         ('Beam: S3 (unset ones come from the AWS_* environment)', S3Options),
                          ('Beam: packaging', SetupOptions)):
     options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
   return parser
