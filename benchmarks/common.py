@@ -129,13 +129,30 @@ class Broker:
 def broker_for(bootstrap: Optional[str], partitions: int) -> Iterator[tuple[str, Optional[int]]]:
   """(bootstrap, broker pid or None): the given broker, or our own for the block."""
   if bootstrap:
-    yield bootstrap, find_pid(lambda cmd: 'kafka.Kafka' in cmd)
+    yield bootstrap, local_broker_pid(bootstrap)
     return
   broker = Broker(partitions).start()
   try:
     yield broker.bootstrap, broker.pid()
   finally:
     broker.stop()
+
+
+def local_broker_pid(bootstrap: str) -> Optional[int]:
+  """The pid of a scripts/kafka.sh broker on this host listening on ``bootstrap``'s port (for
+  its memory), else None."""
+  port = bootstrap.split(',')[0].rsplit(':', 1)[-1]
+
+  def ours(cmd: str) -> bool:
+    if 'kafka.Kafka ' not in cmd:
+      return False
+    config = cmd.split('kafka.Kafka ', 1)[1].split(' ')[0]
+    with contextlib.suppress(OSError):
+      with open(config, encoding='utf-8') as f:
+        return f'PLAINTEXT://127.0.0.1:{port}\n' in f.read().replace(',', '\n')
+    return False
+
+  return find_pid(ours)
 
 
 def make_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:

@@ -37,6 +37,7 @@ under ``--results_dir``.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import random
@@ -115,11 +116,18 @@ class AlertReader(threading.Thread):
 class Sender:
   """Sends pool records at a fixed rate, each with a fresh uuid and now as event time."""
 
-  def __init__(self, bootstrap: str, topic: str, rows: list[str], flagged: list[bool], seed: int):
+  def __init__(self, bootstrap: str, topic: str, rows: list[str], flagged: list[bool], seed: int,
+               flagged_share: Optional[float] = None):
     self.producer = common.producer(bootstrap, **{'linger.ms': 1, 'batch.num.messages': 1000})
     self.topic = topic
     self.rows, self.flagged = rows, flagged
     self.rng = random.Random(seed + 1)
+    self.pick = random.Random(seed + 2)
+    self.share = flagged_share
+    self.flagged_rows = [i for i, f in enumerate(flagged) if f]
+    self.normal_rows = [i for i, f in enumerate(flagged) if not f]
+    if flagged_share is not None and not (self.flagged_rows and self.normal_rows):
+      raise ValueError('the pool needs flagged and unflagged records for --flagged_share')
     self.index = 0
     # uuid -> (tag, send time s, send timestamp ms) of the expected alerts of measured windows
     self.expected: dict[str, tuple[Any, float, int]] = {}
@@ -128,7 +136,12 @@ class Sender:
   def _one(self, tag) -> None:
     # pylint: disable=import-outside-toplevel
     from generator.messages import network_message_from_json
-    i = self.index % len(self.rows)
+    if self.share is None:
+      i = self.index % len(self.rows)
+    elif self.pick.random() < self.share:
+      i = self.flagged_rows[self.pick.randrange(len(self.flagged_rows))]
+    else:
+      i = self.normal_rows[self.pick.randrange(len(self.normal_rows))]
     now = time.time()
     now_ms = int(now * 1000)
     m = network_message_from_json(self.rows[i], topic=self.topic, timestamp_ms=now_ms,
@@ -259,6 +272,8 @@ def plot(result: dict[str, Any], path: str) -> None:
   left.axhline(TARGET_P99_MS, color='red', linestyle='--', linewidth=1, label='1 s')
   left.set_xscale('log')
   left.set_yscale('log')
+  left.set_xticks(rates, [f'{r:,}' for r in rates], fontsize=7)
+  left.minorticks_off()
   left.set_xlabel('input rate (network events/s)')
   left.set_ylabel('event -> alert latency (ms)')
   left.set_title('latency percentiles', fontsize=10)
@@ -289,6 +304,9 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument('--rates', default=','.join(str(r) for r in DEFAULT_RATES),
                       help='Input rates, events/s, comma-separated (default: %(default)s).')
   parser.add_argument('--warmup_s', type=float, default=10)
+  parser.add_argument('--initial_warmup_s', type=float, default=20,
+                      help='Extra warm-up before the first rate: the first seconds after the job '
+                      'starts are slow (JIT, model load, start-up backlog; default: %(default)s).')
   parser.add_argument('--measure_s', type=float, default=25)
   parser.add_argument('--drain_s', type=float, default=30,
                       help='After the last rate, wait this long at most for missing alerts.')
@@ -305,6 +323,10 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument('--roll_seconds', type=int, default=10,
                       help='The job\'s archive roll (does not delay alerts; default: %(default)s).')
   parser.add_argument('--pool', type=int, default=20_000, help='Distinct records cycled through.')
+  parser.add_argument('--flagged_share', type=float, default=0.1,
+                      help='Share of sends drawn from the records the model flags, for enough '
+                      'alerts to measure p99 (default: %(default)s; the model alerts on ~1%% of '
+                      'the synthetic mix); negative: the pool\'s own mix, in order.')
   parser.add_argument('--bootstrap_servers', default=None)
   parser.add_argument('--model_dir', default='models')
   parser.add_argument('--results_dir', default=common.DEFAULT_RESULTS)
@@ -327,13 +349,15 @@ def main(argv=None) -> dict[str, Any]:
   result: dict[str, Any] = {
       'benchmark': 'latency', 'machine': common.machine_info(),
       'settings': {'rates': rates, 'warmup_s': args.warmup_s, 'measure_s': args.measure_s,
-                   'drain_s': args.drain_s, 'partitions': args.partitions,
+                   'drain_s': args.drain_s, 'initial_warmup_s': args.initial_warmup_s,
+                   'partitions': args.partitions,
                    'parallelism': args.parallelism, 'roll_seconds': args.roll_seconds,
                    'max_bundle_time_ms': args.max_bundle_time_ms or '1000 (runner default)',
                    'max_bundle_size': args.max_bundle_size or '1000 (runner default)',
                    'alerts_linger_ms': (args.alerts_linger_ms if args.alerts_linger_ms is not None
                                         else '0 (kafka-clients default)'),
                    'extra_job_flags': extra, 'job_flags': job_flags, 'pool': args.pool,
+                   'flagged_share': args.flagged_share,
                    'measured': 'network anomaly alerts only', 'runner': 'FlinkRunner [local]',
                    'own_broker': not args.bootstrap_servers, 'model_dir': args.model_dir},
   }
@@ -347,7 +371,8 @@ def main(argv=None) -> dict[str, Any]:
       common.make_topics(bootstrap, topics.values(), args.partitions)
       reader = AlertReader(bootstrap, topics['alerts'])
       reader.start()
-      sender = Sender(bootstrap, topics['network'], rows, flagged, args.seed)
+      share = None if args.flagged_share < 0 else args.flagged_share
+      sender = Sender(bootstrap, topics['network'], rows, flagged, args.seed, share)
       job = common.StreamJob(common.stream_args(
           bootstrap=bootstrap, topics=topics, output=os.path.join(work, 'job-out'),
           model_dir=args.model_dir, parallelism=args.parallelism,
@@ -360,26 +385,28 @@ def main(argv=None) -> dict[str, Any]:
       try:
         with sampler:
           # A trickle until the first alert: the job is deployed and reading.
-          ready = threading.Event()
+          ready, waited = threading.Event(), threading.Event()
 
           def watch():
             while not ready.is_set() and job.alive():
               if reader.received:
                 ready.set()
               time.sleep(0.1)
+            waited.set()  # an alert, or the job is gone
 
           threading.Thread(target=watch, daemon=True).start()
-          sender.send(50, args.startup_timeout_s, tag=None, until=ready)
+          sender.send(50, args.startup_timeout_s, tag=None, until=waited)
           if not ready.is_set():
             raise RuntimeError(f'no alert within {args.startup_timeout_s} s of the job start; '
                                f'last lines of {job.log_path}:\n{job.tail()}')
           result['startup_s'] = time.monotonic() - job.started
           common.log(f'first alert {result["startup_s"]:.1f} s after the job process started')
           achieved = {}
-          for rate in rates:
-            common.log(f'rate {rate:,}/s: {args.warmup_s:.0f} s warm-up, {args.measure_s:.0f} s '
+          for n, rate in enumerate(rates):
+            warmup = args.warmup_s + (args.initial_warmup_s if n == 0 else 0)
+            common.log(f'rate {rate:,}/s: {warmup:.0f} s warm-up, {args.measure_s:.0f} s '
                        f'measured')
-            sender.send(rate, args.warmup_s, tag=None)
+            sender.send(rate, warmup, tag=None)
             achieved[rate] = sender.send(rate, args.measure_s, tag=rate)
             if not job.alive():
               raise RuntimeError(f'the job exited; last lines of {job.log_path}:\n{job.tail()}')
@@ -393,6 +420,9 @@ def main(argv=None) -> dict[str, Any]:
         job.stop()
         reader.stopping.set()
         reader.join(10)
+        sender.producer.flush(5)
+        sender.producer = None  # no reconnect noise once the broker is gone
+        gc.collect()
       received = {}
       for u, t, ts in reader.received:
         if u is not None and u not in received:
