@@ -54,9 +54,11 @@ def frame_from_columns(schema: RecordSchema, columns: Mapping[str, Sequence[Any]
   """The model input for cleaned columns (as a RecordBatch holds them): exactly the schema's
   feature columns, numbers as float64 (None becomes NaN), strings as objects."""
   numeric = set(schema.numeric_features)
+  # Explicit object Series: pandas 3 would otherwise store strings as Arrow strings, which the
+  # encoder converts straight back, at a tenth of the model's cost.
   return pd.DataFrame({
       name: (np.array(columns[name], dtype='float64') if name in numeric
-             else np.array(columns[name], dtype=object))
+             else pd.Series(columns[name], dtype=object))
       for name in schema.feature_columns})
 
 
