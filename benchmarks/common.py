@@ -238,24 +238,23 @@ class ArchiveCounter:
 
 def steady_rate(samples: Sequence[tuple[float, int]], total: int,
                 low: float = 0.1, high: float = 0.9) -> Optional[float]:
-  """Least-squares slope (rows/s) of (t, rows) over the samples with rows between ``low`` and
-  ``high`` of ``total``; None with fewer than 3 distinct points there."""
-  points = [(t, r) for t, r in samples if low * total <= r <= high * total]
-  # Flat runs (no new file yet) are real; keep them, but need some spread in time.
-  if len(points) < 3 or points[-1][0] - points[0][0] <= 0:
-    # Rolled files are coarse: widen to the first and last change around the band.
-    changes = [(t, r) for t, r in samples if 0 < r < total] + [
-        next(((t, r) for t, r in samples if r >= total), samples[-1] if samples else (0, 0))]
-    points = changes
-    if len(points) < 2 or points[-1][0] - points[0][0] <= 0:
-      return None
-  n = len(points)
-  mt = sum(t for t, _ in points) / n
-  mr = sum(r for _, r in points) / n
-  var = sum((t - mt) ** 2 for t, _ in points)
-  if var <= 0:
+  """Rows/s in the steady part of a run: the least-squares slope of (t, rows) over the samples
+  with rows between ``low`` and ``high`` of ``total``. With too few samples there (a short run
+  against the 1 s file rolls), the slope between the first and the last change of the row
+  count (the first file's rows, written before it, are left out). None if neither exists."""
+  if total <= 0:
     return None
-  return sum((t - mt) * (r - mr) for t, r in points) / var
+  band = [(t, r) for t, r in samples if low * total <= r <= high * total]
+  if len(band) >= 3 and band[-1][0] > band[0][0]:
+    n = len(band)
+    mt = sum(t for t, _ in band) / n
+    mr = sum(r for _, r in band) / n
+    var = sum((t - mt) ** 2 for t, _ in band)
+    return sum((t - mt) * (r - mr) for t, r in band) / var
+  changes = [(t, r) for (t, r), (_, before) in zip(samples[1:], samples[:-1]) if r != before]
+  if len(changes) >= 2 and changes[-1][0] > changes[0][0]:
+    return (changes[-1][1] - changes[0][1]) / (changes[-1][0] - changes[0][0])
+  return None
 
 
 # ---- processes and memory ---------------------------------------------------------------------
@@ -300,6 +299,8 @@ def role_of(cmdline: str) -> str:
     return 'short_lived_helper'  # Beam's environment probes at submission (java, docker, pip)
   if 'kafka.Kafka' in cmdline:
     return 'kafka_broker'
+  if 'sdk_worker' in cmdline:  # PROCESS environment: scripts/sdk_worker.sh, sdk_worker_main
+    return 'python_sdk_worker'
   if 'java' in cmdline.split(' ', 1)[0] or ' -jar ' in cmdline or '-cp ' in cmdline:
     if 'job-server' in cmdline:
       return 'flink_job_server_jvm'
@@ -385,8 +386,14 @@ class MemorySampler:
     self._stop.set()
     self._thread.join(5)
 
+  def sdk_workers(self) -> int:
+    """Python SDK worker processes seen (PROCESS environment); 0 with LOOPBACK, whose
+    harness runs as threads of the launching process."""
+    return sum(1 for i in self.processes.values() if i['role'] == 'python_sdk_worker')
+
   def result(self) -> dict[str, Any]:
     return {
+        'python_sdk_worker_processes': self.sdk_workers(),
         'peak_rss_mb': {r: round(kb / 1024) for r, kb in sorted(self.peak_rss_kb.items())},
         'peak_hwm_mb': {r: round(kb / 1024) for r, kb in sorted(self.peak_hwm_kb.items())},
         'processes': [{'pid': p, 'role': i['role'], 'hwm_mb': round(i.get('hwm_kb', 0) / 1024),

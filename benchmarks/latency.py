@@ -257,6 +257,9 @@ def _table(result: dict[str, Any]) -> str:
   lines.append('network alerts only; host-attack alerts wait for the join\'s event-time windows')
   mem = result['memory']['peak_rss_mb']
   lines.append('peak RSS (MB): ' + ', '.join(f'{r} {mb:,}' for r, mb in mem.items()))
+  workers = result['memory'].get('python_sdk_worker_processes')
+  lines.append('Python SDK harness: ' + (f'PROCESS ({workers} worker processes)' if workers
+                                         else 'LOOPBACK (threads in the job process)'))
   return '\n'.join(lines)
 
 
@@ -452,6 +455,10 @@ def main(argv=None) -> dict[str, Any]:
   path = common.write_json(args.results_dir, args.name, _json_safe(result))
   print(table)
   print(f'\nwrote {path} and {png}')
+  if os.path.abspath(args.results_dir) == os.path.abspath(common.DEFAULT_RESULTS):
+    from benchmarks import report  # pylint: disable=import-outside-toplevel
+    if report.update_readme():
+      print(f'updated {report.README}')
   return result
 
 

@@ -164,6 +164,9 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
   overall = (rows / (done_t - first_output)
              if rows and done_t and first_output is not None and done_t > first_output else None)
   memory = sampler.result()
+  workers = sampler.sdk_workers()
+  environment = (f'PROCESS ({workers} Python SDK worker processes)' if workers else
+                 'LOOPBACK (SDK harness threads in the job process)')
   common.log(f'{phase}: job {rows:,} records, steady {common.fmt(steady)}/s, overall '
              f'{common.fmt(overall)}/s, first output {common.fmt(first_output, 1)} s ({status})')
   return {
@@ -171,7 +174,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       'records_archived': rows, 'dead_letters': dead.rows(), 'files': sum(c.files() for c in archive),
       'records_per_s_steady': steady, 'records_per_s_overall': overall,
       'first_output_s': first_output, 'all_archived_s': done_t if status == 'complete' else None,
-      'samples': samples, 'memory': memory, 'log': job.log_path,
+      'environment': environment, 'samples': samples, 'memory': memory, 'log': job.log_path,
   }
 
 
@@ -202,6 +205,8 @@ def _table(result: dict[str, Any]) -> str:
     base = (p.get('baseline') or {}).get('peak_rss_mb')
     lines.append(f"  {phase:<8} " + ', '.join(parts) +
                  (f"; baseline process {base:,.0f}" if base else ''))
+  envs = sorted({p['job'].get('environment') or '?' for p in result['phases'].values()})
+  lines.append(f"Python SDK harness: {'; '.join(envs)}")
   lines.append(f"target: {TARGET_NETWORK_PER_S:,} network events/s sustained; job >= 0.5 x baseline")
   return '\n'.join(lines)
 
@@ -223,15 +228,17 @@ def plot(result: dict[str, Any], path: str) -> None:
     job_rates.append(p['job']['records_per_s_steady'] or 0)
     base_rates.append((p.get('baseline') or {}).get('records_per_s') or 0)
   x = range(len(names))
-  right.bar([i - 0.2 for i in x], job_rates, width=0.4, label='stream job (Flink)')
-  right.bar([i + 0.2 for i in x], base_rates, width=0.4, label='bare baseline')
+  bars = right.bar([i - 0.2 for i in x], job_rates, width=0.4, label='stream job (Flink)')
+  right.bar_label(bars, labels=[f'{v:,.0f}' for v in job_rates], fontsize=7)
+  bars = right.bar([i + 0.2 for i in x], base_rates, width=0.4, label='bare baseline')
+  right.bar_label(bars, labels=[f'{v:,.0f}' for v in base_rates], fontsize=7)
   if 'network' in names:
     right.axhline(TARGET_NETWORK_PER_S, color='red', linestyle='--', linewidth=1,
                   label=f'target {TARGET_NETWORK_PER_S:,}/s (network)')
   right.set_xticks(list(x), names)
   right.set_ylabel('records / s')
   right.set_title('sustained throughput', fontsize=10)
-  right.legend(fontsize=8)
+  right.legend(fontsize=7, loc='center right')
   fig.suptitle(f"{result['machine']['cores']} cores, {result['machine']['when_utc']} UTC",
                fontsize=8)
   fig.tight_layout()
@@ -280,7 +287,7 @@ def main(argv=None) -> dict[str, Any]:
                    'host_records': args.host_records, 'machines': args.machines,
                    'partitions': args.partitions, 'parallelism': args.parallelism,
                    'roll_seconds': args.roll_seconds, 'runner': 'FlinkRunner [local] (embedded)',
-                   'environment': 'LOOPBACK', 'extra_job_flags': extra,
+                   'extra_job_flags': extra,
                    'baseline_batch': args.baseline_batch, 'baseline_path': path_name(),
                    'own_broker': not args.bootstrap_servers, 'model_dir': args.model_dir},
       'phases': {},
@@ -316,6 +323,10 @@ def main(argv=None) -> dict[str, Any]:
   path = common.write_json(args.results_dir, args.name, result)
   print(table)
   print(f'\nwrote {path} and {png}')
+  if os.path.abspath(args.results_dir) == os.path.abspath(common.DEFAULT_RESULTS):
+    from benchmarks import report  # pylint: disable=import-outside-toplevel
+    if report.update_readme():
+      print(f'updated {report.README}')
   return result
 
 
