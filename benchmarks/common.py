@@ -66,6 +66,9 @@ def machine_info() -> dict[str, Any]:
   git = _first_line(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])
   dirty = subprocess.run(['git', '-C', ROOT, 'status', '--porcelain', '--untracked-files=no'],
                          capture_output=True, text=True, check=False).stdout.strip()
+  if git.startswith('fatal') and os.environ.get('BENCH_GIT_REV'):
+    # A `git archive` export of a commit (a clean copy beside a busy working tree).
+    git, dirty = os.environ['BENCH_GIT_REV'] + ' (exported)', ''
   return {
       'cores': os.cpu_count(), 'cpu': cpu, 'ram_gb': mem_gb,
       'load_avg_at_start': [round(x, 2) for x in os.getloadavg()],
