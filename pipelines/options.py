@@ -5,9 +5,16 @@ parser, so two jobs that each defined ``--model_dir`` could not be imported toge
 reads shared flags through its own options view instead.
 """
 
+import json
+import os
+import sys
 from typing import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+
+SDK_WORKER_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'sdk_worker.sh')
 
 
 class ModelRegistryOptions(PipelineOptions):
@@ -26,17 +33,30 @@ def is_flink(options: PipelineOptions) -> bool:
 
 def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   """``--runner=FlinkRunner`` alone runs here: the pinned job server jar and Flink version,
-  and the Python harness in this process (LOOPBACK), unless the command line says otherwise.
-  Without these Beam would download a job server and ask Docker for the harness. Raises
-  FileNotFoundError (saying how to fetch it) when the pinned jar is missing."""
+  and Python SDK workers as local processes (PROCESS with scripts/sdk_worker.sh, one per
+  core), unless the command line says otherwise. Without these Beam would download a job
+  server and ask Docker for the harness. Raises FileNotFoundError (saying how to fetch it)
+  when the pinned jar is missing."""
   argv = list(argv)
-  if not is_flink(PipelineOptions(argv)):
+  options = PipelineOptions(argv)
+  if not is_flink(options):
     return argv
   given = {a.split('=', 1)[0] for a in argv if a.startswith('--')}
   from transforms import kafka_io
   defaults = {
       '--flink_job_server_jar': kafka_io.flink_job_server_jar,
       '--flink_version': lambda: kafka_io.FLINK_VERSION,
-      '--environment_type': lambda: 'LOOPBACK',
+      '--environment_type': lambda: 'PROCESS',
   }
-  return argv + [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
+  argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
+  environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
+  if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
+    # One worker process per core: LOOPBACK's workers are threads of the launching process,
+    # which share one interpreter lock, so its Python work never uses more than one core.
+    os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
+    # The JSON form: --environment_options would reach the Java expansion service too, whose
+    # (EMBEDDED) environment refuses a process_command.
+    argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
+    if '--sdk_worker_parallelism' not in given:
+      argv.append(f'--sdk_worker_parallelism={os.cpu_count() or 1}')
+  return argv

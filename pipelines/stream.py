@@ -30,6 +30,7 @@ from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS, DetectAttacks
 from transforms.outputs import WriteOutputs
+from transforms.parse import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger('pipelines.stream')
 
@@ -94,6 +95,11 @@ class StreamOptions(PipelineOptions):
                        'this many seconds (default: %(default)s).')
     group.add_argument('--num_shards', type=int, default=1,
                        help='Files per output folder, date and roll (default: %(default)s).')
+    group.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE,
+                       help='Records per batch: what the model scores in one call and the '
+                       'archive writes as one table (default: %(default)s; batches also end '
+                       'with each runner bundle, see --max_bundle_size / '
+                       '--max_bundle_time_mills).')
     group.add_argument('--allowed_lateness_s', type=int, default=20,
                        help='How late a host record may arrive and still join '
                        '(default: %(default)s).')
@@ -146,7 +152,7 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   outputs = read_messages(pipeline, opts) | DetectAttacks(
       model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
-      allowed_lateness_s=opts.allowed_lateness_s)
+      allowed_lateness_s=opts.allowed_lateness_s, batch_size=opts.batch_size)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:
