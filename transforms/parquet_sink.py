@@ -37,8 +37,12 @@ _SAFE_NAME = re.compile(r'[^A-Za-z0-9_.-]+')
 
 
 def safe_path_component(text: str) -> str:
-  """A value usable as one path component: record content must never steer output paths."""
-  cleaned = _SAFE_NAME.sub('_', str(text)).strip('.') or '_'
+  """A value usable as one path component: record content must never steer output paths.
+
+  Never a leading '.' or '_' either: Parquet readers (pyarrow, Spark) skip such files as
+  hidden, so a site of "../x" or "_x" would make its whole output invisible.
+  """
+  cleaned = _SAFE_NAME.sub('_', str(text)).strip('._') or 'x'
   return cleaned[:64]
 
 
