@@ -239,7 +239,8 @@ def _table(result: dict[str, Any]) -> str:
   lines = [f"machine: {common.machine_line(result['machine'])}",
            f"job: FlinkRunner [local], parallelism {s['parallelism']}, {s['partitions']} partitions; "
            f"max_bundle_time_mills {s['max_bundle_time_ms']}, max_bundle_size "
-           f"{s['max_bundle_size']}, alerts producer linger.ms {s['alerts_linger_ms']}; "
+           f"{s['max_bundle_size']}, alerts producer linger.ms {s['alerts_linger_ms']} "
+           f"(defaults: {', '.join(s.get('defaults') or []) or 'none'}); "
            f"extra {s['extra_job_flags'] or 'none'}",
            f"startup (job process start -> first alert): {common.fmt(result['startup_s'], 1)} s; "
            f"warm-up {s['warmup_s']} s + measured {s['measure_s']} s per rate",
@@ -273,6 +274,10 @@ def plot(result: dict[str, Any], path: str) -> None:
     left.plot(rates, [v if v != math.inf else float('nan') for v in values], style,
               label=f'p{q}')
   left.axhline(TARGET_P99_MS, color='red', linestyle='--', linewidth=1, label='1 s')
+  for lv in levels:
+    if lv['p99_ms'] == math.inf:
+      left.annotate(f"p99 inf\n({lv['alerts_missing']:,} missing)", (lv['rate'], TARGET_P99_MS),
+                    fontsize=7, ha='center', va='bottom')
   left.set_xscale('log')
   left.set_yscale('log')
   left.set_xticks(rates, [f'{r:,}' for r in rates], fontsize=7)
@@ -292,8 +297,9 @@ def plot(result: dict[str, Any], path: str) -> None:
   right.set_title('latency of sampled records over the run', fontsize=10)
   right.legend(fontsize=7, markerscale=4)
   s = result['settings']
-  fig.suptitle(f"{result['machine']['cores']} cores, bundle {s['max_bundle_time_ms']} ms / "
-               f"{s['max_bundle_size']}, {result['machine']['when_utc']} UTC", fontsize=8)
+  fig.suptitle(f"{result['machine']['cores']} cores, max bundle {s['max_bundle_time_ms']} ms / "
+               f"{s['max_bundle_size']} elements, alerts linger {s['alerts_linger_ms']} ms, "
+               f"{result['machine']['when_utc']} UTC", fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
@@ -355,10 +361,15 @@ def main(argv=None) -> dict[str, Any]:
                    'drain_s': args.drain_s, 'initial_warmup_s': args.initial_warmup_s,
                    'partitions': args.partitions,
                    'parallelism': args.parallelism, 'roll_seconds': args.roll_seconds,
-                   'max_bundle_time_ms': args.max_bundle_time_ms or '1000 (runner default)',
-                   'max_bundle_size': args.max_bundle_size or '1000 (runner default)',
+                   # Unset flags: the runner's / kafka-clients' defaults (listed in 'defaults').
+                   'max_bundle_time_ms': args.max_bundle_time_ms or 1000,
+                   'max_bundle_size': args.max_bundle_size or 1000,
                    'alerts_linger_ms': (args.alerts_linger_ms if args.alerts_linger_ms is not None
-                                        else '0 (kafka-clients default)'),
+                                        else 0),
+                   'defaults': [name for name, value in (
+                       ('max_bundle_time_ms', args.max_bundle_time_ms),
+                       ('max_bundle_size', args.max_bundle_size),
+                       ('alerts_linger_ms', args.alerts_linger_ms)) if value is None],
                    'extra_job_flags': extra, 'job_flags': job_flags, 'pool': args.pool,
                    'flagged_share': args.flagged_share,
                    'measured': 'network anomaly alerts only', 'runner': 'FlinkRunner [local]',
