@@ -13,9 +13,10 @@ host attacks, and writes the archive, attacks, alerts and dead letters as Parque
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -186,6 +187,23 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   pipeline = beam.Pipeline(options=options)
   build(pipeline, opts)
   return pipeline.run()
+
+
+@contextlib.contextmanager
+def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
+  """The job running for the span of a ``with`` block (its own job server on Flink), then
+  cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
+  argv = with_flink_defaults(checkpoints.with_checkpoint_args(argv))
+  with contextlib.ExitStack() as stack:
+    if is_flink(PipelineOptions(argv)):
+      from transforms import kafka_io
+      argv = stack.enter_context(kafka_io.flink_job_server(argv))
+    options = PipelineOptions(argv)
+    result = submit(options)
+    try:
+      yield result
+    finally:
+      stop(result, options)
 
 
 def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:

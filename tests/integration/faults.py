@@ -1,0 +1,198 @@
+"""Helpers for the fault tests: a broker of their own (one they may stop), traffic sent while
+the job runs, the stream job started and stopped at will, and the accounting of what arrived.
+
+Accounting is by the uuids the broker acknowledged (acks=all delivery reports of the
+generator's KafkaSink): each must be in archive/network/ at least once. Repeats of a uuid are
+the duplicates a replay may write (at-least-once output); they are counted, bounded by the
+test, and removable by uuid.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+import time
+from typing import Iterator, Optional
+
+from generator.rate import TokenBucket
+from generator.sinks import KafkaSink
+from generator.source import SourceConfig, generate_messages
+from pipelines import stream as stream_job
+from tests.integration.conftest import PARTITIONS, _free_port, _script, make_topics
+from tests.test_stream_graph import read_output
+
+
+class OwnBroker:
+  """A broker (scripts/kafka.sh) on free ports in ``run_dir``, that a test may stop and
+  start again (same data, same port) without disturbing the session broker."""
+
+  def __init__(self, run_dir: str, extra_env: Optional[dict] = None):
+    self.port = _free_port()
+    self.env = dict(os.environ, KAFKA_PORT=str(self.port),
+                    KAFKA_CONTROLLER_PORT=str(_free_port()), KAFKA_RUN_DIR=run_dir,
+                    KAFKA_PARTITIONS=str(PARTITIONS), **(extra_env or {}))
+    self.bootstrap = f'127.0.0.1:{self.port}'
+
+  def start(self):
+    _script('kafka.sh', 'start', self.env, timeout=120)
+
+  def stop(self):
+    _script('kafka.sh', 'stop', self.env, timeout=60)
+
+
+@contextlib.contextmanager
+def own_broker(run_dir: str, extra_env: Optional[dict] = None) -> Iterator[OwnBroker]:
+  broker = OwnBroker(run_dir, extra_env)
+  broker.start()
+  try:
+    yield broker
+  finally:
+    broker.stop()
+
+
+def topics_for(suffix: str) -> dict[str, str]:
+  return {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
+
+
+class Traffic(threading.Thread):
+  """Sends ``count`` synthetic network messages at ``rate``/s in the background, through a
+  KafkaSink (acks=all, idempotent); its delivery reports give the acknowledged uuids. A broker
+  outage only delays deliveries (librdkafka retries until message.timeout.ms, 5 min)."""
+
+  def __init__(self, bootstrap: str, topics: dict[str, str], count: int, rate: float,
+               seed: int = 11, producer_config: Optional[dict] = None):
+    super().__init__(daemon=True)
+    # Event times a few minutes back: the job's windows close as soon as data is read.
+    start_ms = int((time.time() - 600) * 1000)
+    self.config = SourceConfig(streams=('network',), count=count, seed=seed,
+                               event_rate=rate, start_ms=start_ms, topics=topics)
+    self.sink = KafkaSink(bootstrap, producer_config)
+    self.rate = rate
+    self.error: Optional[BaseException] = None
+
+  def run(self):
+    try:
+      bucket = TokenBucket(self.rate)
+      for message in generate_messages(self.config):
+        bucket.acquire()
+        self.sink.send(message)
+      self.sink.close(timeout_s=120)
+    except BaseException as e:  # pylint: disable=broad-except
+      self.error = e
+
+  def finish(self, timeout_s: float = 180) -> dict:
+    self.join(timeout_s)
+    assert not self.is_alive(), 'the generator did not finish'
+    assert self.error is None, self.error
+    return self.sink.stats()
+
+
+def stream_args(bootstrap: str, topics: dict[str, str], output: str, model_dir: str,
+                flink_master: str = '[local]', *extra: str) -> list[str]:
+  return ['--runner=FlinkRunner', f'--flink_master={flink_master}',
+          f'--bootstrap_servers={bootstrap}',
+          *[f'--{s}_topic={t}' for s, t in topics.items()], '--alerts_topic=',
+          f'--output={output}', f'--model_dir={model_dir}', '--roll_seconds=3',
+          '--model_refresh_s=0', *extra]
+
+
+@contextlib.contextmanager
+def running_stream_job(argv: list[str]):
+  """The stream job submitted with its own job server; cancelled when the block ends."""
+  started = time.monotonic()
+  with stream_job.running(argv) as result:
+    print(f'[timing] stream job submitted in {time.monotonic() - started:.1f} s', flush=True)
+    yield result
+
+
+def archived_uuids(output: str) -> collections.Counter:
+  return collections.Counter(r['uuid'] for r in read_output(output, 'archive/network'))
+
+
+def wait_until_archived(output: str, uuids, timeout_s: float, job=None) -> collections.Counter:
+  """Polls archive/network/ until it holds every uuid of ``uuids`` (or the time is up)."""
+  wanted = set(uuids)
+  deadline = time.monotonic() + timeout_s
+  while True:
+    archived = archived_uuids(output)
+    if wanted <= archived.keys() or time.monotonic() > deadline:
+      return archived
+    if job is not None and job.state in ('FAILED', 'CANCELLED', 'DONE'):
+      raise AssertionError(f'the stream job ended ({job.state}) before archiving everything')
+    time.sleep(2)
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 1.0) -> None:
+  deadline = time.monotonic() + timeout_s
+  while not predicate():
+    if time.monotonic() > deadline:
+      raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
+    time.sleep(interval_s)
+
+
+def account(scenario: str, stats: dict, acked_uuids, output: str) -> dict:
+  """Prints the scenario's accounting line and returns its numbers."""
+  archived = archived_uuids(output)
+  acked = set(acked_uuids)
+  line = {
+      'sent': stats['sent'], 'acknowledged': stats['acknowledged'],
+      'archived': len(archived.keys() & acked),
+      'duplicates': sum(archived.values()) - len(archived),
+      'lost': len(acked - archived.keys()),
+      'unexpected': len(archived.keys() - acked),
+  }
+  print(f'[accounting] {scenario}: ' + ', '.join(f'{k} {v}' for k, v in line.items()),
+        flush=True)
+  return line
+
+
+def locate_lost(bootstrap: str, topic: str, output: str, acked_uuids) -> list:
+  """(partition, offset, uuid) of acknowledged records missing from the archive: where to
+  look when a test fails."""
+  from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  lost = set(acked_uuids) - archived_uuids(output).keys()
+  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'locate-{time.time()}',
+                       'auto.offset.reset': 'earliest', 'enable.auto.commit': False})
+  consumer.subscribe([topic])
+  found, last = [], time.monotonic()
+  try:
+    while time.monotonic() - last < 5 and len(found) < len(lost):
+      msg = consumer.poll(0.5)
+      if msg is not None and not msg.error():
+        last = time.monotonic()
+        record_uuid = json.loads(msg.value()).get('uuid')
+        if record_uuid in lost:
+          found.append((msg.partition(), msg.offset(), record_uuid))
+  finally:
+    consumer.close()
+  return sorted(found)
+
+
+def assert_nothing_lost(line: dict, max_duplicates: int) -> None:
+  assert line['acknowledged'] == line['sent'], line
+  assert line['lost'] == 0, line
+  assert line['unexpected'] == 0, line
+  assert line['duplicates'] <= max_duplicates, line
+
+
+def alerts_dedupe_by_event_id(output: str) -> None:
+  """Alerts written twice by a replay carry the same event_id and the same content; after
+  dropping repeats by event_id there is one alert per anomalous archived record."""
+  alerts = read_output(output, 'alerts')
+  by_id = collections.defaultdict(set)
+  for a in alerts:
+    by_id[a['event_id']].add((a['kind'], a['event_time'], a['details']))
+  assert all(len(v) == 1 for v in by_id.values()), 'a repeated event_id with other content'
+  network = read_output(output, 'archive/network')
+  anomalous = {r['uuid'] for r in network if r['prediction'] == 1}
+  assert len(by_id) == len(anomalous), (len(by_id), len(anomalous))
+  print(f'[accounting] alerts: rows {len(alerts)}, distinct event ids {len(by_id)}, '
+        f'duplicates {len(alerts) - len(by_id)}', flush=True)
+
+
+__all__ = ['OwnBroker', 'Traffic', 'account', 'alerts_dedupe_by_event_id', 'archived_uuids',
+           'assert_nothing_lost', 'make_topics', 'own_broker', 'running_stream_job',
+           'stream_args', 'topics_for', 'wait_until', 'wait_until_archived']

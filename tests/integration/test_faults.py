@@ -1,0 +1,136 @@
+"""Faults survived with nothing lost: the stream job on Flink while traffic flows, through a
+broker restart, a cancelled and restarted job, and a lost TaskManager.
+
+Each scenario prints ``[accounting] <scenario>: sent, acknowledged, archived, duplicates,
+lost, unexpected``: every uuid the broker acknowledged must be archived (lost = 0); repeats
+(a replay after a restart writes some records again) are bounded and removable by uuid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from pipelines.checkpoints import newest_checkpoint
+from tests.integration.faults import (Traffic, account, alerts_dedupe_by_event_id,
+                                      archived_uuids, assert_nothing_lost, locate_lost,
+                                      make_topics,
+                                      own_broker, running_stream_job, stream_args, topics_for,
+                                      wait_until, wait_until_archived)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
+]
+
+COUNT = 3000
+RATE = 100.0  # messages/s: the traffic lasts 30 s, long enough for a fault in the middle
+CHECKPOINT_MS = 2000
+
+
+def _checkpointing(group: str) -> list[str]:
+  return [f'--checkpointing_interval={CHECKPOINT_MS}', f'--consumer_group={group}']
+
+
+def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
+  suffix = uuid.uuid4().hex[:8]
+  topics = topics_for(suffix)
+  output = str(tmp_path / 'out')
+  with own_broker(str(tmp_path / 'kafka')) as broker:
+    make_topics(broker.bootstrap, *topics.values())
+    traffic = Traffic(broker.bootstrap, topics, COUNT, RATE)
+    args = stream_args(broker.bootstrap, topics, output, synthetic_model_dir, '[local]',
+                       *_checkpointing(f'g-{suffix}'), f'--job_name=broker-restart-{suffix}')
+    with running_stream_job(args) as job:
+      traffic.start()
+      wait_until(lambda: archived_uuids(output), 90, 'the first archived records')
+      started = time.monotonic()
+      broker.stop()
+      time.sleep(5)  # clients see connection refused, retry, back off
+      broker.start()
+      print(f'[timing] broker down and up again in {time.monotonic() - started:.1f} s')
+      stats = traffic.finish()
+      wait_until_archived(output, traffic.sink.acked_uuids, 150, job)
+    line = account('broker restart', stats, traffic.sink.acked_uuids, output)
+    if line['lost']:
+      print('lost (partition, offset, uuid):',
+            locate_lost(broker.bootstrap, topics['network'], output, traffic.sink.acked_uuids))
+  assert_nothing_lost(line, max_duplicates=COUNT // 2)
+
+
+@pytest.fixture(scope='module')
+def own_cluster(tmp_path_factory):
+  """A standalone cluster of this module's own: the TaskManager-loss test kills its TM.
+  Heartbeats are short so that a lost TaskManager is noticed in seconds."""
+  from tests.integration.conftest import _free_port, _require_jvm_side, _script
+  _require_jvm_side()
+  port = _free_port()
+  env = dict(os.environ, FLINK_REST_PORT=str(port), FLINK_RPC_PORT=str(_free_port()),
+             FLINK_RUN_DIR=str(tmp_path_factory.mktemp('own-flink')), FLINK_TM_SLOTS='2',
+             FLINK_HEARTBEAT_INTERVAL_MS='1000', FLINK_HEARTBEAT_TIMEOUT_MS='6000')
+  _script('flink_cluster.sh', 'start', env, timeout=150)
+  try:
+    yield f'localhost:{port}', (lambda action: _script('flink_cluster.sh', action, env, 150))
+  finally:
+    _script('flink_cluster.sh', 'stop', env, timeout=90)
+
+
+def _cluster_args(bootstrap, topics, output, model_dir, master, suffix, checkpoint_dir):
+  # Explicit restarts: a failed job (lost TaskManager) is restarted from its last checkpoint.
+  return stream_args(bootstrap, topics, output, model_dir, master, *_checkpointing(f'g-{suffix}'),
+                     f'--checkpoint_dir={checkpoint_dir}', '--number_of_execution_retries=20',
+                     '--execution_retry_delay=2000', f'--job_name=faults-{suffix}')
+
+
+def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_cluster,
+                                                        synthetic_model_dir, tmp_path):
+  master, _ = own_cluster
+  suffix = uuid.uuid4().hex[:8]
+  topics = topics_for(suffix)
+  make_topics(kafka_bootstrap, *topics.values())
+  output = str(tmp_path / 'out')
+  checkpoint_dir = str(tmp_path / 'checkpoints')
+  traffic = Traffic(kafka_bootstrap, topics, COUNT, RATE)
+  args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
+                       checkpoint_dir)
+  with running_stream_job(args):
+    traffic.start()
+    wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
+  first_run = len(archived_uuids(output))
+  resumed_from = newest_checkpoint(checkpoint_dir)
+  assert resumed_from, 'the cancelled job left a retained checkpoint'
+  with running_stream_job(args) as job:
+    stats = traffic.finish()
+    wait_until_archived(output, traffic.sink.acked_uuids, 150, job)
+  print(f'[accounting] job restart: first run archived {first_run}, second resumed from '
+        f'{os.path.basename(resumed_from)}')
+  line = account('job restart', stats, traffic.sink.acked_uuids, output)
+  assert_nothing_lost(line, max_duplicates=COUNT // 2)
+  alerts_dedupe_by_event_id(output)
+
+
+def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthetic_model_dir,
+                                           tmp_path):
+  master, cluster = own_cluster
+  suffix = uuid.uuid4().hex[:8]
+  topics = topics_for(suffix)
+  make_topics(kafka_bootstrap, *topics.values())
+  output = str(tmp_path / 'out')
+  traffic = Traffic(kafka_bootstrap, topics, COUNT, RATE)
+  args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
+                       str(tmp_path / 'checkpoints'))
+  with running_stream_job(args) as job:
+    traffic.start()
+    wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
+    cluster('kill-taskmanager')
+    killed_at = len(archived_uuids(output))
+    time.sleep(3)
+    cluster('start-taskmanager')
+    stats = traffic.finish()
+    wait_until_archived(output, traffic.sink.acked_uuids, 180, job)
+  print(f'[accounting] TaskManager loss: archived {killed_at} when the TaskManager was killed')
+  line = account('TaskManager loss', stats, traffic.sink.acked_uuids, output)
+  assert_nothing_lost(line, max_duplicates=COUNT // 2)
