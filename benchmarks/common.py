@@ -114,7 +114,12 @@ class Broker:
 
   def start(self) -> 'Broker':
     t0 = time.monotonic()
-    self._script('start')
+    try:
+      self._script('start')
+    except BaseException:  # interrupted or failed half-way: the broker may be up already
+      with contextlib.suppress(Exception):
+        self.stop()
+      raise
     log(f'Kafka broker on {self.bootstrap} ({time.monotonic() - t0:.1f} s), data in {self.run_dir}')
     return self
 
@@ -474,6 +479,34 @@ class StreamJob:
       with open(self.log_path, 'rb') as f:
         return b'\n'.join(f.read().splitlines()[-lines:]).decode('utf-8', 'replace')
     return ''
+
+
+_REPORTED_FLAGS = ('environment_type', 'sdk_worker_parallelism', 'parallelism',
+                   'max_bundle_time_mills', 'max_bundle_size', 'batch_size',
+                   'checkpointing_interval')
+
+
+def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
+  """The flags that shape the job's speed as ``pipelines.stream`` will run with ``args``:
+  its own defaults for Flink applied (environment, bundle time, ...); Flink's runner defaults
+  named where nothing sets them."""
+  try:
+    from pipelines import stream  # pylint: disable=import-outside-toplevel
+    with_defaults = getattr(stream, 'with_stream_defaults', None)
+    if with_defaults is None:
+      from pipelines.options import with_flink_defaults as with_defaults  # pylint: disable=import-outside-toplevel
+    argv = with_defaults(['--runner=FlinkRunner', '--flink_master=[local]', *args])
+  except Exception as e:  # pylint: disable=broad-except
+    return {'error': f'{type(e).__name__}: {e}'}
+  out = {}
+  for arg in argv:
+    if arg.startswith('--') and '=' in arg:
+      key, value = arg[2:].split('=', 1)
+      if key in _REPORTED_FLAGS:
+        out[key] = value
+  out.setdefault('max_bundle_time_mills', '1000 (Flink runner default)')
+  out.setdefault('max_bundle_size', '1000 (Flink runner default)')
+  return out
 
 
 def stream_args(*, bootstrap: str, topics: dict[str, str], output: str, model_dir: str,

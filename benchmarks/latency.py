@@ -27,7 +27,8 @@ Percentiles are over the expected alerts of the measured window; an expected ale
 arrives counts as infinitely late (so p99 is "inf" when more than 1% are missing).
 
 The bundle settings decide most of it: Flink's ``--max_bundle_time_mills`` /
-``--max_bundle_size`` (Beam's defaults: 1000 ms / 1000 elements) bound how long records wait
+``--max_bundle_size`` (the runner's defaults: 1000 ms / 1000 elements; the stream job sets its
+own bundle time on Flink, see ``pipelines/stream.py``) bound how long records wait
 in a bundle before RunInference's batch and the Kafka writer flush; ``--alerts_linger_ms`` sets
 the job's Kafka producer ``linger.ms`` (through ``--kafka_config``, which also reaches the
 consumer, where it is ignored). Prints a table, writes ``latency.json`` and ``latency.png``
@@ -242,6 +243,8 @@ def _table(result: dict[str, Any]) -> str:
            f"{s['max_bundle_size']}, alerts producer linger.ms {s['alerts_linger_ms']} "
            f"(defaults: {', '.join(s.get('defaults') or []) or 'none'}); "
            f"extra {s['extra_job_flags'] or 'none'}",
+           'job flags in effect: ' + ', '.join(
+               f'{k}={v}' for k, v in (s.get('effective_job_flags') or {}).items()),
            f"startup (job process start -> first alert): {common.fmt(result['startup_s'], 1)} s; "
            f"warm-up {s['warmup_s']} s + measured {s['measure_s']} s per rate",
            '',
@@ -321,7 +324,8 @@ def main(argv=None) -> dict[str, Any]:
                       help='After the last rate, wait this long at most for missing alerts.')
   parser.add_argument('--startup_timeout_s', type=float, default=240)
   parser.add_argument('--max_bundle_time_ms', type=int, default=None,
-                      help='Flink --max_bundle_time_mills (default: the runner\'s, 1000).')
+                      help='Flink --max_bundle_time_mills (default: the stream job\'s own, '
+                      'else the runner\'s 1000).')
   parser.add_argument('--max_bundle_size', type=int, default=None,
                       help='Flink --max_bundle_size (default: the runner\'s, 1000).')
   parser.add_argument('--alerts_linger_ms', type=int, default=None,
@@ -355,15 +359,20 @@ def main(argv=None) -> dict[str, Any]:
     job_flags.append(f'--max_bundle_size={args.max_bundle_size}')
   if args.alerts_linger_ms is not None:
     job_flags.append(f'--kafka_config=linger.ms={args.alerts_linger_ms}')
+  effective = common.effective_job_flags([f'--parallelism={args.parallelism}', *job_flags])
   result: dict[str, Any] = {
       'benchmark': 'latency', 'machine': common.machine_info(),
       'settings': {'rates': rates, 'warmup_s': args.warmup_s, 'measure_s': args.measure_s,
                    'drain_s': args.drain_s, 'initial_warmup_s': args.initial_warmup_s,
                    'partitions': args.partitions,
                    'parallelism': args.parallelism, 'roll_seconds': args.roll_seconds,
-                   # Unset flags: the runner's / kafka-clients' defaults (listed in 'defaults').
-                   'max_bundle_time_ms': args.max_bundle_time_ms or 1000,
-                   'max_bundle_size': args.max_bundle_size or 1000,
+                   # Unset flags: the product's / runner's / kafka-clients' defaults (listed
+                   # in 'defaults'; 'effective_job_flags' shows what the job ran with).
+                   'max_bundle_time_ms': args.max_bundle_time_ms or _number(
+                       effective.get('max_bundle_time_mills')),
+                   'max_bundle_size': args.max_bundle_size or _number(
+                       effective.get('max_bundle_size')),
+                   'effective_job_flags': effective,
                    'alerts_linger_ms': (args.alerts_linger_ms if args.alerts_linger_ms is not None
                                         else 0),
                    'defaults': [name for name, value in (
@@ -471,6 +480,13 @@ def main(argv=None) -> dict[str, Any]:
     if report.update_readme():
       print(f'updated {report.README}')
   return result
+
+
+def _number(text) -> Optional[int]:
+  try:
+    return int(str(text).split()[0])
+  except (ValueError, IndexError):
+    return None
 
 
 def _json_safe(value):

@@ -187,6 +187,8 @@ def _table(result: dict[str, Any]) -> str:
            f"{result['settings']['partitions']} partitions, roll {result['settings']['roll_seconds']} s, "
            f"extra flags {result['settings']['extra_job_flags'] or 'none'}; baseline path: "
            f"{result['settings'].get('baseline_path')}",
+           'job flags in effect: ' + ', '.join(
+               f'{k}={v}' for k, v in result['settings'].get('effective_job_flags', {}).items()),
            '',
            f"{'stream':<8} {'records':>9} {'job rec/s':>10} {'(overall)':>10} {'startup s':>9} "
            f"{'baseline rec/s':>14} {'job/baseline':>12}  status"]
@@ -289,7 +291,9 @@ def main(argv=None) -> dict[str, Any]:
                    'roll_seconds': args.roll_seconds, 'runner': 'FlinkRunner [local] (embedded)',
                    'extra_job_flags': extra,
                    'baseline_batch': args.baseline_batch, 'baseline_path': path_name(),
-                   'own_broker': not args.bootstrap_servers, 'model_dir': args.model_dir},
+                   'own_broker': not args.bootstrap_servers, 'model_dir': args.model_dir,
+                   'effective_job_flags': common.effective_job_flags(
+                       [f'--parallelism={args.parallelism}', *extra])},
       'phases': {},
   }
   work_root = args.work_dir or tempfile.mkdtemp(prefix='bench-throughput-')
