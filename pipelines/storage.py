@@ -14,7 +14,8 @@ S3 settings, in the order boto3 resolves them (Beam passes only the options that
 * Beam's own flags (``S3Options``): ``--s3_endpoint_url``, ``--s3_region_name``,
   ``--s3_access_key_id``, ``--s3_secret_access_key``, ``--s3_session_token``, ``--s3_verify``,
   ``--s3_disable_ssl``. Flags travel inside the pipeline options to every worker, which makes
-  them visible wherever the options are (job server, Flink UI): keep secrets out of them.
+  them visible wherever the options are (job server, Flink UI, and the log line in which each
+  Beam SDK worker prints all pipeline options): keep secrets out of them.
 * The standard AWS environment: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``),
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_CA_BUNDLE``,
   ``AWS_PROFILE`` and ``~/.aws/``; it must be set where the workers run, too.
@@ -26,12 +27,15 @@ application-default login``, ``GOOGLE_APPLICATION_CREDENTIALS``, or the VM's acc
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any, Mapping, Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
+log = logging.getLogger(__name__)
+_warned: list[bool] = []  # warn once per process, not at every configure()
 _FALSE = {'false', 'no', 'off', '0'}
 _TRUE = {'true', 'yes', 'on', '1'}
 S3_FLAGS = ('s3_access_key_id', 's3_secret_access_key', 's3_session_token', 's3_endpoint_url',
@@ -49,6 +53,13 @@ def configure(options: PipelineOptions) -> PipelineOptions:
       s3.s3_verify = False
     elif word in _TRUE:
       s3.s3_verify = None  # boto3's default: verify
+  if (s3.s3_secret_access_key or s3.s3_session_token) and not _warned:
+    _warned.append(True)
+    # Seen with Beam 2.77 on Flink: every Python SDK worker logs all pipeline options at start
+    # (sdk_worker_main, "Pipeline_options: {...}"), and the runner's log keeps that line.
+    log.warning('--s3_secret_access_key / --s3_session_token are pipeline options: Beam\'s SDK '
+                'workers log all pipeline options, so they reach the worker and Flink logs. '
+                'Pass them as AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN instead.')
   FileSystems.set_options(options)
   return options
 

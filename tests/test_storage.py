@@ -121,3 +121,9 @@ def test_monitor_counts_rows_through_beams_file_systems(tmp_path):
   assert monitor.parquet_rows(output, 'attacks') == 0
   latency = monitor.alert_latency(output)
   assert latency['p50'] == pytest.approx(3.0)
+
+
+def test_a_secret_given_as_a_flag_is_warned_about_never_logged(caplog):
+  storage._warned.clear()  # pylint: disable=protected-access
+  storage.configure(PipelineOptions([f'--s3_secret_access_key={SECRET}']))
+  assert 'AWS_SECRET_ACCESS_KEY' in caplog.text and SECRET not in caplog.text
