@@ -21,7 +21,7 @@ CLEAN_STAGE = 'clean'
 # A hostile message must not cost unbounded memory or time in json.loads.
 MAX_MESSAGE_BYTES = 1 << 20
 # Records scored per model call and written per Arrow table; see benchmarks/stages.py.
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 2000
 
 
 def decode_json(payload: bytes) -> Any:
