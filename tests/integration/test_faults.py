@@ -35,6 +35,13 @@ def _checkpointing(group: str) -> list[str]:
   return [f'--checkpointing_interval={CHECKPOINT_MS}', f'--consumer_group={group}']
 
 
+# Found by this test, not fixed: after the broker comes back, the KafkaIO reader (Beam Java 2.62,
+# kafka-clients 3.x, use_deprecated_read) of some partitions keeps polling but never receives
+# records again; the job stays RUNNING, so Flink does not restart it (seen 2 runs of 2: 4 and
+# 888 of 3,000 records stuck, all at the tails of the stalled partitions; the records are in
+# Kafka). Kept running so that a fix shows as XPASS.
+@pytest.mark.xfail(reason='KafkaIO reader stalls on some partitions after a broker restart',
+                   strict=False)
 def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
@@ -53,7 +60,7 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
       broker.start()
       print(f'[timing] broker down and up again in {time.monotonic() - started:.1f} s')
       stats = traffic.finish()
-      wait_until_archived(output, traffic.sink.acked_uuids, 150, job)
+      wait_until_archived(output, traffic.sink.acked_uuids, 90, job)
     line = account('broker restart', stats, traffic.sink.acked_uuids, output)
     if line['lost']:
       print('lost (partition, offset, uuid):',
