@@ -371,6 +371,8 @@ class MemorySampler:
           # environment probes): its RSS is the parent's shared pages, not new memory.
           role = 'python_child' if cmd not in self._root_cmds else 'fork_before_exec'
         info = self.processes[pid] = {'role': role, 'cmd': cmd[:160]}
+      elif info['cmd'].startswith('bash '):  # a script that exec()s: show what it became
+        info['cmd'] = (_read_cmdline(pid) or info['cmd'])[:160]
       status = _status_kb(pid)
       if not status:
         continue
@@ -397,7 +399,8 @@ class MemorySampler:
   def sdk_workers(self) -> int:
     """Python SDK worker processes seen (PROCESS environment); 0 with LOOPBACK, whose
     harness runs as threads of the launching process."""
-    return sum(1 for i in self.processes.values() if i['role'] == 'python_sdk_worker')
+    return sum(1 for i in self.processes.values()
+               if i['role'] == 'python_sdk_worker' and i.get('hwm_kb', 0) > 0)
 
   def result(self) -> dict[str, Any]:
     return {
