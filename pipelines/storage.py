@@ -46,7 +46,8 @@ def configure(options: PipelineOptions) -> PipelineOptions:
   """Makes ``options`` the file systems' configuration in this process; returns them."""
   s3 = options.view_as(S3Options)
   # Beam hands --s3_verify to boto3 as given: the string "false" would be read as the path of a
-  # CA bundle. Booleans are what the flag means; anything else stays a CA bundle path.
+  # CA bundle. Booleans are what the flag means; anything else stays a CA bundle path. (A False
+  # does not survive the trip to an SDK worker process: Beam's from_dictionary drops it.)
   if isinstance(s3.s3_verify, str):
     word = s3.s3_verify.strip().lower()
     if word in _FALSE:

@@ -172,8 +172,9 @@ def test_two_sites_archive_to_one_bucket_and_retrain_reads_both(s3_server, s3_fl
 def test_running_stream_picks_up_a_model_retrained_on_s3(s3_server, s3_flags_only,
                                                           kafka_bootstrap):
   """Kafka -> stream on embedded Flink -> archive on S3 -> retrain (S3 -> S3) -> the same
-  running stream scores later records with the new version. The Python harness runs in this
-  process (LOOPBACK) with S3 settings from the flags only."""
+  running stream scores later records with the new version. The Python SDK workers (the
+  stream's own processes, or LOOPBACK threads) get their S3 settings from the flags alone,
+  inside the pipeline options: no AWS_* variable is set."""
   client = s3_server.client()
   bucket = s3_server.make_bucket(f'live-{uuid.uuid4().hex[:8]}')
   models, output = f's3://{bucket}/models', f's3://{bucket}/out'
