@@ -8,7 +8,8 @@ per SDK worker, with the endpoints of the job's Fn API services::
         --logging_endpoint=... --artifact_endpoint=... [--semi_persist_dir=...]
 
 It asks the provision service for the job's pipeline options and hands over to Beam's own
-``sdk_worker_main``, which sets the file systems' options (S3 endpoints and credentials) and
+``sdk_worker_main`` (with secret option values masked in the one log line that prints them),
+which sets the file systems' options (S3 endpoints and credentials) and
 pickler from them. Each worker is a process of its own, so the job's Python work is spread
 over cores instead of sharing one interpreter lock, as LOOPBACK's in-process workers do.
 Packages are not staged: the workers run in the environment the project is installed in,
@@ -18,7 +19,9 @@ which on a Flink cluster means installing it on every TaskManager host.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
 import tempfile
 
@@ -43,7 +46,7 @@ def provision_info(endpoint: str, worker_id: str):
 def worker_environment(args: argparse.Namespace) -> dict[str, str]:
   """The environment Beam's ``sdk_worker_main`` reads its set-up from."""
   info = provision_info(args.provision_endpoint, args.id)
-  env = dict(os.environ)
+  env = {}
   env.update({
       'WORKER_ID': args.id,
       'PIPELINE_OPTIONS': json_format.MessageToJson(info.pipeline_options),
@@ -59,6 +62,22 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
   return env
 
 
+# Option names whose values are secrets (S3 keys, Kafka SASL settings given as flags).
+_SECRET = re.compile(r'secret|password|token|jaas|access_key|kafka_config', re.IGNORECASE)
+
+
+class RedactOptions(logging.Filter):
+  """Beam's worker logs every pipeline option when it starts (``Pipeline_options: {...}``),
+  into the runner's log: secrets given as flags would be written there in clear."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.msg == 'Pipeline_options: %s' and record.args:
+      options = record.args[0] if isinstance(record.args, tuple) else record.args
+      record.args = ({k: '***' if _SECRET.search(k) and v else v
+                      for k, v in dict(options).items()},)
+    return True
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog='scripts/sdk_worker.sh', description=__doc__.split('\n\n')[0])
   parser.add_argument('--id', required=True)
@@ -68,9 +87,10 @@ def main(argv=None) -> None:
   parser.add_argument('--artifact_endpoint', default='')
   parser.add_argument('--semi_persist_dir', default=None)
   args, _ = parser.parse_known_args(argv)
-  env = worker_environment(args)
-  os.execve(sys.executable,
-            [sys.executable, '-m', 'apache_beam.runners.worker.sdk_worker_main'], env)
+  os.environ.update(worker_environment(args))
+  from apache_beam.runners.worker import sdk_worker_main  # pylint: disable=import-outside-toplevel
+  logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
+  sdk_worker_main.main(sys.argv)
 
 
 if __name__ == '__main__':

@@ -7,12 +7,11 @@ restart re-sends the same ids and consumers can drop repeats.
 
 from __future__ import annotations
 
-import datetime
-import json
 import uuid
 from typing import Any
 
 import apache_beam as beam
+import orjson
 
 from transforms.dead_letter import utc_now
 from transforms.enrich import UUID_NAMESPACE
@@ -25,10 +24,10 @@ _HOST_DETAILS = ('uuid', 'CMD', 'PID', 'ts', 'CPU', 'PRI', 'State', 'MEM', 'VSIZ
                  'MINFLT', 'MAJFLT', 'attack', 'score')
 
 
-def _json_default(value):
-  if isinstance(value, datetime.datetime):
-    return value.isoformat()
-  return str(value)
+def to_json(value: Any) -> bytes:
+  """Compact JSON with sorted keys; datetimes as ISO-8601 (orjson: every flagged record of a
+  busy stream becomes an alert, and the standard library's encoder was a tenth of its cost)."""
+  return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
 
 
 def network_alert(record: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +44,7 @@ def network_alert(record: dict[str, Any]) -> dict[str, Any]:
       'program': None,
       'service': record.get('service'),
       'protocol_type': record.get('protocol_type'),
-      'details': json.dumps({k: record.get(k) for k in _NETWORK_DETAILS},
-                            default=_json_default, sort_keys=True),
+      'details': to_json({k: record.get(k) for k in _NETWORK_DETAILS}).decode(),
   }
 
 
@@ -68,14 +66,14 @@ def host_attack_alert(attack: dict[str, Any]) -> dict[str, Any]:
       'program': attack['Process_CMD_PID'],
       'service': None,
       'protocol_type': None,
-      'details': json.dumps(details, default=_json_default, sort_keys=True),
+      'details': to_json(details).decode(),
   }
 
 
 def alert_message(alert: dict[str, Any]) -> tuple[bytes, bytes]:
   """(Kafka key, value): keyed by event id so a topic compaction keeps one copy."""
   return (alert['event_id'].encode('utf-8'),
-          json.dumps(alert, default=_json_default, sort_keys=True).encode('utf-8'))
+          to_json(alert))
 
 
 class FormatAlertMessages(beam.PTransform):

@@ -1,0 +1,22 @@
+"""The PROCESS-environment worker boot: secrets given as flags never reach the runner's log."""
+
+import logging
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.sdk_worker import RedactOptions
+
+
+def test_the_options_log_line_masks_secret_values():
+  options = PipelineOptions([
+      '--s3_secret_access_key=s3-SECRET', '--s3_access_key_id=AKIA-ID',
+      '--kafka_config=sasl.jaas.config=user="u" password="kafka-SECRET"',
+      '--s3_endpoint_url=http://127.0.0.1:9000', '--runner=FlinkRunner'])
+  # The record Beam's sdk_worker_main logs at start-up, as it builds it.
+  record = logging.LogRecord('apache_beam.runners.worker.sdk_worker_main', logging.INFO, __file__,
+                             1, 'Pipeline_options: %s',
+                             (options.get_all_options(drop_default=True),), None)
+  assert RedactOptions().filter(record)
+  line = record.getMessage()
+  assert 'SECRET' not in line and 'AKIA-ID' not in line
+  assert 'http://127.0.0.1:9000' in line and 'FlinkRunner' in line  # the rest stays readable
