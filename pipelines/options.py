@@ -33,7 +33,7 @@ def is_flink(options: PipelineOptions) -> bool:
 
 def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   """``--runner=FlinkRunner`` alone runs here: the pinned job server jar and Flink version,
-  and Python SDK workers as local processes (PROCESS with scripts/sdk_worker.sh, one per
+  and Python SDK workers as local processes (PROCESS with scripts/sdk_worker.sh, two per
   core), unless the command line says otherwise. Without these Beam would download a job
   server and ask Docker for the harness. Raises FileNotFoundError (saying how to fetch it)
   when the pinned jar is missing."""
@@ -51,12 +51,16 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
   environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
   if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
-    # One worker process per core: LOOPBACK's workers are threads of the launching process,
-    # which share one interpreter lock, so its Python work never uses more than one core.
+    # Worker processes instead of LOOPBACK's threads of this process, which share one
+    # interpreter lock: its Python work never uses more than one core.
     os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
     # The JSON form: --environment_options would reach the Java expansion service too, whose
     # (EMBEDDED) environment refuses a process_command.
     argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
     if '--sdk_worker_parallelism' not in given:
-      argv.append(f'--sdk_worker_parallelism={os.cpu_count() or 1}')
+      # Flink hands its Python operator instances to the workers round-robin, in the order they
+      # open, which is not stable: with one worker per core the busy scoring stage's instances
+      # were seen sharing one worker while another served only the light file writers. Two
+      # per core spread them (an idle worker costs memory, ~250 MB, not CPU).
+      argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
   return argv
