@@ -202,8 +202,19 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   # The job imports its own packages on workers; they are installed there from setup.py.
   options.view_as(SetupOptions).save_main_session = False
   pipeline = beam.Pipeline(options=options)
-  build(pipeline, opts)
+  with _expansion_scope(opts):
+    build(pipeline, opts)
   return pipeline.run()
+
+
+def _expansion_scope(opts: StreamOptions):
+  """One expansion-service JVM for every Kafka transform of the pipeline: without an outer
+  ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own (two JVM starts,
+  seconds each, at every job start; seen by benchmarks/throughput.py)."""
+  if opts.source != 'kafka':
+    return contextlib.nullcontext()
+  from transforms import kafka_io
+  return kafka_io.expansion_service()
 
 
 @contextlib.contextmanager
