@@ -115,7 +115,9 @@ def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_clu
   print(f'[accounting] job restart: first run archived {first_run}, second resumed from '
         f'{os.path.basename(resumed_from)}')
   line = account('job restart', stats, traffic.sink.acked_uuids, output)
-  assert_nothing_lost(line, max_duplicates=COUNT // 2)
+  # A replay rewrites at most what the cancelled run had archived (those read after its last
+  # checkpoint); how many depends on checkpoint timing on a busy machine.
+  assert_nothing_lost(line, max_duplicates=first_run)
   alerts_dedupe_by_event_id(output)
 
 
@@ -140,4 +142,4 @@ def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthet
     wait_until_archived(output, traffic.sink.acked_uuids, 180, job)
   print(f'[accounting] TaskManager loss: archived {killed_at} when the TaskManager was killed')
   line = account('TaskManager loss', stats, traffic.sink.acked_uuids, output)
-  assert_nothing_lost(line, max_duplicates=COUNT // 2)
+  assert_nothing_lost(line, max_duplicates=killed_at)
