@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +100,7 @@ class Broker:
   """``scripts/kafka.sh`` on free ports in a temporary run dir (stopped by :meth:`stop`)."""
 
   def __init__(self, partitions: int = 4, run_dir: Optional[str] = None):
+    self._own_dir = run_dir is None  # a temporary dir: removed (with the data) by stop()
     self.run_dir = run_dir or tempfile.mkdtemp(prefix='bench-kafka-')
     self.port = free_port()
     self.env = dict(os.environ, KAFKA_PORT=str(self.port),
@@ -131,6 +133,8 @@ class Broker:
 
   def stop(self) -> None:
     self._script('stop')
+    if self._own_dir:
+      shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
