@@ -221,7 +221,7 @@ def _expansion_scope(opts: StreamOptions):
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  argv = with_flink_defaults(checkpoints.with_checkpoint_args(argv))
+  argv = with_stream_defaults(argv)
   with contextlib.ExitStack() as stack:
     if is_flink(PipelineOptions(argv)):
       from transforms import kafka_io
