@@ -19,6 +19,7 @@ import argparse
 import collections
 import io
 import itertools
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -140,22 +141,25 @@ def run(records: int, batch_sizes: list[int], model_dir: str, seed: int) -> dict
                    'us_per_host_record': seconds / host_records * 1e6,
                    'us_per_flagged_record': seconds / max(1, flagged) * 1e6}
     sweep.append(row)
-    _print_row(row)
+    print(_row_table(row), flush=True)
   return {'machine': common.machine_info(), 'records_per_stream': records, 'seed': seed,
-          'model_dir': model_dir, 'sweep': sweep}
+          'model_dir': model_dir, 'sweep': sweep,
+          'table': '\n'.join(_row_table(row) for row in sweep)}
 
 
-def _print_row(row: dict[str, Any]) -> None:
-  print(f"\nbatch size {row['batch_size']:,}: microseconds per record (one core)", flush=True)
-  print(f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'write':>7} {'total':>7}"
-        f" {'records/s':>10}")
+def _row_table(row: dict[str, Any]) -> str:
+  lines = [f"batch size {row['batch_size']:,}: microseconds per record (one core)",
+           f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'write':>7} {'total':>7}"
+           f" {'records/s':>10}"]
   for stream in ('network', 'process', 'memory'):
     us = row[stream]['us_per_record']
-    print(f"  {stream:8} {us['parse']:7.1f} {us['enrich']:7.1f} {us['inference']:7.1f} "
-          f"{us['write']:7.1f} {sum(us.values()):7.1f} {row[stream]['records_per_s']:10,.0f}")
+    lines.append(
+        f"  {stream:8} {us['parse']:7.1f} {us['enrich']:7.1f} {us['inference']:7.1f} "
+        f"{us['write']:7.1f} {sum(us.values()):7.1f} {row[stream]['records_per_s']:10,.0f}")
   join = row['join']
-  print(f"  join: {join['us_per_host_record']:.2f} us per host record "
-        f"({join['flagged_records']:,} flagged, {join['pairs']:,} pairs)")
+  lines.append(f"  join: {join['us_per_host_record']:.2f} us per host record "
+               f"({join['flagged_records']:,} flagged, {join['pairs']:,} pairs)")
+  return '\n'.join(lines) + '\n'
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -206,6 +210,10 @@ def main(argv=None) -> None:
   path = common.write_json(args.results_dir, 'stages', result)
   plot(result, path[:-len('.json')] + '.png')
   print(f'\nwrote {path} and stages.png', file=sys.stderr)
+  if os.path.abspath(args.results_dir) == os.path.abspath(common.DEFAULT_RESULTS):
+    from benchmarks import report
+    if report.update_readme():
+      print(f'updated {report.README}', file=sys.stderr)
 
 
 if __name__ == '__main__':

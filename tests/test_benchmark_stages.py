@@ -1,0 +1,21 @@
+"""benchmarks/stages.py at tiny size, so that it does not rot: every stage of every stream is
+timed over the records generated, and the table, JSON and plot are written."""
+
+import json
+
+from benchmarks import stages
+
+
+def test_stages_benchmark_smoke(synthetic_model_dir, tmp_path):
+  stages.main(['--records=300', '--batch_size=50', '--batch_size=300',
+               f'--model_dir={synthetic_model_dir}', f'--results_dir={tmp_path}'])
+  result = json.loads((tmp_path / 'stages.json').read_text())
+  assert [row['batch_size'] for row in result['sweep']] == [50, 300]
+  for row in result['sweep']:
+    for stream in ('network', 'process', 'memory'):
+      assert row[stream]['records'] >= 300, (stream, row[stream])
+      assert set(row[stream]['us_per_record']) == {'parse', 'enrich', 'inference', 'write'}
+      assert all(us > 0 for us in row[stream]['us_per_record'].values())
+    assert row['join']['us_per_host_record'] >= 0
+  assert 'batch size 300' in result['table']
+  assert (tmp_path / 'stages.png').stat().st_size > 0
