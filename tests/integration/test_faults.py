@@ -60,7 +60,7 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
       broker.start()
       print(f'[timing] broker down and up again in {time.monotonic() - started:.1f} s')
       stats = traffic.finish()
-      wait_until_archived(output, traffic.sink.acked_uuids, 90, job)
+      wait_until_archived(output, traffic.sink.acked_uuids, 45, job)
     line = account('broker restart', stats, traffic.sink.acked_uuids, output)
     if line['lost']:
       print('lost (partition, offset, uuid):',
