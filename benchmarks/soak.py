@@ -9,7 +9,8 @@ with scripts/kafka.sh in a temporary folder, unless ``--bootstrap_servers``), ru
 ``pipelines.stream`` on embedded Flink with checkpointing (offsets committed to the consumer
 group at each checkpoint), and every ``--sample_s`` prints: messages acknowledged, consumer
 lag (end offsets minus committed offsets), rows archived, and the resident memory of the job
-server JVM (Flink) and of this process (the Python SDK harness runs here, LOOPBACK).
+server JVM (the embedded Flink), of the Python SDK worker processes it starts, and of this
+process.
 
 The verdict compares the second half of the run with the first: lag must not grow (its slope
 over the second half below 1% of the rate) and memory must level off (RSS growth over the
@@ -82,6 +83,24 @@ def job_server_pids() -> list[int]:
   return pids
 
 
+def descendants(root: int) -> list[int]:
+  """Every process below ``root`` (Flink starts the Python SDK workers under the job server)."""
+  children: dict[int, list[int]] = {}
+  for status in glob.glob('/proc/[0-9]*/status'):
+    try:
+      with open(status, encoding='ascii', errors='replace') as f:
+        ppid = next(int(line.split()[1]) for line in f if line.startswith('PPid:'))
+    except (OSError, StopIteration):
+      continue
+    children.setdefault(ppid, []).append(int(status.split('/')[2]))
+  found, todo = [], [root]
+  while todo:
+    for child in children.get(todo.pop(), []):
+      found.append(child)
+      todo.append(child)
+  return found
+
+
 class Lag:
   """End offsets minus the group's committed offsets, over a topic's partitions. Uses a plain
   consumer (committed()): the admin client's group-offset call can crash on a fresh broker."""
@@ -123,7 +142,7 @@ def _slope(points: list[tuple[float, float]]) -> float:
 def verdict(samples: list[dict], rate: float, max_growth_mb: float) -> dict:
   half = [s for s in samples if s['t'] >= samples[-1]['t'] / 2]
   lag_slope = _slope([(s['t'], s['lag']) for s in half])
-  rss = [s['jvm_mb'] + s['python_mb'] for s in half]
+  rss = [s['jvm_mb'] + s['workers_mb'] + s['python_mb'] for s in half]
   growth = (rss[-1] - rss[0]) if rss else 0.0
   return {'lag_slope_per_s': round(lag_slope, 2), 'rss_growth_mb_second_half': round(growth, 1),
           'steady': lag_slope < 0.01 * rate and growth < max_growth_mb}
@@ -169,16 +188,20 @@ def soak(args: argparse.Namespace, bootstrap: str) -> dict:
   with stream.running(argv):
     started = time.monotonic()
     sender.start()
-    print(f'{"t (s)":>6} {"acked":>9} {"lag":>7} {"archived":>9} {"JVM MB":>7} {"Py MB":>6}')
+    print(f'{"t (s)":>6} {"acked":>9} {"lag":>7} {"archived":>9} {"JVM MB":>7} '
+          f'{"workers MB":>10} {"Py MB":>6}')
     while time.monotonic() - started < args.duration_s:
       time.sleep(args.sample_s)
+      jvms = job_server_pids()
       sample = {'t': round(time.monotonic() - started, 1), 'acked': sink.acknowledged,
                 'lag': lag(), 'archived': archived_rows(output),
-                'jvm_mb': round(sum(rss_mb(p) for p in job_server_pids()), 1),
+                'jvm_mb': round(sum(rss_mb(p) for p in jvms), 1),
+                'workers_mb': round(sum(rss_mb(c) for p in jvms for c in descendants(p)), 1),
                 'python_mb': round(rss_mb(os.getpid()), 1)}
       samples.append(sample)
       print(f'{sample["t"]:>6.0f} {sample["acked"]:>9} {sample["lag"]:>7} '
-            f'{sample["archived"]:>9} {sample["jvm_mb"]:>7.0f} {sample["python_mb"]:>6.0f}',
+            f'{sample["archived"]:>9} {sample["jvm_mb"]:>7.0f} {sample["workers_mb"]:>10.0f} '
+            f'{sample["python_mb"]:>6.0f}',
             flush=True)
     stop.set()
     sender.join(90)
