@@ -29,7 +29,7 @@ from pipelines import checkpoints, kafka_config, storage
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.records import SCHEMAS
-from transforms.detect import ALERTS, DetectAttacks
+from transforms.detect import ALERTS_BY_KIND, DetectAttacks
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
 
@@ -159,10 +159,13 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   if opts.source == 'kafka' and opts.alerts_topic:
     from transforms import kafka_io
     from transforms.alerts import FormatAlertMessages
-    _ = (outputs[ALERTS]
-         | FormatAlertMessages()
-         | 'PublishAlerts' >> kafka_io.PublishToKafka(
-             bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
+    for kind, key in ALERTS_BY_KIND.items():
+      # One sink per kind: network alerts go out from the scoring stage itself, without
+      # waiting on a flatten with the join's host alerts.
+      _ = (outputs[key]
+           | f'FormatAlerts[{kind}]' >> FormatAlertMessages()
+           | f'PublishAlerts[{kind}]' >> kafka_io.PublishToKafka(
+               bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
 
 
 # Flink closes a bundle after 1,000 elements or 1 s by default. A record waits for its bundle

@@ -22,6 +22,7 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
+from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, SCHEMAS
 from transforms.alerts import host_attack_alert, network_alert
 from transforms.dead_letter import DEAD_LETTER, dead_letter_row
@@ -35,6 +36,7 @@ STREAMS = tuple(SCHEMAS)  # network, process, memory
 ARCHIVE = 'archive/{}'
 ATTACKS = 'attacks'
 ALERTS = 'alerts'
+ALERTS_BY_KIND = {kind: f'{ALERTS}:{kind}' for kind in ALERT_KINDS}  # not folders: see expand
 DEAD_LETTERS = 'dead_letter'
 
 
@@ -55,7 +57,9 @@ class DetectAttacks(beam.PTransform):
   """PCollection[SourceMessage] -> {output folder name: PCollection of rows}.
 
   Keys of the result: ``archive/network``, ``archive/process``, ``archive/memory``,
-  ``attacks``, ``alerts``, ``dead_letter``; their rows follow :mod:`schemas.outputs`.
+  ``attacks``, ``alerts``, ``dead_letter`` (output folders; their rows follow
+  :mod:`schemas.outputs`), and ``alerts:network_anomaly`` / ``alerts:host_attack``: the
+  alerts again, by kind.
   """
 
   def __init__(self, model_dir: str, *, site: str = 'local', model_refresh_s: float = 10.0,
@@ -94,5 +98,9 @@ class DetectAttacks(beam.PTransform):
     host_alerts = attacks | 'HostAttackAlert' >> beam.Map(host_attack_alert)
     outputs[ATTACKS] = attacks
     outputs[ALERTS] = (network_alerts, host_alerts) | 'AllAlerts' >> beam.Flatten()
+    # Also apart, for sinks that should not join the two: a flatten of two stages' outputs
+    # is a separate operator on Flink, and network alerts would wait on its buffers.
+    outputs[ALERTS_BY_KIND['network_anomaly']] = network_alerts
+    outputs[ALERTS_BY_KIND['host_attack']] = host_alerts
     outputs[DEAD_LETTERS] = dead_letters | 'AllDeadLetters' >> beam.Flatten()
     return outputs

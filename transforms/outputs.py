@@ -22,7 +22,8 @@ TIME_FIELDS = {
 
 
 class WriteOutputs(beam.PTransform):
-  """{folder: rows} (as DetectAttacks returns) -> Parquet under ``output/<folder>/``.
+  """{folder: rows} (as DetectAttacks returns; keys that are not output folders are ignored)
+  -> Parquet under ``output/<folder>/``.
 
   Returns {folder: PCollection of written file paths}.
   """
@@ -39,7 +40,8 @@ class WriteOutputs(beam.PTransform):
 
   def expand(self, outputs):
     written = {}
-    for folder, rows in outputs.items():
+    folders = {f: rows for f, rows in outputs.items() if f in OUTPUT_SCHEMAS}
+    for folder, rows in folders.items():
       written[folder] = rows | f'Write[{folder}]' >> WritePartitionedParquet(
           FileSystems.join(self._output, *folder.split('/')), OUTPUT_SCHEMAS[folder],
           time_field=TIME_FIELDS[folder], roll_seconds=self._roll_seconds,
