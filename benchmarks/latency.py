@@ -475,10 +475,8 @@ def main(argv=None) -> dict[str, Any]:
   path = common.write_json(args.results_dir, args.name, _json_safe(result))
   print(table)
   print(f'\nwrote {path} and {png}')
-  if os.path.abspath(args.results_dir) == os.path.abspath(common.DEFAULT_RESULTS):
-    from benchmarks import report  # pylint: disable=import-outside-toplevel
-    if report.update_readme():
-      print(f'updated {report.README}')
+  from benchmarks import report  # pylint: disable=import-outside-toplevel
+  report.refresh_readme(args.results_dir)
   return result
 
 

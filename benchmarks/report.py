@@ -66,5 +66,11 @@ def update_readme(results_dir: str = common.DEFAULT_RESULTS, readme: str = READM
   return True
 
 
+def refresh_readme(results_dir: str) -> None:
+  """After a benchmark wrote its results: the README shows only the default folder's."""
+  if os.path.abspath(results_dir) == os.path.abspath(common.DEFAULT_RESULTS) and update_readme():
+    print(f'updated {README}')
+
+
 if __name__ == '__main__':
   print('updated' if update_readme() else f'no {START} ... {END} markers in', README)

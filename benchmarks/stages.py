@@ -19,7 +19,6 @@ import argparse
 import collections
 import io
 import itertools
-import os
 import sys
 import time
 from typing import Any, Callable
@@ -210,10 +209,8 @@ def main(argv=None) -> None:
   path = common.write_json(args.results_dir, 'stages', result)
   plot(result, path[:-len('.json')] + '.png')
   print(f'\nwrote {path} and stages.png', file=sys.stderr)
-  if os.path.abspath(args.results_dir) == os.path.abspath(common.DEFAULT_RESULTS):
-    from benchmarks import report
-    if report.update_readme():
-      print(f'updated {report.README}', file=sys.stderr)
+  from benchmarks import report
+  report.refresh_readme(args.results_dir)
 
 
 if __name__ == '__main__':
