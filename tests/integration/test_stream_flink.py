@@ -99,7 +99,8 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   make_topics(kafka_bootstrap, *topics.values(), alerts_topic)
 
   # Network records, then two minutes of host activity, event times a few minutes back (so the
-  # join's windows can close as soon as the data is read).
+  # join's windows can close as soon as the data is read and the watermark catches up with the
+  # clock; 90 s leave room for a slow start of the SDK workers on a busy machine).
   start_ms = int((time.time() - 600) * 1000)
   configs = [
       SourceConfig(streams=('network',), count=N_NETWORK, seed=7, malformed_fraction=MALFORMED,
@@ -128,7 +129,7 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
       f'--bootstrap_servers={kafka_bootstrap}',
       *[f'--{s}_topic={t}' for s, t in topics.items()], f'--alerts_topic={alerts_topic}',
       f'--output={output}', f'--model_dir={synthetic_model_dir}', '--roll_seconds=5',
-      '--run_for_s=75', f'--job_name=it-stream-{suffix}'])
+      '--run_for_s=90', f'--job_name=it-stream-{suffix}'])
   print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s')
 
   network = read_output(output, 'archive/network')
