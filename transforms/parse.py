@@ -58,8 +58,8 @@ def parse_messages(schema: RecordSchema, messages: Sequence[SourceMessage]
   for message in messages:
     try:
       decoded = decode_json(message.value or b'')
-    except (ValueError, RecursionError) as e:
-      # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is RecursionError.
+    except ValueError as e:
+      # orjson's JSONDecodeError, bad UTF-8 and too deep nesting included.
       dead.append(dead_letter_row(message, PARSE_STAGE, e))
       continue
     if not is_array:
