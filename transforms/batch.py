@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Optional, Sequence
 
-import pandas as pd
 import pyarrow as pa
 
 from transforms.source import SourceMessage
@@ -53,23 +52,9 @@ class RecordBatch:
     for values in zip(*self.columns.values()):
       yield dict(zip(names, values))
 
-  def frame(self, columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({name: self.columns[name] for name in columns})
-
   def to_arrow(self, schema: pa.Schema) -> pa.Table:
     """The batch as a table of ``schema``; a schema column the batch lacks is all null."""
     missing = pa.nulls(len(self))
     return pa.Table.from_arrays(
         [pa.array(self.columns[f.name], type=f.type) if f.name in self.columns
          else missing.cast(f.type) for f in schema], schema=schema)
-
-  @staticmethod
-  def concat(batches: Sequence['RecordBatch']) -> 'RecordBatch':
-    if len(batches) == 1:
-      return batches[0]
-    first = batches[0]
-    return RecordBatch(
-        first.stream,
-        {name: [v for b in batches for v in b.columns[name]] for name in first.columns},
-        [m for b in batches for m in b.messages],
-        [i for b in batches for i in b.record_indexes])

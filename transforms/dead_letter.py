@@ -8,6 +8,7 @@ partition, offset, index inside a host array), which stage refused them, and why
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any, Optional
 
 from apache_beam.metrics import Metrics
@@ -41,16 +42,16 @@ def dead_letter_row(message: SourceMessage, stage: str, error: Any,
   }
 
 
-class DeadLetterCounter:
-  """Counts dead letters per stream and stage, as Beam metrics ``<stream>_dead_lettered``."""
+def dead_letter_counter(namespace: str, stream: str):
+  """The Beam counter ``<namespace>/<stream>_dead_lettered`` (the job summary reads these)."""
+  return Metrics.counter(namespace, f'{stream}_dead_lettered')
 
-  def __init__(self, namespace: str):
-    self._namespace = namespace
-    self._counters = {}
 
-  def inc(self, stream: str) -> None:
-    counter = self._counters.get(stream)
-    if counter is None:
-      counter = self._counters[stream] = Metrics.counter(
-          self._namespace, f'{stream}_dead_lettered')
-    counter.inc()
+def batch_record_dead_letter(batch, position: int, stage: str, error: Any) -> dict[str, Any]:
+  """The dead-letter row of one record of a :class:`transforms.batch.RecordBatch`: its whole
+  message's bytes, or for a record of a host array that record as JSON."""
+  index = batch.record_indexes[position]
+  payload = (None if index is None else
+             json.dumps(batch.row(position), default=str).encode('utf-8'))
+  return dead_letter_row(batch.messages[position], stage, error, payload=payload,
+                         record_index=index)

@@ -9,11 +9,11 @@ import uuid
 from typing import Any, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
-from transforms.dead_letter import DEAD_LETTER, dead_letter_row, utc_now
+from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
+                                    utc_now)
 from transforms.source import SourceMessage
 
 ENRICH_STAGE = 'enrich'
@@ -91,10 +91,7 @@ def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str
       times.append(event_time(stream, record_time, message))
       kept.append(position)
     except EnrichError as e:
-      index = batch.record_indexes[position]
-      payload = None if index is None else json.dumps(batch.row(position), default=str).encode()
-      dead.append(dead_letter_row(message, ENRICH_STAGE, str(e), payload=payload,
-                                  record_index=index))
+      dead.append(batch_record_dead_letter(batch, position, ENRICH_STAGE, str(e)))
   batch = batch.take(kept)
   columns = batch.columns
   identity_columns = [c for c in ('uuid',) + HOST_IDENTITY if c in columns]
@@ -115,7 +112,7 @@ class EnrichFn(beam.DoFn):
   def __init__(self, schema: RecordSchema, default_site: str):
     self._schema = schema
     self._default_site = default_site
-    self._dead = Metrics.counter('Enrich', f'{schema.stream}_dead_lettered')
+    self._dead = dead_letter_counter('Enrich', schema.stream)
 
   def process(self, batch: RecordBatch):
     enriched, dead = enrich_batch(self._schema, batch, self._default_site)

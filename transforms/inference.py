@@ -8,7 +8,6 @@ the same on every runner, unlike a side-input model watcher (see RUNTIME_NOTES.m
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,14 +16,13 @@ from typing import Any, Iterable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import threadpoolctl
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from model import registry
 from model.features import frame_from_columns
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
-from transforms.dead_letter import DEAD_LETTER, dead_letter_row
+from transforms.dead_letter import DEAD_LETTER, batch_record_dead_letter, dead_letter_counter
 
 INFERENCE_STAGE = 'inference'
 log = logging.getLogger(__name__)
@@ -134,19 +132,14 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
 
 
 def _failed_batch_to_dead_letters(stream: str):
-  counter = Metrics.counter('Score', f'{stream}_dead_lettered')
+  counter = dead_letter_counter('Score', stream)
 
   def to_rows(failed):
     batches, error = failed
-    reason = f'{type(error).__name__}: {error}'
     for records in batches:
       counter.inc(len(records))
-      for position, message in enumerate(records.messages):
-        index = records.record_indexes[position]
-        payload = (None if index is None else
-                   json.dumps(records.row(position), default=str).encode('utf-8'))
-        yield dead_letter_row(message, INFERENCE_STAGE, reason, payload=payload,
-                              record_index=index)
+      for position in range(len(records)):
+        yield batch_record_dead_letter(records, position, INFERENCE_STAGE, error)
   return to_rows
 
 

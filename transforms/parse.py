@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.cleaning import clean_records
-from transforms.dead_letter import DEAD_LETTER, dead_letter_row
+from transforms.dead_letter import DEAD_LETTER, dead_letter_counter, dead_letter_row
 from transforms.source import SourceMessage
 
 PARSE_STAGE = 'parse'
@@ -93,7 +93,7 @@ class ParseAndCleanFn(beam.DoFn):
     self._schema = schema
     self._messages = Metrics.counter('ParseAndClean', f'{schema.stream}_messages')
     self._cleaned = Metrics.counter('ParseAndClean', f'{schema.stream}_cleaned')
-    self._dead = Metrics.counter('ParseAndClean', f'{schema.stream}_dead_lettered')
+    self._dead = dead_letter_counter('ParseAndClean', schema.stream)
 
   def process(self, messages: list[SourceMessage]):
     batch, dead = parse_messages(self._schema, messages)
