@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import itertools
+import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -51,9 +53,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
                 ) -> dict[str, Any]:
   """Seconds per stage over all ``messages``, in batches of ``batch_size`` records."""
-  import pyarrow as pa
-  import pyarrow.parquet as pq
-
   from model import registry
   from schemas.outputs import ARCHIVE_SCHEMAS
   from schemas.records import SCHEMAS
@@ -69,6 +68,8 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
   per_message = max(1, round(sum(m.value.count(b'"CMD"') for m in messages[:50]) / 50)
                     ) if stream != 'network' else 1
   step = max(1, batch_size // per_message)
+  folder = tempfile.mkdtemp(prefix='bench-stages-')
+  path = os.path.join(folder, 'part.parquet')
   for begin in range(0, len(messages), step):
     chunk = messages[begin:begin + step]
     elapsed, (batch, _) = _timed(lambda: parse_messages(schema, chunk))
@@ -77,22 +78,26 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
     seconds['enrich'] += elapsed
     elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch))
     seconds['inference'] += elapsed
-    elapsed, _ = _timed(lambda: _write(batch.to_arrow(arrow_schema), pa, pq))
+    elapsed, _ = _timed(lambda: _write(batch, arrow_schema, path))
     seconds['write'] += elapsed
     records += len(batch)
     scored_batches.append(batch)
+  shutil.rmtree(folder)
   return {'records': records, 'seconds': dict(seconds), 'batches': scored_batches}
 
 
-def _write(table, pa, pq) -> int:
-  """The sink's work for one batch: one IPC chunk through the shuffle, then Parquet."""
-  sink = pa.BufferOutputStream()
-  with pa.ipc.new_stream(sink, table.schema) as writer:
-    writer.write_table(table)
-  table = pa.ipc.open_stream(sink.getvalue()).read_all()
-  out = io.BytesIO()
-  pq.write_table(table, out, compression='zstd')
-  return out.tell()
+def _write(batch, arrow_schema, path: str) -> None:
+  """The archive sink's own code for one batch: its Arrow chunk for the shuffle (one bundle),
+  then the Parquet file written from it to ``path``."""
+  from apache_beam.utils.timestamp import Timestamp
+
+  from transforms.parquet_sink import _ArrowChunksFn, _WriteGroupFn  # pylint: disable=protected-access
+  to_chunks = _ArrowChunksFn(arrow_schema, 'event_time', num_shards=1)
+  to_chunks.start_bundle()
+  to_chunks.process(batch, timestamp=Timestamp(0))
+  for chunk in to_chunks.finish_bundle():
+    _, data = chunk.value
+    _WriteGroupFn._write(path, [data])  # pylint: disable=protected-access
 
 
 def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, int]:
