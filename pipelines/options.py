@@ -38,8 +38,7 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   server and ask Docker for the harness. Raises FileNotFoundError (saying how to fetch it)
   when the pinned jar is missing."""
   argv = list(argv)
-  options = PipelineOptions(argv)
-  if not is_flink(options):
+  if not is_flink(PipelineOptions(argv)):
     return argv
   given = {a.split('=', 1)[0] for a in argv if a.startswith('--')}
   from transforms import kafka_io

@@ -31,7 +31,6 @@ challenger gate, the HTML report, and the atomic publication to the registry.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys

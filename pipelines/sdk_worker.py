@@ -46,8 +46,7 @@ def provision_info(endpoint: str, worker_id: str):
 def worker_environment(args: argparse.Namespace) -> dict[str, str]:
   """The environment Beam's ``sdk_worker_main`` reads its set-up from."""
   info = provision_info(args.provision_endpoint, args.id)
-  env = {}
-  env.update({
+  env = {
       'WORKER_ID': args.id,
       'PIPELINE_OPTIONS': json_format.MessageToJson(info.pipeline_options),
       'CONTROL_API_SERVICE_DESCRIPTOR': _descriptor(
@@ -56,7 +55,7 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
           info.logging_endpoint.url or args.logging_endpoint),
       'SEMI_PERSISTENT_DIRECTORY': args.semi_persist_dir or tempfile.mkdtemp(prefix='beam-sdk-'),
       'RUNNER_CAPABILITIES': ' '.join(info.runner_capabilities),
-  })
+  }
   if info.HasField('status_endpoint'):
     env['STATUS_API_SERVICE_DESCRIPTOR'] = _descriptor(info.status_endpoint.url)
   return env
