@@ -25,6 +25,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/service_lib.sh
+source "$ROOT/scripts/service_lib.sh"
 JARS_DIR="${JARS_DIR:-$ROOT/.cache/jars}"
 LIB="$JARS_DIR/kafka/lib"
 PORT="${KAFKA_PORT:-9092}"
@@ -190,26 +192,7 @@ start() {
   log "started (pid $pid) on 127.0.0.1:$PORT in $(( $(now_ms) - t0 )) ms; data in $RUN_DIR/data, log $RUN_DIR/logs/server.log"
 }
 
-stop() {
-  local pid
-  if ! pid="$(our_pid)"; then
-    rm -f "$PID_FILE"
-    log "not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( $(date +%s) >= deadline )); then
-      log "no clean shutdown within ${STOP_TIMEOUT}s: killing pid $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.2
-  done
-  rm -f "$PID_FILE"
-  log "stopped (pid $pid)"
-}
+stop() { stop_service; }
 
 status() {
   local pid

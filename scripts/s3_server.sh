@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/service_lib.sh
+source "$ROOT/scripts/service_lib.sh"
 # MinIO tags releases as RELEASE.<date>, not semver, so the module proxy knows only commit
 # pseudo-versions; this one is master of 2026-02-12. Cold build ~4 min on 2 cores.
 MINIO_MODULE_VERSION="${MINIO_MODULE_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
@@ -114,26 +116,7 @@ start() {
   log "started (pid $pid) on http://127.0.0.1:$PORT in $(( $(date +%s%3N) - t0 )) ms; data in $RUN_DIR/data"
 }
 
-stop() {
-  local pid
-  if ! pid="$(our_pid)"; then
-    rm -f "$PID_FILE"
-    log "not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( $(date +%s) >= deadline )); then
-      log "no clean shutdown within ${STOP_TIMEOUT}s: killing pid $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.2
-  done
-  rm -f "$PID_FILE"
-  log "stopped (pid $pid)"
-}
+stop() { stop_service; }
 
 status() {
   local pid
