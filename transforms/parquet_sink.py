@@ -20,7 +20,7 @@ import datetime
 import re
 import uuid
 import zlib
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import apache_beam as beam
 import pyarrow as pa
@@ -145,30 +145,26 @@ class _WriteGroupFn(beam.DoFn):
   @staticmethod
   def _write(path: str, chunks: Iterable[bytes]) -> int:
     count = 0
+    pending, pending_rows = [], 0
     with FileSystems.create(path) as handle:
       writer = None
-      for table in _row_groups(chunks):
-        writer = writer or pq.ParquetWriter(handle, table.schema, compression='zstd')
-        writer.write_table(table, row_group_size=ROW_BATCH)
-        count += table.num_rows
+      for chunk in chunks:
+        table = pa.ipc.open_stream(chunk).read_all()
+        pending.append(table)
+        pending_rows += table.num_rows
+        if pending_rows >= ROW_BATCH:
+          # Row groups of ROW_BATCH rows, with at most that many rows held at once.
+          writer = writer or pq.ParquetWriter(handle, table.schema, compression='zstd')
+          writer.write_table(pa.concat_tables(pending), row_group_size=ROW_BATCH)
+          count += pending_rows
+          pending, pending_rows = [], 0
+      if pending:
+        writer = writer or pq.ParquetWriter(handle, pending[0].schema, compression='zstd')
+        writer.write_table(pa.concat_tables(pending), row_group_size=ROW_BATCH)
+        count += pending_rows
       if writer is not None:
         writer.close()
     return count
-
-
-def _row_groups(chunks: Iterable[bytes]) -> Iterator[pa.Table]:
-  """Arrow IPC chunks -> tables of ROW_BATCH rows or more (the last may be smaller), holding
-  no more than that at once."""
-  pending, rows = [], 0
-  for chunk in chunks:
-    table = pa.ipc.open_stream(chunk).read_all()
-    pending.append(table)
-    rows += table.num_rows
-    if rows >= ROW_BATCH:
-      yield pa.concat_tables(pending)
-      pending, rows = [], 0
-  if pending:
-    yield pa.concat_tables(pending)
 
 
 class WritePartitionedParquet(beam.PTransform):
