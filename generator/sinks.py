@@ -83,11 +83,16 @@ class KafkaSink(_Counting):
     return self._producer.flush(timeout_s)
 
   def close(self, timeout_s: float = 60.0) -> None:
-    """Flushes; what is still unconfirmed after ``timeout_s`` counts as failed."""
+    """Flushes; what is still unconfirmed after ``timeout_s`` counts as failed. The producer
+    is released here rather than whenever the sink is garbage-collected: a sink kept alive
+    (by a traceback, say) would otherwise reconnect to a stopped broker for ever."""
+    if self._producer is None:
+      return
     remaining = self.flush(timeout_s)
     if remaining:
       self.failed += remaining
       self.errors['not confirmed before close'] += remaining
+    self._producer = None
 
 
 class JsonLinesSink(_Counting):

@@ -59,7 +59,10 @@ def topics_for(suffix: str) -> dict[str, str]:
 class Traffic(threading.Thread):
   """Sends ``count`` synthetic network messages at ``rate``/s in the background, through a
   KafkaSink (acks=all, idempotent); its delivery reports give the acknowledged uuids. A broker
-  outage only delays deliveries (librdkafka retries until message.timeout.ms, 5 min)."""
+  outage only delays deliveries (librdkafka retries until message.timeout.ms, 5 min).
+
+  Used as a context manager: leaving the block early (a failed assertion) stops the sending
+  and closes the producer, so nothing keeps sending or reconnecting after the test."""
 
   def __init__(self, bootstrap: str, topics: dict[str, str], count: int, rate: float,
                seed: int = 11, producer_config: Optional[dict] = None):
@@ -71,14 +74,27 @@ class Traffic(threading.Thread):
     self.sink = KafkaSink(bootstrap, producer_config)
     self.rate = rate
     self.error: Optional[BaseException] = None
+    self._stopping = threading.Event()
+
+  def __enter__(self) -> 'Traffic':
+    return self
+
+  def __exit__(self, *_exc) -> None:
+    self._stopping.set()
+    if self.is_alive():
+      self.join(30)
+    if not self.is_alive():  # else the thread itself closes the sink once its flush is over
+      self.sink.close(timeout_s=5)
 
   def run(self):
     try:
       bucket = TokenBucket(self.rate)
       for message in generate_messages(self.config):
+        if self._stopping.is_set():
+          break
         bucket.acquire()
         self.sink.send(message)
-      self.sink.close(timeout_s=120)
+      self.sink.close(timeout_s=5 if self._stopping.is_set() else 120)
     except BaseException as e:  # pylint: disable=broad-except
       self.error = e
 
@@ -171,6 +187,28 @@ def locate_lost(bootstrap: str, topic: str, output: str, acked_uuids) -> list:
   return sorted(found)
 
 
+def report_lost(bootstrap: str, topic: str, group: str, output: str, acked_uuids) -> None:
+  """Prints, per partition, the offsets of the lost records, the job's committed offset and
+  the end of the partition: a reader that stopped reading shows a committed offset below the
+  lost ones; records lost after reading show it past them."""
+  from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
+  lost = collections.defaultdict(list)
+  for partition, offset, _ in locate_lost(bootstrap, topic, output, acked_uuids):
+    lost[partition].append(offset)
+  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': group,
+                       'enable.auto.commit': False})
+  try:
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    for p in range(PARTITIONS):
+      _, end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+      offsets = lost.get(p, [])
+      where = f'{len(offsets)} lost at {min(offsets)}..{max(offsets)}' if offsets else 'none lost'
+      print(f'[lost] {topic}-{p}: {where}; committed {committed.get(p)}; end {end}', flush=True)
+  finally:
+    consumer.close()
+
+
 def assert_nothing_lost(line: dict, max_duplicates: int) -> None:
   assert line['acknowledged'] == line['sent'], line
   assert line['lost'] == 0, line
@@ -194,5 +232,6 @@ def alerts_dedupe_by_event_id(output: str) -> None:
 
 
 __all__ = ['OwnBroker', 'Traffic', 'account', 'alerts_dedupe_by_event_id', 'archived_uuids',
-           'assert_nothing_lost', 'make_topics', 'own_broker', 'running_stream_job',
-           'stream_args', 'topics_for', 'wait_until', 'wait_until_archived']
+           'assert_nothing_lost', 'locate_lost', 'make_topics', 'own_broker', 'report_lost',
+           'running_stream_job', 'stream_args', 'topics_for', 'wait_until',
+           'wait_until_archived']

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.checkpoints import newest_checkpoint
 from tests.integration.faults import (Traffic, account, alerts_dedupe_by_event_id,
-                                      archived_uuids, assert_nothing_lost, locate_lost,
+                                      archived_uuids, assert_nothing_lost, report_lost,
                                       make_topics,
                                       own_broker, running_stream_job, stream_args, topics_for,
                                       wait_until, wait_until_archived)
@@ -48,10 +48,10 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
   output = str(tmp_path / 'out')
   with own_broker(str(tmp_path / 'kafka')) as broker:
     make_topics(broker.bootstrap, *topics.values())
-    traffic = Traffic(broker.bootstrap, topics, COUNT, RATE)
     args = stream_args(broker.bootstrap, topics, output, synthetic_model_dir, '[local]',
                        *_checkpointing(f'g-{suffix}'), f'--job_name=broker-restart-{suffix}')
-    with running_stream_job(args) as job:
+    with Traffic(broker.bootstrap, topics, COUNT, RATE) as traffic, \
+        running_stream_job(args) as job:
       traffic.start()
       wait_until(lambda: archived_uuids(output), 90, 'the first archived records')
       started = time.monotonic()
@@ -63,8 +63,8 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
       wait_until_archived(output, traffic.sink.acked_uuids, 45, job)
     line = account('broker restart', stats, traffic.sink.acked_uuids, output)
     if line['lost']:
-      print('lost (partition, offset, uuid):',
-            locate_lost(broker.bootstrap, topics['network'], output, traffic.sink.acked_uuids))
+      report_lost(broker.bootstrap, topics['network'], f'g-{suffix}', output,
+                  traffic.sink.acked_uuids)
   assert_nothing_lost(line, max_duplicates=COUNT // 2)
 
 
@@ -100,21 +100,23 @@ def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_clu
   make_topics(kafka_bootstrap, *topics.values())
   output = str(tmp_path / 'out')
   checkpoint_dir = str(tmp_path / 'checkpoints')
-  traffic = Traffic(kafka_bootstrap, topics, COUNT, RATE)
   args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
                        checkpoint_dir)
-  with running_stream_job(args):
-    traffic.start()
-    wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
-  first_run = len(archived_uuids(output))
-  resumed_from = newest_checkpoint(checkpoint_dir)
-  assert resumed_from, 'the cancelled job left a retained checkpoint'
-  with running_stream_job(args) as job:
-    stats = traffic.finish()
-    wait_until_archived(output, traffic.sink.acked_uuids, 150, job)
+  with Traffic(kafka_bootstrap, topics, COUNT, RATE) as traffic:
+    with running_stream_job(args):
+      traffic.start()
+      wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
+    first_run = len(archived_uuids(output))
+    resumed_from = newest_checkpoint(checkpoint_dir)
+    assert resumed_from, 'the cancelled job left a retained checkpoint'
+    with running_stream_job(args) as job:
+      stats = traffic.finish()
+      wait_until_archived(output, traffic.sink.acked_uuids, 150, job)
   print(f'[accounting] job restart: first run archived {first_run}, second resumed from '
         f'{os.path.basename(resumed_from)}')
   line = account('job restart', stats, traffic.sink.acked_uuids, output)
+  if line['lost']:
+    report_lost(kafka_bootstrap, topics['network'], f'g-{suffix}', output, traffic.sink.acked_uuids)
   # A replay rewrites at most what the cancelled run had archived (those read after its last
   # checkpoint); how many depends on checkpoint timing on a busy machine.
   assert_nothing_lost(line, max_duplicates=first_run)
@@ -128,10 +130,10 @@ def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthet
   topics = topics_for(suffix)
   make_topics(kafka_bootstrap, *topics.values())
   output = str(tmp_path / 'out')
-  traffic = Traffic(kafka_bootstrap, topics, COUNT, RATE)
   args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
                        str(tmp_path / 'checkpoints'))
-  with running_stream_job(args) as job:
+  with Traffic(kafka_bootstrap, topics, COUNT, RATE) as traffic, \
+      running_stream_job(args) as job:
     traffic.start()
     wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
     cluster('kill-taskmanager')
@@ -142,4 +144,6 @@ def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthet
     wait_until_archived(output, traffic.sink.acked_uuids, 180, job)
   print(f'[accounting] TaskManager loss: archived {killed_at} when the TaskManager was killed')
   line = account('TaskManager loss', stats, traffic.sink.acked_uuids, output)
+  if line['lost']:
+    report_lost(kafka_bootstrap, topics['network'], f'g-{suffix}', output, traffic.sink.acked_uuids)
   assert_nothing_lost(line, max_duplicates=killed_at)

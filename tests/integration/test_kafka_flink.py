@@ -17,7 +17,6 @@ Needs java and the jars of scripts/fetch_jars.sh; skipped (with the reason) when
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 

@@ -100,7 +100,7 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
 
   # Network records, then two minutes of host activity, event times a few minutes back (so the
   # join's windows can close as soon as the data is read and the watermark catches up with the
-  # clock; 90 s leave room for a slow start of the SDK workers on a busy machine).
+  # clock).
   start_ms = int((time.time() - 600) * 1000)
   configs = [
       SourceConfig(streams=('network',), count=N_NETWORK, seed=7, malformed_fraction=MALFORMED,
@@ -123,14 +123,50 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   assert malformed and valid_uuids
 
   output = str(tmp_path / 'out')
+  sent_host_records = sum(len(host_records(m.value)) for m in sent
+                          if m.topic != topics['network'])
+  milestones = {}
   started = time.monotonic()
-  stream_job.run([
+
+  def reached(name: str, done: bool) -> bool:
+    if done and name not in milestones:
+      milestones[name] = time.monotonic() - started
+    return done
+
+  def outputs_complete() -> bool:
+    """Everything sent is archived or dead-lettered, and the join has written every attack
+    event the archived host records make (an event-time window fires only once the
+    watermark passes it, which on a loaded machine may be well after the archive is done)."""
+    network = reached('network archived', {r['uuid'] for r in read_output(
+        output, 'archive/network')} == valid_uuids)
+    process = read_output(output, 'archive/process')
+    memory = read_output(output, 'archive/memory')
+    per_record_dead = sum(1 for d in read_output(output, 'dead_letter')
+                          if d['record_index'] is not None)
+    if not (network and reached('host archived', len(process) + len(memory) +
+                                per_record_dead == sent_host_records)):
+      return False
+    expected = reference_join(process, memory)
+    if not reached('attacks written', len(read_output(output, 'attacks')) >= len(expected) > 0):
+      return False
+    anomalies = sum(r['prediction'] for r in read_output(output, 'archive/network'))
+    return reached('alerts written',
+                   len(read_output(output, 'alerts')) >= anomalies + len(expected))
+
+  # The job runs until its outputs are complete, not for a fixed time: SDK worker start-up and
+  # the watermark's catching up vary from seconds to a minute on a busy machine.
+  with stream_job.running([
       '--runner=FlinkRunner', f'--flink_master={flink_master}',
       f'--bootstrap_servers={kafka_bootstrap}',
       *[f'--{s}_topic={t}' for s, t in topics.items()], f'--alerts_topic={alerts_topic}',
       f'--output={output}', f'--model_dir={synthetic_model_dir}', '--roll_seconds=5',
-      '--run_for_s=90', f'--job_name=it-stream-{suffix}'])
-  print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s')
+      f'--job_name=it-stream-{suffix}']):
+    deadline = time.monotonic() + 240
+    while not outputs_complete() and time.monotonic() < deadline:
+      time.sleep(2)
+    time.sleep(6)  # one more roll of the files: anything written twice would show now
+  print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s; ' +
+        ', '.join(f'{k} after {v:.1f} s' for k, v in milestones.items()))
 
   network = read_output(output, 'archive/network')
   assert sorted(r['uuid'] for r in network) == sorted(valid_uuids)
@@ -140,8 +176,6 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
 
   process = read_output(output, 'archive/process')
   memory = read_output(output, 'archive/memory')
-  sent_host_records = sum(len(host_records(m.value)) for m in sent
-                          if m.topic != topics['network'])
   assert len(process) + len(memory) + sum(
       1 for d in dead if d['record_index'] is not None) == sent_host_records
   attacks = read_output(output, 'attacks')
