@@ -38,6 +38,8 @@ setuptools.setup(
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100',
                  'confluent-kafka>=2.4', 'matplotlib>=3.8',
                  # Drives Debian's /usr/bin/chromium; never `playwright install` (no download).
-                 'playwright>=1.45'],
+                 'playwright>=1.45',
+                 # Coverage-guided fuzzing (tests/fuzz_parse_atheris.py); wheels for x86_64.
+                 'atheris>=2.3; platform_machine == "x86_64"'],
     },
 )

@@ -12,6 +12,9 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
+import subprocess
+import sys
 
 import apache_beam as beam
 import pytest
@@ -164,3 +167,18 @@ def test_the_property_fails_when_a_message_vanishes():
   messages = [SourceMessage('network', b'{}', source='fuzz-network', partition=0, offset=0)]
   with pytest.raises(AssertionError, match='vanished'):
     _check('network', messages, [], [])
+
+
+def test_coverage_guided_fuzzing_finds_nothing(tmp_path):
+  """A short atheris run (tests/fuzz_parse_atheris.py; longer runs are a command): libFuzzer
+  exits non-zero and saves the input if the property fails for any mutation it tries."""
+  pytest.importorskip('atheris')
+  corpus = tmp_path / 'corpus'
+  done = subprocess.run(
+      [sys.executable, '-m', 'tests.fuzz_parse_atheris', '-runs=20000', '-max_len=4096',
+       f'-artifact_prefix={tmp_path}/', str(corpus)],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+      text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'Done 20000 runs' in done.stderr
+  assert len(os.listdir(corpus)) > 3 * 20, 'the run added inputs that reached new code'
