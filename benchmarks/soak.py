@@ -175,7 +175,7 @@ def soak(args: argparse.Namespace, bootstrap: str) -> dict:
         break
       bucket.acquire()
       sink.send(message)
-    sink.flush(60)
+    sink.close(60)  # releases the producer too: none keeps reconnecting after the run
 
   argv = ['--runner=FlinkRunner', f'--flink_master={args.flink_master}',
           f'--bootstrap_servers={bootstrap}', *[f'--{s}_topic={t}' for s, t in topics.items()],

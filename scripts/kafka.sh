@@ -19,6 +19,9 @@
 #   KAFKA_SASL_PORT                  optional: also a SASL_PLAINTEXT listener (mechanism PLAIN) here, whose
 #                                    users come from KAFKA_SASL_USERS ("name:password name2:password2");
 #                                    the config file holding them is private to the owner (mode 600)
+#   KAFKA_SASL_SSL_PORT              optional: also a SASL_SSL listener (TLS, then PLAIN with the same users)
+#                                    here; its private key and certificate chain are read from the PEM
+#                                    file KAFKA_SSL_KEYSTORE_PEM (an unencrypted PKCS#8 key, then the chain)
 #   KAFKA_HEAP_OPTS (-Xms256m -Xmx512m), KAFKA_JVM_OPTS (extra JVM flags)
 #   KAFKA_START_TIMEOUT (60), KAFKA_STOP_TIMEOUT (30)  seconds
 #   JARS_DIR (.cache/jars)
@@ -63,21 +66,35 @@ our_pid() {  # prints the broker pid when our broker is running
   echo "$pid"
 }
 
-sasl_config() {  # the optional SASL_PLAINTEXT listener's settings (KAFKA_SASL_PORT, KAFKA_SASL_USERS)
-  local users="" pair
-  for pair in ${KAFKA_SASL_USERS:?KAFKA_SASL_PORT needs KAFKA_SASL_USERS}; do
+sasl_config() {  # settings of the SASL listeners named in "$@" (sasl_plaintext, sasl_ssl)
+  local users="" pair name
+  for pair in ${KAFKA_SASL_USERS:?a SASL listener needs KAFKA_SASL_USERS}; do
     users+=" user_${pair%%:*}=\"${pair#*:}\""
   done
   echo "sasl.enabled.mechanisms=PLAIN"
-  echo "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required${users};"
+  for name in "$@"; do
+    echo "listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required${users};"
+  done
+  if [[ " $* " == *" sasl_ssl "* ]]; then
+    [[ -r "${KAFKA_SSL_KEYSTORE_PEM:-}" ]] || die "KAFKA_SASL_SSL_PORT needs KAFKA_SSL_KEYSTORE_PEM, a readable PEM file"
+    echo "listener.name.sasl_ssl.ssl.keystore.type=PEM"
+    echo "listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_SSL_KEYSTORE_PEM"
+  fi
 }
 
 write_config() {
   mkdir -p "$RUN_DIR/data" "$RUN_DIR/logs"
   local listeners="PLAINTEXT://127.0.0.1:$PORT" protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  local sasl_listeners=()
   if [[ -n "${KAFKA_SASL_PORT:-}" ]]; then
     listeners+=",SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT"
     protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    sasl_listeners+=(sasl_plaintext)
+  fi
+  if [[ -n "${KAFKA_SASL_SSL_PORT:-}" ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+    sasl_listeners+=(sasl_ssl)
   fi
   ( umask 077; : > "$RUN_DIR/server.properties" )  # it may hold SASL passwords
   cat > "$RUN_DIR/server.properties" <<EOF
@@ -108,7 +125,7 @@ log.retention.ms=-1
 log.retention.bytes=$RETENTION_BYTES
 log.segment.bytes=104857600
 EOF
-  if [[ -n "${KAFKA_SASL_PORT:-}" ]]; then sasl_config >> "$RUN_DIR/server.properties"; fi
+  if (( ${#sasl_listeners[@]} )); then sasl_config "${sasl_listeners[@]}" >> "$RUN_DIR/server.properties"; fi
   cat > "$RUN_DIR/log4j.properties" <<EOF
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender

@@ -1,6 +1,7 @@
-"""Kafka credentials: the generator and the stream job (on embedded Flink) authenticate to a
-real SASL_PLAINTEXT (PLAIN) listener with a password from the environment, and the password
-appears in no log line, no console output and no output file."""
+"""Kafka credentials and TLS: the generator and the stream job (on embedded Flink)
+authenticate to a real SASL listener (PLAIN) with a password from the environment, over plain
+TCP (SASL_PLAINTEXT) and over TLS (SASL_SSL, a certificate from a CA made for the test), and
+the password appears in no log line, no console output and no output file."""
 
 from __future__ import annotations
 
@@ -25,6 +26,24 @@ pytestmark = [
 COUNT = 300
 
 
+def _tls_files(directory) -> tuple[str, str]:
+  """A throwaway CA (ca.pem) and a broker certificate for 127.0.0.1 signed by it, with its
+  key, as the PEM keystore Kafka reads (server.pem): (CA path, keystore path)."""
+  def openssl(*args):
+    subprocess.run(['openssl', *args], cwd=directory, check=True, capture_output=True)
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=test-ca',
+          '-keyout', 'ca.key', '-out', 'ca.pem')
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1',
+          '-keyout', 'server.key', '-out', 'server.csr')
+  (directory / 'san.ext').write_text('subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n')
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+          '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt')
+  keystore = directory / 'server.pem'
+  keystore.write_bytes((directory / 'server.key').read_bytes() +
+                       (directory / 'server.crt').read_bytes())
+  return str(directory / 'ca.pem'), str(keystore)
+
+
 def _files_containing(root: str, needle: bytes) -> list[str]:
   hits = []
   for folder, _, files in os.walk(root):
@@ -35,22 +54,32 @@ def _files_containing(root: str, needle: bytes) -> list[str]:
   return hits
 
 
-def test_sasl_credentials_from_the_environment_are_never_logged(synthetic_model_dir, tmp_path,
-                                                                caplog, capfd, monkeypatch):
+@pytest.mark.parametrize('protocol', ['SASL_PLAINTEXT', 'SASL_SSL'])
+def test_sasl_credentials_from_the_environment_are_never_logged(protocol, synthetic_model_dir,
+                                                                tmp_path, caplog, capfd,
+                                                                monkeypatch):
   password = f'pw-{secrets.token_hex(12)}'
   sasl_port = _free_port()
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
   output = str(tmp_path / 'out')
-  with own_broker(str(tmp_path / 'kafka'), {'KAFKA_SASL_PORT': str(sasl_port),
-                                             'KAFKA_SASL_USERS': f'detector:{password}'}) as broker:
+  broker_env = {'KAFKA_SASL_USERS': f'detector:{password}'}
+  producer_tls, consumer_tls = {}, ''
+  if protocol == 'SASL_SSL':
+    ca, keystore = _tls_files(tmp_path)
+    broker_env.update(KAFKA_SASL_SSL_PORT=str(sasl_port), KAFKA_SSL_KEYSTORE_PEM=keystore)
+    producer_tls = {'KAFKA_PRODUCER_SSL_CA_LOCATION': ca}
+    consumer_tls = f'ssl.truststore.type=PEM\nssl.truststore.location={ca}\n'
+  else:
+    broker_env['KAFKA_SASL_PORT'] = str(sasl_port)
+  with own_broker(str(tmp_path / 'kafka'), broker_env) as broker:
     make_topics(broker.bootstrap, *topics.values())
     sasl = f'127.0.0.1:{sasl_port}'
 
     # The generator: settings and password from KAFKA_PRODUCER_* variables.
-    env = dict(os.environ, KAFKA_PRODUCER_SECURITY_PROTOCOL='SASL_PLAINTEXT',
+    env = dict(os.environ, KAFKA_PRODUCER_SECURITY_PROTOCOL=protocol,
                KAFKA_PRODUCER_SASL_MECHANISM='PLAIN', KAFKA_PRODUCER_SASL_USERNAME='detector',
-               KAFKA_PRODUCER_SASL_PASSWORD=password)
+               KAFKA_PRODUCER_SASL_PASSWORD=password, **producer_tls)
     command = [sys.executable, '-m', 'pipelines.generate', '--bootstrap_servers', sasl,
                '--streams', 'network', '--count', str(COUNT), '--rate', '1000',
                '--network_topic', topics['network'], '--no_progress']
@@ -63,11 +92,18 @@ def test_sasl_credentials_from_the_environment_are_never_logged(synthetic_model_
                            env={**env, 'KAFKA_PRODUCER_SASL_PASSWORD': 'wrong'},
                            capture_output=True, text=True, timeout=60, check=False)
     assert wrong.returncode != 0
+    if protocol == 'SASL_SSL':
+      # TLS is really verified: without the test CA the broker's certificate is refused.
+      untrusted = subprocess.run(
+          command[:-1] + ['--count', '1', '--flush_timeout_s', '8'], cwd=ROOT,
+          env={k: v for k, v in env.items() if k != 'KAFKA_PRODUCER_SSL_CA_LOCATION'},
+          capture_output=True, text=True, timeout=60, check=False)
+      assert untrusted.returncode != 0
 
     # The stream job: protocol and mechanism from the properties file, the JAAS line (with the
     # password) from the environment.
     properties = tmp_path / 'kafka.properties'
-    properties.write_text('security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n')
+    properties.write_text(f'security.protocol={protocol}\nsasl.mechanism=PLAIN\n{consumer_tls}')
     monkeypatch.setenv('KAFKA_CLIENT_SASL_JAAS_CONFIG',
                        'org.apache.kafka.common.security.plain.PlainLoginModule required '
                        f'username="detector" password="{password}";')
@@ -78,13 +114,14 @@ def test_sasl_credentials_from_the_environment_are_never_logged(synthetic_model_
       wait_until(lambda: len(archived_uuids(output)) >= COUNT, 120, 'every record archived')
   console = capfd.readouterr()
   logs = caplog.text
-  print(f'[accounting] SASL: sent {COUNT}, archived {len(archived_uuids(output))}; '
+  print(f'[accounting] {protocol}: sent {COUNT}, archived {len(archived_uuids(output))}; '
         f'{len(logs.splitlines())} log lines and {len(console.out + console.err)} console '
         'characters checked')
   assert len(archived_uuids(output)) == COUNT
   # Not vacuous: the Kafka clients in Flink dumped their config, SASL settings included, into
   # the very logs checked here; kafka-clients masks the JAAS line itself.
   assert 'sasl.jaas.config = [hidden]' in logs and 'sasl.mechanism = PLAIN' in logs
+  assert f'security.protocol = {protocol}' in logs
   for text in (logs, console.out, console.err):
     assert password not in text
   assert not _files_containing(output, password.encode()), 'the password in an output file'
