@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 from typing import Optional, Sequence
 
 FLAG = '--checkpoint_dir'
@@ -42,10 +43,22 @@ def _value(argv: Sequence[str], flag: str) -> Optional[str]:
 
 def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
   """Adds the Flink runner options that keep checkpoints under ``--checkpoint_dir`` and
-  resume from the newest one (unless ``--savepoint_path`` is given)."""
+  resume from the newest one (unless ``--savepoint_path`` is given).
+
+  Without ``--checkpoint_dir``, a checkpointing job on the embedded Flink still gets a
+  filesystem state backend (in a temporary folder, neither kept nor resumed from): Flink's
+  default keeps checkpoints in the JobManager's memory, at most 5 MB each, and one roll of
+  buffered archive rows at 5,000 records/s is 17 MB; each failed checkpoint restarted the job
+  (benchmarks/soak.py). A cluster's own state backend configuration is left alone.
+  """
   argv = list(argv)
   directory = _value(argv, FLAG)
   if not directory:
+    embedded = (_value(argv, '--flink_master') or '[auto]') in ('[local]', '[auto]')
+    if (embedded and int(_value(argv, '--checkpointing_interval') or -1) > 0 and
+        _value(argv, '--state_backend') is None):
+      storage = tempfile.mkdtemp(prefix='attack-detection-checkpoints-')
+      argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{storage}']
     return argv
   if int(_value(argv, '--checkpointing_interval') or -1) <= 0:
     raise SystemExit(f'{FLAG} needs --checkpointing_interval=<ms>')
