@@ -324,3 +324,13 @@ def test_alert_rate_calibration_and_the_gate_rules():
   assert evaluation.gate({'roc_auc': 0.90}, {'roc_auc': 0.95}, 'roc_auc', 0.01, True)[0]
   assert evaluation.gate({'roc_auc': 0.945}, {'roc_auc': 0.95}, 'roc_auc', 0.01, False)[0]
   assert evaluation.gate({'roc_auc': 0.5}, None, 'roc_auc', 0.0, False)[0]
+
+
+def test_synthetic_contrast_forest_scores_as_its_random_forest_does():
+  """SyntheticContrastForest.predict_proba sums its trees itself (faster when serving); the
+  result must be the RandomForest's own, exactly."""
+  rng = np.random.default_rng(0)
+  X = rng.normal(size=(500, 6))
+  forest = methods.SyntheticContrastForest(n_estimators=15, random_state=0).fit(X)
+  probe = rng.normal(scale=2.0, size=(300, 6))
+  assert np.array_equal(forest.predict_proba(probe), forest.forest_.predict_proba(probe))
