@@ -12,7 +12,8 @@ from apache_beam.transforms.window import TimestampedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.join import JOIN_GAP_S, JoinHostAttacks, attack_event_id, reference_join
+from transforms.join import (EARLY_FIRING_S, JOIN_GAP_S, JoinHostAttacks, attack_event_id,
+                             reference_join)
 
 T0 = 1_700_000_000 - 1_700_000_000 % 60  # a multiple of the window period, to aim at edges
 
@@ -105,3 +106,29 @@ def test_join_equals_brute_force_reference_on_out_of_order_late_streams(drawn):
   expected = reference_join([r for k, r, _ in records if k == 'process'],
                             [r for k, r, _ in records if k == 'memory'])
   assert_join_emits(arrivals, expected)
+
+
+def test_a_pair_in_an_early_pane_and_the_on_time_pane_is_emitted_once():
+  """Processing time passes while the watermark stands still, so the window fires early with
+  the pair; it fires again on time (TestStream's end) with the same accumulated pair: one
+  event. That the early pane alone gets the pair out, with the watermark stuck for good, is
+  what the Flink stream test shows (tests/integration/test_stream_flink.py)."""
+  p = scored('process', 1, 'miner_7', T0 + 5)
+  m = scored('memory', 1, 'miner_7', T0 + 9)
+  stream = (TestStream()
+            .advance_watermark_to(T0)
+            .add_elements([TimestampedValue(('process', ((1, 'miner_7'), p)), p['ts'])])
+            .add_elements([TimestampedValue(('memory', ((1, 'miner_7'), m)), m['ts'])])
+            .advance_processing_time(EARLY_FIRING_S + 1)
+            .add_elements([TimestampedValue(('process', ((2, 'x_1'), scored(
+                'process', 2, 'x_1', T0 + 6, attack=False))), T0 + 6)])
+            .advance_processing_time(EARLY_FIRING_S + 1))
+  options = PipelineOptions()
+  options.view_as(StandardOptions).streaming = True
+  with TestPipeline(options=options) as pipeline:
+    tagged = pipeline | stream
+    process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
+    attacks = ({'process': process | 'P' >> beam.Values(),
+                'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
+    assert_that(attacks | beam.Map(lambda row: row['event_id']),
+                equal_to([attack_event_id(p, m)]))
