@@ -34,7 +34,12 @@ def assert_join_emits(arrivals: list[tuple[str, dict, int]], expected_ids) -> No
     stream = stream.add_elements(
         [TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
                           record['ts'])])
-  stream = stream.advance_watermark_to_infinity()
+  assert_stream_joins_to(stream.advance_watermark_to_infinity(), expected_ids)
+
+
+def assert_stream_joins_to(stream: TestStream, expected_ids) -> None:
+  """Runs a TestStream of (stream, keyed record) through JoinHostAttacks: exactly
+  ``expected_ids`` come out."""
   options = PipelineOptions()
   options.view_as(StandardOptions).streaming = True
   with TestPipeline(options=options) as pipeline:
@@ -123,12 +128,4 @@ def test_a_pair_in_an_early_pane_and_the_on_time_pane_is_emitted_once():
             .add_elements([TimestampedValue(('process', ((2, 'x_1'), scored(
                 'process', 2, 'x_1', T0 + 6, attack=False))), T0 + 6)])
             .advance_processing_time(EARLY_FIRING_S + 1))
-  options = PipelineOptions()
-  options.view_as(StandardOptions).streaming = True
-  with TestPipeline(options=options) as pipeline:
-    tagged = pipeline | stream
-    process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
-    attacks = ({'process': process | 'P' >> beam.Values(),
-                'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
-    assert_that(attacks | beam.Map(lambda row: row['event_id']),
-                equal_to([attack_event_id(p, m)]))
+  assert_stream_joins_to(stream, [attack_event_id(p, m)])
