@@ -19,7 +19,8 @@ How every pair comes out exactly once, whatever the window boundaries and howeve
   runs on embedded Flink, and no window ever closed) delays window cleanup, never detection.
   Not sooner than 30 s: each firing recomputes its whole accumulated pane, and with 5 s a
   catch-up replay of host traffic ran at 7,300 records/s instead of 12,500-13,000
-  (benchmarks.throughput --streams host); with 30 s windows mostly close on time first.
+  (benchmarks.throughput --streams host); with 30 s, windows a replay moves the watermark
+  past mostly close on time first.
 """
 
 from __future__ import annotations
