@@ -24,6 +24,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/service_lib.sh
+source "$ROOT/scripts/service_lib.sh"
 JARS_DIR="${JARS_DIR:-$ROOT/.cache/jars}"
 LIB="$JARS_DIR/flink/lib"
 REST_PORT="${FLINK_REST_PORT:-8081}"
@@ -197,16 +199,7 @@ stop_one() {
     rm -f "$RUN_DIR/$name.pid"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$(( $(date +%s) + STOP_TIMEOUT ))
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( $(date +%s) >= deadline )); then
-      log "$name did not stop within ${STOP_TIMEOUT}s: killing pid $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.2
-  done
+  terminate "$pid" "$name"
   rm -f "$RUN_DIR/$name.pid"
   log "stopped $name (pid $pid)"
 }
