@@ -1,7 +1,7 @@
 """DetectAttacks: the whole detection graph between a source and the sinks.
 
     SourceMessage (any stream)
-      -> ParseAndClean -> Enrich -> Score (RunInference)       one branch per stream,
+      -> BatchByStream -> ParseAndClean -> Enrich -> Score    one branch per stream,
                                                                on RecordBatches
       -> archive batches per stream
       -> network anomalies ............................. -> alerts
@@ -25,12 +25,13 @@ from apache_beam.transforms.window import TimestampedValue
 from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, SCHEMAS
 from transforms.alerts import host_attack_alert, network_alert
-from transforms.dead_letter import DEAD_LETTER, dead_letter_row
+from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
 from transforms.enrich import Enrich, host_key
 from transforms.inference import Score
 from transforms.join import MAX_LATENESS_S, JoinHostAttacks
-from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndClean
+from transforms.parse import DEFAULT_BATCH_SIZE, ParseBatches
+from transforms.route import BatchByStream
 
 STREAMS = tuple(SCHEMAS)  # network, process, memory
 ARCHIVE = 'archive/{}'
@@ -72,16 +73,12 @@ class DetectAttacks(beam.PTransform):
     self._allowed_lateness_s = allowed_lateness_s
 
   def expand(self, messages):
-    # The last partition catches messages of a stream this job does not know.
-    branches = messages | 'ByStream' >> beam.Partition(
-        lambda m, n: STREAMS.index(m.stream) if m.stream in STREAMS else n - 1,
-        len(STREAMS) + 1)
-    dead_letters = [branches[len(STREAMS)] | 'UnknownStream' >> beam.Map(
-        lambda m: dead_letter_row(m, 'route', f'unknown stream {m.stream!r}'))]
+    batches = messages | 'ByStream' >> BatchByStream(STREAMS, self._batch_size)
+    dead_letters = [batches[DEAD_LETTER]]
     scored = {}
-    for stream, branch in zip(STREAMS, branches):
+    for stream in STREAMS:
       schema = SCHEMAS[stream]
-      parsed = branch | ParseAndClean(schema, self._batch_size)
+      parsed = batches[stream] | ParseBatches(schema)
       enriched = parsed['records'] | Enrich(schema, self._site)
       result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s)
       scored[stream] = result['records']

@@ -132,5 +132,5 @@ class Enrich(beam.PTransform):
     self._default_site = default_site
 
   def expand(self, records):
-    return records | beam.ParDo(EnrichFn(self._schema, self._default_site)).with_outputs(
-        DEAD_LETTER, main='records')
+    return records | beam.ParDo(EnrichFn(self._schema, self._default_site)).with_output_types(
+        RecordBatch).with_outputs(DEAD_LETTER, main='records')

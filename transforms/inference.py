@@ -154,6 +154,9 @@ class Score(beam.PTransform):
 
   def expand(self, records):
     scored, failed = records | RunInference(self._handler).with_exception_handling()
+    # RunInference declares no output type, so its results would get the generic coder,
+    # which measures sampled batches by pickling them (see RecordBatchCoder).
+    scored.element_type = RecordBatch
     dead = failed.failed_inferences | 'FailedBatchToDeadLetters' >> beam.FlatMap(
         _failed_batch_to_dead_letters(self._schema.stream))
     return {'records': scored, DEAD_LETTER: dead}

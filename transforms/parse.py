@@ -14,6 +14,7 @@ from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.cleaning import clean_records
 from transforms.dead_letter import DEAD_LETTER, dead_letter_counter, dead_letter_row
+from transforms.route import BatchByStream
 from transforms.source import SourceMessage
 
 PARSE_STAGE = 'parse'
@@ -106,13 +107,27 @@ class ParseAndCleanFn(beam.DoFn):
       yield batch
 
 
+class ParseBatches(beam.PTransform):
+  """Lists of SourceMessages of one stream (as :class:`BatchByStream` emits them) ->
+  RecordBatches (``result['records']``), plus ``DEAD_LETTER`` rows."""
+
+  def __init__(self, schema: RecordSchema):
+    super().__init__(label=f'ParseAndClean[{schema.stream}]')
+    self._schema = schema
+
+  def expand(self, batches):
+    return batches | 'Parse' >> beam.ParDo(ParseAndCleanFn(self._schema)).with_output_types(
+        RecordBatch).with_outputs(DEAD_LETTER, main='records')
+
+
 class ParseAndClean(beam.PTransform):
   """PCollection[SourceMessage] of one stream -> RecordBatches, plus ``DEAD_LETTER`` rows.
 
   Messages are batched within each bundle, up to ``batch_size`` per batch: the batch is what
-  the model scores in one call and what the archive writes as one table. Returns a
-  ``DoOutputsTuple``: ``result['records']`` is the batches, ``result[DEAD_LETTER]`` the
-  dead letters.
+  the model scores in one call and what the archive writes as one table. A message of another
+  stream is dead-lettered. Returns ``result['records']``, the batches, and
+  ``result[DEAD_LETTER]``, the dead letters. (DetectAttacks batches all streams in one step,
+  then runs :class:`ParseBatches` per stream.)
   """
 
   def __init__(self, schema: RecordSchema, batch_size: int = DEFAULT_BATCH_SIZE):
@@ -121,9 +136,8 @@ class ParseAndClean(beam.PTransform):
     self._batch_size = batch_size
 
   def expand(self, messages):
-    return (
-        messages
-        # Batches never wait for more input: a bundle's last batch is flushed when it ends.
-        | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-        | 'Parse' >> beam.ParDo(ParseAndCleanFn(self._schema)).with_outputs(
-            DEAD_LETTER, main='records'))
+    batches = messages | 'Batch' >> BatchByStream([self._schema.stream], self._batch_size)
+    parsed = batches[self._schema.stream] | 'Parse' >> ParseBatches(self._schema)
+    dead = ((batches[DEAD_LETTER], parsed[DEAD_LETTER])
+            | 'AllDeadLetters' >> beam.Flatten())
+    return {'records': parsed['records'], DEAD_LETTER: dead}

@@ -1,0 +1,64 @@
+"""BatchByStream on the DirectRunner: each message in exactly one batch of its own stream, no
+batch over the size, a message of an unknown stream dead-lettered with its bytes; and the
+coders of messages and batches, which estimate sizes without encoding."""
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas.records import NETWORK
+from tests.factories import message, network_record, process_record
+from transforms.batch import RecordBatch, RecordBatchCoder
+from transforms.dead_letter import DEAD_LETTER
+from transforms.parse import ParseAndClean, parse_messages
+from transforms.route import BatchByStream
+from transforms.source import SourceMessage, SourceMessageCoder
+
+
+def test_messages_are_batched_by_stream_and_unknown_streams_dead_lettered():
+  network = [message('network', network_record(i), offset=i) for i in range(7)]
+  process = [message('process', [process_record(1, 100 + i, 'sshd', 1700000000 + i, False)], offset=i) for i in range(5)]
+  stray = message('network', network_record(99), offset=99)._replace(stream='dns')
+  pipeline = TestPipeline()
+  batches = (pipeline | beam.Create(network + process + [stray])
+             | BatchByStream(['network', 'process', 'memory'], batch_size=3))
+
+  def check(stream, sent):
+    def assert_batches(lists):
+      assert all(1 <= len(batch) <= 3 for batch in lists), [len(b) for b in lists]
+      assert all(m.stream == stream for batch in lists for m in batch)
+      assert sorted(m.offset for batch in lists for m in batch) == [m.offset for m in sent]
+    return assert_batches
+  assert_that(batches['network'], check('network', network), label='Network')
+  assert_that(batches['process'], check('process', process), label='Process')
+  assert_that(batches['memory'], equal_to([]), label='NoMemory')
+  assert_that(batches[DEAD_LETTER] | beam.Map(
+      lambda row: (row['stream'], row['stage'], row['offset'], row['payload'], row['error'])),
+      equal_to([('dns', 'route', 99, stray.value, "unknown stream 'dns'")]), label='Stray')
+  pipeline.run()
+
+
+def test_parse_and_clean_dead_letters_a_message_of_another_stream():
+  pipeline = TestPipeline()
+  foreign = message('process', [process_record(1, 100, 'sshd', 1700000000, False)], offset=7)
+  result = (pipeline | beam.Create([message('network', network_record(1)), foreign])
+            | ParseAndClean(NETWORK))
+  assert_that(result['records'] | beam.Map(len), equal_to([1]), label='Records')
+  assert_that(result[DEAD_LETTER] | beam.Map(lambda row: (row['stage'], row['payload'])),
+              equal_to([('route', foreign.value)]), label='DeadLetters')
+  pipeline.run()
+
+
+def test_coders_round_trip_and_estimate_from_the_raw_bytes():
+  sent = message('network', network_record(1), offset=3)
+  coder = beam.coders.registry.get_coder(SourceMessage)
+  assert isinstance(coder, SourceMessageCoder)
+  assert coder.decode(coder.encode(sent)) == sent
+  assert len(sent.value) < coder.estimate_size(sent) < len(sent.value) + 100
+
+  batch, _ = parse_messages(NETWORK, [sent])
+  batch_coder = beam.coders.registry.get_coder(RecordBatch)
+  assert isinstance(batch_coder, RecordBatchCoder)
+  decoded = batch_coder.decode(batch_coder.encode(batch))
+  assert decoded.columns == batch.columns and decoded.messages == batch.messages
+  assert batch_coder.estimate_size(batch) == len(sent.value)
