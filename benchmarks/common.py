@@ -490,7 +490,7 @@ class StreamJob:
 
 _REPORTED_FLAGS = ('environment_type', 'sdk_worker_parallelism', 'parallelism',
                    'max_bundle_time_mills', 'max_bundle_size', 'batch_size',
-                   'checkpointing_interval')
+                   'checkpointing_interval', 'object_reuse')
 
 
 def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
@@ -507,10 +507,10 @@ def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
     return {'error': f'{type(e).__name__}: {e}'}
   out = {}
   for arg in argv:
-    if arg.startswith('--') and '=' in arg:
-      key, value = arg[2:].split('=', 1)
+    if arg.startswith('--'):
+      key, _, value = arg[2:].partition('=')
       if key in _REPORTED_FLAGS:
-        out[key] = value
+        out[key] = value or 'on'  # a bare flag
   out.setdefault('max_bundle_time_mills', '1000 (Flink runner default)')
   out.setdefault('max_bundle_size', '1000 (Flink runner default)')
   return out

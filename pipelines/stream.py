@@ -169,10 +169,18 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
 
 
 # Flink closes a bundle after 1,000 elements or 1 s by default. A record waits for its bundle
-# to close before its alert leaves, so the time limit is a floor under alert latency; and a
-# batch never outgrows its bundle, so the size limit caps records per model call, which
-# costs less per record the larger it is (benchmarks/stages.py). At high rates the size
-# limit closes bundles first, at low rates the time limit.
+# to close before its alert leaves, so the time limit is a floor under alert latency. The
+# size limit is 5 batches (--batch_size): the Python worker scores each full batch while the
+# JVM is still sending the rest of the bundle, and only the last one makes Flink wait at the
+# bundle's end. (Bundle = batch = 2,000 made every batch wait: 11,100 network records/s in
+# benchmarks.throughput, 14,100 with 10,000-record bundles.) At high rates the time limit
+# still closes bundles first; at 5,000/s a bundle holds about 500 records per subtask.
+#
+# Object reuse: Flink otherwise copies every element between chained operators, by encoding
+# and decoding it; that was 38% of the JVM's CPU time (JFR, benchmarks/README.md). Beam
+# elements are immutable, and the only Java operators here are Beam's own (KafkaIO read and
+# write, the shuffles), so the copies protect nothing (a Beam Flink-runner maintainer says
+# the same in apache/beam#13240).
 #
 # Finishing the bundle before a checkpoint: by default Beam's Flink runner finishes it during
 # the snapshot and keeps the output it could no longer send as buffered state. Restoring that
@@ -182,7 +190,8 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
 # before this default, 0 of 5 after). Sending the output before the barrier leaves nothing
 # buffered.
 STREAM_FLINK_DEFAULTS = {'--max_bundle_time_mills': '200',
-                         '--max_bundle_size': str(DEFAULT_BATCH_SIZE),
+                         '--max_bundle_size': str(5 * DEFAULT_BATCH_SIZE),
+                         '--object_reuse': None,
                          '--finish_bundle_before_checkpointing': None}
 
 
