@@ -168,13 +168,13 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
                bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
 
 
-# Flink closes a bundle after 1,000 elements or 1 s by default. A record waits for its bundle
-# to close before its alert leaves, so the time limit is a floor under alert latency. The
-# size limit is 5 batches (--batch_size): the Python worker scores each full batch while the
-# JVM is still sending the rest of the bundle, and only the last one makes Flink wait at the
-# bundle's end. (Bundle = batch = 2,000 made every batch wait: 11,100 network records/s in
-# benchmarks.throughput, 14,100 with 10,000-record bundles.) At high rates the time limit
-# still closes bundles first; at 5,000/s a bundle holds about 500 records per subtask.
+# Flink closes a bundle after 1,000 elements or 1 s by default. A network alert waits for two
+# bundles to close (the Python stage's, then the Java Kafka writer's), so the time limit is a
+# floor under alert latency: p99 at 5,000 events/s was 0.99 s with 200 ms, 0.63 s with 100 ms
+# (benchmarks.latency). The size limit is 5 batches (--batch_size): the Python worker scores
+# each full batch while the JVM is still sending the rest of the bundle, and only the last one
+# makes Flink wait at the bundle's end. (Bundle = batch = 2,000 made every batch wait: 11,100
+# network records/s in benchmarks.throughput, 14,100 with 10,000-record bundles.)
 #
 # Object reuse: Flink otherwise copies every element between chained operators, by encoding
 # and decoding it; that was 38% of the JVM's CPU time (JFR, benchmarks/README.md). Beam
@@ -189,7 +189,7 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
 # TaskManager lost records without an error (2 of 3 runs of tests/integration/test_faults.py
 # before this default, 0 of 5 after). Sending the output before the barrier leaves nothing
 # buffered.
-STREAM_FLINK_DEFAULTS = {'--max_bundle_time_mills': '200',
+STREAM_FLINK_DEFAULTS = {'--max_bundle_time_mills': '100',
                          '--max_bundle_size': str(5 * DEFAULT_BATCH_SIZE),
                          '--object_reuse': None,
                          '--finish_bundle_before_checkpointing': None}
