@@ -155,7 +155,7 @@ def run(bootstrap: str, stream: str, topic: str, model_dir: str, output: str, *,
   streams = detectors
   topics = topic.split(',')
   by_topic = dict(zip(topics, streams))
-  models = {d: registry.load(model_dir, d) for d in detectors}
+  models = {d: registry.load_for_serving(model_dir, d) for d in detectors}
   writers = {s: RollingParquet(os.path.join(output, 'archive', s), ARCHIVE_SCHEMAS[s],
                                roll_seconds) for s in streams}
   consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'baseline-{uuid.uuid4().hex}',

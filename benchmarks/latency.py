@@ -77,7 +77,7 @@ def record_pool(model_dir: str, size: int, seed: int) -> tuple[list[str], list[b
                                   index=i, site='bench', rng=rng)
     order[m.uuids[0]] = i
     messages.append(SourceMessage('network', m.value, 'pool', 0, i, now_ms))
-  loaded = registry.load(model_dir, 'network')
+  loaded = registry.load_for_serving(model_dir, 'network')
   flagged = [False] * len(rows)
   for begin in range(0, len(messages), 2000):
     table, _ = process_batch('network', messages[begin:begin + 2000], loaded, 'bench')

@@ -60,7 +60,7 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
   from transforms.inference import score_batch
   from transforms.parse import parse_messages
   schema, arrow_schema = SCHEMAS[stream], ARCHIVE_SCHEMAS[stream]
-  loaded = registry.load(model_dir, stream)
+  loaded = registry.load_for_serving(model_dir, stream)
   seconds = collections.Counter()
   records = 0
   scored_batches = []

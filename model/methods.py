@@ -192,10 +192,23 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     self.n_features_in_ = X.shape[1]
     return self
 
+  def compile_for_serving(self) -> None:
+    """Scores with ONNX Runtime from now on, in this process (see model/serving.py)."""
+    from model.serving import OnnxForest  # pylint: disable=import-outside-toplevel
+    self._compiled = OnnxForest(self.forest_, self.n_features_in_)
+
+  def __getstate__(self):
+    state = super().__getstate__()
+    state.pop('_compiled', None)  # process-local; the pickle stays scikit-learn's own
+    return state
+
   def predict_proba(self, X):
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    compiled = self.__dict__.get('_compiled')
+    if compiled is not None:
+      return compiled.predict_proba(X)
     # The forest's own predict_proba, without its joblib dispatch and lock per tree: the same
     # sums in the same order (identical results), 17% less time per batch when serving.
-    X = np.ascontiguousarray(X, dtype=np.float32)
     trees = self.forest_.estimators_
     total = trees[0].predict_proba(X, check_input=False)
     for tree in trees[1:]:

@@ -23,6 +23,8 @@ import joblib
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from model.serving import compile_for_serving
+
 DETECTORS = ('network', 'process', 'memory')
 MODEL_FILE = 'model.joblib'
 MANIFEST_FILE = 'manifest.json'
@@ -106,6 +108,13 @@ def load(model_dir: str, detector: str, version: Optional[str] = None) -> Loaded
         f'model or delete this version.')
   # joblib unpickles arbitrary code: only after the checksum proves it is the published file.
   return LoadedModel(version, joblib.load(io.BytesIO(data)), manifest)
+
+
+def load_for_serving(model_dir: str, detector: str, version: Optional[str] = None
+                     ) -> LoadedModel:
+  """:func:`load`, then the model compiled for scoring in this process (model/serving.py)."""
+  loaded = load(model_dir, detector, version)
+  return loaded._replace(estimator=compile_for_serving(loaded.estimator))
 
 
 def library_versions() -> dict[str, str]:

@@ -37,7 +37,7 @@ class LiveModel:
     self._refresh_seconds = refresh_seconds
     self._lock = threading.Lock()
     self._refused: set[str] = set()  # versions that failed to load: not retried every poll
-    self.current: registry.LoadedModel = registry.load(model_dir, detector)
+    self.current: registry.LoadedModel = registry.load_for_serving(model_dir, detector)
     self._checked_at = time.monotonic()
 
   def get(self) -> registry.LoadedModel:
@@ -54,7 +54,7 @@ class LiveModel:
       newest = registry.latest_version(self._model_dir, self._detector)
       if newest and newest > self.current.version and newest not in self._refused:
         try:
-          self.current = registry.load(self._model_dir, self._detector, newest)
+          self.current = registry.load_for_serving(self._model_dir, self._detector, newest)
           log.info('%s detector now serves model %s', self._detector, newest)
         except Exception:  # pylint: disable=broad-except
           # A bad new version must not stop scoring: keep the current one and say why.
