@@ -20,7 +20,7 @@ REQUIRED = [
     'orjson>=3.10',
     # One OpenMP/BLAS thread per scoring worker (transforms/inference.py).
     'threadpoolctl>=3.1',
-    # Forests compiled for serving (model/serving.py): a third less scoring time.
+    # Forests compiled for serving (model/serving.py): the same trees in a third less time.
     'onnxruntime>=1.20',
     'skl2onnx>=1.17',
 ]
