@@ -53,14 +53,14 @@ def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
   """
   argv = list(argv)
   directory = _value(argv, FLAG)
+  checkpointing = int(_value(argv, '--checkpointing_interval') or -1) > 0
   if not directory:
     embedded = (_value(argv, '--flink_master') or '[auto]') in ('[local]', '[auto]')
-    if (embedded and int(_value(argv, '--checkpointing_interval') or -1) > 0 and
-        _value(argv, '--state_backend') is None):
+    if embedded and checkpointing and _value(argv, '--state_backend') is None:
       storage = tempfile.mkdtemp(prefix='attack-detection-checkpoints-')
       argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{storage}']
     return argv
-  if int(_value(argv, '--checkpointing_interval') or -1) <= 0:
+  if not checkpointing:
     raise SystemExit(f'{FLAG} needs --checkpointing_interval=<ms>')
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)

@@ -36,9 +36,10 @@ def _checkpointing(group: str) -> list[str]:
 
 
 # Was an expected failure until the job finished its bundles before checkpoints
-# (pipelines/stream.py STREAM_FLINK_DEFAULTS; the likely fix, not proven for this case): some partitions' records never reached the
-# archive after a broker restart (4 and 888 of 3,000). Since then: 5 of 5 runs lost nothing,
-# 2 of them with the 2 cores also busy with three spinning processes.
+# (pipelines/stream.py STREAM_FLINK_DEFAULTS; the likely fix, not proven for this case): some
+# partitions' records never reached the archive after a broker restart (4 and 888 of 3,000).
+# Since then: 5 of 5 runs lost nothing, 2 of them with the 2 cores also busy with three
+# spinning processes.
 def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
