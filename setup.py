@@ -23,6 +23,8 @@ REQUIRED = [
     # Forests compiled for serving (model/serving.py): the same trees in a third less time.
     'onnxruntime>=1.20',
     'skl2onnx>=1.17',
+    # Kafka client .properties files read as Java reads them (pipelines/kafka_config.py).
+    'javaproperties>=0.8',
 ]
 
 setuptools.setup(

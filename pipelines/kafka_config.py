@@ -10,7 +10,10 @@ show up in process listings and in the Flink UI. Nothing here logs a value; use
 from __future__ import annotations
 
 import os
+import re
 from typing import Mapping, Optional, Sequence
+
+import javaproperties
 
 ENV_PREFIX = 'KAFKA_CLIENT_'
 
@@ -19,19 +22,31 @@ class KafkaConfigError(ValueError):
   pass
 
 
+# A key runs to its first unescaped separator (=, : or white space); a line that is all key
+# has none.
+_KEY_ONLY = re.compile(r'(?:\\.|[^\\=:\s])*', re.DOTALL)
+
+
 def parse_properties(text: str, source: str = 'properties') -> dict[str, str]:
-  """``key=value`` / ``key: value`` lines; ``#`` and ``!`` start comments."""
+  """A Java ``.properties`` text, as ``java.util.Properties.load`` reads it (``javaproperties``):
+  ``key=value``, ``key: value`` and ``key value`` lines, backslash continuations (the usual
+  way to write a multi-line ``sasl.jaas.config``), escapes (``\\=``, ``\\uXXXX``) and ``#`` / ``!``
+  comments. One departure: a line that is only a key (Java would give it an empty value) is
+  refused, because it is more likely a secret written without its key."""
   config = {}
-  for number, line in enumerate(text.splitlines(), 1):
-    line = line.strip()
-    if not line or line[0] in '#!':
-      continue
-    separators = [i for i in (line.find('='), line.find(':')) if i > 0]
-    if not separators:
-      # Never echo the line: it may hold a secret.
-      raise KafkaConfigError(f'{source}:{number}: expected key=value')
-    cut = min(separators)
-    config[line[:cut].strip()] = line[cut + 1:].strip()
+  line = 1
+  try:
+    for element in javaproperties.parse(text):
+      if isinstance(element, javaproperties.KeyValue):
+        raw = element.source.strip()
+        if not element.value and _KEY_ONLY.fullmatch(raw):
+          # Never echo the line: it may hold a secret.
+          raise KafkaConfigError(f'{source}:{line}: expected key=value')
+        config[element.key] = element.value
+      line += element.source.count('\n')
+  except javaproperties.InvalidUEscapeError:
+    # Its message quotes the escape, a piece of the value.
+    raise KafkaConfigError(f'{source}:{line}: invalid \\uXXXX escape') from None
   return config
 
 
