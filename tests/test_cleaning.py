@@ -1,10 +1,13 @@
 """Value parsing and record cleaning: the rules of DESIGN.md, one case per rule."""
 
+import time
+
 import pytest
 
+from schemas.limits import MAX_NUMBER_LENGTH
 from schemas.records import MEMORY, NETWORK, PROCESS
 from tests.factories import memory_record, network_record, process_record
-from transforms.cleaning import CleaningError, clean_record, parse_number
+from transforms.cleaning import _MESSY_NUMBER, CleaningError, clean_record, parse_number
 
 
 @pytest.mark.parametrize('raw, expected', [
@@ -92,3 +95,23 @@ def test_network_record_keeps_strings_and_counts():
 def test_a_record_that_is_not_an_object_is_refused():
   with pytest.raises(CleaningError, match='expected a JSON object, got list'):
     clean_record(NETWORK, [1, 2])
+
+
+@pytest.mark.parametrize('text', [
+    '1' * 5000 + 'x', '1' * 100_000 + 'x', '1.' + '1' * 100_000 + 'x', '1e' + '1' * 100_000 + 'x',
+    '+' + '9' * 50_000 + 'K!', '.' + '5' * 100_000 + 'e'])
+def test_long_digit_strings_are_refused_in_linear_time(text):
+  """The number pattern once backtracked quadratically: '1' * 5000 + 'x' took seconds. Now
+  the length bound refuses it at once, and the pattern itself is linear when called alone."""
+  started = time.perf_counter()
+  with pytest.raises(CleaningError, match='longer than 64'):
+    parse_number(text)
+  assert time.perf_counter() - started < 0.01
+  started = time.perf_counter()
+  assert _MESSY_NUMBER.match(text) is None
+  assert time.perf_counter() - started < 0.05, 'the pattern backtracks'
+
+
+def test_numeric_strings_up_to_the_bound_still_parse():
+  assert parse_number(' ' + '0' * (MAX_NUMBER_LENGTH - 1) + '7 ') == 7.0
+  assert parse_number('0.' + '5' * (MAX_NUMBER_LENGTH - 3) + 'K') == pytest.approx(5000 / 9)

@@ -11,16 +11,18 @@ import math
 import re
 from typing import Any, Optional, Sequence
 
+from schemas.limits import MAX_ABS_VALUE, MAX_NUMBER_LENGTH, MAX_STRING_LENGTH
 from schemas.records import FLOAT, INT, STR, Field, RecordSchema
 
 # Host tools print sizes with decimal unit suffixes: " 1.5K" is 1500, "12M" is 12,000,000.
 _UNITS = {'': 1, 'K': 10**3, 'M': 10**6, 'G': 10**9, 'T': 10**12, 'P': 10**15}
-_MESSY_NUMBER = re.compile(r'^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([KMGTP%]?)$',
-                           re.IGNORECASE)
+# Possessive quantifiers (they never give back what they matched): each character is looked
+# at once, so a long digit string costs linear time instead of quadratic backtracking. Taking
+# less never helps here: what a quantifier leaves could not match what follows it.
+_MESSY_NUMBER = re.compile(
+    r'^([+-]?+(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?+\d++)?+)\s*+([KMGTP%]?+)$',
+    re.IGNORECASE)
 _MISSING = ('', '-')
-# Larger magnitudes are corrupt input, and int64 Parquet columns cannot hold them anyway.
-MAX_ABS_VALUE = 2.0**62
-MAX_STRING_LENGTH = 4096
 
 
 class CleaningError(ValueError):
@@ -46,6 +48,9 @@ def parse_number(value: Any) -> Optional[float]:
     text = value.strip()
     if text in _MISSING:
       return None
+    if len(text) > MAX_NUMBER_LENGTH:
+      raise CleaningError(f'numeric string longer than {MAX_NUMBER_LENGTH} characters: '
+                          f'{text[:40]!r}...')
     if text[-1:].isdigit() and '_' not in text:
       # A plain numeral (most host values): float() reads the same grammar as the regex
       # below, plus "1_000", excluded here; "nan" or "inf" end in a letter.
