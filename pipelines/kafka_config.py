@@ -3,12 +3,14 @@
 Precedence, lowest first: ``--kafka_config_file`` (Java properties), environment variables
 ``KAFKA_CLIENT_<KEY>`` (``KAFKA_CLIENT_SASL_JAAS_CONFIG`` is ``sasl.jaas.config``), then
 ``--kafka_config key=value`` flags. Secrets belong in the file or the environment: command lines
-show up in process listings and in the Flink UI. Nothing here logs a value; use
-:func:`transforms.kafka_io.redact_config` to print a config.
+show up in process listings, and a flag given to the stream job would travel in its pipeline
+options (which Beam's SDK workers log) unless the job removes it (pipelines/stream.py does).
+Nothing here logs a value; use :func:`redact_config` to print a config.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Mapping, Optional, Sequence
@@ -16,6 +18,22 @@ from typing import Mapping, Optional, Sequence
 import javaproperties
 
 ENV_PREFIX = 'KAFKA_CLIENT_'
+
+# Consumer / producer settings whose values must never be printed.
+SECRET_MARKERS = ('password', 'secret', 'jaas', 'token', 'credential', 'key.pem', 'keystore.key')
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # keys already warned about in this process
+
+
+def is_secret(key: str) -> bool:
+  lowered = key.lower()
+  return any(m in lowered for m in SECRET_MARKERS)
+
+
+def redact_config(config: Optional[Mapping[str, str]]) -> dict[str, str]:
+  """A copy of a Kafka client config that is safe to log (secret values masked)."""
+  return {k: '***' if is_secret(k) else v for k, v in (config or {}).items()}
 
 
 class KafkaConfigError(ValueError):
@@ -58,6 +76,12 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
       # Never echo the argument: it may be a secret typed without its key.
       raise KafkaConfigError('--kafka_config wants key=value with a non-empty key')
     config[key.strip()] = value
+  secret = sorted(k for k in config if is_secret(k) and k not in _warned)
+  if secret:
+    _warned.update(secret)
+    log.warning('--kafka_config %s: a secret on the command line, which process listings show; '
+                'pass it in --kafka_config_file or as %s<KEY> in the environment instead',
+                ', '.join(secret), ENV_PREFIX)
   return config
 
 

@@ -226,6 +226,10 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   pipeline = beam.Pipeline(options=options)
   with _expansion_scope(opts):
     build(pipeline, opts)
+  # The Kafka transforms hold their settings now. Left in the options, --kafka_config values
+  # (SASL passwords, JAAS lines) would go to the job server and every SDK worker, which logs
+  # all options at start.
+  opts.kafka_config = []
   return pipeline.run()
 
 

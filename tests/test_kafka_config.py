@@ -1,8 +1,18 @@
-"""Kafka client settings: file < environment < flags, and no secret in any error message."""
+"""Kafka client settings: file < environment < flags, and no secret in any error message,
+log line or pipeline option."""
+
+import json
+import logging
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.kafka_config import KafkaConfigError, client_config
+from pipelines import stream as stream_job
+from pipelines.kafka_config import KafkaConfigError, client_config, redact_config
+from tests.factories import network_record
+from tests.test_stream_graph import read_output
+
+SECRET = 'hunter2-' + 'kafka-secret'
 
 
 def test_file_environment_and_flags_merge_in_that_order(tmp_path):
@@ -76,3 +86,43 @@ def test_bad_lines_name_their_line_not_their_text(tmp_path, text, line):
     client_config([], str(path), environ={})
   assert 'hunter2' not in str(error.value)
   assert f'bad.properties:{line}:' in str(error.value)
+
+
+def test_a_secret_flag_is_warned_about_by_name_only(caplog):
+  caplog.set_level(logging.WARNING, logger='pipelines.kafka_config')
+  pairs = [f'sasl.jaas.config=PlainLoginModule required password="{SECRET}";',
+           'security.protocol=SASL_SSL', 'ssl.truststore.password=' + SECRET]
+  config = client_config(pairs, None, environ={})
+  assert SECRET in config['sasl.jaas.config']  # passed through to Kafka untouched
+  [warning] = [r.getMessage() for r in caplog.records]
+  assert 'sasl.jaas.config' in warning and 'ssl.truststore.password' in warning
+  assert 'security.protocol' not in warning and SECRET not in warning
+  assert redact_config(config) == {'sasl.jaas.config': '***', 'security.protocol': 'SASL_SSL',
+                                   'ssl.truststore.password': '***'}
+
+
+def test_a_secret_flag_stays_out_of_the_job_logs_and_its_worker_options(model_dir, tmp_path,
+                                                                        caplog, capfd):
+  """A DirectRunner run given --kafka_config secrets: no log line and no console output holds
+  them, and the options the runner hands its workers no longer carry the flag."""
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  (inputs / 'network.jsonl').write_text(
+      ''.join(json.dumps(network_record(i)) + '\n' for i in range(5)))
+  output = str(tmp_path / 'out')
+  caplog.set_level(logging.DEBUG)
+  options = PipelineOptions([
+      '--source=files', f'--input_dir={inputs}', f'--output={output}', f'--model_dir={model_dir}',
+      f'--kafka_config=sasl.jaas.config=PlainLoginModule required password="{SECRET}";',
+      f'--kafka_config=sasl.password={SECRET}'])
+  result = stream_job.submit(options)
+  result.wait_until_finish()
+  assert len(read_output(output, 'archive/network')) == 5
+  sent = options.get_all_options(drop_default=True, retain_unknown_options=True)
+  assert 'kafka_config' not in sent, sent
+  assert SECRET not in json.dumps(options.get_all_options(), default=str)
+  logged = '\n'.join(r.getMessage() for r in caplog.records)
+  assert logged, 'nothing was logged: the check would be empty'
+  assert SECRET not in logged
+  out, err = capfd.readouterr()
+  assert SECRET not in out and SECRET not in err

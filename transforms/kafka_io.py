@@ -41,6 +41,7 @@ from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, WriteToKafk
 from apache_beam.transforms.external import JavaJarExpansionService, NamedTupleBasedPayloadBuilder
 from apache_beam.transforms.window import TimestampedValue
 
+from pipelines import kafka_config
 from transforms.source import SourceMessage
 
 _LOG = logging.getLogger(__name__)
@@ -56,17 +57,8 @@ EXPANSION_SERVICE_ARGS = ('--defaultEnvironmentType=EMBEDDED', '--experiments=us
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Consumer / producer settings whose values must never be printed.
-_SECRET_MARKERS = ('password', 'secret', 'jaas', 'token', 'credential', 'key.pem', 'keystore.key')
-
-
-def redact_config(config: Optional[Mapping[str, str]]) -> Dict[str, str]:
-  """A copy of a Kafka client config that is safe to log (secret values masked)."""
-  out = {}
-  for key, value in (config or {}).items():
-    lowered = key.lower()
-    out[key] = '***' if any(m in lowered for m in _SECRET_MARKERS) else value
-  return out
+# One home for the list of secret settings (pipelines/kafka_config.py); re-exported here.
+redact_config = kafka_config.redact_config
 
 
 # --------------------------------------------------------------------------------------------
