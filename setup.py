@@ -23,6 +23,10 @@ REQUIRED = [
     # Forests compiled for serving (model/serving.py): the same trees in a third less time.
     'onnxruntime>=1.20',
     'skl2onnx>=1.17',
+    # The model registry (model/registry.py): models stored without pickles (skops builds
+    # only trusted types) and manifests signed with Ed25519 (cryptography).
+    'skops>=0.10',
+    'cryptography>=42',
     # Kafka client .properties files read as Java reads them (pipelines/kafka_config.py).
     'javaproperties>=0.8',
 ]

@@ -2,6 +2,11 @@
 
     python -m model.bootstrap --model_dir models       # only detectors without a version
 
+A detector "without a version" has none whose signed manifest verifies against the readers'
+public key. On a fresh machine this also creates the model signing key pair in its default
+place (model/signing.py) when neither half exists: the first models need a key to be signed
+with, and the stream and dashboard find the public half there.
+
 The generator's labelled synthetic traffic is written as an archive (the layout the stream job
 writes), then ``pipelines.retrain`` trains, evaluates and publishes from it: the first models
 go through exactly the path every later model does. Once the stream has archived real traffic,
@@ -21,7 +26,7 @@ from typing import Optional, Sequence
 import pandas as pd
 import pyarrow.parquet as pq
 
-from model import registry
+from model import registry, signing
 from model.dataset import archive_table
 
 log = logging.getLogger('model.bootstrap')
@@ -37,14 +42,26 @@ def synthetic_frames(seed: int, network_rows: int, machines: int, seconds: int
           'process': pd.DataFrame(process), 'memory': pd.DataFrame(memory)}
 
 
+def verified_versions(model_dir: str, public_key: Optional[str] = None
+                      ) -> dict[str, Optional[str]]:
+  """{detector: the newest version that verifies against the readers' public key, or None}."""
+  keys = signing.reader_keys(public_key)
+  return {d: (registry.newest_verified_manifest(model_dir, d, keys) or (None,))[0]
+          for d in registry.DETECTORS}
+
+
 def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, machines: int = 20,
-              seconds: int = 600, force: bool = False,
+              seconds: int = 600, force: bool = False, signing_key: Optional[str] = None,
+              public_key: Optional[str] = None,
               beam_args: Sequence[str] = ()) -> dict[str, str]:
-  """Publishes a model for every detector that has none (all with ``force``). ``beam_args``
-  go to the retrain job (e.g. the S3 flags for an s3:// model dir)."""
+  """Publishes a model for every detector that has no verified one (all with ``force``),
+  signed with ``signing_key`` (a path; default: the publisher's default, created with its
+  public half ``public_key`` when neither exists). ``beam_args`` go to the retrain job (e.g.
+  the S3 flags for an s3:// model dir)."""
   from pipelines import retrain
-  missing = [d for d in registry.DETECTORS
-             if force or registry.latest_version(model_dir, d) is None]
+  signing.ensure_key_pair(signing_key, public_key)
+  verified = verified_versions(model_dir, public_key)
+  missing = [d for d in registry.DETECTORS if force or verified[d] is None]
   if not missing:
     log.info('%s already holds a model for every detector', model_dir)
     return {}
@@ -58,8 +75,10 @@ def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, mach
       pq.write_table(archive_table(detector, frames[detector], start=start,
                                    uuid_prefix=f'bootstrap-{detector}-'), path)
       log.info('training the %s detector on %d synthetic rows', detector, len(frames[detector]))
+      keys = [f'--model_signing_key={signing.signing_key_path(signing_key)}',
+              f'--model_public_key={signing.public_key_path(public_key)}']
       retrain.run([f'--detector={detector}', f'--input={path}', f'--model_dir={model_dir}',
-                   '--grid=small', f'--seed={seed}', '--force', *beam_args])
+                   '--grid=small', f'--seed={seed}', '--force', *keys, *beam_args])
       published[detector] = registry.latest_version(model_dir, detector)
   return published
 
@@ -71,6 +90,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--force', action='store_true',
                       help='retrain every detector, even those that have a model')
+  parser.add_argument('--model_signing_key', default=None,
+                      help='private key that signs the models (default: '
+                      f'${signing.SIGNING_KEY_ENV}, else ~/.config/attack-detection/'
+                      f'{signing.SIGNING_KEY_FILE}; created with its public half if neither '
+                      'exists)')
+  parser.add_argument('--model_public_key', default=None,
+                      help='the readers\' public key file (default: '
+                      f'${signing.PUBLIC_KEY_ENV}, else ~/.config/attack-detection/'
+                      f'{signing.PUBLIC_KEY_FILE})')
   # Anything else is a Beam option for the retrain job (--runner, the S3 flags, ...).
   args, beam_args = parser.parse_known_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
@@ -79,12 +107,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from pipelines import storage
   # The registry is read before any pipeline exists (an s3:// or gs:// model dir needs this).
   storage.configure(PipelineOptions(beam_args))
-  published = bootstrap(args.model_dir, seed=args.seed, force=args.force, beam_args=beam_args)
+  try:
+    published = bootstrap(args.model_dir, seed=args.seed, force=args.force,
+                          signing_key=args.model_signing_key, public_key=args.model_public_key,
+                          beam_args=beam_args)
+    verified = verified_versions(args.model_dir, args.model_public_key)
+  except signing.KeyFileError as e:
+    print(f'model.bootstrap: {e}', file=sys.stderr)
+    return 1
   for detector in registry.DETECTORS:
-    version = registry.latest_version(args.model_dir, detector)
     note = ' (new)' if detector in published else ''
-    print(f'{detector:<8} {version or "none"}{note}')
-  return 0 if all(registry.latest_version(args.model_dir, d) for d in registry.DETECTORS) else 1
+    print(f'{detector:<8} {verified[detector] or "none"}{note}')
+  return 0 if all(verified.values()) else 1
 
 
 if __name__ == '__main__':

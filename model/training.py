@@ -20,7 +20,6 @@ import logging
 import time
 from typing import Any, Optional
 
-import joblib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -55,6 +54,8 @@ class RetrainConfig:
   calibration_fraction: float = 0.1
   n_jobs: Optional[int] = -1
   seed: int = 0
+  # signing.PublicKeys trusted for the current model (the champion); None: the reader's default.
+  public_keys: Any = None
 
   @property
   def schema(self):
@@ -101,14 +102,21 @@ def _json_default(value):
   raise TypeError(f'not JSON serialisable: {type(value).__name__}')
 
 
+def _storable(values) -> np.ndarray:
+  array = np.asarray(values)
+  # Object arrays would be stored as pickles, which the reader would have to unpickle.
+  return array.astype(str) if array.dtype == object else array
+
+
 def write_arrays(path: str, **arrays) -> None:
   buffer = io.BytesIO()
-  np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+  np.savez_compressed(buffer, **{k: _storable(v) for k, v in arrays.items()})
   write_bytes(path, buffer.getvalue())
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
-  with np.load(io.BytesIO(read_bytes(path)), allow_pickle=True) as data:
+  # The staging dir is as writable as the registry: nothing read from it may run code.
+  with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
     return {k: data[k] for k in data.files}
 
 
@@ -294,7 +302,7 @@ def best_points(config: RetrainConfig, info: dict[str, Any],
 def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
               params: dict[str, Any]) -> dict[str, Any]:
   """Fits on the whole train split; calibrates; evaluates on the test split; stages the model
-  (``candidate-<method>.joblib``) and its test scores (``eval-<method>.npz``)."""
+  (``candidate-<method>.skops``, see :func:`model.registry.dumps_model`) and its test scores (``eval-<method>.npz``)."""
   schema = config.schema
   frame = _frames(config, info)
   train = frame[frame[SPLIT] == 0]
@@ -331,16 +339,16 @@ def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
                                                         seed=config.seed),
       'model': methods.native_importances(detector, schema),
   }
-  buffer = io.BytesIO()
-  joblib.dump(detector, buffer, compress=3)
-  model_path = FileSystems.join(config.staging_dir, f'candidate-{method}.joblib')
-  write_bytes(model_path, buffer.getvalue())
+  data, model_format = registry.dumps_model(detector)
+  model_path = FileSystems.join(config.staging_dir, f'candidate-{method}.{model_format}')
+  write_bytes(model_path, data)
   eval_path = FileSystems.join(config.staging_dir, f'eval-{method}.npz')
   write_arrays(eval_path, y=y, scores=scores, labels=labels, contrast_scores=contrast_scores)
   return {
       'method': method, 'params': params, 'threshold': threshold, 'threshold_rule': rule,
       'metrics': metrics, 'importances': importances, 'fit_seconds': fit_seconds,
       'training_rows': int(len(fit_on)), 'model_path': model_path, 'eval_path': eval_path,
+      'model_format': model_format,
   }
 
 
@@ -355,9 +363,15 @@ def contrast_frame(config: RetrainConfig, test_X: pd.DataFrame) -> pd.DataFrame:
 def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[dict[str, Any]]:
   """The published model's metrics on the same test split (None when there is none)."""
   try:
-    loaded = registry.load(config.model_dir, config.detector)
-  except registry.NoModelError:
-    return None
+    loaded = registry.load(config.model_dir, config.detector, public_keys=config.public_keys)
+  except registry.NoModelError as e:
+    if not e.refused:
+      return None
+    # Versions exist but none verifies: the newest is the champion that cannot be evaluated.
+    version = max(e.refused, key=registry.version_time)
+    error = e.refused[version]
+    log.warning('current %s model %s cannot be loaded: %s', config.detector, version, error)
+    return {'version': version, 'error': f'{type(error).__name__}: {error}'}
   except Exception as e:  # pylint: disable=broad-except
     version = registry.latest_version(config.model_dir, config.detector)
     log.warning('current %s model %s cannot be loaded: %s', config.detector, version, e)

@@ -25,6 +25,13 @@ class ModelRegistryOptions(PipelineOptions):
     parser.add_argument('--model_dir', default='models',
                         help='Model registry root: a local path, s3://... or gs://... '
                         '(default: %(default)s).')
+    parser.add_argument('--model_public_key', default=None,
+                        help='PEM file of the public key(s) whose signatures on model '
+                        'manifests are trusted; a file may hold several during a key rotation. '
+                        'Read where the job is launched; workers get the keys with the '
+                        'pipeline (default: $ATTACK_DETECTION_MODEL_PUBLIC_KEY, else '
+                        '~/.config/attack-detection/model-signing.pub; see '
+                        'docs/model-registry.md).')
 
 
 def is_flink(options: PipelineOptions) -> bool:

@@ -31,6 +31,7 @@ challenger gate, the HTML report, and the atomic publication to the registry.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -39,7 +40,6 @@ import uuid
 from typing import Any, Optional, Sequence
 
 import apache_beam as beam
-import joblib
 import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
@@ -52,7 +52,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
 
 from pipelines import storage
 from pipelines.options import ModelRegistryOptions, with_flink_defaults
-from model import dataset, evaluation, methods, registry, report, sampling, training
+from model import dataset, evaluation, methods, registry, report, sampling, signing, training
 
 log = logging.getLogger('pipelines.retrain')
 RESULT_FILE = 'result.json'
@@ -131,6 +131,11 @@ class RetrainOptions(PipelineOptions):
                        help='Cores one training task uses (default: all of the worker\'s, -1). '
                        'On a cluster running several tasks per machine, use 1.')
     group.add_argument('--seed', type=int, default=0, help='Random seed (default: 0).')
+    group.add_argument('--model_signing_key', default=None,
+                       help='PEM file of the Ed25519 private key that signs the published '
+                       'manifest (default: $ATTACK_DETECTION_MODEL_SIGNING_KEY, else '
+                       '~/.config/attack-detection/model-signing.key; `python -m '
+                       'pipelines.keys generate` makes one; see docs/model-registry.md).')
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -410,9 +415,10 @@ def config_from(opts: RetrainOptions, staging_dir: str) -> training.RetrainConfi
       seed=opts.seed)
 
 
-def publish(result: dict[str, Any], config: training.RetrainConfig, opts: RetrainOptions
-            ) -> dict[str, Any]:
-  """The gate, the report and the publication. Returns the decision."""
+def publish(result: dict[str, Any], config: training.RetrainConfig, opts: RetrainOptions,
+            signing_key: Optional[signing.SigningKey] = None) -> dict[str, Any]:
+  """The gate, the report and the publication, signed with ``signing_key``. Returns the
+  decision."""
   chosen = result['chosen']
   final = result['finals'][chosen]
   champion = result.get('champion')
@@ -434,20 +440,19 @@ def publish(result: dict[str, Any], config: training.RetrainConfig, opts: Retrai
   page = report.render(result, evals, decision)
   decision['report'] = report.write(target, page)
   if publish_it:
-    estimator = joblib.load(_buffer(training.read_bytes(final['model_path'])))
+    # A staged candidate is skops (only trusted types are built); a joblib one exists only
+    # when skops cannot hold the model (registry.dumps_model), as its registry copy will be.
+    model_format = final.get('model_format', 'skops')
+    estimator = registry.loads_model(training.read_bytes(final['model_path']), model_format,
+                                     allow_pickle=model_format == 'joblib')
     decision['version'] = registry.publish(
-        config.model_dir, config.detector, estimator,
+        config.model_dir, config.detector, estimator, signing_key=signing_key,
         feature_columns=list(config.schema.feature_columns),
         training_rows=final['training_rows'],
         training_time_range=tuple(result['stats']['time_range']),
         parameters=_manifest_parameters(result, config, opts),
         metrics=_manifest_metrics(result, decision), version=version)
   return decision
-
-
-def _buffer(data: bytes):
-  import io
-  return io.BytesIO(data)
 
 
 _HEADLINE = ('roc_auc', 'pr_auc', 'precision', 'recall', 'f1', 'alert_rate',
@@ -548,6 +553,26 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
     return argv
 
 
+def _keys(opts: RetrainOptions
+          ) -> tuple[Optional[signing.SigningKey], Optional[signing.PublicKeys]]:
+  """The key that signs what this run publishes (checked before any training: a run that
+  cannot publish fails at once) and the public keys the current model must verify against:
+  the readers' (--model_public_key or the default file, when there) and the signing key's."""
+  signing_key = None
+  if not opts.no_publish:
+    try:
+      signing_key = signing.SigningKey.load(opts.model_signing_key)
+    except signing.KeyFileError as e:
+      raise SystemExit(f'cannot publish without the model signing key: {e}') from None
+  try:
+    public_keys = signing.reader_keys(opts.view_as(ModelRegistryOptions).model_public_key)
+  except signing.KeyFileError:
+    public_keys = None
+  if signing_key is not None:
+    public_keys = signing_key.public if public_keys is None else public_keys + signing_key.public
+  return signing_key, public_keys
+
+
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """Runs the job; returns ``{'result': ..., 'decision': ..., 'seconds': ...}``."""
   options = PipelineOptions(with_runner_defaults(argv or []))
@@ -564,7 +589,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   run_id = f'{registry.new_version()}-{uuid.uuid4().hex[:6]}'
   staging_dir = opts.staging_dir or FileSystems.join(
       opts.view_as(ModelRegistryOptions).model_dir, '.staging', f'{opts.detector}-{run_id}')
-  config = config_from(opts, staging_dir)
+  signing_key, public_keys = _keys(opts)
+  config = dataclasses.replace(config_from(opts, staging_dir), public_keys=public_keys)
   log.info('retraining %s from %s (%s); staging in %s', opts.detector, pattern, input_format,
            staging_dir)
   started = time.perf_counter()
@@ -574,7 +600,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     pipeline.run().wait_until_finish()
     log.info('pipeline done in %.1fs', time.perf_counter() - started)
     result = training.read_json(FileSystems.join(staging_dir, RESULT_FILE))
-    decision = publish(result, config, opts)
+    decision = publish(result, config, opts, signing_key)
   finally:
     if not opts.keep_staging:
       _remove(staging_dir)

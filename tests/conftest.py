@@ -1,15 +1,35 @@
-"""Shared fixtures: a model registry with small models trained on factory records."""
+"""Shared fixtures: a model registry with small models trained on factory records, signed
+with a key pair made for the test session."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from model import registry
+from model import registry, signing
 from model.detector import fit_supervised
 from model.features import frame_from_records
 from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS
 from tests.factories import BASE_TS, memory_record, network_record, process_record
 from transforms.cleaning import clean_record
+
+
+@pytest.fixture(scope='session', autouse=True)
+def model_keys(tmp_path_factory):
+  """The session's model signing key pair, found by every publisher and reader (this process
+  and the jobs it starts) through the environment, as a user's would be through theirs."""
+  folder = tmp_path_factory.mktemp('model-keys')
+  private, public = str(folder / signing.SIGNING_KEY_FILE), str(folder / signing.PUBLIC_KEY_FILE)
+  key = signing.generate(private, public)
+  saved = {name: os.environ.get(name) for name in (signing.SIGNING_KEY_ENV, signing.PUBLIC_KEY_ENV)}
+  os.environ[signing.SIGNING_KEY_ENV], os.environ[signing.PUBLIC_KEY_ENV] = private, public
+  yield key
+  for name, value in saved.items():
+    if value is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = value
 
 
 def _training_set(schema, raw_records, labels):
@@ -47,7 +67,7 @@ def _publish_supervised(model_dir: str, sets, max_iter: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope='session')
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, model_keys):
   """A registry with one version per detector, shared by the whole test session (read-only:
   tests that publish make their own copy)."""
   path = str(tmp_path_factory.mktemp('models'))
@@ -72,7 +92,7 @@ def train_synthetic_models(model_dir: str, seed: int = 0) -> dict[str, str]:
 
 
 @pytest.fixture(scope='session')
-def synthetic_model_dir(tmp_path_factory):
+def synthetic_model_dir(tmp_path_factory, model_keys):
   path = str(tmp_path_factory.mktemp('synthetic-models'))
   train_synthetic_models(path)
   return path

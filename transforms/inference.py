@@ -1,9 +1,15 @@
 """RunInference with a scikit-learn ModelHandler that serves the registry's newest model.
 
-The handler loads the newest published version of its detector at start and checks the
-registry every ``refresh_seconds`` while running; a newer version is loaded (sha256 verified)
-and swapped in between batches, so a retrain reaches the stream without a restart. This works
-the same on every runner, unlike a side-input model watcher (see RUNTIME_NOTES.md).
+The handler serves the newest published version of its detector that loads and verifies
+(signature, checksum, trusted types: model/registry.py), at start and while running: it
+checks the registry every ``refresh_seconds``, and a newer version that verifies is loaded and
+swapped in between batches, so a retrain reaches the stream without a restart. A version that
+does not verify is refused once (a log line and the ``models_refused`` counter) and the one
+before it keeps serving. This works the same on every runner, unlike a side-input model
+watcher (see RUNTIME_NOTES.md).
+
+The public keys are read where the pipeline is built (``--model_public_key``, else the default
+key file: model/signing.py) and travel inside the handler, so workers need no key file.
 """
 
 from __future__ import annotations
@@ -16,29 +22,62 @@ from typing import Any, Iterable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import threadpoolctl
+from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from model import registry
+from model import registry, signing
 from model.features import frame_from_columns
+from pipelines.options import ModelRegistryOptions
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
-from transforms.dead_letter import DEAD_LETTER, batch_record_dead_letter, dead_letter_counter
+from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
+                                    dead_letter_row)
 
 INFERENCE_STAGE = 'inference'
+MODELS_REFUSED = 'models_refused'
 log = logging.getLogger(__name__)
 
 
 class LiveModel:
-  """The model a worker process serves, replaced in place when a newer version appears."""
+  """The model a worker process serves, replaced in place when a newer version verifies."""
 
-  def __init__(self, model_dir: str, detector: str, refresh_seconds: float):
+  def __init__(self, model_dir: str, detector: str, refresh_seconds: float,
+               public_keys: signing.PublicKeys):
     self._model_dir = model_dir
     self._detector = detector
     self._refresh_seconds = refresh_seconds
+    self._public_keys = public_keys
     self._lock = threading.Lock()
-    self._refused: set[str] = set()  # versions that failed to load: not retried every poll
-    self.current: registry.LoadedModel = registry.load_for_serving(model_dir, detector)
+    self._count_lock = threading.Lock()
+    # Versions that failed to load or verify: logged and counted once, never retried.
+    self._refused: dict[str, Exception] = {}
+    self._uncounted = 0  # refusals not yet on the counter (loading runs outside a bundle)
+    self.current: registry.LoadedModel = self._newest(newer_than=None) or self._none_verifies()
     self._checked_at = time.monotonic()
+
+  def _refuse(self, version: str, error: Exception) -> None:
+    self._refused[version] = error
+    with self._count_lock:
+      self._uncounted += 1
+    serving = getattr(self, 'current', None)
+    log.error('refusing %s model %s: %s; %s', self._detector, version, error,
+              f'still serving {serving.version}' if serving else 'trying the version before it')
+
+  def _newest(self, newer_than: Optional[str]) -> Optional[registry.LoadedModel]:
+    return registry.load_newest(
+        self._model_dir, self._detector, self._public_keys, newer_than=newer_than,
+        skip=frozenset(self._refused), on_refused=self._refuse,
+        loader=registry.load_version_for_serving)
+
+  def _none_verifies(self):
+    raise registry.no_model_error(self._model_dir, self._detector, self._public_keys,
+                                  self._refused)
+
+  def take_refusals(self) -> int:
+    """Refusals since the last call, for the caller's counter."""
+    with self._count_lock:
+      count, self._uncounted = self._uncounted, 0
+    return count
 
   def get(self) -> registry.LoadedModel:
     if self._refresh_seconds > 0 and time.monotonic() - self._checked_at >= self._refresh_seconds:
@@ -51,16 +90,16 @@ class LiveModel:
       return
     try:
       self._checked_at = time.monotonic()
-      newest = registry.latest_version(self._model_dir, self._detector)
-      if newest and newest > self.current.version and newest not in self._refused:
-        try:
-          self.current = registry.load_for_serving(self._model_dir, self._detector, newest)
-          log.info('%s detector now serves model %s', self._detector, newest)
-        except Exception:  # pylint: disable=broad-except
-          # A bad new version must not stop scoring: keep the current one and say why.
-          self._refused.add(newest)
-          log.exception('could not load %s model %s; still serving %s',
-                        self._detector, newest, self.current.version)
+      try:
+        newer = self._newest(newer_than=self.current.version)
+      except Exception:  # pylint: disable=broad-except
+        # The registry unreachable (an object store's hiccup): keep serving, check again later.
+        log.warning('could not check the %s registry under %s; still serving %s',
+                    self._detector, self._model_dir, self.current.version, exc_info=True)
+        return
+      if newer is not None:
+        self.current = newer
+        log.info('%s detector now serves model %s', self._detector, newer.version)
     finally:
       self._lock.release()
 
@@ -106,18 +145,26 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
   passes them on one at a time and each is one model call.
   """
 
-  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0):
+  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
+               public_keys: Optional[signing.PublicKeys] = None):
+    """``public_keys``: the keys whose signatures are trusted; default: the reader's key
+    file, read here (where the pipeline is built), not on the workers."""
     super().__init__()
     self._schema = schema
     self._model_dir = model_dir
     self._refresh_seconds = refresh_seconds
+    self._public_keys = public_keys if public_keys is not None else signing.reader_keys()
 
   def load_model(self) -> LiveModel:
-    return LiveModel(self._model_dir, self._schema.stream, self._refresh_seconds)
+    return LiveModel(self._model_dir, self._schema.stream, self._refresh_seconds,
+                     self._public_keys)
 
   def run_inference(self, batch: Sequence[RecordBatch], model: LiveModel,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[RecordBatch]:
     loaded = model.get()
+    refused = model.take_refusals()
+    if refused:
+      Metrics.counter(self.get_metrics_namespace(), MODELS_REFUSED).inc(refused)
     return [score_batch(self._schema, loaded, records) for records in batch]
 
   def batch_elements_kwargs(self):
@@ -135,8 +182,19 @@ def _failed_batch_to_dead_letters(stream: str):
   counter = dead_letter_counter('Score', stream)
 
   def to_rows(failed):
-    batches, error = failed
+    """(batches, exception) -> a dead letter per record; never raises, whatever arrives."""
+    try:
+      batches, error = failed
+      batches = list(batches)
+    except Exception as e:  # pylint: disable=broad-except
+      counter.inc()
+      yield dead_letter_row(failed, INFERENCE_STAGE, e)
+      return
     for records in batches:
+      if not isinstance(records, RecordBatch):
+        counter.inc()
+        yield dead_letter_row(records, INFERENCE_STAGE, error)
+        continue
       counter.inc(len(records))
       for position in range(len(records)):
         yield batch_record_dead_letter(records, position, INFERENCE_STAGE, error)
@@ -147,13 +205,22 @@ class Score(beam.PTransform):
   """Enriched RecordBatches of one stream -> scored RecordBatches (``result['records']``),
   plus ``DEAD_LETTER`` rows for the records of a batch the model could not score."""
 
-  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0):
+  def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
+               public_keys: Optional[signing.PublicKeys] = None):
     super().__init__(label=f'Score[{schema.stream}]')
     self._schema = schema
-    self._handler = RegistryModelHandler(schema, model_dir, refresh_seconds)
+    self._model_dir = model_dir
+    self._refresh_seconds = refresh_seconds
+    self._public_keys = public_keys
 
   def expand(self, records):
-    scored, failed = records | RunInference(self._handler).with_exception_handling()
+    keys = self._public_keys
+    if keys is None:
+      # --model_public_key of the pipeline being built, else the default key file.
+      keys = signing.reader_keys(
+          records.pipeline.options.view_as(ModelRegistryOptions).model_public_key)
+    handler = RegistryModelHandler(self._schema, self._model_dir, self._refresh_seconds, keys)
+    scored, failed = records | RunInference(handler).with_exception_handling()
     # RunInference declares no output type, so its results would get the generic coder,
     # which measures sampled batches by pickling them (see RecordBatchCoder).
     scored.element_type = RecordBatch
