@@ -1,10 +1,18 @@
 """Bounded server-side aggregation behind the dashboard. No I/O here: the feeds in
 :mod:`dashboard.sources` call ``add``, the HTTP server calls ``snapshot``.
 
-Every structure has a fixed bound whatever the alert rate: ring buffers of the latest rows,
-per-minute counters over the last hour (one small dict per minute), top-k counters whose keys
-per minute are capped, an LRU set of recent event ids to drop repeats. Strings from the data are
-truncated; they are never interpreted here (the page inserts them as text).
+Every structure has a fixed bound whatever the alert rate or content: ring buffers of the
+latest rows, per-minute counters over the last hour (one small dict per minute), top-k counters
+whose candidate keys per minute are capped (a count-min sketch decides which newcomer may evict
+the weakest candidate, so a flood of distinct names cannot lock real ones out), an LRU set of
+recent row digests to drop repeats. Strings from the data are truncated; they are never
+interpreted here (the page inserts them as text).
+
+Whoever can produce to the alerts topic or write into the output folders can forge rows, so
+every row is validated before it is counted (:class:`Bounds`): a JSON object of bounded size and
+nesting, each field of its type and range, times within a window of now. A row that fails is
+not aggregated; it is counted by reason and the latest few are kept for the health panel
+(:class:`Rejections`).
 
 Times are Unix seconds (float) inside; the JSON snapshot carries them as numbers too, and the
 page formats them in UTC.
@@ -12,13 +20,14 @@ page formats them in UTC.
 
 from __future__ import annotations
 
+import array
 import collections
+import dataclasses
 import datetime
 import hashlib
 import heapq
 import json
 import math
-import re
 import threading
 import time
 from typing import Any, Iterable, Mapping, Optional
@@ -37,6 +46,98 @@ SEVERITY_THRESHOLDS = (('critical', 0.95), ('high', 0.85), ('medium', 0.7))
 FIELD_LIMIT = 256  # characters kept of a key field (machine, program, service, ...)
 DETAILS_LIMIT = 8192  # characters kept of an alert's details JSON
 PREVIEW_LIMIT = 400  # characters of details / payload / error sent with each table row
+TIME_TEXT_LIMIT = 64  # an ISO-8601 time is about 32 characters
+MAX_DEPTH = 32  # nesting of a JSON alert (the stream job's are 3 deep)
+MAX_VALUES = 20_000  # values in one JSON alert
+STREAMS = ('network', 'process', 'memory')
+
+
+class Rejected(ValueError):
+  """A row the dashboard does not aggregate; ``reason`` is short and from a fixed vocabulary
+  (field names of the schema and a few problems), so counting by reason stays bounded."""
+
+  def __init__(self, reason: str):
+    super().__init__(reason)
+    self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+  """What the dashboard accepts: times within [now - max_age_s, now + max_future_s] (a clock
+  ahead, or a forged year 9999, would otherwise sit at the top of every "latest" list; epoch 0
+  and year 1 mean a missing or forged time)."""
+  max_age_s: float = 7 * 86400.0
+  max_future_s: float = 300.0
+
+  def check_time(self, field: str, value: Any, now: float, required: bool = False
+                 ) -> Optional[float]:
+    """``value`` (any time format :func:`to_epoch` reads) -> Unix seconds, or Rejected."""
+    if value is None:
+      if required:
+        raise Rejected(f'{field}: missing')
+      return None
+    when = to_epoch(value)
+    if when is None:
+      raise Rejected(f'{field}: not a time')
+    if not now - self.max_age_s <= when <= now + self.max_future_s:
+      raise Rejected(f'{field}: outside the time window')
+    return when
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
+class Rejections:
+  """Counts of rejected rows by reason and the latest few, for the health panel. Not
+  thread-safe by itself: the stores call it under their lock."""
+
+  def __init__(self, keep: int = 10, max_reasons: int = 64):
+    self.total = 0
+    self.by_reason = CappedCounter(max_reasons)
+    self.recent: collections.deque = collections.deque(maxlen=keep)
+
+  def add(self, reason: str, source: str, when: float, raw: Any = None) -> None:
+    self.total += 1
+    self.by_reason.add(reason)
+    self.recent.append({'at': when, 'source': source, 'reason': text(reason, 120),
+                        'preview': preview(raw)})
+
+  def snapshot(self) -> dict[str, Any]:
+    return {'total': self.total, 'by_reason': self.by_reason.most_common(10),
+            'recent': list(self.recent)[::-1]}
+
+
+def preview(raw: Any, limit: int = 160) -> Optional[str]:
+  """A short, safe look at a rejected value: never encodes or walks more than ``limit``."""
+  if raw is None:
+    return None
+  if isinstance(raw, (str, bytes)):
+    return text(raw, limit)
+  if isinstance(raw, Mapping):
+    return text('{' + ', '.join(text(k, 40) or '' for k in list(raw)[:20]) + '}', limit)
+  return text(type(raw).__name__, limit)
+
+
+def check_shape(value: Any, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES) -> None:
+  """Rejected when ``value`` nests deeper than ``max_depth`` or holds more than ``max_values``
+  values. Iterative, so a 10,000-deep document cannot overflow the recursion limit here, and
+  what passes can be re-encoded safely."""
+  stack = [(value, 1)]
+  seen = 0
+  while stack:
+    item, depth = stack.pop()
+    seen += 1
+    if seen > max_values:
+      raise Rejected('too many values')
+    if isinstance(item, Mapping):
+      children: Iterable[Any] = item.values()
+    elif isinstance(item, (list, tuple)):
+      children = item
+    else:
+      continue
+    if depth > max_depth:
+      raise Rejected('nested too deep')
+    stack.extend((child, depth + 1) for child in children)
 
 
 def severity(score: Optional[float], kind: Optional[str] = None) -> str:
@@ -63,18 +164,21 @@ def to_epoch(value: Any) -> Optional[float]:
   if isinstance(value, bool):
     return None
   if isinstance(value, (int, float)):
-    if not math.isfinite(value):
+    value = number(value)  # an int beyond float's range is None, not OverflowError
+    if value is None:
       return None
-    return float(value) / 1000.0 if abs(value) > 1e11 else float(value)
+    return value / 1000.0 if abs(value) > 1e11 else value
+  if isinstance(value, bytes):
+    value = value[:TIME_TEXT_LIMIT + 1].decode('utf-8', errors='replace')
   if isinstance(value, str):
     text = value.strip()
-    if not text:
+    if not text or len(text) > TIME_TEXT_LIMIT:
       return None
     if text.endswith(('Z', 'z')):
       text = text[:-1] + '+00:00'
     try:
       return to_epoch(datetime.datetime.fromisoformat(text))
-    except ValueError:
+    except (ValueError, OverflowError):
       try:
         return to_epoch(float(text))
       except ValueError:
@@ -89,18 +193,30 @@ def text(value: Any, limit: int = FIELD_LIMIT) -> Optional[str]:
   if isinstance(value, float) and math.isnan(value):
     return None
   if isinstance(value, bytes):
-    value = value.decode('utf-8', errors='replace')
-  elif not isinstance(value, str):
-    value = str(value)
+    # Cut before decoding: a payload may be megabytes (4 bytes at most per character).
+    value = value[:4 * limit + 4].decode('utf-8', errors='replace')
+  elif isinstance(value, (list, tuple, dict, set)) or not isinstance(value, str):
+    # str() of a container walks all of it (and recurses): only its type is shown.
+    value = (f'({type(value).__name__})' if isinstance(value, (list, tuple, dict, set))
+             else _short_str(value))
   return value if len(value) <= limit else value[:limit - 1] + '\u2026'
+
+
+def _short_str(value: Any) -> str:
+  try:
+    return str(value)
+  except (ValueError, RecursionError):  # an int too long to print, a self-referencing object
+    return f'({type(value).__name__})'
 
 
 def number(value: Any) -> Optional[float]:
   if isinstance(value, bool) or value is None:
     return None
+  if isinstance(value, (str, bytes)) and len(value) > TIME_TEXT_LIMIT:
+    return None
   try:
     result = float(value)
-  except (TypeError, ValueError):
+  except (TypeError, ValueError, OverflowError):
     return None
   return result if math.isfinite(result) else None
 
@@ -167,26 +283,78 @@ class MinuteCounter:
                for m, c in self._buckets.items() if m >= oldest)
 
 
-class WindowedTopK:
-  """The most frequent keys over the last ``minutes`` minutes: one counter per minute (at most
-  ``max_keys_per_minute`` keys each, the rest count as ``(other)``) and a running total that
-  buckets leaving the window are subtracted from."""
+class CountMinSketch:
+  """Approximate counts of many keys in fixed memory (``depth`` rows of ``width`` counters,
+  conservative update). Python's salted ``hash`` picks the cells, so a producer cannot
+  precompute colliding names."""
 
-  def __init__(self, minutes: int = WINDOW_MINUTES, max_keys_per_minute: int = 2000):
+  def __init__(self, width: int = 2048, depth: int = 4):
+    self.width = width
+    self.depth = depth
+    self._cells = array.array('l', bytes(8 * width * depth))
+
+  def add(self, key: Any) -> int:
+    """Counts one ``key``; returns its estimate (never below its true count)."""
+    slots = [row * self.width + hash((row, key)) % self.width for row in range(self.depth)]
+    estimate = min(self._cells[i] for i in slots) + 1
+    for i in slots:
+      if self._cells[i] < estimate:
+        self._cells[i] = estimate
+    return estimate
+
+
+class _TopBucket:
+  """One minute of a :class:`WindowedTopK`: at most ``capacity`` keys counted exactly, the
+  rest in ``(other)``; once full, a sketch of the newcomers decides which may evict the weakest
+  key."""
+
+  __slots__ = ('counts', 'sketch', 'floor')
+
+  def __init__(self):
+    self.counts: collections.Counter = collections.Counter()
+    self.sketch: Optional[CountMinSketch] = None
+    self.floor = 0  # a lower bound of the smallest count among the kept keys
+
+  def __len__(self) -> int:
+    """Keys kept, not counting ``(other)``."""
+    return len(self.counts) - (OTHER in self.counts)
+
+
+class WindowedTopK:
+  """The most frequent keys over the last ``minutes`` minutes: one bucket per minute (at most
+  ``max_keys_per_minute`` keys each, the rest count as ``(other)``) and a running total that
+  buckets leaving the window are subtracted from.
+
+  A new key in a full bucket counts as ``(other)`` until the bucket's count-min sketch says it
+  was seen more often than the weakest kept key; it then takes that key's place (whose count
+  moves to ``(other)``) with the count it brings from ``(other)``. A flood of distinct names
+  therefore cannot keep a frequent name out of the list, and totals stay exact. Only the newest
+  ``sketch_minutes`` buckets keep a sketch (late rows for older minutes are rare)."""
+
+  def __init__(self, minutes: int = WINDOW_MINUTES, max_keys_per_minute: int = 500,
+               sketch_minutes: int = 2, sketch_width: int = 2048):
     self.minutes = minutes
     self.max_keys = max_keys_per_minute
-    self._buckets: dict[int, collections.Counter] = {}
+    self.sketch_minutes = sketch_minutes
+    self.sketch_width = sketch_width
+    self._buckets: dict[int, _TopBucket] = {}
     self._total: collections.Counter = collections.Counter()
 
   def _expire(self, now_minute: int) -> None:
     oldest = now_minute - self.minutes + 1
     for minute in [m for m in self._buckets if m < oldest]:
-      for key, count in self._buckets.pop(minute).items():
-        left = self._total[key] - count
-        if left > 0:
-          self._total[key] = left
-        else:
-          del self._total[key]
+      for key, count in self._buckets.pop(minute).counts.items():
+        self._move(key, -count)
+    for minute, bucket in self._buckets.items():
+      if bucket.sketch is not None and minute <= now_minute - self.sketch_minutes:
+        bucket.sketch = None
+
+  def _move(self, key: Any, count: int) -> None:
+    left = self._total[key] + count
+    if left > 0:
+      self._total[key] = left
+    else:
+      del self._total[key]
 
   def add(self, when: float, key: Any, now: Optional[float] = None) -> None:
     now = time.time() if now is None else now
@@ -195,11 +363,39 @@ class WindowedTopK:
     self._expire(now_minute)
     if minute <= now_minute - self.minutes:
       return
-    bucket = self._buckets.setdefault(minute, collections.Counter())
-    if key not in bucket and len(bucket) >= self.max_keys:
-      key = OTHER
-    bucket[key] += 1
-    self._total[key] += 1
+    bucket = self._buckets.get(minute)
+    if bucket is None:
+      bucket = self._buckets[minute] = _TopBucket()
+    counts = bucket.counts
+    if key in counts or len(bucket) < self.max_keys:
+      counts[key] += 1
+      self._total[key] += 1
+      return
+    if bucket.sketch is None:
+      if minute <= now_minute - self.sketch_minutes:
+        counts[OTHER] += 1
+        self._total[OTHER] += 1
+        return
+      bucket.sketch = CountMinSketch(self.sketch_width)
+    estimate = bucket.sketch.add(key)
+    if estimate > bucket.floor:
+      weakest = min((k for k in counts if k != OTHER), key=counts.__getitem__)
+      bucket.floor = counts[weakest]
+      if estimate > bucket.floor:
+        # The newcomer's earlier sightings were counted in (other): they move with it.
+        brought = min(estimate - 1, counts[OTHER])
+        moved = counts.pop(weakest)
+        self._move(weakest, -moved)
+        counts[OTHER] += moved - brought
+        self._move(OTHER, moved - brought)
+        if counts[OTHER] <= 0:
+          del counts[OTHER]
+        counts[key] = brought + 1
+        self._total[key] += brought + 1
+        bucket.floor = min(counts[k] for k in counts if k != OTHER)
+        return
+    counts[OTHER] += 1
+    self._total[OTHER] += 1
 
   def top(self, k: int = 10, now: Optional[float] = None) -> list[list[Any]]:
     now = time.time() if now is None else now
@@ -209,6 +405,29 @@ class WindowedTopK:
 
   def __len__(self) -> int:
     return len(self._total)
+
+
+class CappedCounter:
+  """Counts of at most ``capacity`` keys for the whole run (Space-Saving: a new key when full
+  replaces the smallest, inheriting its count, so a key seen often is never locked out by many
+  seen once; counts of late-comers are upper bounds)."""
+
+  def __init__(self, capacity: int = 50):
+    self.capacity = capacity
+    self._counts: collections.Counter = collections.Counter()
+
+  def add(self, key: Any, count: int = 1) -> None:
+    if key not in self._counts and len(self._counts) >= self.capacity:
+      weakest, inherited = min(self._counts.items(), key=lambda item: item[1])
+      del self._counts[weakest]
+      self._counts[key] = inherited
+    self._counts[key] += count
+
+  def most_common(self, n: int) -> list[tuple[Any, int]]:
+    return self._counts.most_common(n)
+
+  def __len__(self) -> int:
+    return len(self._counts)
 
 
 class RecentIds:
@@ -232,53 +451,132 @@ class RecentIds:
     return len(self._ids)
 
 
-_PID_SUFFIX = re.compile(r'_\d+$')
-
-
 def program_name(program: Optional[str]) -> Optional[str]:
   """A host alert's program is ``CMD_PID``; the top list merges the PIDs of one command."""
   if not program:
     return program
-  return _PID_SUFFIX.sub('', program) or program
+  head, sep, pid = program.rpartition('_')
+  return head if sep and head and pid.isascii() and pid.isdigit() else program
 
 
 def _known_kind(kind: Optional[str]) -> str:
   return kind if kind in ALERT_KINDS else OTHER
 
 
-def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str) -> dict[str, Any]:
+def _field_text(raw: Mapping[str, Any], field: str, limit: int = FIELD_LIMIT) -> Optional[str]:
+  """A text field: text, a number (shown as text) or absent; a list or object is Rejected."""
+  value = raw.get(field)
+  if value is None or isinstance(value, str):
+    return text(value, limit)
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise Rejected(f'{field}: wrong type')
+  if isinstance(value, float) and not math.isfinite(value):
+    raise Rejected(f'{field}: not finite')
+  return text(value, limit)
+
+
+def _field_score(raw: Mapping[str, Any], field: str = 'score') -> Optional[float]:
+  """A detector score: a probability in [0, 1], or absent."""
+  value = raw.get(field)
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise Rejected(f'{field}: wrong type')
+  score = number(value)
+  if score is None or not 0.0 <= score <= 1.0:
+    raise Rejected(f'{field}: out of range')
+  return score
+
+
+def _field_number(raw: Mapping[str, Any], field: str, low: float, high: float
+                  ) -> Optional[float]:
+  """A measure shown as a number; absent, NaN or outside [low, high] is None (not a reason to
+  reject the row: the stream job's own Parquet has nulls)."""
+  value = raw.get(field)
+  if isinstance(value, bool):
+    return None
+  result = number(value)
+  return result if result is not None and low <= result <= high else None
+
+
+def _field_machine(raw: Mapping[str, Any], field: str = 'machine'):
+  """Machines are non-negative integers in the schema; a text name is kept as text."""
+  value = raw.get(field)
+  if value is None:
+    return None
+  if isinstance(value, str):
+    return machine_value(text(value))
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise Rejected(f'{field}: wrong type')
+  num = number(value)
+  if num is None or not num.is_integer() or not 0 <= num < 2 ** 53:
+    raise Rejected(f'{field}: out of range')
+  return int(num)
+
+
+def _row_digest(row: Mapping[str, Any]) -> str:
+  """What makes two rows the same alert: the whole content, not the producer's id. A replay
+  (the same message twice, or the Kafka and Parquet copies of one alert) has the same digest;
+  a forged row that reuses a real id does not, so it cannot hide the real one."""
+  times = [None if row[k] is None else round(row[k] * 1e6)
+           for k in ('event_time', 'processing_time')]
+  content = [row['event_id'], row['kind'], row['score'], *times, row['site'],
+             row['model_version'], row['machine'], row['program'], row['service'],
+             row['protocol_type'], row['details']]
+  return hashlib.sha1(json.dumps(content, separators=(',', ':')).encode(
+      'utf-8', errors='surrogatepass')).hexdigest()
+
+
+def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str,
+                    bounds: Bounds = DEFAULT_BOUNDS, now: Optional[float] = None
+                    ) -> dict[str, Any]:
   """An alert as published (``transforms.alerts.alert_message``) or read back from Parquet ->
-  the bounded row the dashboard keeps. Raises ValueError for something that is not an alert."""
+  the bounded row the dashboard keeps. Raises :class:`Rejected` (a ValueError) for something
+  that is not a valid alert: not an object, too deep, a field of the wrong type or range, a
+  time outside ``bounds``."""
+  now = received_at if now is None else now
   if not isinstance(raw, Mapping):
-    raise ValueError('an alert is a JSON object')
-  kind = text(raw.get('kind'), 64)
-  score = number(raw.get('score'))
+    raise Rejected('not an object')
+  check_shape(raw)
+  kind = raw.get('kind')
+  if kind is None:
+    raise Rejected('kind: missing')
+  if not isinstance(kind, str):
+    raise Rejected('kind: wrong type')
+  kind = text(kind, 64)
   details = raw.get('details')
   if details is not None and not isinstance(details, str):
-    details = json.dumps(details, default=str, sort_keys=True)
-  event_id = text(raw.get('event_id'), 128)
-  if not event_id:
-    # No id: one from the content, so the same message read twice is still one alert.
-    event_id = 'sha1:' + hashlib.sha1(
-        json.dumps(raw, default=str, sort_keys=True).encode('utf-8')).hexdigest()
-  processing_time = to_epoch(raw.get('processing_time'))
-  return {
-      'event_id': event_id,
+    if isinstance(details, (bool, int, float)):
+      details = _field_text(raw, 'details')
+    else:
+      details = json.dumps(details, default=_short_str, sort_keys=True)
+  event_id = raw.get('event_id')
+  if event_id is not None and not isinstance(event_id, str):
+    raise Rejected('event_id: wrong type')
+  if event_id is not None and len(event_id) > 128:
+    raise Rejected('event_id: too long')
+  row = {
+      'event_id': event_id or None,
       'kind': kind or UNKNOWN,
-      'severity': severity(score, kind),
-      'score': score,
-      'event_time': to_epoch(raw.get('event_time')),
-      'processing_time': processing_time,
+      'score': _field_score(raw),
+      'event_time': bounds.check_time('event_time', raw.get('event_time'), now),
+      'processing_time': bounds.check_time('processing_time', raw.get('processing_time'), now),
       'received_at': received_at,
-      'site': text(raw.get('site')),
-      'model_version': text(raw.get('model_version')),
-      'machine': machine_value(raw.get('machine')),
-      'program': text(raw.get('program')),
-      'service': text(raw.get('service')),
-      'protocol_type': text(raw.get('protocol_type')),
+      'site': _field_text(raw, 'site'),
+      'model_version': _field_text(raw, 'model_version'),
+      'machine': _field_machine(raw),
+      'program': _field_text(raw, 'program'),
+      'service': _field_text(raw, 'service'),
+      'protocol_type': _field_text(raw, 'protocol_type'),
       'details': text(details, DETAILS_LIMIT),
       'source': source,
   }
+  row['severity'] = severity(row['score'], kind)
+  row['key'] = _row_digest(row)
+  if not row['event_id']:
+    # No id: the content's, so the same message read twice is still one alert.
+    row['event_id'] = 'sha1:' + row['key']
+  return row
 
 
 def _row_for_table(row: Mapping[str, Any], drop: tuple[str, ...] = ('details',)) -> dict:
@@ -292,8 +590,9 @@ class AlertStore:
   """The latest alerts and their per-minute / top-k aggregates. Thread-safe."""
 
   def __init__(self, capacity: int = 1000, minutes: int = WINDOW_MINUTES,
-               dedup_capacity: int = 100_000):
+               dedup_capacity: int = 100_000, bounds: Bounds = DEFAULT_BOUNDS):
     self._lock = threading.Lock()
+    self.bounds = bounds
     self._recent: collections.deque = collections.deque(maxlen=capacity)
     self._ids = RecentIds(dedup_capacity)
     self._per_kind = MinuteCounter(minutes)
@@ -301,23 +600,33 @@ class AlertStore:
     self._top = {name: WindowedTopK(minutes) for name in ('machine', 'program', 'service')}
     self._model_versions: dict[str, dict[str, Any]] = {}
     self.counts = collections.Counter()  # added, duplicate, invalid, by source
+    self.rejections = Rejections()
     self.totals_by_kind: collections.Counter = collections.Counter()
     self.last_received_at: Optional[float] = None
     self.last_processing_time: Optional[float] = None
 
+  def reject(self, reason: str, source: str, raw: Any = None,
+             when: Optional[float] = None) -> str:
+    """Counts a row that was refused before it reached :meth:`add` (too large, not JSON)."""
+    with self._lock:
+      self.counts['invalid'] += 1
+      self.rejections.add(reason, source, time.time() if when is None else when, raw)
+    return 'invalid'
+
   def add(self, raw: Any, source: str = 'kafka', received_at: Optional[float] = None,
           now: Optional[float] = None) -> str:
-    """'added', 'duplicate' or 'invalid'."""
+    """'added', 'duplicate' or 'invalid' (counted by reason in ``rejections``)."""
     received_at = time.time() if received_at is None else received_at
     now = received_at if now is None else now
     try:
-      row = normalize_alert(raw, received_at, source)
-    except ValueError:
-      with self._lock:
-        self.counts['invalid'] += 1
-      return 'invalid'
+      row = normalize_alert(raw, received_at, source, self.bounds, now)
+    except Rejected as e:
+      return self.reject(e.reason, source, raw, now)
+    except Exception as e:  # pylint: disable=broad-except
+      # Last resort: whatever a row can do to the checks above, it is one rejected row.
+      return self.reject(f'unreadable: {type(e).__name__}', source, raw, now)
     with self._lock:
-      if not self._ids.add(row['event_id']):
+      if not self._ids.add(row['key']):
         self.counts['duplicate'] += 1
         return 'duplicate'
       self.counts['added'] += 1
@@ -342,9 +651,17 @@ class AlertStore:
       return 'added'
 
   def get(self, event_id: str) -> Optional[dict[str, Any]]:
+    """The newest buffered alert with this id (ids can repeat: see :func:`_row_digest`)."""
     with self._lock:
       for row in reversed(self._recent):
         if row['event_id'] == event_id:
+          return dict(row)
+    return None
+
+  def get_by_key(self, key: str) -> Optional[dict[str, Any]]:
+    with self._lock:
+      for row in reversed(self._recent):
+        if row['key'] == key:
           return dict(row)
     return None
 
@@ -368,31 +685,36 @@ class AlertStore:
           'model_versions': dict(self._model_versions),
           'totals_by_kind': dict(self.totals_by_kind),
           'counts': dict(self.counts),
+          'rejected': self.rejections.snapshot(),
           'buffered': len(self._recent),
           'last_received_at': self.last_received_at,
           'last_processing_time': self.last_processing_time,
       }
 
 
-def normalize_attack(row: Mapping[str, Any]) -> dict[str, Any]:
-  """An ``attacks/`` Parquet row (Process_* / Memory_* fields) -> the row the page shows."""
-  times = [t for t in (to_epoch(row.get('Process_event_time')),
-                       to_epoch(row.get('Memory_event_time'))) if t is not None]
+def normalize_attack(row: Mapping[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
+                     now: Optional[float] = None) -> dict[str, Any]:
+  """An ``attacks/`` Parquet row (Process_* / Memory_* fields) -> the row the page shows, or
+  :class:`Rejected`."""
+  now = time.time() if now is None else now
+  times = [t for t in (bounds.check_time('Process_event_time', row.get('Process_event_time'), now),
+                       bounds.check_time('Memory_event_time', row.get('Memory_event_time'), now))
+           if t is not None]
+  versions = [text(row.get(f'{d}_model_version'), 100) for d in ('Process', 'Memory')]
   return {
       'event_id': text(row.get('event_id'), 128),
-      'processing_time': to_epoch(row.get('processing_time')),
+      'processing_time': bounds.check_time('processing_time', row.get('processing_time'), now),
       'event_time': min(times) if times else None,
-      'machine': machine_value(row.get('Process_machine')),
-      'program': text(row.get('Process_CMD_PID')),
-      'command': text(row.get('Process_CMD')),
-      'process_score': number(row.get('Process_score')),
-      'memory_score': number(row.get('Memory_score')),
-      'delta_time': number(row.get('delta_time')),
-      'cpu': number(row.get('Process_CPU')),
-      'mem': number(row.get('Memory_MEM')),
-      'site': text(row.get('Process_site')),
-      'model_version': text(f"process:{row.get('Process_model_version')},"
-                            f"memory:{row.get('Memory_model_version')}"),
+      'machine': _field_machine(row, 'Process_machine'),
+      'program': _field_text(row, 'Process_CMD_PID'),
+      'command': _field_text(row, 'Process_CMD'),
+      'process_score': _field_score(row, 'Process_score'),
+      'memory_score': _field_score(row, 'Memory_score'),
+      'delta_time': _field_number(row, 'delta_time', -1e6, 1e6),
+      'cpu': _field_number(row, 'Process_CPU', 0, 1e6),
+      'mem': _field_number(row, 'Memory_MEM', 0, 1e6),
+      'site': _field_text(row, 'Process_site'),
+      'model_version': f'process:{versions[0]},memory:{versions[1]}',
   }
 
 
@@ -405,19 +727,31 @@ ATTACK_COLUMNS = ('event_id', 'processing_time', 'Process_event_time', 'Memory_e
 class AttackStore:
   """Joined host attack events read from ``attacks/``: the latest ones and counts per minute."""
 
-  def __init__(self, capacity: int = 200, minutes: int = WINDOW_MINUTES):
+  def __init__(self, capacity: int = 200, minutes: int = WINDOW_MINUTES,
+               bounds: Bounds = DEFAULT_BOUNDS):
     self._lock = threading.Lock()
+    self.bounds = bounds
     self._recent: collections.deque = collections.deque(maxlen=capacity)
     self._ids = RecentIds(50_000)
     self._per_minute = MinuteCounter(minutes, max_series=1)
     self._top_programs = WindowedTopK(minutes)
+    self.rejections = Rejections()
     self.total = 0
 
   def add(self, raw: Mapping[str, Any], now: Optional[float] = None) -> bool:
+    """True when counted; False for a repeat or a rejected row (see ``rejections``)."""
     now = time.time() if now is None else now
-    row = normalize_attack(raw)
+    try:
+      if not isinstance(raw, Mapping):
+        raise Rejected('not an object')
+      row = normalize_attack(raw, self.bounds, now)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
+      with self._lock:
+        self.rejections.add(reason, 'parquet', now, raw)
+      return False
     with self._lock:
-      if row['event_id'] and not self._ids.add(row['event_id']):
+      if row['event_id'] and not self._ids.add(_attack_digest(row)):
         return False
       self.total += 1
       self._recent.append(row)
@@ -435,7 +769,14 @@ class AttackStore:
               'per_minute': self._per_minute.snapshot(now, ('attacks',)),
               'last_hour': self._per_minute.total(now),
               'top_programs': self._top_programs.top(10, now),
+              'rejected': self.rejections.snapshot(),
               'total': self.total}
+
+
+def _attack_digest(row: Mapping[str, Any]) -> str:
+  """An attack event's identity: its id with its content (a reused id hides nothing)."""
+  return hashlib.sha1(json.dumps([row.get(k) for k in sorted(row)], default=str).encode(
+      'utf-8', errors='surrogatepass')).hexdigest()
 
 
 DEAD_LETTER_COLUMNS = ('stream', 'source', 'partition', 'offset', 'record_index', 'stage',
@@ -446,31 +787,43 @@ class DeadLetterStore:
   """Records the job could not process: counts per minute by stream, by (stream, stage) since
   the dashboard started, and the latest few with their error."""
 
-  def __init__(self, capacity: int = 50, minutes: int = WINDOW_MINUTES, max_stages: int = 50):
+  def __init__(self, capacity: int = 50, minutes: int = WINDOW_MINUTES, max_stages: int = 50,
+               bounds: Bounds = DEFAULT_BOUNDS):
     self._lock = threading.Lock()
+    self.bounds = bounds
     self._recent: collections.deque = collections.deque(maxlen=capacity)
     self._per_minute = MinuteCounter(minutes)
-    self._by_stage: collections.Counter = collections.Counter()
-    self._max_stages = max_stages
+    self._by_stage = CappedCounter(max_stages)
+    self.rejections = Rejections()
     self.total = 0
 
   def add(self, raw: Mapping[str, Any], now: Optional[float] = None) -> None:
     now = time.time() if now is None else now
-    failed_at = to_epoch(raw.get('failed_at'))
-    stream = text(raw.get('stream'), 64) or UNKNOWN
-    stage = text(raw.get('stage'), 64) or UNKNOWN
-    row = {'failed_at': failed_at, 'stream': stream, 'stage': stage,
-           'source': text(raw.get('source')), 'partition': number(raw.get('partition')),
-           'offset': number(raw.get('offset')), 'error': text(raw.get('error'), PREVIEW_LIMIT),
-           'payload_preview': text(raw.get('payload'), PREVIEW_LIMIT)}
+    try:
+      if not isinstance(raw, Mapping):
+        raise Rejected('not an object')
+      failed_at = self.bounds.check_time('failed_at', raw.get('failed_at'), now)
+      # A dead letter's stream names one of the job's inputs; anything else is (other), so
+      # made-up names cannot take the chart's series.
+      stream = text(raw.get('stream'), 64) or UNKNOWN
+      stream = stream if stream in STREAMS or stream == UNKNOWN else OTHER
+      stage = _field_text(raw, 'stage', 64) or UNKNOWN
+      row = {'failed_at': failed_at, 'stream': stream, 'stage': stage,
+             'source': _field_text(raw, 'source'),
+             'partition': _field_number(raw, 'partition', 0, 2 ** 53),
+             'offset': _field_number(raw, 'offset', 0, 2 ** 63),
+             'error': text(raw.get('error'), PREVIEW_LIMIT),
+             'payload_preview': text(raw.get('payload'), PREVIEW_LIMIT)}
+    except Exception as e:  # pylint: disable=broad-except
+      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
+      with self._lock:
+        self.rejections.add(reason, 'parquet', now, raw)
+      return
     with self._lock:
       self.total += 1
       self._recent.append(row)
       self._per_minute.add(failed_at if failed_at is not None else now, stream, now=now)
-      key = f'{stream} / {stage}'
-      if key not in self._by_stage and len(self._by_stage) >= self._max_stages:
-        key = OTHER
-      self._by_stage[key] += 1
+      self._by_stage.add(f'{stream} / {stage}')
 
   def snapshot(self, now: Optional[float] = None, limit: int = 10) -> dict:
     now = time.time() if now is None else now
@@ -481,6 +834,7 @@ class DeadLetterStore:
               'last_hour': self._per_minute.total(now),
               'last_5_minutes': self._per_minute.total(now, 5),
               'by_stage': self._by_stage.most_common(10),
+              'rejected': self.rejections.snapshot(),
               'total': self.total}
 
 

@@ -8,26 +8,54 @@ in its ``status`` (shown on the page) and retried at the next tick.
   not exist yet) are read from their beginning: all they hold is new.
 * :class:`KafkaHealth`: end offsets of the input topics every few seconds (input rate), and the
   lag of the stream job's consumer group when its id is known.
-* :class:`ParquetScanner`: new files under ``<output>/{alerts,attacks,dead_letter}/dt=*/``, each
-  read once (the sink renames complete files into place, so a listed file is whole).
+* :class:`ParquetScanner`: new files under ``<output>/{alerts,attacks,dead_letter}/dt=<date>/``
+  for the dates the time window allows, each read once (the sink renames complete files into
+  place, so a listed file is whole).
 * :class:`ModelWatcher`: the newest version and manifest of each detector in the registry.
+
+What they read may be forged (a producer on the alerts topic, a writer into the output folders):
+a message is bounded in bytes before it is parsed, a Parquet file in bytes, rows and
+uncompressed size before it is read, its columns are read only when of a plain type, and
+timestamps and text are converted here, cell by cell, so one bad cell rejects one row (counted
+by the store) instead of the whole file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import logging
+import os
+import stat
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
-from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, AlertStore, AttackStore,
-                                 DeadLetterStore, RateTracker, number, text)
+from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT, AlertStore,
+                                 AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
 
 log = logging.getLogger('dashboard')
 KAFKA_LOG = logging.getLogger('dashboard.librdkafka')
 
 SENSITIVE_WORDS = ('password', 'secret', 'jaas', 'token', 'key', 'credential')
+MAX_ALERT_BYTES = 64 * 1024  # the stream job's alerts are a few kB
+
+
+def parse_alert_message(store: AlertStore, value: Optional[bytes], source: str,
+                        received_at: float, max_bytes: int = MAX_ALERT_BYTES) -> str:
+  """One Kafka message value -> ``store`` ('added', 'duplicate' or 'invalid'). The size is
+  checked before parsing; what does not parse (bad UTF-8, not JSON, nested past the decoder's
+  recursion limit) is rejected with its reason, never raised."""
+  if value is None:
+    return store.reject('empty', source, None, received_at)
+  if len(value) > max_bytes:
+    return store.reject('too large', source, value, received_at)
+  try:
+    parsed = json.loads(value)
+  except (ValueError, TypeError, RecursionError):
+    return store.reject('not JSON', source, value, received_at)
+  return store.add(parsed, source, received_at)
 
 
 def is_sensitive(key: str) -> bool:
@@ -152,10 +180,11 @@ class AlertFeed(Feed):
   def __init__(self, store: AlertStore, bootstrap_servers: str, topic: str,
                client_config: Mapping[str, str], *, group_id: str = 'alerts-dashboard',
                from_beginning: bool = False, metadata_interval: float = 5.0,
-               batch: int = 500):
+               batch: int = 500, max_message_bytes: int = MAX_ALERT_BYTES):
     scrub = Scrubber(client_config)
     super().__init__(0.0, scrub)
     self.store = store
+    self.max_message_bytes = max_message_bytes
     self.topic = topic
     self.from_beginning = from_beginning
     self.metadata_interval = metadata_interval
@@ -242,11 +271,8 @@ class AlertFeed(Feed):
       if error is not None:
         self.failed(error, 'consuming')
         continue
-      try:
-        value = json.loads(message.value())
-      except (TypeError, ValueError):
-        value = None
-      if self.store.add(value, 'kafka', received_at) == 'invalid':
+      if parse_alert_message(self.store, message.value(), 'kafka', received_at,
+                             self.max_message_bytes) == 'invalid':
         invalid += 1
       else:
         added += 1
@@ -365,28 +391,143 @@ class KafkaHealth(Feed):
     return lag
 
 
-def _list_files(pattern: str) -> list[tuple[str, Optional[float]]]:
+@dataclasses.dataclass(frozen=True)
+class ParquetLimits:
+  """What one output file may cost the dashboard. A file over a limit is not read; it is
+  counted (``too_large`` in the scanner's status) and named in its last error."""
+  max_file_bytes: int = 128 * 1024 * 1024
+  max_rows: int = 1_000_000
+  max_uncompressed_bytes: int = 256 * 1024 * 1024  # of the columns read
+  max_files_listed: int = 10_000  # per folder and date
+  batch_rows: int = 2_000
+
+
+class TooLarge(ValueError):
+  pass
+
+
+def _list_files(pattern: str, limit: Optional[int] = None
+                ) -> list[tuple[str, Optional[float], Optional[int]]]:
   from apache_beam.io.filesystem import BeamIOError
   from apache_beam.io.filesystems import FileSystems
   try:
-    matched = FileSystems.match([pattern])[0].metadata_list
+    matched = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
   except BeamIOError:
     return []
-  return [(m.path, m.last_updated_in_seconds) for m in matched]
+  return [(m.path, m.last_updated_in_seconds, m.size_in_bytes) for m in matched]
 
 
-def read_parquet_rows(path: str, columns: Sequence[str]) -> list[dict[str, Any]]:
-  """The rows of one Parquet file, only the wanted columns that it has."""
+_TIME_UNITS = {'s': 1.0, 'ms': 1e3, 'us': 1e6, 'ns': 1e9}
+
+
+def _readable(data_type) -> bool:
+  """Plain types only: a list, struct or map column would become arbitrarily nested values."""
+  import pyarrow as pa
+  t = pa.types
+  if t.is_dictionary(data_type):
+    return _readable(data_type.value_type)
+  return (t.is_null(data_type) or t.is_boolean(data_type) or t.is_integer(data_type)
+          or t.is_floating(data_type) or t.is_decimal(data_type) or t.is_string(data_type)
+          or t.is_large_string(data_type) or t.is_binary(data_type)
+          or t.is_large_binary(data_type) or t.is_fixed_size_binary(data_type)
+          or t.is_timestamp(data_type) or t.is_date(data_type))
+
+
+def _plain_columns(batch) -> dict[str, list[Any]]:
+  """A record batch -> {column: Python values}, converting what pyarrow's to_pylist would
+  raise on for the whole batch: timestamps become Unix seconds (any int64, not only the years
+  Python's datetime holds), text is decoded with replacement (invalid UTF-8) and cut."""
+  import pyarrow as pa
+  import pyarrow.compute as pc
+  columns = {}
+  for name, column in zip(batch.schema.names, batch.columns):
+    data_type = column.type
+    if pa.types.is_dictionary(data_type):
+      column = column.dictionary_decode()
+      data_type = column.type
+    if pa.types.is_timestamp(data_type):
+      scale = _TIME_UNITS[data_type.unit]
+      columns[name] = [None if v is None else v / scale
+                       for v in column.view(pa.int64()).to_pylist()]
+    elif pa.types.is_date32(data_type):
+      columns[name] = [None if v is None else v * 86400.0
+                       for v in column.view(pa.int32()).to_pylist()]
+    elif pa.types.is_date64(data_type):
+      columns[name] = [None if v is None else v / 1e3
+                       for v in column.view(pa.int64()).to_pylist()]
+    elif pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+      binary = pa.binary() if pa.types.is_string(data_type) else pa.large_binary()
+      limit = 4 * DETAILS_LIMIT + 4
+      columns[name] = [None if v is None else v[:limit].decode('utf-8', errors='replace')
+                       for v in column.view(binary).to_pylist()]
+    elif pa.types.is_decimal(data_type):
+      columns[name] = pc.cast(column, pa.float64(), safe=False).to_pylist()
+    else:
+      columns[name] = column.to_pylist()
+  return columns
+
+
+def iter_parquet_rows(path: str, columns: Sequence[str],
+                      limits: ParquetLimits = ParquetLimits()) -> Iterator[list[dict[str, Any]]]:
+  """The rows of one Parquet file in batches, only the wanted columns that it has with a plain
+  type. Raises TooLarge (before reading any row) when the file's metadata exceeds ``limits``."""
   import pyarrow.parquet as pq
   from apache_beam.io.filesystems import FileSystems
   with FileSystems.open(path, mime_type='application/octet-stream',
                         compression_type='uncompressed') as handle:
-    parquet = pq.ParquetFile(handle)
-    present = [c for c in columns if c in parquet.schema_arrow.names]
-    rows: list[dict[str, Any]] = []
-    for batch in parquet.iter_batches(batch_size=10_000, columns=present):
-      rows.extend(batch.to_pylist())
-    return rows
+    parquet = pq.ParquetFile(handle, thrift_string_size_limit=16 * 1024 * 1024,
+                             thrift_container_size_limit=100_000)
+    metadata = parquet.metadata
+    if metadata.num_rows > limits.max_rows:
+      raise TooLarge(f'{metadata.num_rows} rows (limit {limits.max_rows})')
+    schema = parquet.schema_arrow
+    present = [c for c in columns
+               if c in schema.names and _readable(schema.field(c).type)]
+    wanted = set(present)
+    uncompressed = 0
+    for g in range(metadata.num_row_groups):
+      group = metadata.row_group(g)
+      for i in range(group.num_columns):
+        chunk = group.column(i)
+        if chunk.path_in_schema in wanted:
+          uncompressed += max(0, chunk.total_uncompressed_size)
+    if uncompressed > limits.max_uncompressed_bytes:
+      raise TooLarge(f'{uncompressed} bytes uncompressed (limit {limits.max_uncompressed_bytes})')
+    for batch in parquet.iter_batches(batch_size=limits.batch_rows, columns=present):
+      values = _plain_columns(batch)
+      names = list(values)
+      yield [dict(zip(names, row)) for row in zip(*values.values())] if names else (
+          [{} for _ in range(batch.num_rows)])
+
+
+def read_parquet_rows(path: str, columns: Sequence[str],
+                      limits: ParquetLimits = ParquetLimits()) -> list[dict[str, Any]]:
+  """All rows of one Parquet file (see :func:`iter_parquet_rows`)."""
+  return [row for rows in iter_parquet_rows(path, columns, limits) for row in rows]
+
+
+def _is_regular_local_file(path: str) -> bool:
+  """A local path that is a FIFO or a device would block or never end: only regular files."""
+  if '://' in path:
+    return True
+  try:
+    return stat.S_ISREG(os.stat(path).st_mode)
+  except OSError:
+    return False
+
+
+def window_dates(now: float, bounds: Bounds, lookback_s: float) -> list[str]:
+  """The dt=YYYY-MM-DD folder names that can hold rows inside the time window: the only ones
+  listed, so made-up folders (or thousands of dates) cost nothing."""
+  oldest = now - max(bounds.max_age_s, lookback_s)
+  day = datetime.datetime.fromtimestamp(oldest, datetime.timezone.utc).date()
+  last = datetime.datetime.fromtimestamp(now + bounds.max_future_s,
+                                         datetime.timezone.utc).date()
+  dates = []
+  while day <= last:
+    dates.append(day.isoformat())
+    day += datetime.timedelta(days=1)
+  return dates
 
 
 class ParquetScanner(Feed):
@@ -396,13 +537,15 @@ class ParquetScanner(Feed):
 
   def __init__(self, output: str, alerts: AlertStore, attacks: AttackStore,
                dead_letters: DeadLetterStore, *, interval: float = 5.0,
-               lookback_minutes: float = 60.0, max_files_per_scan: int = 100):
+               lookback_minutes: float = 60.0, max_files_per_scan: int = 100,
+               limits: ParquetLimits = ParquetLimits()):
     super().__init__(interval)
-    from apache_beam.io.filesystems import FileSystems
     from schemas.outputs import ALERT_SCHEMA
     self.output = output
     self.lookback_s = lookback_minutes * 60
     self.max_files = max_files_per_scan
+    self.limits = limits
+    self.bounds = alerts.bounds
     self.started = time.time()
     self._seen: dict[str, set[str]] = {}
     self._folders = {
@@ -410,41 +553,62 @@ class ParquetScanner(Feed):
         'attacks': (ATTACK_COLUMNS, attacks.add),
         'dead_letter': (DEAD_LETTER_COLUMNS, dead_letters.add),
     }
-    self._patterns = {f: FileSystems.join(output, f, 'dt=*', '*.parquet') for f in self._folders}
     self.update_status(output=output, files={f: 0 for f in self._folders},
-                       rows={f: 0 for f in self._folders}, unreadable=0)
+                       rows={f: 0 for f in self._folders}, unreadable=0, too_large=0)
+
+  def _listing(self, folder: str) -> list[tuple[str, Optional[float], Optional[int]]]:
+    from apache_beam.io.filesystems import FileSystems
+    listed = []
+    for date in window_dates(time.time(), self.bounds, self.lookback_s):
+      pattern = FileSystems.join(self.output, folder, f'dt={date}', '*.parquet')
+      listed.extend(_list_files(pattern, self.limits.max_files_listed))
+    return listed
 
   def tick(self) -> None:
     status = self.status
-    files, rows, unreadable = dict(status['files']), dict(status['rows']), status['unreadable']
+    files, rows = dict(status['files']), dict(status['rows'])
+    unreadable, too_large = status['unreadable'], status['too_large']
     budget = self.max_files
     for folder, (columns, add) in self._folders.items():
-      listed = _list_files(self._patterns[folder])
+      listed = self._listing(folder)
       seen = self._seen.setdefault(folder, set())
-      fresh = sorted(((mtime or 0, path) for path, mtime in listed if path not in seen))
-      for mtime, path in fresh:
+      fresh = sorted(((mtime or 0, path, size) for path, mtime, size in listed
+                      if path not in seen))
+      for mtime, path, size in fresh:
         if mtime and mtime < self.started - self.lookback_s:
           seen.add(path)  # older than the look-back window: not worth reading
           continue
         if budget <= 0:
           break
         budget -= 1
+        seen.add(path)
         try:
-          new_rows = read_parquet_rows(path, columns)
+          if not _is_regular_local_file(path):
+            raise TooLarge('not a regular file')
+          if size is not None and size > self.limits.max_file_bytes:
+            raise TooLarge(f'{size} bytes (limit {self.limits.max_file_bytes})')
+          count = 0
+          for batch in iter_parquet_rows(path, columns, self.limits):
+            for row in batch:
+              add(row)
+            count += len(batch)
+            if self.stopping:
+              break
+        except TooLarge as e:
+          too_large += 1
+          self.failed(f'not read {path}: {e}', 'ok')
+          continue
         except Exception as e:  # pylint: disable=broad-except
           unreadable += 1
           self.failed(f'cannot read {path}: {type(e).__name__}: {e}', 'ok')
-          seen.add(path)
           continue
-        seen.add(path)
-        for row in new_rows:
-          add(row)
         files[folder] += 1
-        rows[folder] += len(new_rows)
+        rows[folder] += count
       # Forget files that are gone, so the set stays the size of the listing.
       if len(seen) > len(listed):
-        seen.intersection_update(p for p, _ in listed)
-    self.ok('ok', files=files, rows=rows, unreadable=unreadable, last_scan=time.time())
+        seen.intersection_update(p for p, _, _ in listed)
+    self.ok('ok', files=files, rows=rows, unreadable=unreadable, too_large=too_large,
+            last_scan=time.time())
 
 
 class ModelWatcher(Feed):

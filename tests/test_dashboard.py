@@ -489,9 +489,12 @@ def test_cli_serves_prints_url_and_never_prints_secrets(tmp_path):
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
   try:
-    lines.append(proc.stdout.readline())
-    match = re.match(r'Alerts dashboard: (http://127\.0\.0\.1:(\d+)/)', lines[0])
-    assert match, lines[0]
+    # Warnings (a secret given as a flag) may come first.
+    match = None
+    while match is None and len(lines) < 20:
+      lines.append(proc.stdout.readline())
+      match = re.match(r'Alerts dashboard: (http://127\.0\.0\.1:(\d+)/)', lines[-1])
+    assert match, lines
     port = int(match.group(2))
     deadline = time.time() + 15
     state = None

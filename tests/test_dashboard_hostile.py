@@ -1,0 +1,209 @@
+"""The dashboard against hostile data: forged alerts (anyone who can produce to the alerts
+topic) and forged Parquet files (anyone who can write into the output folders). Each forged
+row is either aggregated with bounded, valid values or counted as rejected with a reason;
+nothing raises, nothing grows without bound, and the JSON the page reads stays finite and
+valid. The real aggregation, the real Parquet reader and the real HTTP server are used.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import time
+import tracemalloc
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dashboard import aggregate
+from dashboard.aggregate import (AlertStore, AttackStore, Bounds, CappedCounter,
+                                 DeadLetterStore, WindowedTopK)
+from dashboard.server import Dashboard, encode_json
+from dashboard.sources import ParquetLimits, ParquetScanner, parse_alert_message
+from schemas.outputs import ALERT_SCHEMA
+from tests.test_dashboard import (MALICIOUS, _dt, _Served, kafka_message, sample_attack_row,
+                                  sample_network_alert)
+
+UTC = datetime.timezone.utc
+
+
+def _deep(depth: int) -> str:
+  return '[' * depth + ']' * depth
+
+
+def forged_values(now: float) -> dict[str, list]:
+  """Hostile values per field, as JSON would carry them."""
+  huge = [1e308, -1e308, 2 ** 80, -(2 ** 80), 10 ** 400, -1, 'NaN', 'Infinity', '1e999',
+          '-0', '9' * 5000]
+  times = [None, 0, -1, 1e308, 2 ** 80, 10 ** 400, '9999-12-31T23:59:59Z',
+           '0001-01-01T00:00:00Z', '0001-01-01T00:00:00+14:00', '9999-12-31T23:59:59-14:00',
+           '1970-01-01T00:00:00Z', 'now', '2026-13-45T99:99:99', 'x' * 1_000_000,
+           [now], {'t': now}, True, now + 86400 * 365, now - 86400 * 365]
+  wrong_types = [[1, 2, 3], {'a': {'b': 'c'}}, True, None, '', 'x' * 1_000_000,
+                 '\ud800\udfff\x00\u202e', MALICIOUS, list(range(10_000))]
+  return {'score': huge + wrong_types, 'machine': huge + wrong_types,
+          'processing_time': times, 'event_time': times,
+          'program': wrong_types + huge, 'service': wrong_types + huge,
+          'site': wrong_types, 'model_version': wrong_types, 'protocol_type': wrong_types,
+          'kind': wrong_types + ['unknown_kind', 'host_attack', '__proto__', 'constructor'],
+          'event_id': wrong_types + ['same-id'],
+          'details': wrong_types + [json.loads(_deep(30))]}
+
+
+def forged_alerts(now: float):
+  """A real alert with one field replaced by each hostile value, then whole-message forgeries."""
+  base = json.loads(kafka_message(sample_network_alert(1, now, 0.9))[1])
+  for field, values in forged_values(now).items():
+    for value in values:
+      alert = dict(base, **{field: value})
+      yield alert
+  for missing in ('kind', 'processing_time', 'event_id', 'score', 'details'):
+    yield {k: v for k, v in base.items() if k != missing}
+  yield from ([], 'text', 42, None, {}, {'kind': None})
+
+
+def test_forged_alert_fields_are_rejected_or_bounded():
+  now = time.time()
+  store = AlertStore(capacity=5000)
+  results = {'added': 0, 'duplicate': 0, 'invalid': 0}
+  for alert in forged_alerts(now):
+    results[store.add(alert, 'kafka', received_at=now, now=now)] += 1
+  snap = store.snapshot(now, limit=5000)
+  rejected = snap['rejected']
+  assert results['invalid'] == rejected['total'] == snap['counts']['invalid'] > 50
+  reasons = dict(rejected['by_reason'])
+  assert reasons, rejected
+  assert any('outside the time window' in r for r in reasons)
+  assert any(r.startswith('score: ') for r in reasons)
+  assert any(r.startswith('machine: ') for r in reasons)
+  assert not any(r.startswith('unreadable') for r in reasons), reasons  # no unexpected error
+  assert len(rejected['recent']) <= 10
+  for r in rejected['recent']:
+    assert r['preview'] is None or len(r['preview']) <= 160
+  window = (now - store.bounds.max_age_s, now + store.bounds.max_future_s)
+  for row in snap['recent']:
+    assert row['score'] is None or 0 <= row['score'] <= 1
+    for t in ('event_time', 'processing_time'):
+      assert row[t] is None or window[0] <= row[t] <= window[1], (t, row[t])
+    assert row['machine'] is None or isinstance(row['machine'], (int, str))
+    for field in ('program', 'service', 'site', 'model_version', 'protocol_type', 'kind'):
+      assert row[field] is None or (isinstance(row[field], str)
+                                    and len(row[field]) <= aggregate.FIELD_LIMIT), field
+    assert row['severity'] in aggregate.SEVERITIES
+  assert set(snap['totals_by_kind']) <= {'network_anomaly', 'host_attack', aggregate.OTHER}
+  body = encode_json(snap)
+  assert b'<' not in body  # markup is escaped; NaN as a bare token would fail below
+  json.loads(body, parse_constant=lambda c: pytest.fail(f'non-finite {c} in JSON'))
+
+
+def test_the_same_id_with_other_content_hides_nothing():
+  now = time.time()
+  store = AlertStore()
+  real = json.loads(kafka_message(sample_network_alert(1, now, 0.99))[1])
+  forged = dict(real, score=0.1, details='nothing to see')
+  assert store.add(forged, now=now) == 'added'  # sent first, with the real alert's id
+  assert store.add(real, now=now) == 'added'  # still shown
+  assert store.add(dict(real), now=now) == 'duplicate'  # a replay of the same content
+  snap = store.snapshot(now)
+  assert [r['score'] for r in snap['recent']] == [0.99, 0.1]
+  assert snap['recent'][0]['key'] != snap['recent'][1]['key']
+  assert store.get_by_key(snap['recent'][0]['key'])['details'] == real['details']
+  # The Parquet copy of a Kafka alert (datetimes instead of text) is the same alert.
+  parquet_copy = sample_network_alert(2, now, 0.8)
+  kafka_copy = json.loads(kafka_message(parquet_copy)[1])
+  assert store.add(kafka_copy, 'kafka', now=now) == 'added'
+  assert store.add(parquet_copy, 'parquet', now=now) == 'duplicate'
+
+
+def test_deep_and_huge_messages_are_rejected_before_parsing():
+  now = time.time()
+  store = AlertStore()
+  for value, reason in ((_deep(10_000).encode(), 'not JSON'),
+                        (('{"kind": "network_anomaly", "details": ' + _deep(200) + '}').encode(),
+                         'nested too deep'),
+                        (b'{"kind": "' + b'x' * 2_000_000 + b'"}', 'too large'),
+                        (b'\xff\xfe not json', 'not JSON'),
+                        (None, 'empty')):
+    assert parse_alert_message(store, value, 'kafka', now, max_bytes=65536) == 'invalid', reason
+    assert dict(store.rejections.by_reason.most_common(20)).get(reason), (reason, store.rejections.snapshot())
+  assert store.rejections.total == 5 and len(store) == 0
+
+
+def test_cardinality_flood_cannot_lock_out_a_frequent_name():
+  """Each minute, 20,000 distinct forged machine names arrive first; a real machine alerting
+  200 times a minute after them is still at the top, and memory stays bounded."""
+  start = 1_795_000_020.0
+  top = WindowedTopK(minutes=60, max_keys_per_minute=500)
+  tracemalloc.start()
+  for minute in range(5):
+    t = start + minute * 60
+    for i in range(20_000):
+      top.add(t + i * 0.001, f'forged-{minute}-{i}', now=t)
+    for _ in range(200):
+      top.add(t + 30, 'real-machine-7', now=t + 30)
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  now = start + 5 * 60 - 1
+  best = top.top(3, now)
+  assert best[0][0] == aggregate.OTHER
+  # Its count may include a few sightings the sketch over-attributes to it, never fewer.
+  assert best[1][0] == 'real-machine-7' and 5 * 200 <= best[1][1] <= 5 * 200 + 5 * 50, best
+  # Totals stay exact: every add is counted once, under its name or under (other).
+  assert sum(n for _, n in top.top(100_000, now)) == 5 * 20_200
+  assert len(top) <= 5 * 501
+  assert peak < 40_000_000, peak
+
+
+def test_capped_counter_keeps_a_frequent_key():
+  counter = CappedCounter(capacity=10)
+  for i in range(5000):
+    counter.add(f'junk-{i}')
+    if i % 10 == 0:
+      counter.add('real')
+  assert len(counter) == 10
+  assert counter.most_common(1)[0][0] == 'real'
+
+
+def test_forged_attack_and_dead_letter_rows():
+  now = time.time()
+  attacks = AttackStore()
+  good = sample_attack_row(1, now, 7, 'xmrig')
+  assert attacks.add(good, now=now)
+  for field, value in (('processing_time', _dt(now + 10 * 365 * 86400)),
+                       ('Process_event_time', datetime.datetime(1, 1, 1, tzinfo=UTC)),
+                       ('Process_score', 1e308), ('Process_score', float('nan')),
+                       ('Process_machine', 2 ** 80), ('Process_machine', [1]),
+                       ('Process_CMD_PID', {'a': 1})):
+    assert not attacks.add(dict(good, event_id=f'x-{field}', **{field: value}), now=now), field
+  assert not attacks.add('not a row', now=now)
+  same_id = dict(good, Process_CMD_PID='decoy_1')  # a forged event reusing the real id
+  assert attacks.add(same_id, now=now)
+  snap = attacks.snapshot(now)
+  assert snap['total'] == 2 and snap['rejected']['total'] == 8
+  dead = DeadLetterStore(max_stages=5)
+  for i in range(1000):
+    dead.add({'stream': f'forged-{i}', 'stage': f'stage-{i}', 'error': 'x' * 100_000,
+              'payload': b'y' * 5_000_000, 'failed_at': _dt(now), 'partition': 2 ** 80,
+              'offset': -5}, now=now)
+  dead.add({'stream': 'network', 'stage': 'parse', 'failed_at': _dt(now + 86400 * 400)}, now=now)
+  snap = dead.snapshot(now)
+  assert snap['total'] == 1000 and snap['rejected']['total'] == 1
+  assert set(snap['per_minute']['series']) == {aggregate.OTHER}
+  assert len(snap['by_stage']) <= 5
+  row = snap['recent'][0]
+  assert row['partition'] is None and row['offset'] is None
+  assert len(row['error']) <= aggregate.PREVIEW_LIMIT
+  assert len(row['payload_preview']) <= aggregate.PREVIEW_LIMIT
+
+
+def test_bounds_are_configurable():
+  now = time.time()
+  store = AlertStore(bounds=Bounds(max_age_s=60, max_future_s=1))
+  alert = json.loads(kafka_message(sample_network_alert(1, now - 120, 0.9))[1])
+  assert store.add(alert, now=now) == 'invalid'
+  assert store.rejections.by_reason.most_common(1)[0][0].endswith('outside the time window')
+  assert store.add(json.loads(kafka_message(sample_network_alert(2, now, 0.9))[1]),
+                   now=now) == 'added'
