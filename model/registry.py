@@ -300,9 +300,9 @@ def load_version(model_dir: str, detector: str, version: str,
     size = (f'{len(data)} bytes' if len(data) <= manifest['size_bytes']
             else f'more than {manifest["size_bytes"]} bytes')
     raise ModelIntegrityError(
-        f'refusing to load {model_path} ({size}): its sha256 is {digest} but the manifest says '
-        f"{manifest['sha256']}. The file was modified or partly copied; republish the "
-        f'model or delete this version.')
+        f'refusing to load {model_path}: its sha256 is {digest} but the manifest says '
+        f"{manifest['sha256']} ({size} read, the manifest says {manifest['size_bytes']}). The "
+        'file was modified or partly copied; republish the model or delete this version.')
   estimator = loads_model(data, manifest['format'], allow_pickle=True)
   return LoadedModel(version, estimator, manifest)
 
@@ -317,7 +317,7 @@ def no_model_error(model_dir: str, detector: str, keys: Optional[signing.PublicK
         f'`python -m pipelines.retrain --detector {detector} --model_dir {model_dir} ...` '
         f'(or `python -m model.bootstrap --model_dir {model_dir}` for first models)')
   newest = sorted(refused, key=version_time)[-3:]
-  reasons = '; '.join(f'{v}: {refused[v]}' for v in newest)
+  reasons = '; '.join(f'{v}: {type(refused[v]).__name__}: {refused[v]}' for v in newest)
   trusted = keys.describe() if keys is not None else 'the reader\'s public keys'
   return NoModelError(
       f'none of the {len(refused)} {detector} versions under {model_dir} loads and verifies '

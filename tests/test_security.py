@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -31,7 +32,8 @@ def test_a_tampered_model_stops_the_stream_job_with_a_clear_error(model_dir, tmp
   with open(os.path.join(models, 'network', version, registry.MODEL_FILE), 'ab') as f:
     f.write(b'\0')  # one byte appended: a corrupt copy or a swapped file
   inputs = _write_inputs(tmp_path / 'in', [network_record(i) for i in range(5)])
-  with pytest.raises(Exception, match=r'refusing to load .*model\.joblib: its sha256 is') as e:
+  with pytest.raises(Exception, match=rf'refusing to load .*{re.escape(registry.MODEL_FILE)}: '
+                     'its sha256 is') as e:
     stream_job.run(['--source=files', f'--input_dir={inputs}',
                     f'--output={tmp_path / "out"}', f'--model_dir={models}'])
   assert 'ModelIntegrityError' in str(e.value) or isinstance(e.value, registry.ModelIntegrityError)
