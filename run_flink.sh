@@ -8,7 +8,8 @@
 #                                                   submit to an existing cluster and broker
 #
 # Any other option goes to `python -m pipelines.stream` (see its --help), e.g. --max_records=N
-# for a bounded run, --parallelism=2, --checkpointing_interval=10000. On a remote cluster the
+# for a bounded run, --parallelism=2. Checkpoints every 10 s are the stream job's default
+# (--checkpointing_interval=-1 turns them off). On a remote cluster the
 # Python workers are a worker pool beside each TaskManager:
 #   python -m apache_beam.runners.worker.worker_pool_main --service_port=50000
 # and the job gets --environment_type=EXTERNAL --environment_config=localhost:50000.
@@ -44,4 +45,4 @@ echo "Kafka: $BOOTSTRAP; the cluster and broker keep running afterwards:"
 echo "  scripts/flink_cluster.sh stop; scripts/kafka.sh stop"
 .venv/bin/python -m model.bootstrap --model_dir models
 exec .venv/bin/python -m pipelines.stream --runner=FlinkRunner --model_dir=models --output=output \
-    --checkpointing_interval=10000 "${PASS[@]}"
+    "${PASS[@]}"

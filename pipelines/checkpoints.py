@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from typing import Optional, Sequence
 
 FLAG = '--checkpoint_dir'
+_TEMPORARY_PREFIX = 'attack-detection-checkpoints-'
 
 
 def newest_checkpoint(checkpoint_dir: str) -> Optional[str]:
@@ -57,7 +59,7 @@ def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
   if not directory:
     embedded = (_value(argv, '--flink_master') or '[auto]') in ('[local]', '[auto]')
     if embedded and checkpointing and _value(argv, '--state_backend') is None:
-      storage = tempfile.mkdtemp(prefix='attack-detection-checkpoints-')
+      storage = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX)
       argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{storage}']
     return argv
   if not checkpointing:
@@ -72,3 +74,14 @@ def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
     # The new job's graph is the same; allow dropping state of a transform no longer there.
     argv += [f'--savepoint_path={resume}', '--allow_non_restored_state']
   return argv
+
+
+def remove_temporary_storage(argv: Sequence[str]) -> None:
+  """Deletes the temporary state backend folder :func:`with_checkpoint_args` made for
+  ``argv``, once the job is over: streaming jobs checkpoint by default, and each run would
+  leave one behind. A folder the user named is never touched."""
+  path = _value(argv, '--state_backend_storage_path') or ''
+  local = path.removeprefix('file://')
+  if (path.startswith('file://') and os.path.dirname(local) == tempfile.gettempdir()
+      and os.path.basename(local).startswith(_TEMPORARY_PREFIX)):
+    shutil.rmtree(local, ignore_errors=True)

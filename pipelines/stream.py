@@ -28,8 +28,10 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStrea
 from pipelines import checkpoints, kafka_config, storage
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
+from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
+from transforms.enrich import EventTimeBounds
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
 
@@ -104,6 +106,14 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--allowed_lateness_s', type=int, default=20,
                        help='How late a host record may arrive and still join '
                        '(default: %(default)s).')
+    group.add_argument('--max_event_age_s', type=float, default=DEFAULT_MAX_EVENT_AGE_S,
+                       help='A record whose event time is more than this many seconds before '
+                       'the processing time is a dead letter (stage enrich); 0 accepts any age, '
+                       'e.g. to replay historical data (default: %(default)s, 7 days).')
+    group.add_argument('--max_event_lead_s', type=float, default=DEFAULT_MAX_EVENT_LEAD_S,
+                       help='A record whose event time is more than this many seconds after '
+                       'the processing time (a producer clock ahead) is a dead letter (stage '
+                       'enrich); 0 accepts any (default: %(default)s).')
 
 
 def file_patterns(input_dir: str) -> dict[str, str]:
@@ -153,7 +163,8 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   outputs = read_messages(pipeline, opts) | DetectAttacks(
       model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
-      allowed_lateness_s=opts.allowed_lateness_s, batch_size=opts.batch_size)
+      allowed_lateness_s=opts.allowed_lateness_s, batch_size=opts.batch_size,
+      event_time_bounds=EventTimeBounds(opts.max_event_age_s, opts.max_event_lead_s))
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:
@@ -195,7 +206,21 @@ STREAM_FLINK_DEFAULTS = {'--max_bundle_time_mills': '100',
                          '--finish_bundle_before_checkpointing': None}
 
 
+# Checkpoints on for a streaming (Kafka) job on Flink unless --checkpointing_interval says
+# otherwise (-1: off). Without them Flink's restart strategy is "no restart": one SDK worker
+# killed ended the whole job. With them, Flink 1.19 restarts a failed job from its last
+# checkpoint (exponential delay from 1 s to 1 min, no limit on attempts, unless
+# --number_of_execution_retries asks for a fixed count), and the Kafka offsets are committed
+# at each checkpoint.
+STREAM_CHECKPOINTING_MS = 10_000
+
+
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:
+  argv = list(argv)
+  options = PipelineOptions(argv)
+  if (is_flink(options) and options.view_as(StreamOptions).source == 'kafka'
+      and not any(a.split('=', 1)[0] == '--checkpointing_interval' for a in argv)):
+    argv.append(f'--checkpointing_interval={STREAM_CHECKPOINTING_MS}')
   argv = with_flink_defaults(checkpoints.with_checkpoint_args(argv))
   if is_flink(PipelineOptions(argv)):
     given = {a.split('=', 1)[0] for a in argv}
@@ -207,12 +232,15 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
   argv = with_stream_defaults(argv or [])
   options = PipelineOptions(argv)
-  if is_flink(options) and not options.view_as(PortableOptions).job_endpoint:
-    # Our own job server for the span of the run: Beam's would outlive a killed job.
-    from transforms import kafka_io
-    with kafka_io.flink_job_server(argv) as args_with_endpoint:
-      return _run(PipelineOptions(args_with_endpoint))
-  return _run(options)
+  try:
+    if is_flink(options) and not options.view_as(PortableOptions).job_endpoint:
+      # Our own job server for the span of the run: Beam's would outlive a killed job.
+      from transforms import kafka_io
+      with kafka_io.flink_job_server(argv) as args_with_endpoint:
+        return _run(PipelineOptions(args_with_endpoint))
+    return _run(options)
+  finally:
+    checkpoints.remove_temporary_storage(argv)
 
 
 def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
@@ -249,6 +277,7 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
   argv = with_stream_defaults(argv)
   with contextlib.ExitStack() as stack:
+    stack.callback(checkpoints.remove_temporary_storage, argv)
     if is_flink(PipelineOptions(argv)):
       from transforms import kafka_io
       argv = stack.enter_context(kafka_io.flink_job_server(argv))

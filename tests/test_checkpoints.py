@@ -1,10 +1,12 @@
-"""The Flink checkpoint flags the stream job adds (pipelines/checkpoints.py)."""
+"""The Flink checkpoint flags the stream job adds (pipelines/checkpoints.py), and checkpointing
+on by default for streaming jobs on Flink (pipelines/stream.py)."""
 
 import os
 
 import pytest
 
-from pipelines.checkpoints import with_checkpoint_args
+from pipelines.checkpoints import remove_temporary_storage, with_checkpoint_args
+from pipelines.stream import STREAM_CHECKPOINTING_MS, with_stream_defaults
 
 
 def _storage(argv):
@@ -44,3 +46,42 @@ def test_checkpoint_dir_keeps_checkpoints_and_resumes_from_the_newest(tmp_path):
 def test_checkpoint_dir_needs_an_interval(tmp_path):
   with pytest.raises(SystemExit, match='checkpointing_interval'):
     with_checkpoint_args([f'--checkpoint_dir={tmp_path}'])
+
+
+def _flag(argv, name):
+  values = [a.split('=', 1)[1] for a in argv if a.startswith(f'{name}=')]
+  return values[-1] if values else None
+
+
+def test_streaming_jobs_on_flink_checkpoint_by_default():
+  argv = with_stream_defaults(['--runner=FlinkRunner', '--flink_master=[local]'])
+  assert _flag(argv, '--checkpointing_interval') == str(STREAM_CHECKPOINTING_MS)
+  storage = _storage(argv).removeprefix('file://')
+  assert '--state_backend=filesystem' in argv and os.path.isdir(storage)
+  remove_temporary_storage(argv)
+  assert not os.path.exists(storage)
+
+
+@pytest.mark.parametrize('argv', [
+    ['--runner=FlinkRunner', '--checkpointing_interval=-1'],  # turned off
+    ['--runner=FlinkRunner', '--checkpointing_interval', '-1'],
+    ['--runner=FlinkRunner', '--source=files', '--input_dir=x'],  # a batch job
+    ['--source=kafka'],  # not Flink
+])
+def test_checkpointing_stays_off_when_asked_or_not_streaming_on_flink(argv):
+  out = with_stream_defaults(argv)
+  assert not any(a.startswith('--checkpointing_interval=') for a in out[len(argv):])
+  assert _storage(out) is None
+
+
+def test_an_explicit_interval_is_kept():
+  argv = with_stream_defaults(['--runner=FlinkRunner', '--checkpointing_interval=2000'])
+  assert [a for a in argv if 'checkpointing_interval' in a] == ['--checkpointing_interval=2000']
+  remove_temporary_storage(argv)
+
+
+def test_only_the_temporary_state_folder_is_removed(tmp_path):
+  named = tmp_path / 'attack-detection-checkpoints-mine'
+  named.mkdir()
+  remove_temporary_storage([f'--state_backend_storage_path=file://{named}'])
+  assert named.is_dir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import signal
 import time
 from typing import Iterator, Optional
 
@@ -69,6 +70,48 @@ def running_stream_job(argv: list[str]):
   with stream_job.running(argv) as result:
     print(f'[timing] stream job submitted in {time.monotonic() - started:.1f} s', flush=True)
     yield result
+
+
+def descendants(root: int) -> set[int]:
+  """Every process started, directly or not, by ``root`` (read from /proc)."""
+  children = {}
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        with open(f'/proc/{entry}/stat', encoding='ascii') as f:
+          # The command name is in parentheses and may hold spaces: the ppid follows its ')'.
+          ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+      except (OSError, IndexError, ValueError):
+        continue
+      children.setdefault(ppid, set()).add(int(entry))
+  found, todo = set(), [root]
+  while todo:
+    for child in children.get(todo.pop(), ()):
+      if child not in found:
+        found.add(child)
+        todo.append(child)
+  return found
+
+
+def cmdline(pid: int) -> str:
+  try:
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      return f.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+  except OSError:
+    return ''
+
+
+def sdk_workers() -> list[int]:
+  """The Python SDK worker processes (PROCESS environment) of the jobs this test started."""
+  return sorted(p for p in descendants(os.getpid()) if 'pipelines.sdk_worker' in cmdline(p))
+
+
+def kill_sdk_worker() -> int:
+  """``kill -9`` of one Python SDK worker of the running job; returns its pid."""
+  workers = sdk_workers()
+  assert workers, 'the job has no Python SDK worker process'
+  os.kill(workers[0], signal.SIGKILL)
+  return workers[0]
 
 
 def archived_uuids(output: str) -> collections.Counter:
@@ -180,6 +223,6 @@ def alerts_dedupe_by_event_id(output: str) -> None:
 
 
 __all__ = ['OwnBroker', 'Traffic', 'account', 'alerts_dedupe_by_event_id', 'archived_uuids',
-           'assert_nothing_lost', 'locate_lost', 'make_topics', 'own_broker', 'report_lost',
-           'running_stream_job', 'stream_args', 'topics_for', 'wait_until',
-           'wait_until_archived']
+           'assert_nothing_lost', 'cmdline', 'descendants', 'kill_sdk_worker', 'locate_lost',
+           'make_topics', 'own_broker', 'report_lost', 'running_stream_job', 'sdk_workers',
+           'stream_args', 'topics_for', 'wait_until', 'wait_until_archived']

@@ -1,5 +1,6 @@
 """Faults survived with nothing lost: the stream job on Flink while traffic flows, through a
-broker restart, a cancelled and restarted job, and a lost TaskManager.
+broker restart, a killed Python SDK worker, a cancelled and restarted job, and a lost
+TaskManager.
 
 Each scenario prints ``[accounting] <scenario>: sent, acknowledged, archived, duplicates,
 lost, unexpected``: every uuid the broker acknowledged must be archived (lost = 0); repeats
@@ -16,10 +17,10 @@ import pytest
 
 from pipelines.checkpoints import newest_checkpoint
 from tests.integration.faults import (Traffic, account, alerts_dedupe_by_event_id,
-                                      archived_uuids, assert_nothing_lost, report_lost,
-                                      make_topics,
-                                      own_broker, running_stream_job, stream_args, topics_for,
-                                      wait_until, wait_until_archived)
+                                      archived_uuids, assert_nothing_lost, kill_sdk_worker,
+                                      make_topics, own_broker, report_lost, running_stream_job,
+                                      sdk_workers, stream_args, topics_for, wait_until,
+                                      wait_until_archived)
 
 pytestmark = [
     pytest.mark.integration,
@@ -64,6 +65,41 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
       report_lost(broker.bootstrap, topics['network'], f'g-{suffix}', output,
                   traffic.sink.acked_uuids)
   assert_nothing_lost(line, max_duplicates=COUNT // 2)
+
+
+def test_sdk_worker_kill_restarts_the_job_with_the_defaults(kafka_bootstrap, synthetic_model_dir,
+                                                            tmp_path):
+  """``kill -9`` of one Python SDK worker on embedded Flink, with no checkpoint or restart
+  flag given: the job's own defaults (pipelines/stream.py) must restart it and lose nothing.
+  Before them the job ended ("Recovery is suppressed by NoRestartBackoffTimeStrategy")."""
+  suffix = uuid.uuid4().hex[:8]
+  topics = topics_for(suffix)
+  make_topics(kafka_bootstrap, *topics.values())
+  output = str(tmp_path / 'out')
+  args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, '[local]',
+                     f'--consumer_group=g-{suffix}', f'--job_name=worker-kill-{suffix}')
+  assert not any('checkpointing_interval' in a or 'execution_retries' in a for a in args)
+  with Traffic(kafka_bootstrap, topics, COUNT, RATE) as traffic, \
+      running_stream_job(args) as job:
+    traffic.start()
+    wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
+    before = set(sdk_workers())
+    killed = kill_sdk_worker()
+    # Flink fails the tasks on the lost worker and restarts the job, with new workers.
+    wait_until(lambda: set(sdk_workers()) - before, 90, 'new SDK workers after the restart')
+    killed_at = len(archived_uuids(output))
+    stats = traffic.finish()
+    wait_until_archived(output, traffic.sink.acked_uuids, 180, job)
+    assert job.state == 'RUNNING', job.state
+  assert killed not in sdk_workers()
+  print(f'[accounting] SDK worker kill: pid {killed} killed, archived {killed_at} when the '
+        f'job restarted')
+  line = account('SDK worker kill', stats, traffic.sink.acked_uuids, output)
+  if line['lost']:
+    report_lost(kafka_bootstrap, topics['network'], f'g-{suffix}', output, traffic.sink.acked_uuids)
+  # A restart replays what was read after the last checkpoint: at most what was archived by
+  # the time the job restarted.
+  assert_nothing_lost(line, max_duplicates=killed_at)
 
 
 @pytest.fixture(scope='module')
