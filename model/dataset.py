@@ -6,15 +6,21 @@ columns the retrain job works with:
 
 | column     | meaning                                                                            |
 | ---------- | ---------------------------------------------------------------------------------- |
-| ``_key``   | uint64 hash of the record's ``uuid`` (dedup key; also orders the uniform sample)   |
-| ``_group`` | uint64 hash of what must not straddle train and test: the uuid for network records, |
+| ``_key``   | uint64 hash of the record's ``record_id`` (``uuid`` in archives older than record  |
+|            | ids, and KDD CSV files); the dedup key, it also orders the uniform sample          |
+| ``_group`` | uint64 hash of what must not straddle train and test: the key for network records, |
 |            | (machine, CMD_PID) for host records, whose snapshots of one process are alike      |
 | ``_y``     | 1 attack, 0 normal, -1 unknown                                                      |
 | ``_label`` | the label as text (``smurf``, ``normal``, ``1``), for per-family detection rates   |
 | ``_time``  | event time, microseconds since the epoch (null when unknown)                       |
 
-Deduplication is by ``_key``: two rows with the same uuid are the same record (an at-least-once
-replay). Because the uniform training sample is "the rows with the smallest ``_key``", every
+Deduplication is by ``_key``: two rows with the same record id are the same record (an
+at-least-once replay). Not by uuid alone: a producer can send two different records with one
+uuid, and one would hide the other (transforms/ids.py).
+
+Rows lacking a field their schema requires (:func:`required_columns`: a network record
+without KDD's basic features, which the stream job refuses today but older archives may
+hold) are skipped: the model must not learn from records that are not records. Because the uniform training sample is "the rows with the smallest ``_key``", every
 copy of a uuid is either in the sample or not, so deduplicating the sample is the same as
 sampling the deduplicated data, and neither needs all rows in one place.
 
@@ -48,11 +54,32 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 def archive_columns(detector: str) -> list[str]:
   """The archive columns the retrain job reads (projection: nothing else leaves the file)."""
   schema = SCHEMAS[detector]
-  wanted = list(schema.feature_columns) + [LABEL_COLUMN[detector], 'uuid', 'event_time']
+  wanted = list(schema.feature_columns) + [LABEL_COLUMN[detector], 'uuid', 'record_id',
+                                            'event_time']
   if detector != 'network':
     wanted += ['machine', 'CMD_PID']
   archive = ARCHIVE_SCHEMAS[detector].names
   return [c for c in dict.fromkeys(wanted) if c in archive]
+
+
+def required_columns(detector: str) -> list[str]:
+  """The read columns a usable row must have (the schema's required fields among them)."""
+  schema = SCHEMAS[detector]
+  read = set(archive_columns(detector))
+  return [f.name for f in schema.fields if f.required and f.name in read]
+
+
+def _with_required(detector: str, table: pa.Table) -> pa.Table:
+  """``table`` without the rows that lack a required column (all rows, if it has none)."""
+  mask = None
+  for name in required_columns(detector):
+    if name not in table.column_names:
+      return table.slice(0, 0)
+    valid = pc.is_valid(table.column(name))
+    mask = valid if mask is None else pc.and_(mask, valid)
+  if mask is None or pc.all(mask).as_py() is not False:
+    return table
+  return table.filter(mask)
 
 
 def prepared_schema(detector: str) -> pa.Schema:
@@ -139,12 +166,15 @@ def _content_hash(table: pa.Table, names: list[str]) -> np.ndarray:
 def prepare_batch(detector: str, table: pa.Table) -> pa.Table:
   """An archive (or KDD CSV) batch -> the :func:`prepared_schema` layout."""
   schema = SCHEMAS[detector]
+  table = _with_required(detector, table)
   n = table.num_rows
   columns = [_column(table, c, _ARROW[schema.field(c).kind]) for c in schema.feature_columns]
-  # Keys: the uuid; a record without one (there should be none) is keyed by its content.
-  uuid = _column(table, 'uuid', pa.string())
-  key = hash_strings(uuid)
-  missing = np.asarray(pc.is_null(uuid).to_numpy(zero_copy_only=False), dtype=bool)
+  # Keys: the record id, else (older archives, KDD CSV) the uuid; a record without either
+  # (there should be none) is keyed by its content.
+  identity = pc.coalesce(_column(table, 'record_id', pa.string()),
+                         _column(table, 'uuid', pa.string()))
+  key = hash_strings(identity)
+  missing = np.asarray(pc.is_null(identity).to_numpy(zero_copy_only=False), dtype=bool)
   if missing.any():
     content = _content_hash(table, list(schema.feature_columns) + ['event_time'])
     key = np.where(missing, mix(content, 0xC0DE), key)

@@ -29,8 +29,10 @@ from pipelines import checkpoints, kafka_config, storage
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
+from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
+from transforms.enrich import EventTimeBounds
 from transforms.enrich import EventTimeBounds
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
@@ -106,6 +108,14 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--allowed_lateness_s', type=int, default=20,
                        help='How late a host record may arrive and still join '
                        '(default: %(default)s).')
+    group.add_argument('--max_event_age_s', type=float, default=DEFAULT_MAX_EVENT_AGE_S,
+                       help='A record whose event time is more than this many seconds before '
+                       'the processing time is a dead letter (stage enrich); 0 accepts any age, '
+                       'e.g. to replay historical data (default: %(default)s, 7 days).')
+    group.add_argument('--max_event_lead_s', type=float, default=DEFAULT_MAX_EVENT_LEAD_S,
+                       help='A record whose event time is more than this many seconds after '
+                       'the processing time (a producer clock ahead) is a dead letter (stage '
+                       'enrich); 0 accepts any (default: %(default)s).')
     group.add_argument('--max_event_age_s', type=float, default=DEFAULT_MAX_EVENT_AGE_S,
                        help='A record whose event time is more than this many seconds before '
                        'the processing time is a dead letter (stage enrich); 0 accepts any age, '

@@ -17,9 +17,13 @@ _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), 'str': pa.string()}
 TIMESTAMP = pa.timestamp('us', tz='UTC')
 
 # Added to every archived record by Enrich and RunInference. A field already in the input
-# schema (network records carry their own uuid and site) keeps its input position.
+# schema (network records carry their own uuid and site) keeps its input position. ``uuid`` is
+# the producer's (or derived when it sent none); ``record_id`` is the product's own id of the
+# record, distinct for distinct records whatever uuid they claim (transforms/ids.py): dedupe
+# by it.
 ENRICHMENT_FIELDS = (
     pa.field('uuid', pa.string()),
+    pa.field('record_id', pa.string()),
     pa.field('site', pa.string()),
     pa.field('event_time', TIMESTAMP),
     pa.field('processing_time', TIMESTAMP),

@@ -76,6 +76,11 @@ KDD_FEATURES: tuple[str, ...] = (
     'dst_host_same_src_port_rate', 'dst_host_srv_diff_host_rate', 'dst_host_serror_rate',
     'dst_host_srv_serror_rate', 'dst_host_rerror_rate', 'dst_host_srv_rerror_rate')
 KDD_CATEGORICAL = ('protocol_type', 'service', 'flag')
+# KDD's "basic features of individual TCP connections", the first nine: what any connection
+# record has (the other 32 are counts and rates derived from them and from traffic around
+# it). A record without all nine is refused (stage clean): a message of none or a few of the
+# 41 features is not a connection record, and must neither be scored nor learned from.
+KDD_BASIC_FEATURES = KDD_FEATURES[:9]
 
 
 def _kdd_kind(name: str) -> str:
@@ -87,7 +92,8 @@ def _kdd_kind(name: str) -> str:
 NETWORK = RecordSchema(
     stream='network',
     default_topic='sensor_messages',
-    fields=tuple(Field(n, _kdd_kind(n), feature=True) for n in KDD_FEATURES) + (
+    fields=tuple(Field(n, _kdd_kind(n), required=n in KDD_BASIC_FEATURES, feature=True)
+                 for n in KDD_FEATURES) + (
         Field('label', STR),
         Field('uuid', STR),
         Field('utc', STR),

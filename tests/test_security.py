@@ -35,7 +35,8 @@ def test_a_tampered_model_stops_the_stream_job_with_a_clear_error(model_dir, tmp
   with pytest.raises(Exception, match=rf'refusing to load .*{re.escape(registry.MODEL_FILE)}: '
                      'its sha256 is') as e:
     stream_job.run(['--source=files', f'--input_dir={inputs}',
-                    f'--output={tmp_path / "out"}', f'--model_dir={models}'])
+                    f'--output={tmp_path / "out"}', f'--model_dir={models}',
+                    '--max_event_age_s=0'])
   assert 'ModelIntegrityError' in str(e.value) or isinstance(e.value, registry.ModelIntegrityError)
   assert not read_output(str(tmp_path / 'out'), 'archive/network'), 'nothing scored by it'
 
@@ -52,7 +53,8 @@ def test_record_content_cannot_steer_output_paths(model_dir, tmp_path):
   inputs = _write_inputs(tmp_path / 'in', network, process, memory)
   output = tmp_path / 'deep' / 'out'
   stream_job.run(['--source=files', f'--input_dir={inputs}', f'--output={output}',
-                  f'--model_dir={model_dir}', '--site=../../evil'])
+                  f'--model_dir={model_dir}', '--site=../../evil',
+                  '--max_event_age_s=0'])
 
   archived = read_output(str(output), 'archive/network')
   assert sorted(r['site'] for r in archived) == sorted(HOSTILE_NAMES), 'kept as data'

@@ -17,6 +17,7 @@ from pipelines import stream as stream_job
 from schemas.outputs import OUTPUT_SCHEMAS
 from tests.factories import BASE_TS, memory_record, message, network_record, process_record
 from transforms.detect import DetectAttacks
+from transforms.enrich import UNBOUNDED
 from transforms.join import attack_event_id
 from transforms.outputs import WriteOutputs
 
@@ -70,7 +71,9 @@ def test_streaming_graph_writes_every_output(model_dir, tmp_path):
   options = PipelineOptions()
   options.view_as(StandardOptions).streaming = True
   with TestPipeline(options=options) as pipeline:
-    outputs = pipeline | events | DetectAttacks(model_dir, site='lab')
+    # The factories' fixed 2023 times: the event-time bounds are tested in test_fuzz_parse.py.
+    outputs = pipeline | events | DetectAttacks(model_dir, site='lab',
+                                                event_time_bounds=UNBOUNDED)
     _ = outputs | WriteOutputs(output, site='lab', roll_seconds=60)
 
   archive = read_output(output, 'archive/network')
@@ -116,13 +119,13 @@ def test_cli_runs_the_batch_job_from_generator_files(model_dir, tmp_path, capsys
       f.writelines(json.dumps(m) + '\n' for m in messages)
   output = str(tmp_path / 'out')
   stream_job.run(['--source=files', f'--input_dir={inputs}', f'--output={output}',
-                  f'--model_dir={model_dir}'])
+                  f'--model_dir={model_dir}', '--max_event_age_s=0'])
 
   assert len(read_output(output, 'archive/network')) == 30
   [attack] = read_output(output, 'attacks')
   ts = BASE_TS + 100
   assert attack['event_id'] == attack_event_id(
-      {'uuid': attack['Process_uuid']}, {'uuid': attack['Memory_uuid']})
+      {'record_id': attack['Process_record_id']}, {'record_id': attack['Memory_record_id']})
   assert (attack['Process_ts'], attack['Memory_ts']) == (ts, ts + 8)
   [dead] = read_output(output, 'dead_letter')
   assert dead['payload'] == b'\xff not json' and dead['source'].endswith('network.jsonl')

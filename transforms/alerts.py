@@ -1,20 +1,20 @@
 """Alerts: what a security analyst reads. One row per network anomaly or host attack event,
 written to ``alerts/`` and published to the Kafka topic ``alerts`` as JSON.
 
-Alert ids are deterministic (uuid5 of the records that caused them), so a replay after a
-restart re-sends the same ids and consumers can drop repeats.
+Alert ids are deterministic (uuid5 of the record ids that caused them, transforms/ids.py), so
+a replay after a restart re-sends the same ids and consumers can drop repeats, and two
+different records never share one, whatever uuid their producer gave them.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import apache_beam as beam
 import orjson
 
 from transforms.dead_letter import utc_now
-from transforms.enrich import UUID_NAMESPACE
+from transforms.ids import network_alert_id
 
 # Enough of the record to triage without opening the archive.
 _NETWORK_DETAILS = ('uuid', 'duration', 'protocol_type', 'service', 'flag', 'src_bytes',
@@ -33,7 +33,7 @@ def to_json(value: Any) -> bytes:
 def network_alert(record: dict[str, Any]) -> dict[str, Any]:
   """A scored network record predicted anomalous -> an alert row."""
   return {
-      'event_id': str(uuid.uuid5(UUID_NAMESPACE, f"network|{record['uuid']}")),
+      'event_id': network_alert_id(record),
       'kind': 'network_anomaly',
       'event_time': record['event_time'],
       'processing_time': utc_now(),

@@ -46,6 +46,23 @@ class RecordBatch:
                       for name, values in self.columns.items()},
         [self.messages[i] for i in positions], [self.record_indexes[i] for i in positions])
 
+  @classmethod
+  def concat(cls, stream: str, batches: Sequence['RecordBatch']) -> 'RecordBatch':
+    """One batch of the records of ``batches``, in order; a column some batches lack is
+    None there."""
+    batches = [b for b in batches if len(b)]
+    if len(batches) == 1:
+      return batches[0]
+    names = list(dict.fromkeys(name for b in batches for name in b.columns))
+    columns = {name: [] for name in names}
+    messages, indexes = [], []
+    for b in batches:
+      for name in names:
+        columns[name].extend(b.columns.get(name) or [None] * len(b))
+      messages.extend(b.messages)
+      indexes.extend(b.record_indexes)
+    return cls(stream, columns, messages, indexes)
+
   def row(self, position: int) -> dict[str, Any]:
     return {name: values[position] for name, values in self.columns.items()}
 

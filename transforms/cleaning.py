@@ -159,7 +159,7 @@ def clean_records(schema: RecordSchema, raws: Sequence[Any]
   columns = {}
   for field in schema.fields:
     values = _clean_column(field, [r.get(field.name) for r in records], column_errors)
-    if field.required:
+    if field.required and None in values:
       for position, value in enumerate(values):
         if value is None:
           column_errors.setdefault(position, f'{field.name}: required field is missing')

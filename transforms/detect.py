@@ -27,7 +27,7 @@ from schemas.records import HOST_STREAMS, SCHEMAS
 from transforms.alerts import host_attack_alert, network_alert
 from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
-from transforms.enrich import Enrich, host_key
+from transforms.enrich import Enrich, EventTimeBounds, host_key
 from transforms.inference import Score
 from transforms.join import MAX_LATENESS_S, JoinHostAttacks
 from transforms.parse import DEFAULT_BATCH_SIZE, ParseBatches
@@ -64,8 +64,10 @@ class DetectAttacks(beam.PTransform):
   """
 
   def __init__(self, model_dir: str, *, site: str = 'local', model_refresh_s: float = 10.0,
-               allowed_lateness_s: int = MAX_LATENESS_S, batch_size: int = DEFAULT_BATCH_SIZE):
+               allowed_lateness_s: int = MAX_LATENESS_S, batch_size: int = DEFAULT_BATCH_SIZE,
+               event_time_bounds: EventTimeBounds = EventTimeBounds()):
     super().__init__()
+    self._event_time_bounds = event_time_bounds
     self._batch_size = batch_size
     self._model_dir = model_dir
     self._site = site
@@ -79,7 +81,7 @@ class DetectAttacks(beam.PTransform):
     for stream in STREAMS:
       schema = SCHEMAS[stream]
       parsed = batches[stream] | ParseBatches(schema)
-      enriched = parsed['records'] | Enrich(schema, self._site)
+      enriched = parsed['records'] | Enrich(schema, self._site, self._event_time_bounds)
       result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s)
       scored[stream] = result['records']
       dead_letters += [parsed[DEAD_LETTER], enriched[DEAD_LETTER], result[DEAD_LETTER]]

@@ -1,74 +1,92 @@
-"""Enrich: event time, a stable uuid, processing time, site, and the host join key."""
+"""Enrich: event time (bounded), a stable uuid, the record id, processing time, site, and the
+host join key."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import hashlib
-import json
-import uuid
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import apache_beam as beam
 
+from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
-                                    utc_now)
+                                    record_by_record, utc_now)
+from transforms.ids import HOST_IDENTITY, message_digest, record_id, stable_uuid
 from transforms.source import SourceMessage
 
 ENRICH_STAGE = 'enrich'
-# uuid5 namespace of this product: the same record always gets the same uuid, so a replay
-# after a restart archives duplicates that dedupe by uuid instead of new, unrelated rows.
-UUID_NAMESPACE = uuid.UUID('5b1c3a1e-9f44-4b8e-a4f1-6d0e8f2f7a10')
-# What identifies a host record that carries no uuid: the same sample read twice is the same.
-HOST_IDENTITY = ('machine', 'PID', 'CMD', 'ts', 'sequence')
+_UTC = datetime.timezone.utc
+_EARLIEST = datetime.datetime.min.replace(tzinfo=_UTC)
+_LATEST = datetime.datetime.max.replace(tzinfo=_UTC)
 
 
 class EnrichError(ValueError):
   pass
 
 
+@dataclasses.dataclass(frozen=True)
+class EventTimeBounds:
+  """How far an event time may lie before (``max_age_s``) or after (``max_lead_s``) the
+  processing time; None or 0 leaves that side open. A record outside is a dead letter: far
+  past and far future times would each open a ``dt=`` folder, and a producer's clock far
+  ahead would drag the watermark with it."""
+  max_age_s: Optional[float] = DEFAULT_MAX_EVENT_AGE_S
+  max_lead_s: Optional[float] = DEFAULT_MAX_EVENT_LEAD_S
+
+  def window(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+    """The earliest and latest event times accepted at processing time ``now``."""
+    return (_shifted(now, -self.max_age_s) if self.max_age_s else _EARLIEST,
+            _shifted(now, self.max_lead_s) if self.max_lead_s else _LATEST)
+
+  def refusal(self, when: datetime.datetime, now: datetime.datetime) -> str:
+    if when < now:
+      return (f'event time {when.isoformat()} is more than {self.max_age_s:g} s before the '
+              f'processing time {now.isoformat()} (--max_event_age_s)')
+    return (f'event time {when.isoformat()} is more than {self.max_lead_s:g} s after the '
+            f'processing time {now.isoformat()} (--max_event_lead_s)')
+
+
+UNBOUNDED = EventTimeBounds(None, None)
+
+
+def _shifted(now: datetime.datetime, seconds: float) -> datetime.datetime:
+  try:
+    return now + datetime.timedelta(seconds=seconds)
+  except OverflowError:  # a bound of centuries: as good as none
+    return _EARLIEST if seconds < 0 else _LATEST
+
+
 def parse_utc(text: str) -> datetime.datetime:
   """ISO-8601 to an aware UTC datetime; a value without an offset is taken as UTC."""
   try:
     parsed = datetime.datetime.fromisoformat(text)
-  except (TypeError, ValueError):
-    raise EnrichError(f'utc: not an ISO-8601 time: {str(text)[:40]!r}') from None
-  if parsed.tzinfo is None:
-    return parsed.replace(tzinfo=datetime.timezone.utc)
-  return parsed.astimezone(datetime.timezone.utc)
+    if parsed.tzinfo is None:
+      return parsed.replace(tzinfo=_UTC)
+    # Overflows at the calendar's edges: 0001-01-01T00:00:00+14:00 is in year 0 in UTC.
+    return parsed.astimezone(_UTC)
+  except (TypeError, ValueError, OverflowError):
+    raise EnrichError(f'utc: not an ISO-8601 time of years 1-9999: {str(text)[:40]!r}') from None
 
 
 def from_unix_seconds(seconds: float) -> datetime.datetime:
   try:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-  except (OverflowError, OSError, ValueError):
+    return datetime.datetime.fromtimestamp(seconds, _UTC)
+  except (OverflowError, OSError, ValueError, TypeError):
     raise EnrichError(f'ts: {seconds!r} is not a valid Unix time') from None
 
 
 def event_time(stream: str, record_time: Any, message: SourceMessage) -> datetime.datetime:
   """The record's own time (``utc`` of a network record, ``ts`` of a host record), else the
-  source's timestamp."""
+  source's timestamp. Kafka says -1 for "no timestamp": a source time of 0 or less is none."""
   if record_time is not None and record_time != '':
     return parse_utc(record_time) if stream == 'network' else from_unix_seconds(record_time)
-  if message.timestamp_ms is not None:
-    return from_unix_seconds(message.timestamp_ms / 1000)
+  source_ms = message.timestamp_ms
+  if source_ms is not None and source_ms > 0:
+    return from_unix_seconds(source_ms / 1000)
   raise EnrichError('no event time: the record has no utc/ts and its source no timestamp')
-
-
-def stable_uuid(stream: str, record: Mapping[str, Any], message: SourceMessage,
-                record_index: Optional[int]) -> str:
-  """The producer's uuid when present, else one derived from what identifies the record."""
-  if record.get('uuid'):
-    return record['uuid']
-  if stream != 'network':
-    identity = [stream] + [record.get(k) for k in HOST_IDENTITY]
-  elif message.offset >= 0:
-    identity = [stream, message.source, message.partition, message.offset]
-  else:
-    # No coordinates (files, tests): the content is the identity.
-    identity = [stream, hashlib.sha256(message.value).hexdigest(), record_index]
-  return str(uuid.uuid5(UUID_NAMESPACE, json.dumps(identity)))
 
 
 def host_key(record: dict[str, Any]) -> tuple[int, str]:
@@ -76,19 +94,36 @@ def host_key(record: dict[str, Any]) -> tuple[int, str]:
   return record['machine'], record['CMD_PID']
 
 
-def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str
+def _record_ids(stream: str, uuids: list, batch: RecordBatch) -> list[str]:
+  ids, last, digest = [], None, ''
+  for record_uuid, message, index in zip(uuids, batch.messages, batch.record_indexes):
+    if message is not last:  # the records of a host array are neighbours: one hash each
+      last, digest = message, message_digest(message)
+    ids.append(record_id(stream, record_uuid, digest, index))
+  return ids
+
+
+def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str,
+                 bounds: EventTimeBounds = EventTimeBounds()
                  ) -> tuple[RecordBatch, list[dict[str, Any]]]:
-  """Adds uuid, site, event_time and processing_time to every record of ``batch``.
+  """Adds uuid, record_id, site, event_time and processing_time to every record of ``batch``.
 
   Returns the enriched records and a dead-letter row (stage ``enrich``) for each record
-  without a usable event time.
+  without a usable event time, or with one outside ``bounds``.
   """
+  if not len(batch):
+    return batch, []
   stream, columns = schema.stream, batch.columns
+  now = utc_now()  # one processing time per batch: its records were enriched together
+  earliest, latest = bounds.window(now)
   time_column = columns['utc'] if stream == 'network' else columns['ts']
   times, kept, dead = [], [], []
   for position, (record_time, message) in enumerate(zip(time_column, batch.messages)):
     try:
-      times.append(event_time(stream, record_time, message))
+      when = event_time(stream, record_time, message)
+      if not earliest <= when <= latest:
+        raise EnrichError(bounds.refusal(when, now))
+      times.append(when)
       kept.append(position)
     except EnrichError as e:
       dead.append(batch_record_dead_letter(batch, position, ENRICH_STAGE, str(e)))
@@ -100,22 +135,26 @@ def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str
       for values, message, index in zip(zip(*(columns[c] for c in identity_columns)),
                                         batch.messages, batch.record_indexes)]
   sites = columns.get('site') or [None] * len(batch)
-  now = utc_now()  # one processing time per batch: its records were enriched together
   return batch.with_columns(
-      uuid=uuids, site=[site or default_site for site in sites], event_time=times,
+      uuid=uuids, record_id=_record_ids(stream, uuids, batch),
+      site=[site or default_site for site in sites], event_time=times,
       processing_time=[now] * len(batch)), dead
 
 
 class EnrichFn(beam.DoFn):
   """RecordBatch -> the same records with uuid, site, event_time and processing_time."""
 
-  def __init__(self, schema: RecordSchema, default_site: str):
+  def __init__(self, schema: RecordSchema, default_site: str, bounds: EventTimeBounds):
     self._schema = schema
     self._default_site = default_site
+    self._bounds = bounds
     self._dead = dead_letter_counter('Enrich', schema.stream)
 
+  def _enrich(self, batch: RecordBatch):
+    return enrich_batch(self._schema, batch, self._default_site, self._bounds)
+
   def process(self, batch: RecordBatch):
-    enriched, dead = enrich_batch(self._schema, batch, self._default_site)
+    enriched, dead = record_by_record(self._enrich, batch, ENRICH_STAGE)
     self._dead.inc(len(dead))
     for row in dead:
       yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
@@ -124,13 +163,17 @@ class EnrichFn(beam.DoFn):
 
 
 class Enrich(beam.PTransform):
-  """RecordBatches of one stream -> enriched RecordBatches, plus ``DEAD_LETTER``."""
+  """RecordBatches of one stream -> enriched RecordBatches, plus ``DEAD_LETTER`` (records
+  without a usable event time, or outside ``bounds``)."""
 
-  def __init__(self, schema: RecordSchema, default_site: str = 'local'):
+  def __init__(self, schema: RecordSchema, default_site: str = 'local',
+               bounds: EventTimeBounds = EventTimeBounds()):
     super().__init__(label=f'Enrich[{schema.stream}]')
     self._schema = schema
     self._default_site = default_site
+    self._bounds = bounds
 
   def expand(self, records):
-    return records | beam.ParDo(EnrichFn(self._schema, self._default_site)).with_output_types(
+    return records | beam.ParDo(
+        EnrichFn(self._schema, self._default_site, self._bounds)).with_output_types(
         RecordBatch).with_outputs(DEAD_LETTER, main='records')

@@ -26,7 +26,6 @@ How every pair comes out exactly once, whatever the window boundaries and howeve
 from __future__ import annotations
 
 import typing
-import uuid
 from typing import Any, Iterable
 
 import apache_beam as beam
@@ -35,18 +34,13 @@ from apache_beam.transforms import trigger, userstate, window
 
 from schemas.outputs import ARCHIVE_SCHEMAS
 from transforms.dead_letter import utc_now
-from transforms.enrich import UUID_NAMESPACE
+from transforms.ids import attack_event_id
 
 JOIN_GAP_S = 30
 MAX_LATENESS_S = 20
 EARLY_FIRING_S = 30
 _PROCESS_COLUMNS = ARCHIVE_SCHEMAS['process'].names
 _MEMORY_COLUMNS = ARCHIVE_SCHEMAS['memory'].names
-
-
-def attack_event_id(process: dict[str, Any], memory: dict[str, Any]) -> str:
-  """Deterministic: a replay of the same two records yields the same id downstream."""
-  return str(uuid.uuid5(UUID_NAMESPACE, f"attack|{process['uuid']}|{memory['uuid']}"))
 
 
 def is_joinable(process: dict[str, Any], memory: dict[str, Any], gap_s: int = JOIN_GAP_S) -> bool:

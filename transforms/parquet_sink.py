@@ -57,9 +57,17 @@ def new_run_id() -> str:
 
 
 def event_date(when: Any) -> str:
-  if isinstance(when, datetime.datetime):
-    return when.astimezone(datetime.timezone.utc).strftime('%Y-%m-%d')
-  return 'unknown'
+  """The ``dt=`` folder name of a time: always YYYY-MM-DD with four digits of year (strftime
+  writes year 997 as '997'), by the UTC date; 'unknown' for what is not a time or has no UTC
+  date (a naive time is taken as UTC, as parsing takes it)."""
+  if not isinstance(when, datetime.datetime):
+    return 'unknown'
+  try:
+    if when.tzinfo is not None:
+      when = when.astimezone(datetime.timezone.utc)
+  except (OverflowError, ValueError):
+    return 'unknown'
+  return f'{when.year:04d}-{when.month:02d}-{when.day:02d}'
 
 
 class _ArrowChunksFn(beam.DoFn):

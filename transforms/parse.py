@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Sequence
+import logging
+from typing import Any, Iterator, Optional, Sequence
 
 import orjson
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from schemas.limits import MAX_BATCH_RECORDS, MAX_MESSAGE_BYTES, MAX_RECORDS_PER_MESSAGE
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.cleaning import clean_records
-from transforms.dead_letter import DEAD_LETTER, dead_letter_counter, dead_letter_row
+from transforms.dead_letter import (DEAD_LETTER, dead_letter_counter, dead_letter_row,
+                                    record_payload)
 from transforms.route import BatchByStream
 from transforms.source import SourceMessage
 
 PARSE_STAGE = 'parse'
 CLEAN_STAGE = 'clean'
-# A hostile message must not cost unbounded memory or time in json.loads.
-MAX_MESSAGE_BYTES = 1 << 20
 # Records scored per model call and written per Arrow table; see benchmarks/stages.py.
 DEFAULT_BATCH_SIZE = 2000
+log = logging.getLogger(__name__)
 
 
 def decode_json(payload: bytes) -> Any:
@@ -37,9 +38,49 @@ def decode_json(payload: bytes) -> Any:
   return orjson.loads(payload)
 
 
-def parse_messages(schema: RecordSchema, messages: Sequence[SourceMessage]
-                   ) -> tuple[RecordBatch, list[dict[str, Any]]]:
-  """Messages of ``schema.stream`` -> (the records that cleaned, dead-letter rows).
+def _clean_each(schema: RecordSchema, raws: Sequence[Any]
+                ) -> tuple[dict[str, list], list[int], dict[int, str]]:
+  """:func:`clean_records` one record at a time: after it failed for a whole chunk, only the
+  record that makes it fail is refused, with the exception as its error."""
+  columns: dict[str, list] = {}
+  kept, errors = [], {}
+  for position, raw in enumerate(raws):
+    try:
+      one, one_kept, one_errors = clean_records(schema, [raw])
+    except Exception as e:  # pylint: disable=broad-except
+      errors[position] = f'{type(e).__name__}: {e}'
+      continue
+    if one_errors:
+      errors[position] = one_errors[0]
+    elif one_kept:
+      for name, values in one.items():
+        columns.setdefault(name, []).extend(values)
+      kept.append(position)
+  return columns, kept, errors
+
+
+def _clean_chunk(schema: RecordSchema, raws: list, owners: list, indexes: list,
+                 dead: list) -> RecordBatch:
+  try:
+    columns, kept, errors = clean_records(schema, raws)
+  except Exception:  # pylint: disable=broad-except
+    columns, kept, errors = _clean_each(schema, raws)
+  for position, error in sorted(errors.items()):
+    index = indexes[position]
+    payload = None if index is None else record_payload(raws[position])
+    dead.append(dead_letter_row(owners[position], CLEAN_STAGE, error, payload=payload,
+                                record_index=index))
+  if not kept:
+    return empty_batch(schema)
+  return RecordBatch(schema.stream, columns, [owners[p] for p in kept],
+                     [indexes[p] for p in kept])
+
+
+def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
+                 max_records: Optional[int] = MAX_BATCH_RECORDS
+                 ) -> Iterator[tuple[RecordBatch, list[dict[str, Any]]]]:
+  """Messages of ``schema.stream`` -> (the records that cleaned, dead-letter rows), one pair
+  per chunk of about ``max_records`` records (host arrays add up; None: one chunk).
 
   A network message is one JSON object::
 
@@ -49,41 +90,56 @@ def parse_messages(schema: RecordSchema, messages: Sequence[SourceMessage]
 
     [{"machine": "7", "PID": " 312", "CMD": "kworker", "VSIZE": "1.5M", "ts": 1700000000, …}, …]
 
-  A message that is not valid JSON of the right shape is dead-lettered whole (stage
-  ``parse``, the message's bytes); a record that fails cleaning alone (stage ``clean``, the
-  record's JSON when it came in an array).
+  A message that is not valid JSON of the right shape, or an array of more than
+  ``MAX_RECORDS_PER_MESSAGE`` records, is dead-lettered whole (stage ``parse``, the message's
+  bytes); a record that fails cleaning alone (stage ``clean``, the record's JSON when it came
+  in an array). Whatever goes wrong for one message, it becomes that message's dead letter.
   """
   is_array = schema.stream != 'network'
-  dead = []
+  dead: list[dict[str, Any]] = []
   raws, owners, indexes = [], [], []
   for message in messages:
     try:
       decoded = decode_json(message.value or b'')
-    except ValueError as e:
-      # orjson's JSONDecodeError, bad UTF-8 and too deep nesting included.
+      if not is_array:
+        raws.append(decoded)
+        owners.append(message)
+        indexes.append(None)
+      elif not isinstance(decoded, list):
+        dead.append(dead_letter_row(
+            message, PARSE_STAGE,
+            f'expected a JSON array of {schema.stream} records, got {type(decoded).__name__}'))
+      elif len(decoded) > MAX_RECORDS_PER_MESSAGE:
+        dead.append(dead_letter_row(
+            message, PARSE_STAGE, f'array of {len(decoded)} records exceeds '
+            f'{MAX_RECORDS_PER_MESSAGE} records per message'))
+      else:
+        raws.extend(decoded)
+        owners.extend([message] * len(decoded))
+        indexes.extend(range(len(decoded)))
+    except Exception as e:  # pylint: disable=broad-except
+      # orjson's JSONDecodeError, bad UTF-8 and too deep nesting included; and whatever
+      # else one message could raise.
       dead.append(dead_letter_row(message, PARSE_STAGE, e))
-      continue
-    if not is_array:
-      raws.append(decoded)
-      owners.append(message)
-      indexes.append(None)
-    elif isinstance(decoded, list):
-      raws.extend(decoded)
-      owners.extend([message] * len(decoded))
-      indexes.extend(range(len(decoded)))
-    else:
-      dead.append(dead_letter_row(
-          message, PARSE_STAGE,
-          f'expected a JSON array of {schema.stream} records, got {type(decoded).__name__}'))
-  columns, kept, errors = clean_records(schema, raws)
-  for position, error in sorted(errors.items()):
-    index = indexes[position]
-    payload = None if index is None else json.dumps(raws[position]).encode('utf-8')
-    dead.append(dead_letter_row(owners[position], CLEAN_STAGE, error, payload=payload,
-                                record_index=index))
-  batch = RecordBatch(schema.stream, columns, [owners[p] for p in kept],
-                      [indexes[p] for p in kept])
-  return batch, dead
+    if max_records is not None and len(raws) >= max_records:
+      yield _clean_chunk(schema, raws, owners, indexes, dead), dead
+      dead, raws, owners, indexes = [], [], [], []
+  if raws or dead:
+    yield _clean_chunk(schema, raws, owners, indexes, dead), dead
+
+
+def parse_messages(schema: RecordSchema, messages: Sequence[SourceMessage]
+                   ) -> tuple[RecordBatch, list[dict[str, Any]]]:
+  """:func:`parse_chunks` as one batch (for callers outside Beam: benchmarks, fuzzers)."""
+  chunks = list(parse_chunks(schema, messages, max_records=None))
+  dead = [row for _, letters in chunks for row in letters]
+  batches = [batch for batch, _ in chunks if len(batch)]
+  return (RecordBatch.concat(schema.stream, batches) if batches else empty_batch(schema)), dead
+
+
+def empty_batch(schema: RecordSchema) -> RecordBatch:
+  """A batch of no records, with the columns of a cleaned one."""
+  return RecordBatch(schema.stream, clean_records(schema, [])[0], [], [])
 
 
 class ParseAndCleanFn(beam.DoFn):
@@ -97,14 +153,31 @@ class ParseAndCleanFn(beam.DoFn):
     self._dead = dead_letter_counter('ParseAndClean', schema.stream)
 
   def process(self, messages: list[SourceMessage]):
-    batch, dead = parse_messages(self._schema, messages)
     self._messages.inc(len(messages))
-    self._dead.inc(len(dead))
-    for row in dead:
-      yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
-    if len(batch):
-      self._cleaned.inc(len(batch))
-      yield batch
+    try:
+      chunks = list(parse_chunks(self._schema, messages))
+    except Exception:  # pylint: disable=broad-except
+      chunks = self._message_by_message(messages)
+    for batch, dead in chunks:
+      self._dead.inc(len(dead))
+      for row in dead:
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
+      if len(batch):
+        self._cleaned.inc(len(batch))
+        yield batch
+
+  def _message_by_message(self, messages: list[SourceMessage]):
+    """The last resort, after parsing failed for a whole batch: each message alone, and a
+    message that still fails is one dead letter."""
+    log.warning('parsing failed for a batch of %d %s messages; retrying them one by one',
+                len(messages), self._schema.stream, exc_info=True)
+    chunks = []
+    for message in messages:
+      try:
+        chunks.extend(parse_chunks(self._schema, [message]))
+      except Exception as e:  # pylint: disable=broad-except
+        chunks.append((empty_batch(self._schema), [dead_letter_row(message, PARSE_STAGE, e)]))
+    return chunks
 
 
 class ParseBatches(beam.PTransform):

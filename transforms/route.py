@@ -14,6 +14,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
+from schemas.limits import MAX_BATCH_BYTES
 from transforms.dead_letter import DEAD_LETTER, dead_letter_row
 from transforms.source import SourceMessage
 
@@ -21,28 +22,41 @@ ROUTE_STAGE = 'route'
 
 
 class _BatchByStreamFn(beam.DoFn):
-  """A message of a known stream -> its stream's pending list, output when full or when the
-  bundle ends; a message of any other stream -> a dead letter (stage ``route``)."""
+  """A message of a known stream -> its stream's pending list, output when it holds
+  ``batch_size`` messages or ``max_batch_bytes`` of them, or when the bundle ends; a message of
+  any other stream, or anything that is not a message at all -> a dead letter (stage
+  ``route``)."""
 
-  def __init__(self, streams: Iterable[str], batch_size: int):
+  def __init__(self, streams: Iterable[str], batch_size: int,
+               max_batch_bytes: int = MAX_BATCH_BYTES):
     self._streams = tuple(streams)
     self._batch_size = batch_size
+    self._max_batch_bytes = max_batch_bytes
     self._unrouted = Metrics.counter('BatchByStream', 'unknown_stream_dead_lettered')
 
   def start_bundle(self):
     self._pending = {stream: [] for stream in self._streams}
+    self._bytes = dict.fromkeys(self._streams, 0)
 
   def process(self, message: SourceMessage):
-    pending = self._pending.get(message.stream)
+    try:
+      pending = self._pending.get(message.stream)
+      size = len(message.value or b'')
+    except Exception as e:  # pylint: disable=broad-except
+      pending, error = None, e  # not a SourceMessage at all
+    else:
+      error = f'unknown stream {message.stream!r}'
     if pending is None:
       self._unrouted.inc()
-      yield TaggedOutput(DEAD_LETTER, dead_letter_row(
-          message, ROUTE_STAGE, f'unknown stream {message.stream!r}'))
+      yield TaggedOutput(DEAD_LETTER, dead_letter_row(message, ROUTE_STAGE, error))
       return
     pending.append(message)
-    if len(pending) >= self._batch_size:
-      self._pending[message.stream] = []
-      yield TaggedOutput(message.stream, pending)
+    stream = message.stream
+    self._bytes[stream] += size
+    if len(pending) >= self._batch_size or self._bytes[stream] >= self._max_batch_bytes:
+      self._pending[stream] = []
+      self._bytes[stream] = 0
+      yield TaggedOutput(stream, pending)
 
   def finish_bundle(self):
     # Batches never wait for more input: the last ones are flushed with the bundle. Like
@@ -54,18 +68,21 @@ class _BatchByStreamFn(beam.DoFn):
 
 class BatchByStream(beam.PTransform):
   """PCollection[SourceMessage] in the global window -> ``result[stream]``: lists of up to
-  ``batch_size`` messages of that stream (one list per stream and bundle at least), and
-  ``result[DEAD_LETTER]``: a dead-letter row for each message of a stream not in ``streams``.
+  ``batch_size`` messages and about ``max_batch_bytes`` (one message may pass it) of that
+  stream (one list per stream and bundle at least), and ``result[DEAD_LETTER]``: a dead-letter
+  row for each message of a stream not in ``streams``.
   """
 
-  def __init__(self, streams: Iterable[str], batch_size: int):
+  def __init__(self, streams: Iterable[str], batch_size: int,
+               max_batch_bytes: int = MAX_BATCH_BYTES):
     super().__init__()
     self._streams = tuple(streams)
     self._batch_size = batch_size
+    self._max_batch_bytes = max_batch_bytes
 
   def expand(self, messages):
     outputs = messages | beam.ParDo(
-        _BatchByStreamFn(self._streams, self._batch_size)).with_outputs(
+        _BatchByStreamFn(self._streams, self._batch_size, self._max_batch_bytes)).with_outputs(
             *self._streams, DEAD_LETTER)
     for stream in self._streams:
       outputs[stream].element_type = beam.typehints.List[SourceMessage]
