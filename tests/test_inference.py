@@ -1,9 +1,13 @@
 """RegistryModelHandler: scoring batches and switching to newer versions while running."""
 
+import logging
+import pickle
 import shutil
 import time
 
-from model import registry
+import pytest
+
+from model import registry, signing
 from schemas.records import NETWORK
 from tests.factories import message, network_record
 from transforms.inference import RegistryModelHandler
@@ -53,3 +57,71 @@ def test_a_newly_published_version_is_served_without_a_restart(model_dir, tmp_pa
   good = registry.publish(models, 'network', estimator, feature_columns=[], training_rows=1)
   time.sleep(0.1)
   assert served_version() == good > v1
+
+
+def _unsigned_newer(models, detector='network', seconds=60):
+  """A newer version anyone with write access could drop in: a copy of the newest, unsigned."""
+  import datetime
+  import os
+  newest = registry.latest_version(models, detector)
+  version = registry.new_version(registry.version_time(newest) + datetime.timedelta(seconds=seconds))
+  shutil.copytree(f'{models}/{detector}/{newest}', f'{models}/{detector}/{version}')
+  os.remove(f'{models}/{detector}/{version}/{registry.SIGNATURE_FILE}')
+  return version
+
+
+def test_a_broken_newest_version_at_start_serves_the_one_before_and_counts(model_dir, tmp_path,
+                                                                           caplog):
+  models = str(tmp_path / 'models')
+  shutil.copytree(model_dir, models)
+  good = registry.latest_version(models, 'network')
+  broken = _unsigned_newer(models)
+  handler = RegistryModelHandler(NETWORK, models, refresh_seconds=0.05)
+  with caplog.at_level(logging.ERROR, logger='transforms.inference'):
+    live = handler.load_model()
+  assert f'refusing network model {broken}' in caplog.text and 'unsigned' in caplog.text
+  assert f'trying the version before it' in caplog.text
+  assert live.current.version == good
+  assert live.take_refusals() == 1 and live.take_refusals() == 0
+
+  # Still refused on every later check, logged and counted once; then a good one is served.
+  caplog.clear()
+  batch = [network_batch(network_record(0))]
+  time.sleep(0.1)
+  [scored] = handler.run_inference(batch, live)
+  assert set(scored.columns['model_version']) == {good}
+  assert broken not in caplog.text
+  newer = registry.publish(models, 'network', live.current.estimator, feature_columns=[],
+                           training_rows=1)
+  time.sleep(0.1)
+  [scored] = handler.run_inference(batch, live)
+  assert set(scored.columns['model_version']) == {newer}
+
+
+def test_when_no_version_verifies_the_handler_says_what_to_do(model_dir, tmp_path):
+  import os
+  models = str(tmp_path / 'models')
+  shutil.copytree(model_dir, models)
+  for version in registry.list_versions(models, 'network'):
+    os.remove(f'{models}/network/{version}/{registry.SIGNATURE_FILE}')
+  with pytest.raises(registry.NoModelError, match='none of the 1 network versions .* loads and '
+                     'verifies .*unsigned.*python -m pipelines.retrain'):
+    RegistryModelHandler(NETWORK, models).load_model()
+
+
+def test_the_handler_carries_its_public_keys_to_the_workers(model_dir, model_keys, monkeypatch,
+                                                            tmp_path):
+  """Workers verify with the keys read where the pipeline was built, not with a file of their
+  own: the pickled handler loads where no key file exists, and refuses another key's models."""
+  handler = pickle.dumps(RegistryModelHandler(NETWORK, model_dir, refresh_seconds=0))
+  monkeypatch.setenv(signing.PUBLIC_KEY_ENV, str(tmp_path / 'nowhere.pub'))
+  monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path / 'no-config'))
+  with pytest.raises(signing.KeyFileError, match='python -m pipelines.keys generate'):
+    signing.reader_keys()
+  live = pickle.loads(handler).load_model()
+  assert live.current.version == registry.latest_version(model_dir, 'network')
+
+  stranger = RegistryModelHandler(NETWORK, model_dir, refresh_seconds=0,
+                                  public_keys=signing.SigningKey.generate().public)
+  with pytest.raises(registry.NoModelError, match='does not verify against'):
+    pickle.loads(pickle.dumps(stranger)).load_model()
