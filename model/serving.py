@@ -6,9 +6,10 @@ about 12 instead of 19 microseconds a record at batch 2,000, and a fraction of t
 per call (benchmarks/README.md). Its scores equal scikit-learn's to within 1e-6 here (float32
 sums against float64); tests/test_serving.py holds them to 1e-5.
 
-The compiled form lives in the worker's memory only: it is built from the pickle that
-:func:`model.registry.load` has just checked against its manifest, and it is never pickled,
-written or read back, so the registry's checksum still covers everything that is served.
+The compiled form lives in the worker's memory only: it is built from the model that
+:func:`model.registry.load` has just verified (signed manifest, checksum, trusted types), and
+it is never serialised, written or read back, so the registry's signature still covers
+everything that is served.
 """
 
 from __future__ import annotations

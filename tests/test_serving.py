@@ -1,5 +1,6 @@
 """Serving a verified model: its forest compiled to ONNX Runtime scores as scikit-learn does,
-the compiled form never reaches a pickle, and a forest that will not compile is still served."""
+the compiled form never reaches a pickle or a registry file, and a forest that will not
+compile is still served."""
 
 import logging
 import pickle
@@ -49,6 +50,11 @@ def test_the_compiled_form_never_reaches_a_pickle(tmp_path):
   assert '_compiled' in served.pipeline.steps[-1][1].__dict__
   assert len(pickle.dumps(served)) == len(pickle.dumps(plain))
   assert '_compiled' not in pickle.loads(pickle.dumps(served)).pipeline.steps[-1][1].__dict__
+  # Nor a registry file: a skops file holding it would ask for a type off the trusted list.
+  data, model_format = registry.dumps_model(served)
+  assert model_format == 'skops'
+  reloaded = registry.loads_model(data, model_format, allow_pickle=False)
+  assert '_compiled' not in reloaded.pipeline.steps[-1][1].__dict__
 
 
 def test_a_forest_that_does_not_compile_is_served_by_scikit_learn(caplog):
