@@ -3,7 +3,11 @@ property test against the brute-force reference join."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -12,6 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from transforms.dead_letter import DEAD_LETTER
 from transforms.join import (EARLY_FIRING_S, JOIN_GAP_S, JoinHostAttacks, attack_event_id,
                              reference_join)
 
@@ -37,17 +42,37 @@ def assert_join_emits(arrivals: list[tuple[str, dict, int]], expected_ids) -> No
   assert_stream_joins_to(stream.advance_watermark_to_infinity(), expected_ids)
 
 
-def assert_stream_joins_to(stream: TestStream, expected_ids) -> None:
+def assert_stream_joins_to(stream: TestStream, expected_ids, late_uuids=()) -> None:
   """Runs a TestStream of (stream, keyed record) through JoinHostAttacks: exactly
-  ``expected_ids`` come out."""
+  ``expected_ids`` come out, and exactly the records of ``late_uuids`` are dead letters
+  (stage ``join``), each counted once in ``JoinHostAttacks/<stream>_late_for_join``."""
   options = PipelineOptions()
   options.view_as(StandardOptions).streaming = True
-  with TestPipeline(options=options) as pipeline:
-    tagged = pipeline | stream
-    process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
-    attacks = ({'process': process | 'P' >> beam.Values(),
-                'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
-    assert_that(attacks | beam.Map(lambda row: row['event_id']), equal_to(list(expected_ids)))
+  pipeline = TestPipeline(options=options)
+  tagged = pipeline | stream
+  process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
+  joined = ({'process': process | 'P' >> beam.Values(),
+             'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
+  assert_that(joined['attacks'] | beam.Map(lambda row: row['event_id']),
+              equal_to(list(expected_ids)))
+  assert_that(joined[DEAD_LETTER] | beam.Map(late_summary),
+              equal_to([(u.split('-', 1)[0], u) for u in late_uuids]), label='LateRecords')
+  result = pipeline.run()
+  result.wait_until_finish()
+  counted = Counter()
+  for counter in result.metrics().query(MetricsFilter())['counters']:
+    if counter.key.metric.name.endswith('_late_for_join'):
+      counted[counter.key.metric.name] += counter.committed
+  expected_counts = Counter(f"{u.split('-', 1)[0]}_late_for_join" for u in late_uuids)
+  assert +counted == expected_counts
+
+
+def late_summary(row: dict) -> tuple:
+  """A late dead letter -> (stream, uuid of the record), checking the rest of the row."""
+  assert row['stage'] == 'join' and row['error'].startswith('late for the join by ')
+  record = json.loads(row['payload'])
+  assert row['stream'] == record['uuid'].split('-', 1)[0]
+  return row['stream'], record['uuid']
 
 
 def in_order(records: list[tuple[str, dict]]) -> list[tuple[str, dict, int]]:

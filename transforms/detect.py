@@ -87,9 +87,11 @@ class DetectAttacks(beam.PTransform):
       dead_letters += [parsed[DEAD_LETTER], enriched[DEAD_LETTER], result[DEAD_LETTER]]
 
     outputs = {ARCHIVE.format(stream): scored[stream] for stream in STREAMS}
-    attacks = {
+    joined = {
         stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(keyed_attacks)
         for stream in HOST_STREAMS} | JoinHostAttacks(allowed_lateness_s=self._allowed_lateness_s)
+    attacks = joined['attacks']
+    dead_letters.append(joined[DEAD_LETTER])  # records too late for the join (stage join)
     network_alerts = (
         scored['network']
         | 'NetworkAnomalies' >> beam.FlatMap(predicted_attacks)

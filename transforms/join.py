@@ -25,20 +25,32 @@ How every pair comes out exactly once, whatever the window boundaries and howeve
 
 from __future__ import annotations
 
+import time
 import typing
 from typing import Any, Iterable
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder
+from apache_beam.coders import BooleanCoder, FloatCoder, TupleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import trigger, userstate, window
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from schemas.outputs import ARCHIVE_SCHEMAS
-from transforms.dead_letter import utc_now
+from transforms.dead_letter import DEAD_LETTER, dead_letter_row, record_payload, utc_now
 from transforms.ids import attack_event_id
 
 JOIN_GAP_S = 30
 MAX_LATENESS_S = 20
 EARLY_FIRING_S = 30
+# The join clock's resolution: the windows allow this much lateness on top of the contract's,
+# so that a clock up to one step ahead of the watermark never lets the runner drop a record.
+CLOCK_STEP_S = 1
+CLOCK_SHARDS = 4
+LATE_STAGE = 'join'
+_MICROS = 1_000_000
+# Past this the clock stops: only the end of a stream (watermark at +inf) drives it there.
+_CLOCK_END_US = MAX_TIMESTAMP.micros - 365 * 86_400 * _MICROS
 _PROCESS_COLUMNS = ARCHIVE_SCHEMAS['process'].names
 _MEMORY_COLUMNS = ARCHIVE_SCHEMAS['memory'].names
 
@@ -82,42 +94,134 @@ class EmitOncePerKey(beam.DoFn):
     yield element[1]
 
 
+def late_row(stream: str, row: dict[str, Any], late_by_s: float) -> dict[str, Any]:
+  """The dead letter of a host record that came too late for the join: the record as JSON."""
+  return dead_letter_row(
+      None, LATE_STAGE, f'late for the join by {late_by_s:.0f} s', record_index=None,
+      payload=record_payload(row) or b'') | {'stream': stream}
+
+
+class _JoinClockFn(beam.DoFn):
+  """(shard, (key, row)) stamped with the row's ts -> (key, row) the join's windows will take,
+  or a dead letter (tagged ``DEAD_LETTER``) for a row they could drop as late.
+
+  One clock per shard, in the global window: ``rung`` is the pending timer's time (and so the
+  hold on the output watermark), in microseconds; ``newest`` the newest record seen, which
+  bounds where a fine step is worth it. Per record: one state read and two comparisons.
+  """
+  CLOCK = userstate.ReadModifyWriteStateSpec('clock', TupleCoder((VarIntCoder(), VarIntCoder())))
+  CLIMB = userstate.ReadModifyWriteStateSpec('climb', TupleCoder((VarIntCoder(), FloatCoder())))
+  TICK = userstate.TimerSpec('tick', userstate.TimeDomain.WATERMARK)
+
+  def __init__(self, stream: str, gap_s: int, lateness_s: int, step_s: float = CLOCK_STEP_S):
+    self._stream = stream
+    self._period_us = int(gap_s * _MICROS)
+    self._lateness_us = int(lateness_s * _MICROS)
+    self._step_us = int(step_s * _MICROS)
+    # A record this far behind the newest one is past its windows and their lateness.
+    self._horizon_us = 2 * self._period_us + self._lateness_us
+    self._late = Metrics.counter('JoinHostAttacks', f'{stream}_late_for_join')
+
+  def process(self, element, ts=beam.DoFn.TimestampParam, clock=beam.DoFn.StateParam(CLOCK),
+              climb=beam.DoFn.StateParam(CLIMB), tick=beam.DoFn.TimerParam(TICK)):
+    keyed = element[1]
+    t = ts.micros
+    state = clock.read()
+    if state is None:
+      # A shard's first record: nothing is known of the watermark yet (see the module doc).
+      rung = t - self._horizon_us
+      tick.set(Timestamp(micros=rung))
+      clock.write((rung, t))
+      climb.write((self._step_us, time.time()))
+      yield keyed
+      return
+    rung, newest = state
+    # The end of the earlier of the record's two sliding windows, plus the allowed lateness.
+    deadline = t - t % self._period_us + self._period_us + self._lateness_us
+    if deadline <= rung - self._step_us:
+      self._late.inc()
+      yield TaggedOutput(DEAD_LETTER, late_row(
+          self._stream, keyed[1], (rung - self._step_us - t) / _MICROS))
+      return
+    if t > newest + self._step_us:  # a write per step of event time, not per record
+      clock.write((rung, t))
+    yield keyed
+
+  @userstate.on_timer(TICK)
+  def on_tick(self, clock=beam.DoFn.StateParam(CLOCK), climb=beam.DoFn.StateParam(CLIMB),
+              tick=beam.DoFn.TimerParam(TICK)):
+    """The watermark reached the rung: set the next one (keeps the hold continuous)."""
+    rung, newest = clock.read()
+    step, set_at = climb.read()
+    now = time.time()
+    if rung + self._step_us <= newest + self._horizon_us:
+      step = self._step_us
+    elif now - set_at < step / _MICROS / 10:
+      # Event time ran ten times faster than the clock on the wall, with no record near:
+      # a watermark far ahead. Double the step to catch up in a few dozen firings.
+      step *= 2
+    else:
+      step = self._step_us
+    rung = min(rung + step, _CLOCK_END_US)
+    clock.write((rung, newest))
+    climb.write((step, now))
+    if rung < _CLOCK_END_US:
+      tick.set(Timestamp(micros=rung))
+
+
 class JoinHostAttacks(beam.PTransform):
-  """{'process': keyed scored records, 'memory': keyed scored records} -> attack event rows.
+  """{'process': keyed scored records, 'memory': keyed scored records} ->
+  ``{'attacks': attack event rows, DEAD_LETTER: records too late for the join}``.
 
   Keys are ``(machine, CMD_PID)``; element timestamps are the records' ``ts``.
   """
 
   def __init__(self, gap_s: int = JOIN_GAP_S, allowed_lateness_s: int = MAX_LATENESS_S,
-               early_firing_s: float = EARLY_FIRING_S):
+               early_firing_s: float = EARLY_FIRING_S, clock_shards: int = CLOCK_SHARDS):
     super().__init__()
     self._gap_s = gap_s
     self._lateness_s = allowed_lateness_s
     self._early_firing_s = early_firing_s
+    self._shards = max(1, clock_shards)
 
-  def _windowed_attacks(self, records, stream: str):
-    # Early firings need a processing clock, which a bounded (batch) input does not have.
-    early = None if records.is_bounded else trigger.AfterProcessingTime(self._early_firing_s)
-    return (
-        records
-        | f'{stream}Attacks' >> beam.Filter(lambda kv: kv[1]['prediction'] == 1)
-        | f'{stream}Windows' >> beam.WindowInto(
-            window.SlidingWindows(size=2 * self._gap_s, period=self._gap_s),
-            trigger=trigger.AfterWatermark(early=early, late=trigger.AfterCount(1)),
-            accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-            allowed_lateness=self._lateness_s))
+  def _windowed_attacks(self, records, stream: str, late: list):
+    attacks = records | f'{stream}Attacks' >> beam.Filter(lambda kv: kv[1]['prediction'] == 1)
+    if records.is_bounded:
+      # Early firings need a processing clock, which a bounded (batch) input does not have;
+      # and nothing in it is late.
+      early = None
+    else:
+      early = trigger.AfterProcessingTime(self._early_firing_s)
+      shards = self._shards
+      gated = (
+          attacks
+          | f'{stream}ClockShard' >> beam.Map(lambda kv: (hash(kv[0]) % shards, kv))
+          | f'{stream}LateForJoin' >> beam.ParDo(
+              _JoinClockFn(stream, self._gap_s, self._lateness_s)).with_outputs(
+                  DEAD_LETTER, main='records'))
+      attacks = gated['records']
+      late.append(gated[DEAD_LETTER])
+    return attacks | f'{stream}Windows' >> beam.WindowInto(
+        window.SlidingWindows(size=2 * self._gap_s, period=self._gap_s),
+        trigger=trigger.AfterWatermark(early=early, late=trigger.AfterCount(1)),
+        accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+        allowed_lateness=self._lateness_s + CLOCK_STEP_S)
 
   def expand(self, host_records):
+    late = []
     grouped = {
-        stream: self._windowed_attacks(host_records[stream], stream)
+        stream: self._windowed_attacks(host_records[stream], stream, late)
         for stream in ('process', 'memory')} | beam.CoGroupByKey()
-    return (
+    attacks = (
         grouped
         | 'PairsInCanonicalWindow' >> beam.FlatMap(
             pairs_in_window, self._gap_s).with_output_types(beam.typehints.KV[str, typing.Any])
         | 'EmitEachPairOnce' >> beam.ParDo(EmitOncePerKey())
         # Downstream (alerts, files) is not windowed by event time.
         | 'Unwindow' >> beam.WindowInto(window.GlobalWindows()))
+    if not late:
+      late = [host_records['process'] | 'NoLateRecords' >> beam.FlatMap(lambda _: ())]
+    return {'attacks': attacks, DEAD_LETTER: late | 'LateForJoin' >> beam.Flatten()}
 
 
 def reference_join(process_records: Iterable[dict], memory_records: Iterable[dict],
