@@ -1,7 +1,13 @@
 """The dashboard's HTTP side: a standard-library ThreadingHTTPServer serving the page and its
-JSON endpoint. Read-only (GET and HEAD only, no endpoint changes anything), strict
+JSON endpoint. Read-only (GET and HEAD only; the one POST is the sign-in form), strict
 Content-Security-Policy (scripts and styles only from this server, no inline code, no frames),
-and when bound to a loopback address, requests must name a loopback host (DNS rebinding).
+and requests must name an allowed host (DNS rebinding): loopback names, the address literal the
+client connected to, and the names given with ``--allowed_host``.
+
+Bound to a non-loopback address, every request but the sign-in page needs the access token
+(:class:`Auth`): ``Authorization: Bearer <token>``, or the session cookie the sign-in form sets
+(HttpOnly, SameSite=Strict; its value is derived from the token, not the token). A loopback
+dashboard needs none unless one is given.
 
 | path | what |
 | --- | --- |
@@ -9,24 +15,33 @@ and when bound to a loopback address, requests must name a loopback host (DNS re
 | ``/static/app.js``, ``/static/app.css``, ``/static/favicon.svg`` | its script, style, icon |
 | ``/api/state`` | everything the page shows, as JSON (cached for ``cache_s``) |
 | ``/api/alert?id=<event_id>`` | one buffered alert with its full details |
-| ``/healthz`` | ``{"ok": true}`` |
+| ``/api/alert?key=<key>`` | the same, by the row's content digest (ids can repeat) |
+| ``/healthz`` | ``{"ok": true}`` (no token needed) |
+| ``/login`` | the sign-in form (GET) and its submission (POST ``token=...``) |
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import hmac
+import html
+import http.cookies
 import http.server
 import ipaddress
 import json
 import logging
 import math
 import os
+import secrets
+import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from dashboard.aggregate import AlertStore, AttackStore, DeadLetterStore, RateTracker, SEVERITIES
-from dashboard.aggregate import SEVERITY_THRESHOLDS
+from dashboard.aggregate import (SEVERITIES, SEVERITY_THRESHOLDS, AlertStore, AttackStore,
+                                 DeadLetterStore, RateTracker, text)
 
 log = logging.getLogger('dashboard')
 
@@ -44,6 +59,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'")
+LOGIN_CSP = CONTENT_SECURITY_POLICY.replace("form-action 'none'", "form-action 'self'")
 SECURITY_HEADERS = {
     'Content-Security-Policy': CONTENT_SECURITY_POLICY,
     'X-Content-Type-Options': 'nosniff',
@@ -54,6 +70,11 @@ SECURITY_HEADERS = {
     'Permissions-Policy': 'camera=(), microphone=(), geolocation=()',
 }
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+SESSION_COOKIE = 'dashboard_session'
+# Reachable without the token: the sign-in page, what it needs to look right, a liveness probe.
+PUBLIC_PATHS = ('/login', '/static/app.css', '/static/favicon.svg', '/favicon.ico', '/healthz')
+MIN_TOKEN_LENGTH = 16
+MAX_FORM_BYTES = 4096
 
 
 def _finite(value: Any) -> Any:
@@ -69,10 +90,15 @@ def _finite(value: Any) -> Any:
 def encode_json(value: Any) -> bytes:
   """JSON whose text holds no ``<``, ``>`` or ``&`` (escaped as \\u003c ...): even a browser
   that sniffed it as HTML would find no markup. NaN and infinities become null."""
+  def fallback(item: Any) -> Optional[str]:
+    return text(item, 1000)
+
   try:
-    body = json.dumps(value, default=str, separators=(',', ':'), allow_nan=False)
+    body = json.dumps(value, default=fallback, separators=(',', ':'), allow_nan=False,
+                      skipkeys=True)
   except ValueError:
-    body = json.dumps(_finite(value), default=str, separators=(',', ':'), allow_nan=False)
+    body = json.dumps(_finite(value), default=fallback, separators=(',', ':'),
+                      allow_nan=False, skipkeys=True)
   body = body.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
   return body.encode('utf-8')
 
@@ -92,6 +118,87 @@ def host_name(header: str) -> str:
   if header.startswith('['):
     return header[1:header.find(']')] if ']' in header else header
   return header.rsplit(':', 1)[0] if header.count(':') == 1 else header
+
+
+def _same_address(name: str, address: str) -> bool:
+  try:
+    a, b = ipaddress.ip_address(name), ipaddress.ip_address(address.split('%', 1)[0])
+  except ValueError:
+    return False
+  mapped = getattr(b, 'ipv4_mapped', None)
+  return a == b or (mapped is not None and a == mapped)
+
+
+def read_token_file(path: str) -> str:
+  """The access token in ``path`` (its first line). Raises ValueError when it is too short to
+  resist guessing."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      token = f.readline(4096).strip()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f'cannot read the access token file {path}: {e}') from e
+  check_token(token, path)
+  return token
+
+
+def check_token(token: str, where: str) -> None:
+  if len(token) < MIN_TOKEN_LENGTH:
+    raise ValueError(f'the access token from {where} is shorter than {MIN_TOKEN_LENGTH} '
+                     'characters; use e.g. `python -c "import secrets; '
+                     'print(secrets.token_urlsafe(32))"`')
+
+
+def new_token() -> str:
+  return secrets.token_urlsafe(32)
+
+
+class Auth:
+  """The access token of a dashboard, and the session its sign-in form gives a browser.
+
+  Comparisons are constant-time. The cookie carries an HMAC of a per-process nonce keyed by the
+  token, so it is worth nothing after a restart or a token change and never reveals the token.
+  Failed sign-ins are limited to ``max_failures`` a minute (then 429), whatever the token's
+  strength."""
+
+  def __init__(self, token: str, max_failures: int = 10):
+    check_token(token, 'the caller')
+    self._token = token.encode('utf-8')
+    self._session = hmac.new(self._token, b'dashboard-session:' + secrets.token_bytes(16),
+                             hashlib.sha256).hexdigest()
+    self._failures: collections.deque = collections.deque()
+    self._lock = threading.Lock()
+    self.max_failures = max_failures
+
+  def token_ok(self, candidate: str) -> bool:
+    return hmac.compare_digest(candidate.encode('utf-8', errors='surrogatepass'), self._token)
+
+  @property
+  def session(self) -> str:
+    return self._session
+
+  def authorized(self, headers) -> bool:
+    header = headers.get('Authorization', '') or ''
+    if header[:7].lower() == 'bearer ' and self.token_ok(header[7:].strip()):
+      return True
+    cookies = http.cookies.SimpleCookie()
+    try:
+      cookies.load(headers.get('Cookie', '') or '')
+    except http.cookies.CookieError:
+      return False
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel is not None and hmac.compare_digest(
+        morsel.value.encode('utf-8', errors='surrogatepass'), self._session.encode())
+
+  def throttled(self) -> bool:
+    now = time.monotonic()
+    with self._lock:
+      while self._failures and self._failures[0] < now - 60:
+        self._failures.popleft()
+      return len(self._failures) >= self.max_failures
+
+  def failed(self) -> None:
+    with self._lock:
+      self._failures.append(time.monotonic())
 
 
 class Dashboard:
@@ -129,19 +236,28 @@ class Dashboard:
         feed.join(max(0.0, deadline - time.time()))
 
   def state(self, now: Optional[float] = None) -> dict[str, Any]:
+    """Everything the page shows. A section that fails to build is ``{"error": ...}`` and the
+    others are still served (the page draws each section on its own)."""
     now = time.time() if now is None else now
-    statuses = {name: feed.status for name, feed in self.feeds.items()}
+
+    def section(build: Callable[[], Any]) -> Any:
+      try:
+        return build()
+      except Exception as e:  # pylint: disable=broad-except
+        log.warning('state section failed: %s: %s', type(e).__name__, text(str(e), 200))
+        return {'error': type(e).__name__}
+
     return {
         'now': now,
         'started': self.started,
         'info': self.info,
         'severity_thresholds': dict(SEVERITY_THRESHOLDS),
         'severities': list(SEVERITIES),
-        'alerts': self.alerts.snapshot(now, limit=self.table_rows),
-        'attacks': self.attacks.snapshot(now),
-        'dead_letters': self.dead_letters.snapshot(now),
-        'input': self.rates.snapshot(),
-        'feeds': statuses,
+        'alerts': section(lambda: self.alerts.snapshot(now, limit=self.table_rows)),
+        'attacks': section(lambda: self.attacks.snapshot(now)),
+        'dead_letters': section(lambda: self.dead_letters.snapshot(now)),
+        'input': section(self.rates.snapshot),
+        'feeds': section(lambda: {name: feed.status for name, feed in self.feeds.items()}),
     }
 
   def state_json(self) -> bytes:
@@ -149,19 +265,26 @@ class Dashboard:
     with self._cache_lock:
       now = time.monotonic()
       if self._cache is None or now - self._cache[0] >= self.cache_s:
-        self._cache = (now, encode_json(self.state()))
+        try:
+          body = encode_json(self.state())
+        except Exception as e:  # pylint: disable=broad-except
+          log.warning('state not encodable: %s', type(e).__name__)
+          body = encode_json({'now': time.time(), 'error': type(e).__name__})
+        self._cache = (now, body)
       return self._cache[1]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-  """GET/HEAD only. ``server.dashboard`` is the :class:`Dashboard`."""
+  """GET/HEAD, and POST /login. ``server.dashboard`` is the :class:`Dashboard`,
+  ``server.auth`` the :class:`Auth` or None."""
 
   server_version = 'alerts-dashboard'
   sys_version = ''
   protocol_version = 'HTTP/1.1'
-  timeout = 30  # seconds a client may idle on a connection
+  timeout = 15  # seconds a client may idle on a connection (connections are capped)
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    # The request line only: never headers (Authorization, Cookie) nor bodies (the token).
     log.debug('%s %s', self.address_string(), format % args)
 
   def _send(self, status: int, body: bytes, content_type: str,
@@ -181,23 +304,55 @@ class Handler(http.server.BaseHTTPRequestHandler):
                extra=extra)
 
   def _host_allowed(self) -> bool:
-    allowed = getattr(self.server, 'allowed_hosts', None)
-    if allowed is None:
+    name = host_name(self.headers.get('Host', '') or '')
+    if name in self.server.allowed_hosts:
       return True
-    return host_name(self.headers.get('Host', '')) in allowed
+    # An address literal of the interface this connection reached names no DNS entry, so no
+    # rebinding page can send it.
+    try:
+      local = self.connection.getsockname()[0]
+    except OSError:
+      return False
+    return _same_address(name, local)
+
+  def _authorized(self) -> bool:
+    auth: Optional[Auth] = self.server.auth
+    return auth is None or auth.authorized(self.headers)
+
+  def _login_page(self, status: int = 200, message: str = '') -> None:
+    with open(os.path.join(STATIC_DIR, 'login.html'), encoding='utf-8') as f:
+      page = f.read().replace('{message}', html.escape(message))
+    self._send(status, page.encode('utf-8'), 'text/html; charset=utf-8',
+               extra={'Content-Security-Policy': LOGIN_CSP})
+
+  def _refuse_host(self) -> None:
+    self._error(403, 'this dashboard does not answer to this host name (see --allowed_host)')
 
   def do_GET(self):  # pylint: disable=invalid-name
     if not self._host_allowed():
-      self._error(403, 'this dashboard answers to its loopback address only '
-                  '(see --allowed_host)')
+      self._refuse_host()
       return
     url = urllib.parse.urlsplit(self.path)
+    if url.path not in PUBLIC_PATHS and not self._authorized():
+      if url.path in ('/', '/index.html'):
+        self._send(303, b'', 'text/plain; charset=utf-8', extra={'Location': '/login'})
+      else:
+        self._error(401, 'an access token is needed',
+                    extra={'WWW-Authenticate': 'Bearer realm="alerts-dashboard"'})
+      return
     dashboard: Dashboard = self.server.dashboard
-    if url.path == '/api/state':
+    if url.path == '/login':
+      if self.server.auth is None:
+        self._send(303, b'', 'text/plain; charset=utf-8', extra={'Location': '/'})
+      else:
+        self._login_page()
+    elif url.path == '/api/state':
       self._send(200, dashboard.state_json(), 'application/json; charset=utf-8')
     elif url.path == '/api/alert':
-      event_id = urllib.parse.parse_qs(url.query).get('id', [''])[0]
-      alert = dashboard.alerts.get(event_id) if event_id else None
+      query = urllib.parse.parse_qs(url.query, max_num_fields=4)
+      event_id, key = query.get('id', [''])[0], query.get('key', [''])[0]
+      alert = (dashboard.alerts.get_by_key(key) if key
+               else dashboard.alerts.get(event_id) if event_id else None)
       if alert is None:
         self._error(404, 'no such alert in the buffer')
       else:
@@ -215,30 +370,93 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
   do_HEAD = do_GET  # pylint: disable=invalid-name
 
+  def do_POST(self):  # pylint: disable=invalid-name
+    url = urllib.parse.urlsplit(self.path)
+    if url.path != '/login':
+      self._read_only()
+      return
+    if not self._host_allowed():
+      self._refuse_host()
+      return
+    auth: Optional[Auth] = self.server.auth
+    origin = self.headers.get('Origin')
+    if origin and origin != 'null':
+      if host_name(urllib.parse.urlsplit(origin).netloc) != host_name(
+          self.headers.get('Host', '') or ''):
+        self._error(403, 'cross-origin sign-in refused')
+        return
+    try:
+      length = int(self.headers.get('Content-Length', '0'))
+    except ValueError:
+      length = -1
+    if not 0 <= length <= MAX_FORM_BYTES:
+      self.close_connection = True
+      self._error(413, 'sign-in form too large')
+      return
+    body = self.rfile.read(length).decode('utf-8', errors='replace')
+    if auth is None:
+      self._send(303, b'', 'text/plain; charset=utf-8', extra={'Location': '/'})
+      return
+    if auth.throttled():
+      self._login_page(429, 'Too many failed attempts: wait a minute.')
+      return
+    token = urllib.parse.parse_qs(body, max_num_fields=4).get('token', [''])[0]
+    if not auth.token_ok(token):
+      auth.failed()
+      log.warning('dashboard: failed sign-in from %s', self.address_string())
+      self._login_page(401, 'Wrong token.')
+      return
+    cookie = f'{SESSION_COOKIE}={auth.session}; Path=/; HttpOnly; SameSite=Strict'
+    self._send(303, b'', 'text/plain; charset=utf-8',
+               extra={'Location': '/', 'Set-Cookie': cookie})
+
   def _read_only(self):
+    self.close_connection = True  # its body, if any, is not read
     self._error(405, 'this dashboard is read-only', extra={'Allow': 'GET, HEAD'})
 
-  do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _read_only  # pylint: disable=invalid-name
+  do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _read_only  # pylint: disable=invalid-name
 
 
 class DashboardServer(http.server.ThreadingHTTPServer):
+  """The HTTP server. ``token``: the access token every request needs (:class:`Auth`);
+  required when ``address`` is not a loopback address. At most ``max_connections`` are served at
+  once (each is a thread); further ones are closed at once."""
+
   daemon_threads = True
   allow_reuse_address = True
 
   def __init__(self, address: tuple[str, int], dashboard: Dashboard,
-               allowed_hosts: Optional[list[str]] = None):
+               allowed_hosts: Optional[list[str]] = None, token: Optional[str] = None,
+               max_connections: int = 64):
+    if not is_loopback(address[0]) and token is None:
+      raise ValueError(f'{address[0]} is not a loopback address: an access token is required')
     if ':' in address[0]:
-      self.address_family = __import__('socket').AF_INET6
+      self.address_family = socket.AF_INET6
+    self.auth = Auth(token) if token is not None else None
+    self._slots = threading.BoundedSemaphore(max_connections)
     super().__init__(address, Handler)
     self.dashboard = dashboard
-    # Bound to loopback: only loopback Host headers (a DNS-rebinding page cannot read it).
-    # Bound elsewhere (--host 0.0.0.0): the operator chose to expose it; extra names still work.
-    if is_loopback(address[0]):
-      self.allowed_hosts = set(LOOPBACK_NAMES) | {h.lower() for h in allowed_hosts or ()}
-    elif allowed_hosts:
-      self.allowed_hosts = {h.lower() for h in allowed_hosts} | {address[0].lower()}
-    else:
-      self.allowed_hosts = None
+    # Loopback names are always safe (no page elsewhere can be served under them); other names
+    # only as the operator lists them.
+    self.allowed_hosts = set(LOOPBACK_NAMES) | {h.strip().lower() for h in allowed_hosts or ()}
+    if not is_loopback(address[0]) and address[0] not in ('0.0.0.0', '::', ''):
+      self.allowed_hosts.add(address[0].lower())
+
+  def process_request(self, request, client_address):
+    if not self._slots.acquire(blocking=False):
+      self.shutdown_request(request)
+      return
+    try:
+      super().process_request(request, client_address)
+    except Exception:
+      self._slots.release()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self._slots.release()
 
   @property
   def url(self) -> str:

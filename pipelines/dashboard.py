@@ -16,18 +16,26 @@ Kafka client settings (security.protocol, sasl.username, ssl.ca.location, ...; l
 names) come from --kafka_config_file (Java-properties syntax), then environment variables
 DASHBOARD_KAFKA_<KEY> (DASHBOARD_KAFKA_SASL_PASSWORD is sasl.password), then --kafka_config
 flags. Put secrets in the file or the environment; they are never printed.
+
+On a non-loopback --host (0.0.0.0, an interface address) every request needs an access token:
+from --token_file or $DASHBOARD_TOKEN, else one is generated and printed once at start. Send it
+as "Authorization: Bearer <token>" or sign in at /login (a session cookie). Host headers must
+be a loopback name, the address connected to, or an --allowed_host name. Details:
+docs/dashboard.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from typing import Mapping, Optional, Sequence
 
 ENV_PREFIX = 'DASHBOARD_KAFKA_'
+TOKEN_ENV = 'DASHBOARD_TOKEN'
 DEFAULT_PORT = 8050
 INPUT_TOPICS = {'network': 'sensor_messages', 'process': 'process_activity',
                 'memory': 'memory_activity'}
@@ -79,15 +87,37 @@ def parser() -> argparse.ArgumentParser:
                      '(default: %(default)s).')
   files.add_argument('--model_refresh_s', type=float, default=15.0,
                      help='How often the model registry is read (default: %(default)s).')
+  limits = p.add_argument_group('Limits on what is read (forged alerts and files)')
+  limits.add_argument('--max_alert_bytes', type=int, default=64 * 1024,
+                      help='Largest alert message read from Kafka; larger ones are counted as '
+                      'rejected (default: %(default)s).')
+  limits.add_argument('--max_alert_age_hours', type=float, default=168.0,
+                      help='Alerts, attack events and dead letters whose times are older than '
+                      'this are rejected, not aggregated (default: %(default)s, a week).')
+  limits.add_argument('--max_future_s', type=float, default=300.0,
+                      help='... or whose times are further ahead of this machine\'s clock '
+                      'than this (default: %(default)s).')
+  limits.add_argument('--max_file_mb', type=float, default=128.0,
+                      help='Largest Parquet output file read; larger ones are skipped and '
+                      'counted (default: %(default)s).')
   web = p.add_argument_group('Web server')
   web.add_argument('--host', default='127.0.0.1',
                    help='Address to listen on (default: %(default)s, this machine only). '
-                   '0.0.0.0 exposes the dashboard to the network: it has no login.')
+                   'Any other address (0.0.0.0, an interface) requires the access token.')
   web.add_argument('--port', type=int, default=DEFAULT_PORT,
                    help='Port (default: %(default)s; 0 picks a free one).')
   web.add_argument('--allowed_host', action='append', default=[], metavar='NAME',
-                   help='Extra host name the page may be opened under (Host header), '
-                   'repeatable; loopback names are always allowed on a loopback address.')
+                   help='Host name the page may be opened under (Host header), repeatable; '
+                   'loopback names and the address a client connected to are always allowed, '
+                   'any other name is refused (DNS rebinding).')
+  web.add_argument('--token_file', default=None,
+                   help=f'File whose first line is the access token (at least 16 '
+                   f'characters); else ${TOKEN_ENV}; else, on a non-loopback --host, a token is '
+                   'generated and printed once. Given on a loopback --host, it is required '
+                   'there too.')
+  web.add_argument('--max_connections', type=int, default=64,
+                   help='HTTP connections served at once; more are closed (default: '
+                   '%(default)s).')
   web.add_argument('--max_alerts', type=int, default=1000,
                    help='Latest alerts kept in memory for the table (default: %(default)s).')
   web.add_argument('--table_rows', type=int, default=100,
@@ -106,17 +136,38 @@ def kafka_client_config(pairs: Sequence[str], config_file: Optional[str],
   return client_config(pairs, config_file, environ, env_prefix=ENV_PREFIX)
 
 
+def access_token(args: argparse.Namespace, environ: Mapping[str, str]
+                 ) -> tuple[Optional[str], bool]:
+  """(token, generated): from --token_file, else the environment, else a new one when the
+  address is not loopback, else none. Raises ValueError for a token too short."""
+  from dashboard.server import check_token, is_loopback, new_token, read_token_file
+  if args.token_file:
+    return read_token_file(args.token_file), False
+  if environ.get(TOKEN_ENV):
+    token = environ[TOKEN_ENV].strip()
+    check_token(token, f'${TOKEN_ENV}')
+    return token, False
+  if is_loopback(args.host):
+    return None, False
+  return new_token(), True
+
+
 def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None):
-  """The Dashboard (feeds not started yet) and the bound server."""
+  """The Dashboard (feeds not started yet), the bound server, the Kafka client config and
+  the access token when this process generated it (to print once)."""
+  environ = os.environ if environ is None else environ
   from pipelines import storage
   # --output and --model_dir may be s3:// or gs://: configure Beam's file systems first.
   storage.configure(storage.options_from_args(args))
-  from dashboard.aggregate import AlertStore, AttackStore, DeadLetterStore, RateTracker
+  from dashboard.aggregate import AlertStore, AttackStore, Bounds, DeadLetterStore, RateTracker
   from dashboard.server import Dashboard, DashboardServer
-  from dashboard.sources import AlertFeed, KafkaHealth, ModelWatcher, ParquetScanner, redact
+  from dashboard.sources import (AlertFeed, KafkaHealth, ModelWatcher, ParquetLimits,
+                                 ParquetScanner, redact)
 
-  alerts = AlertStore(capacity=args.max_alerts)
-  attacks, dead_letters = AttackStore(), DeadLetterStore()
+  token, generated = access_token(args, environ)
+  bounds = Bounds(max_age_s=args.max_alert_age_hours * 3600, max_future_s=args.max_future_s)
+  alerts = AlertStore(capacity=args.max_alerts, bounds=bounds)
+  attacks, dead_letters = AttackStore(bounds=bounds), DeadLetterStore(bounds=bounds)
   rates = RateTracker(history=max(60, int(900 / max(args.health_interval_s, 0.5))))
   input_topics = [getattr(args, f'{s}_topic') for s in INPUT_TOPICS]
   kafka_on = args.bootstrap_servers.strip().lower() not in ('', 'none')
@@ -126,13 +177,16 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
     client_config = kafka_client_config(args.kafka_config, args.kafka_config_file, environ)
     feeds['alerts'] = AlertFeed(alerts, args.bootstrap_servers, args.alerts_topic,
                                 client_config, group_id=args.group_id,
-                                from_beginning=args.from_beginning)
+                                from_beginning=args.from_beginning,
+                                max_message_bytes=args.max_alert_bytes)
     feeds['kafka'] = KafkaHealth(rates, args.bootstrap_servers, input_topics, client_config,
                                  stream_group_id=args.stream_group_id,
                                  interval=args.health_interval_s)
   feeds['parquet'] = ParquetScanner(args.output, alerts, attacks, dead_letters,
                                     interval=args.scan_interval_s,
-                                    lookback_minutes=args.lookback_minutes)
+                                    lookback_minutes=args.lookback_minutes,
+                                    limits=ParquetLimits(
+                                        max_file_bytes=int(args.max_file_mb * 1024 * 1024)))
   feeds['models'] = ModelWatcher(args.model_dir, interval=args.model_refresh_s)
   info = {'bootstrap_servers': args.bootstrap_servers if kafka_on else None,
           'alerts_topic': args.alerts_topic if kafka_on else None,
@@ -143,8 +197,9 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
           'kafka_settings': sorted(redact(client_config))}
   dashboard = Dashboard(alerts=alerts, attacks=attacks, dead_letters=dead_letters, rates=rates,
                         feeds=feeds, info=info, table_rows=args.table_rows)
-  server = DashboardServer((args.host, args.port), dashboard, args.allowed_host)
-  return dashboard, server, client_config
+  server = DashboardServer((args.host, args.port), dashboard, args.allowed_host, token=token,
+                           max_connections=args.max_connections)
+  return dashboard, server, client_config, (token if generated else None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -161,8 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from pipelines.kafka_config import KafkaConfigError
   from dashboard.sources import redact
   try:
-    dashboard, server, client_config = build(args)
-  except KafkaConfigError as e:
+    dashboard, server, client_config, generated_token = build(args)
+  except (KafkaConfigError, ValueError) as e:
     print(f'dashboard: {e}', file=sys.stderr)
     return 2
   except OSError as e:
@@ -180,9 +235,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   else:
     print('  Kafka off: alerts from the Parquet outputs only', flush=True)
   print(f"  outputs {args.output}, models {args.model_dir}; read-only. Ctrl-C stops.", flush=True)
-  if not server.allowed_hosts:
-    print(f'  WARNING: listening on {args.host}, reachable from the network without login',
-          flush=True)
+  if server.auth is not None:
+    names = ', '.join(sorted(server.allowed_hosts))
+    print(f'  access token required (Authorization: Bearer, or sign in at {server.url}login); '
+          f'host names accepted: {names} and the address connected to', flush=True)
+  if generated_token:
+    # Printed once, here, to the terminal that started it; never logged.
+    print(f'  access token (shown only now; pass --token_file or ${TOKEN_ENV} to choose it): '
+          f'{generated_token}', flush=True)
 
   def _terminate(signum, frame):  # pylint: disable=unused-argument
     threading.Thread(target=server.shutdown, daemon=True).start()

@@ -1,7 +1,9 @@
 // The alerts dashboard page: polls /api/state and draws it. Plain JS, no dependencies.
 // Safety rule: data from alerts is only ever inserted with textContent or as attribute values
 // (never innerHTML / insertAdjacentHTML / document.write / eval), and class names derived from
-// data go through a whitelist.
+// data go through a whitelist. Lookups keyed by data use own properties only ('__proto__' or
+// 'constructor' as a name must find nothing), and time formatting never throws (a date outside
+// what Date can hold shows as '–'), so one odd value cannot stop a section from drawing.
 'use strict';
 
 (function () {
@@ -48,18 +50,25 @@
   function setText(id, text) { const n = $(id); if (n) n.textContent = text == null ? '' : String(text); }
   const sevClass = (s) => 'sev-' + (SEVERITIES.includes(s) ? s : 'unknown');
   const kindClass = (k) => 'kind-' + (KINDS.includes(k) ? k : 'other');
-  const kindLabel = (k) => KIND_LABEL[k] || String(k);
+  const own = (obj, key) => (obj != null && Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined);
+  const kindLabel = (k) => own(KIND_LABEL, k) || String(k);
 
   function pad(n) { return String(n).padStart(2, '0'); }
-  function hhmmss(t) {
-    if (t == null) return '–';
+  // A Date for Unix seconds, or null when there is none (null, NaN, beyond Date's range).
+  function toDate(t) {
+    if (typeof t !== 'number' || !Number.isFinite(t)) return null;
     const d = new Date(t * 1000);
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+  function hhmmss(t) {
+    const d = toDate(t);
+    if (!d) return '–';
     return pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) + ':' + pad(d.getUTCSeconds());
   }
-  function hhmm(t) { const d = new Date(t * 1000); return pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()); }
-  function isoUtc(t) { return t == null ? '–' : new Date(t * 1000).toISOString().replace('T', ' ').replace('Z', ' UTC'); }
+  function hhmm(t) { const d = toDate(t); return d ? pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) : '–'; }
+  function isoUtc(t) { const d = toDate(t); return d ? d.toISOString().replace('T', ' ').replace('Z', ' UTC') : '–'; }
   function ago(t, now) {
-    if (t == null) return 'never';
+    if (typeof t !== 'number' || !Number.isFinite(t)) return 'never';
     const s = Math.max(0, Math.round(now - t));
     if (s < 60) return s + ' s ago';
     if (s < 3600) return Math.round(s / 60) + ' min ago';
@@ -67,13 +76,13 @@
     return Math.round(s / 86400) + ' d ago';
   }
   const intFmt = new Intl.NumberFormat('en-US');
-  function fmtInt(n) { return n == null ? '–' : intFmt.format(Math.round(n)); }
+  function fmtInt(n) { return typeof n !== 'number' || !Number.isFinite(n) ? '–' : intFmt.format(Math.round(n)); }
   function fmtRate(n) {
-    if (n == null) return '–';
+    if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
     if (n >= 100) return intFmt.format(Math.round(n));
     return n.toFixed(n >= 10 ? 1 : 2);
   }
-  function fmtNum(n, digits) { return n == null ? '–' : Number(n).toFixed(digits); }
+  function fmtNum(n, digits) { return typeof n !== 'number' || !Number.isFinite(n) ? '–' : n.toFixed(digits); }
   function sum(a) { let s = 0; for (const v of a) s += v || 0; return s; }
 
   // Round axis maximum and ticks: 1, 2, 2.5, 5 x 10^k.
@@ -363,11 +372,24 @@
     const shown = new Set();
     const frag = document.createDocumentFragment();
     for (const r of rows) {
+      try { frag.append(alertRow(r, firstRender)); } catch (e) { console.warn('alert row', e); }
+      shown.add(r.event_id);
+    }
+    body.replaceChildren(frag);
+    state.shownIds = new Set(recent.map((r) => r.event_id));
+    $('alerts-empty').hidden = rows.length > 0;
+    setText('alerts-empty', recent.length ? 'No alert matches the filter.' : 'Waiting for alerts…');
+    const a = state.data ? state.data.alerts : null;
+    setText('alerts-count', fmtInt(rows.length) + ' shown of the latest ' + fmtInt(recent.length) +
+            (a ? ' · ' + fmtInt(a.buffered) + ' buffered' : ''));
+  }
+
+  function alertRow(r, firstRender) {
       const tr = el('tr', { cls: sevClass(r.severity) });
       tr.dataset.id = r.event_id;
+      if (r.key != null) tr.dataset.key = r.key;
       if (!firstRender && !state.shownIds.has(r.event_id)) tr.classList.add('fresh');
-      if (state.selected === r.event_id) tr.classList.add('selected');
-      shown.add(r.event_id);
+      if (state.selected === (r.key != null ? r.key : r.event_id)) tr.classList.add('selected');
       const when = r.processing_time != null ? r.processing_time : r.received_at;
       cell(tr, hhmmss(when), 'mono', 'processed ' + isoUtc(r.processing_time) + '\nevent time ' + isoUtc(r.event_time));
       const sev = el('td'); sev.append(badge(r.severity, sevClass(r.severity))); tr.append(sev);
@@ -379,15 +401,7 @@
       cell(tr, r.site);
       cell(tr, r.details_preview, 'details', (r.model_version ? 'model ' + r.model_version + '\n' : '') +
            (r.details_preview || ''));
-      frag.append(tr);
-    }
-    body.replaceChildren(frag);
-    state.shownIds = new Set(recent.map((r) => r.event_id));
-    $('alerts-empty').hidden = rows.length > 0;
-    setText('alerts-empty', recent.length ? 'No alert matches the filter.' : 'Waiting for alerts…');
-    const a = state.data ? state.data.alerts : null;
-    setText('alerts-count', fmtInt(rows.length) + ' shown of the latest ' + fmtInt(recent.length) +
-            (a ? ' · ' + fmtInt(a.buffered) + ' buffered' : ''));
+      return tr;
   }
 
   function renderAttacks(s) {
@@ -451,10 +465,10 @@
   }
 
   function inUseVersions(modelVersions) {
-    const used = {};
-    const net = modelVersions.network_anomaly;
+    const used = Object.create(null);
+    const net = own(modelVersions, 'network_anomaly');
     if (net) used.network = { version: net.version, seen: net.seen_at };
-    const host = modelVersions.host_attack;
+    const host = own(modelVersions, 'host_attack');
     if (host) {
       for (const part of String(host.version).split(',')) {
         const [det, ver] = part.split(':');
@@ -478,7 +492,7 @@
     const body = $('models-table').tBodies[0];
     body.replaceChildren();
     for (const det of ['network', 'process', 'memory']) {
-      const latest = detectors[det];
+      const latest = own(detectors, det);
       const inUse = used[det];
       const tr = el('tr');
       cell(tr, det);
@@ -516,13 +530,14 @@
     body.replaceChildren();
     for (const [name, f] of Object.entries(s.feeds)) {
       const tr = el('tr');
-      cell(tr, FEED_LABEL[name] || name);
+      cell(tr, own(FEED_LABEL, name) || name);
       const st = el('td'); st.append(badge(f.state || '?', stateClass(f.state))); tr.append(st);
       cell(tr, ago(f.last_ok, s.now));
       let detail = '';
-      if (name === 'alerts') detail = 'topic ' + f.topic + ' · ' + fmtInt(f.partitions) + ' partitions · ' + fmtInt(f.messages) + ' messages' + (f.invalid ? ' · ' + fmtInt(f.invalid) + ' not alerts' : '');
+      if (name === 'alerts') detail = 'topic ' + f.topic + ' · ' + fmtInt(f.partitions) + ' partitions · ' + fmtInt(f.messages) + ' messages' + (f.invalid ? ' · ' + fmtInt(f.invalid) + ' rejected' : '');
       if (name === 'kafka') detail = (f.brokers != null ? fmtInt(f.brokers) + ' broker(s)' : '') + (s.info.bootstrap_servers ? ' at ' + s.info.bootstrap_servers : '');
-      if (name === 'parquet') detail = (f.files ? 'files read: ' + Object.entries(f.files).map(([k, v]) => k + ' ' + fmtInt(v)).join(', ') : '') + ' · ' + (f.output || '');
+      if (name === 'parquet') detail = (f.files ? 'files read: ' + Object.entries(f.files).map(([k, v]) => k + ' ' + fmtInt(v)).join(', ') : '') +
+        (f.too_large ? ' · ' + fmtInt(f.too_large) + ' over the limits' : '') + (f.unreadable ? ' · ' + fmtInt(f.unreadable) + ' unreadable' : '') + ' · ' + (f.output || '');
       if (name === 'models') detail = f.model_dir || '';
       const recentError = f.last_error && (f.last_ok == null || f.last_error_at >= f.last_ok - 30);
       const td = cell(tr, recentError ? f.last_error : detail, recentError ? 'wrap' : 'details',
@@ -530,6 +545,30 @@
       if (recentError) td.classList.add('muted');
       body.append(tr);
     }
+    renderRejected(s, body);
+  }
+
+  // Rows the dashboard refused (forged or broken alerts, attack events, dead letters): how many,
+  // why, and the latest, as one row of the feeds table.
+  function renderRejected(s, body) {
+    const parts = [['alerts', s.alerts], ['attack events', s.attacks], ['dead letters', s.dead_letters]];
+    let total = 0;
+    const reasons = [];
+    let latest = null;
+    for (const [label, section] of parts) {
+      const rej = section && section.rejected;
+      if (!rej || !rej.total) continue;
+      total += rej.total;
+      for (const [reason, n] of rej.by_reason || []) reasons.push(label + ': ' + reason + ' × ' + fmtInt(n));
+      for (const r of rej.recent || []) if (!latest || r.at > latest.at) latest = Object.assign({ label }, r);
+    }
+    const tr = el('tr', { attrs: { id: 'rejected-row' } });
+    cell(tr, 'Rejected rows');
+    const st = el('td'); st.append(badge(total ? fmtInt(total) : 'none', total ? 'state-warn' : 'state-ok')); tr.append(st);
+    cell(tr, latest ? ago(latest.at, s.now) : '–');
+    const summary = reasons.slice(0, 3).join(' · ') || 'not aggregated: out-of-window times, wrong types, oversized';
+    cell(tr, summary, 'wrap', reasons.join('\n') + (latest && latest.preview ? '\nlatest (' + latest.source + '): ' + latest.preview : ''));
+    body.append(tr);
   }
 
   function render(s) {
@@ -556,6 +595,7 @@
     const timer = setTimeout(() => ctrl.abort(), 5000);
     try {
       const response = await fetch('/api/state', { cache: 'no-store', signal: ctrl.signal });
+      if (response.status === 401) { window.location.assign('/login'); return; }
       if (!response.ok) throw new Error('HTTP ' + response.status);
       const s = await response.json();
       state.failures = 0;
@@ -572,9 +612,11 @@
   }
 
   // ---------- interactions ----------
-  async function showDetail(id) {
-    state.selected = id;
-    for (const tr of $('alerts-table').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.id === id);
+  async function showDetail(id, key) {
+    state.selected = key != null ? key : id;
+    for (const tr of $('alerts-table').tBodies[0].rows) {
+      tr.classList.toggle('selected', key != null ? tr.dataset.key === key : tr.dataset.id === id);
+    }
     const panel = $('alert-detail');
     panel.hidden = false;
     setText('detail-id', id);
@@ -582,7 +624,8 @@
     fields.replaceChildren();
     setText('detail-body', 'loading…');
     try {
-      const response = await fetch('/api/alert?id=' + encodeURIComponent(id), { cache: 'no-store' });
+      const query = key != null ? 'key=' + encodeURIComponent(key) : 'id=' + encodeURIComponent(id);
+      const response = await fetch('/api/alert?' + query, { cache: 'no-store' });
       if (!response.ok) throw new Error(response.status === 404 ? 'no longer in the buffer' : 'HTTP ' + response.status);
       const a = await response.json();
       const pairs = [['kind', kindLabel(a.kind)], ['severity', a.severity], ['score', fmtNum(a.score, 4)],
@@ -602,7 +645,7 @@
   function init() {
     $('alerts-table').tBodies[0].addEventListener('click', (ev) => {
       const tr = ev.target.closest('tr');
-      if (tr && tr.dataset.id) showDetail(tr.dataset.id);
+      if (tr && tr.dataset.id) showDetail(tr.dataset.id, tr.dataset.key);
     });
     $('detail-close').addEventListener('click', () => {
       $('alert-detail').hidden = true;
