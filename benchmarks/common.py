@@ -140,6 +140,13 @@ class Broker:
     if self._own_dir:
       shutil.rmtree(self.run_dir, ignore_errors=True)
 
+  def restart(self, down_s: float = 5.0) -> None:
+    """Stops the broker and starts it again on the same port with the same data (a broker
+    restart as clients see it: connections refused for ``down_s``, then back)."""
+    self._script('stop')
+    time.sleep(down_s)
+    self._script('start')
+
 
 @contextlib.contextmanager
 def broker_for(bootstrap: Optional[str], partitions: int) -> Iterator[tuple[str, Optional[int]]]:
@@ -178,6 +185,34 @@ def make_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
                                  for t in topics])
   for f in futures.values():
     f.result(timeout=30)
+
+
+class Lag:
+  """End offsets minus the group's committed offsets, over a topic's partitions. Uses a plain
+  consumer (committed()): the admin client's group-offset call can crash on a fresh broker."""
+
+  def __init__(self, bootstrap: str, topic: str, group: str, partitions: int = 4):
+    from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
+    self._consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': group,
+                               'enable.auto.commit': False})
+    self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+
+  def offsets(self) -> tuple[int, int]:
+    """(committed, end), each summed over the partitions; raises KafkaException when the
+    broker does not answer within 10 s."""
+    committed = end = 0
+    for tp in self._consumer.committed(self._partitions, timeout=10):
+      _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+      committed += max(tp.offset, 0)
+      end += high
+    return committed, end
+
+  def __call__(self) -> int:
+    committed, end = self.offsets()
+    return end - committed
+
+  def close(self):
+    self._consumer.close()
 
 
 def bench_topics(prefix: str) -> dict[str, str]:
@@ -279,6 +314,91 @@ class Traffic(threading.Thread):
     return self.sink.stats()
 
 
+# ---- a standalone Flink cluster ---------------------------------------------------------------
+
+
+class FlinkCluster:
+  """``scripts/flink_cluster.sh``: a JobManager and a TaskManager JVM on free loopback ports,
+  in a run dir of their own (stopped by :meth:`stop`). Heartbeats default to 1 s / 6 s instead
+  of Flink's 10 s / 50 s, so that a lost TaskManager is noticed in seconds."""
+
+  def __init__(self, run_dir: Optional[str] = None, slots: int = 2,
+               heartbeat_interval_ms: int = 1000, heartbeat_timeout_ms: int = 6000):
+    self.run_dir = run_dir or tempfile.mkdtemp(prefix='bench-flink-')
+    self.rest_port = free_port()
+    self.settings = {'FLINK_REST_PORT': str(self.rest_port), 'FLINK_RPC_PORT': str(free_port()),
+                     'FLINK_RUN_DIR': self.run_dir, 'FLINK_TM_SLOTS': str(slots),
+                     'FLINK_HEARTBEAT_INTERVAL_MS': str(heartbeat_interval_ms),
+                     'FLINK_HEARTBEAT_TIMEOUT_MS': str(heartbeat_timeout_ms)}
+    self.env = dict(os.environ, **self.settings)
+    self.master = f'localhost:{self.rest_port}'
+
+  def _script(self, action: str) -> None:
+    proc = subprocess.run([os.path.join(ROOT, 'scripts', 'flink_cluster.sh'), action],
+                          env=self.env, capture_output=True, text=True, timeout=180, check=False)
+    if proc.returncode:
+      raise RuntimeError(f'scripts/flink_cluster.sh {action} failed:\n{proc.stdout}\n{proc.stderr}')
+
+  def start(self) -> 'FlinkCluster':
+    t0 = time.monotonic()
+    try:
+      self._script('start')
+    except BaseException:
+      with contextlib.suppress(Exception):
+        self.stop()
+      raise
+    log(f'Flink cluster on {self.master} ({time.monotonic() - t0:.1f} s), run dir {self.run_dir}')
+    return self
+
+  def stop(self) -> None:
+    self._script('stop')
+
+  def kill_taskmanager(self) -> None:
+    """SIGKILL of the TaskManager JVM (a lost machine)."""
+    self._script('kill-taskmanager')
+
+  def start_taskmanager(self) -> None:
+    """A new TaskManager beside the running JobManager; returns once it is registered."""
+    self._script('start-taskmanager')
+
+  def pid(self, name: str) -> Optional[int]:
+    """The pid of ``jobmanager`` or ``taskmanager``, None when it is not running."""
+    with contextlib.suppress(OSError, ValueError):
+      with open(os.path.join(self.run_dir, f'{name}.pid'), encoding='utf-8') as f:
+        pid = int(f.read().strip())
+      if os.path.exists(f'/proc/{pid}'):
+        return pid
+    return None
+
+
+def flink_job(master: str, name: str) -> dict[str, Any]:
+  """The newest Flink job called ``name`` on a session cluster, from its REST API: ``jid``,
+  ``state`` (RUNNING, RESTARTING, CANCELED, ...), ``restarts`` (numRestarts) and
+  ``checkpoints`` (completed, restored). ``{'state': 'NONE'}`` when there is none yet, and
+  ``{'state': 'UNREACHABLE'}`` when the JobManager does not answer."""
+  import urllib.error  # pylint: disable=import-outside-toplevel
+  import urllib.request  # pylint: disable=import-outside-toplevel
+  base = 'http://' + master.strip().rstrip('/').removeprefix('http://')
+
+  def get(path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=5) as r:
+      return json.load(r)
+
+  try:
+    jobs = [j for j in get('/jobs/overview')['jobs'] if j.get('name') == name]
+    if not jobs:
+      return {'state': 'NONE'}
+    job = max(jobs, key=lambda j: j['start-time'])
+    out = {'jid': job['jid'], 'state': job['state']}
+    metrics = get(f'/jobs/{job["jid"]}/metrics?get=numRestarts')
+    out['restarts'] = int(metrics[0]['value']) if metrics else None
+    counts = get(f'/jobs/{job["jid"]}/checkpoints').get('counts', {})
+    out['checkpoints'] = {k: counts.get(k) for k in ('completed', 'failed', 'restored')}
+    return out
+  except (OSError, urllib.error.URLError, ValueError, KeyError, IndexError):
+    return {'state': 'UNREACHABLE'}
+
+
 # ---- outputs ----------------------------------------------------------------------------------
 
 
@@ -305,6 +425,31 @@ class ArchiveCounter:
 
   def files(self) -> int:
     return len(self._seen)
+
+
+def archive_accounting(archive_dir: str, acked_uuids: Sequence[str]) -> dict[str, int]:
+  """Acknowledged uuids against the ``uuid`` column of every finished Parquet file under
+  ``archive_dir``, in Arrow (millions of uuids, no Python set): ``archived`` (acknowledged and
+  archived), ``duplicates`` (rows beyond one per uuid: a replay after a restart rewrites
+  records; removable by uuid), ``lost`` (acknowledged, never archived) and ``unexpected``
+  (archived, never acknowledged)."""
+  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa
+  import pyarrow.compute as pc
+  import pyarrow.parquet as pq
+  columns = []
+  for root, _dirs, files in os.walk(archive_dir):
+    for name in files:
+      if name.endswith('.parquet') and not name.startswith('.'):
+        columns.extend(pq.read_table(os.path.join(root, name), columns=['uuid'])
+                       .column('uuid').chunks)
+  rows = pa.chunked_array(columns, pa.string()) if columns else pa.chunked_array([], pa.string())
+  archived = pc.unique(rows)
+  acked = pc.unique(pa.array(acked_uuids, pa.string()))
+  found = pc.sum(pc.is_in(acked, value_set=archived)).as_py() or 0
+  known = pc.sum(pc.is_in(archived, value_set=acked)).as_py() or 0
+  return {'archived': found, 'duplicates': len(rows) - len(archived),
+          'lost': len(acked) - found, 'unexpected': len(archived) - known}
 
 
 def steady_rate(samples: Sequence[tuple[float, int]], total: int,
@@ -365,6 +510,32 @@ def _children(pid: int) -> list[int]:
   return out
 
 
+def descendants(root: int) -> list[int]:
+  """Every process below ``root`` (Flink starts the Python SDK workers under the job server,
+  or under a cluster's TaskManager)."""
+  found, todo = [], [root]
+  while todo:
+    for child in _children(todo.pop()):
+      found.append(child)
+      todo.append(child)
+  return found
+
+
+def rss_mb(pid: int) -> float:
+  return _status_kb(pid).get('VmRSS', 0) / 1024
+
+
+def job_server_pids() -> list[int]:
+  """Our child JVMs running the Flink job server (the embedded Flink lives there)."""
+  return [pid for pid in _children(os.getpid()) if 'job-server' in _read_cmdline(pid)]
+
+
+def sdk_worker_pids(root: int) -> list[int]:
+  """The Python SDK worker processes (PROCESS environment, scripts/sdk_worker.sh) below
+  ``root``: a TaskManager, or a job server with the embedded Flink."""
+  return sorted(p for p in descendants(root) if role_of(_read_cmdline(p)) == 'python_sdk_worker')
+
+
 def role_of(cmdline: str) -> str:
   if ' --version' in cmdline or ' pip freeze' in cmdline:
     return 'short_lived_helper'  # Beam's environment probes at submission (java, docker, pip)
@@ -418,7 +589,8 @@ class MemorySampler:
         stack.append((child, None))
     return out
 
-  def sample(self) -> None:
+  def sample(self) -> dict[str, float]:
+    """Samples once; returns the RSS summed per role now, in MB."""
     totals: dict[str, int] = {}
     if not self._root_cmds:
       self._root_cmds = {_read_cmdline(pid) for pid in self.roots.values()} - {''}
@@ -434,6 +606,9 @@ class MemorySampler:
           # environment probes): its RSS is the parent's shared pages, not new memory.
           role = 'python_child' if cmd not in self._root_cmds else 'fork_before_exec'
         info = self.processes[pid] = {'role': role, 'cmd': cmd[:160]}
+      elif label and info['role'] != label:
+        # Seen first below its launcher script (a restarted TaskManager), then made a root.
+        info['role'] = label
       elif info['cmd'].startswith('bash '):  # a script that exec()s: show what it became
         info['cmd'] = (_read_cmdline(pid) or info['cmd'])[:160]
       status = _status_kb(pid)
@@ -445,6 +620,7 @@ class MemorySampler:
       info['hwm_kb'] = max(info.get('hwm_kb', 0), status.get('VmHWM', 0))
     for role, kb in totals.items():
       self.peak_rss_kb[role] = max(self.peak_rss_kb.get(role, 0), kb)
+    return {role: round(kb / 1024, 1) for role, kb in sorted(totals.items())}
 
   def _run(self) -> None:
     while not self._stop.is_set():
