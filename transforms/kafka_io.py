@@ -29,11 +29,15 @@ never logged by this module; use :func:`redact_config` for anything you want to 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
 import shutil
+import subprocess
+import tempfile
 import typing
+import zipfile
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
@@ -56,6 +60,25 @@ EXPANSION_SERVICE_JAR = f'beam-sdks-java-io-expansion-service-{JAVA_BEAM_VERSION
 EXPANSION_SERVICE_ARGS = ('--defaultEnvironmentType=EMBEDDED', '--experiments=use_deprecated_read')
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Java sources that keep the JVM servers on loopback (see _loopback_jar, docs/RUNTIME.md).
+_LOOPBACK_SOURCES = os.path.join(_REPO_ROOT, 'jvm', 'loopback')
+_SERVER_FACTORY_SOURCE = 'org/apache/beam/sdk/fn/server/ServerFactory.java'
+_EXPANSION_MAIN_SOURCE = 'LoopbackExpansionService.java'
+FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
+# What the local JVMs bind: the name Beam itself puts in every URL it hands out.
+LOCAL_HOST = 'localhost'
+
+# The embedded Flink (MiniCluster) of a [local] job server: RPC, blob server, data exchange and
+# the (unused) REST endpoint on loopback; Flink's defaults listen on all interfaces.
+EMBEDDED_FLINK_CONF = {
+    'jobmanager.rpc.address': LOCAL_HOST,
+    'jobmanager.bind-host': LOCAL_HOST,
+    'taskmanager.host': LOCAL_HOST,
+    'taskmanager.bind-host': LOCAL_HOST,
+    'rest.address': LOCAL_HOST,
+    'rest.bind-address': LOCAL_HOST,
+}
 
 # One home for the list of secret settings (pipelines/kafka_config.py); re-exported here.
 redact_config = kafka_config.redact_config
@@ -107,9 +130,13 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
     # declares as its artifacts; an EMBEDDED environment never loads them (its classes come from
     # the job server jar), so staging the 130 MB expansion jar itself would only cost time at each
     # submission. The smallest real jar we have stands in for it.
+    # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
+    launcher = _loopback_jar('expansion-service-loopback', jar, [_EXPANSION_MAIN_SOURCE],
+                             main_class='LoopbackExpansionService')
     service = JavaJarExpansionService(
-        jar,
-        extra_args=['{{PORT}}', f'--filesToStage={_stage_marker(jar)}', *EXPANSION_SERVICE_ARGS])
+        launcher,
+        extra_args=[LOCAL_HOST, '{{PORT}}', f'--filesToStage={_stage_marker(jar)}',
+                    *EXPANSION_SERVICE_ARGS])
     _EXPANSION_SERVICES[jar] = service
   return service
 
@@ -124,6 +151,43 @@ def _stage_marker(expansion_jar: str) -> str:
       jar.writestr('README.txt', 'KafkaIO runs EMBEDDED in the Flink JVM; this jar is never loaded.\n')
     os.replace(tmp, marker)
   return marker
+
+
+def _loopback_jar(name: str, against: str, sources: List[str],
+                  main_class: Optional[str] = None) -> str:
+  """``sources`` (paths under jvm/loopback/) compiled against the jar ``against``, once, into
+  ``<name>-<hash>.jar`` beside it. With ``main_class`` the jar runs with ``java -jar`` (its
+  manifest puts ``against`` on the class path). Raises FileNotFoundError without ``javac``."""
+  paths = [os.path.join(_LOOPBACK_SOURCES, source) for source in sources]
+  digest = hashlib.sha256(os.path.basename(against).encode())
+  for path in paths:
+    with open(path, 'rb') as f:
+      digest.update(f.read())
+  jar = os.path.join(os.path.dirname(against), f'{name}-{digest.hexdigest()[:12]}.jar')
+  if os.path.isfile(jar):
+    return jar
+  javac = shutil.which('javac')
+  if javac is None:
+    raise FileNotFoundError('javac is missing: the JVM servers are kept on loopback by classes '
+                            'compiled from jvm/loopback/ at first use; install a JDK (17)')
+  with tempfile.TemporaryDirectory() as classes:
+    # Java 8 class files, like Beam's own, so that a cluster on an older JVM loads them too.
+    built = subprocess.run([javac, '--release', '8', '-nowarn', '-cp', against, '-d', classes,
+                            *paths], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+      raise RuntimeError(f'javac failed on {", ".join(sources)}:\n{built.stderr}')
+    manifest = 'Manifest-Version: 1.0\n'
+    if main_class:
+      manifest += f'Main-Class: {main_class}\nClass-Path: {os.path.basename(against)}\n'
+    tmp = f'{jar}.{os.getpid()}.tmp'
+    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as out:
+      out.writestr('META-INF/MANIFEST.MF', manifest)
+      for root, _, files in os.walk(classes):
+        for file in sorted(files):
+          out.write(os.path.join(root, file),
+                    os.path.relpath(os.path.join(root, file), classes))
+    os.replace(tmp, jar)
+  return jar
 
 
 def flink_pipeline_options(
@@ -203,12 +267,44 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
 
   from apache_beam.utils.subprocess_server import pick_port
 
+  class LoopbackFlinkJobServer(FlinkJarJobServer):
+    """Beam's job server with every server it starts bound to loopback: the job server jar
+    behind a replacement of Beam's ServerFactory (jvm/loopback/), and, for an embedded Flink,
+    a Flink configuration that binds the MiniCluster's own ports there."""
+
+    def java_arguments(self, job_port, artifact_port, expansion_port, artifacts_dir):
+      # The job server's own expansion service: unused (KafkaIO has its own, EMBEDDED).
+      args = super().java_arguments(job_port, artifact_port, -1, artifacts_dir)
+      if conf_dir:
+        args += ['--flink-conf-dir', conf_dir]
+      return args
+
+    def subprocess_cmd_and_endpoint(self):
+      cmd, endpoint = super().subprocess_cmd_and_endpoint()
+      at = cmd.index('-jar')
+      jar = cmd[at + 1]
+      patch = _loopback_jar('beam-server-factory-loopback', jar, [_SERVER_FACTORY_SOURCE])
+      # -cp, not a launcher jar's manifest: the job server stages its class path as the job's
+      # jars for a remote cluster, and both must be on it.
+      cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', FLINK_JOB_SERVER_MAIN]
+      return cmd, endpoint
+
   job_port, = pick_port(None)
   options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
   flink = options.view_as(FlinkRunnerOptions)
+  embedded = (flink.flink_master or '[auto]').strip() in ('[local]', '[auto]')
   flink.flink_master = FlinkRunner.add_http_scheme(flink.flink_master)
-  server = FlinkJarJobServer(options)
-  server.start()  # returns once the job service answers on job_port
+  conf_dir = tempfile.mkdtemp(prefix='flink-conf-') if embedded else None
+  if conf_dir:
+    with open(os.path.join(conf_dir, 'flink-conf.yaml'), 'w', encoding='utf-8') as f:
+      f.writelines(f'{key}: {value}\n' for key, value in EMBEDDED_FLINK_CONF.items())
+  server = LoopbackFlinkJobServer(options)
+  try:
+    server.start()  # returns once the job service answers on job_port
+  except BaseException:
+    if conf_dir:
+      shutil.rmtree(conf_dir, ignore_errors=True)
+    raise
   try:
     yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
   finally:
@@ -223,6 +319,8 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
       process.stop()
       if temp_root:
         shutil.rmtree(temp_root, ignore_errors=True)
+    if conf_dir:
+      shutil.rmtree(conf_dir, ignore_errors=True)
 
 
 def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: float = 30.0) -> None:
