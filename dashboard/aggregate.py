@@ -103,7 +103,7 @@ class Rejections:
                         'preview': preview(raw)})
 
   def snapshot(self) -> dict[str, Any]:
-    return {'total': self.total, 'by_reason': self.by_reason.most_common(10),
+    return {'total': self.total, 'by_reason': self.by_reason.most_common(20),
             'recent': list(self.recent)[::-1]}
 
 
@@ -219,14 +219,6 @@ def number(value: Any) -> Optional[float]:
   except (TypeError, ValueError, OverflowError):
     return None
   return result if math.isfinite(result) else None
-
-
-def machine_value(value: Any):
-  """Machines are integers in the schema; anything else is shown as text."""
-  num = number(value)
-  if num is not None and num.is_integer() and abs(num) < 2 ** 53:
-    return int(num)
-  return text(value)
 
 
 class MinuteCounter:
@@ -499,13 +491,17 @@ def _field_number(raw: Mapping[str, Any], field: str, low: float, high: float
   return result if result is not None and low <= result <= high else None
 
 
-def _field_machine(raw: Mapping[str, Any], field: str = 'machine'):
-  """Machines are non-negative integers in the schema; a text name is kept as text."""
+def _field_machine(raw: Mapping[str, Any], field: str = 'machine') -> Optional[int]:
+  """Machines are non-negative integers in the schema (as text too: ``"7"``); "NaN", "1e999"
+  or a name would take a place in the top machines, so they are Rejected."""
   value = raw.get(field)
   if value is None:
     return None
   if isinstance(value, str):
-    return machine_value(text(value))
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 16):
+      raise Rejected(f'{field}: not an integer')
+    value = int(digits)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise Rejected(f'{field}: wrong type')
   num = number(value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import time
 import tracemalloc
@@ -24,7 +23,7 @@ from dashboard.aggregate import (AlertStore, AttackStore, Bounds, CappedCounter,
 from dashboard.server import Dashboard, encode_json
 from dashboard.sources import ParquetLimits, ParquetScanner, parse_alert_message
 from schemas.outputs import ALERT_SCHEMA
-from tests.test_dashboard import (MALICIOUS, _dt, _Served, kafka_message, sample_attack_row,
+from tests.test_dashboard import (MALICIOUS, _dt, kafka_message, sample_attack_row,
                                   sample_network_alert)
 
 UTC = datetime.timezone.utc
