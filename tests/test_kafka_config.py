@@ -113,6 +113,7 @@ def test_a_secret_flag_stays_out_of_the_job_logs_and_its_worker_options(model_di
   caplog.set_level(logging.DEBUG)
   options = PipelineOptions([
       '--source=files', f'--input_dir={inputs}', f'--output={output}', f'--model_dir={model_dir}',
+      '--max_event_age_s=0',  # the factory's records are from 2023
       f'--kafka_config=sasl.jaas.config=PlainLoginModule required password="{SECRET}";',
       f'--kafka_config=sasl.password={SECRET}'])
   result = stream_job.submit(options)
