@@ -384,3 +384,90 @@ def test_a_model_skops_cannot_hold_is_published_as_a_signed_pickle(tmp_path, cap
   assert manifest['format'] == 'joblib' and manifest['model_file'] == 'model.joblib'
   loaded = registry.load(str(tmp_path), 'network', version)
   assert loaded.estimator.extra is _not_on_the_trusted_list and loaded.estimator.threshold == 0.3
+
+
+# ---- keys ----------------------------------------------------------------------------------
+
+def test_keys_cli_makes_a_pair_once_and_shows_its_id(tmp_path, capsys):
+  from pipelines import keys
+  private, public = str(tmp_path / 'k' / 'sign.key'), str(tmp_path / 'k' / 'sign.pub')
+  assert keys.main(['generate', '--signing_key', private, '--public_key', public]) == 0
+  assert os.stat(private).st_mode & 0o077 == 0, 'the private key is readable by its owner only'
+  key = signing.SigningKey.load(private)
+  assert key.key_id in capsys.readouterr().out
+  with open(private, 'rb') as f:
+    before = f.read()
+  assert keys.main(['generate', '--signing_key', private, '--public_key', public]) == 1
+  assert 'not overwriting' in capsys.readouterr().err
+  with open(private, 'rb') as f:
+    assert f.read() == before
+  assert keys.main(['show', '--public_key', public]) == 0
+  assert f'{key.key_id}  {public}' in capsys.readouterr().out
+  assert signing.reader_keys(public) == key.public
+
+
+def test_bootstrap_makes_the_default_pair_once_and_never_for_a_lone_public_key(tmp_path,
+                                                                               monkeypatch):
+  monkeypatch.delenv(signing.SIGNING_KEY_ENV)
+  monkeypatch.delenv(signing.PUBLIC_KEY_ENV)
+  monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path / 'config'))
+  with pytest.raises(signing.KeyFileError, match='python -m pipelines.keys generate'):
+    signing.reader_keys()  # a reader never creates a key
+  assert not (tmp_path / 'config').exists()
+  made = signing.ensure_key_pair()
+  assert signing.signing_key_path() == str(tmp_path / 'config' / 'attack-detection' /
+                                           signing.SIGNING_KEY_FILE)
+  assert signing.reader_keys() == made.public == signing.SigningKey.load().public
+  assert signing.ensure_key_pair() is None
+  os.remove(signing.public_key_path())
+  assert signing.ensure_key_pair() is None  # the public half written back from the private
+  assert signing.reader_keys() == made.public
+  os.remove(signing.signing_key_path())
+  with pytest.raises(signing.KeyFileError, match='exists but its signing key'):
+    signing.ensure_key_pair()
+
+
+def test_readers_accept_every_key_of_a_rotation_file(own_registry, model_keys, tmp_path):
+  new = signing.SigningKey.generate()
+  rotation = tmp_path / 'readers.pub'
+  rotation.write_bytes(model_keys.public_pem() + new.public_pem())
+  keys = signing.reader_keys(str(rotation))
+  assert keys.key_ids == (model_keys.key_id, new.key_id)
+  old_version = registry.latest_version(own_registry, 'process')
+  estimator = registry.load(own_registry, 'process').estimator
+  new_version = registry.publish(own_registry, 'process', estimator, feature_columns=[],
+                                 training_rows=1, signing_key=new)
+  assert registry.load(own_registry, 'process', old_version, public_keys=keys)
+  assert registry.load(own_registry, 'process', public_keys=keys).version == new_version
+  assert registry.read_manifest(own_registry, 'process', new_version,
+                                keys)['signing_key_id'] == new.key_id
+
+
+@pytest.mark.parametrize('content', [b'', b'not a key', b'-----BEGIN PUBLIC KEY-----\nAAAA\n'
+                                     b'-----END PUBLIC KEY-----\n'])
+def test_a_public_key_file_without_a_key_is_refused(tmp_path, content):
+  path = tmp_path / 'readers.pub'
+  path.write_bytes(content)
+  with pytest.raises(signing.KeyFileError):
+    signing.reader_keys(str(path))
+
+
+def test_a_public_key_of_another_algorithm_is_refused(tmp_path):
+  from cryptography.hazmat.primitives.asymmetric import ec
+  path = tmp_path / 'readers.pub'
+  path.write_bytes(signing.public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+  with pytest.raises(signing.KeyFileError, match='not an Ed25519 key'):
+    signing.reader_keys(str(path))
+
+
+def test_bootstrap_trains_the_detectors_without_a_version_that_verifies(own_registry):
+  """What run_local.sh does first; a version that does not verify is as good as none."""
+  from model import bootstrap
+  versions = bootstrap.verified_versions(own_registry)
+  assert bootstrap.bootstrap(own_registry) == {}
+  os.remove(os.path.join(own_registry, 'memory', versions['memory'], registry.SIGNATURE_FILE))
+  assert bootstrap.verified_versions(own_registry)['memory'] is None
+  published = bootstrap.bootstrap(own_registry, machines=6, seconds=400)
+  assert set(published) == {'memory'}
+  assert bootstrap.verified_versions(own_registry) == {**versions, **published}
+  assert registry.read_manifest(own_registry, 'memory', published['memory'])['format'] == 'skops'
