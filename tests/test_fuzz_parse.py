@@ -1,38 +1,214 @@
-"""Hostile input through ParseAndClean (the public transform, on the DirectRunner): random
-bytes, deep nesting, huge numbers, NaN / Infinity, wrong types, very long strings and arrays.
+"""Hostile input through every stage of the stream job: route (BatchByStream), parse, clean,
+enrich, score (with the test registry's models) and the archive's partition names. Random
+bytes, deep nesting, huge numbers, NaN / Infinity, wrong types, very long strings and arrays,
+calendar-edge and far-apart times, Kafka timestamps of -1, repeated uuids, empty records, and
+elements that are not messages at all.
 
-Whatever arrives, nothing escapes as an exception, and every input ends up exactly once
-either as a cleaned record or as a dead letter carrying its raw payload; no cleaned record
-holds a non-finite number. Each hypothesis example is a whole batch of messages run through
-one pipeline (a pipeline per payload would cost seconds each).
+Whatever arrives, nothing escapes as an exception, every input ends up exactly once either
+as an archived (scored) record or as a dead letter carrying its raw payload, no archived record
+holds a non-finite number or an event time outside the bounds, partition names are always
+``YYYY-MM-DD``, and no two different records share a record id. Crafted long inputs are each
+processed within a time budget.
+
+:func:`run_stages` calls the job's own DoFns and functions the way the runner calls them,
+without a runner, so hypothesis can try hundreds of batches; one test runs the same property
+through DetectAttacks on the DirectRunner, and the atheris fuzzer (tests/fuzz_parse_atheris.py)
+drives :func:`run_stages` with coverage-guided mutations.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import datetime
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import time
+from typing import Any, Optional, Sequence
 
 import apache_beam as beam
+import orjson
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
+from apache_beam.utils.windowed_value import WindowedValue
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from schemas.records import MEMORY, NETWORK, PROCESS
-from tests.factories import BASE_TS, memory_record, network_record, process_record
-from transforms.dead_letter import DEAD_LETTER
-from transforms.parse import ParseAndClean
+from model import registry
+from schemas.limits import MAX_RECORDS_PER_MESSAGE
+from schemas.records import SCHEMAS
+from tests.factories import memory_record, network_record, process_record
+from transforms.dead_letter import DEAD_LETTER, MAX_ERROR_LENGTH
+from transforms.detect import ARCHIVE, DEAD_LETTERS, DetectAttacks
+from transforms.enrich import EnrichFn, EventTimeBounds
+from transforms.inference import _failed_batch_to_dead_letters, score_batch
+from transforms.parquet_sink import event_date
+from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndCleanFn
+from transforms.route import _BatchByStreamFn
 from transforms.source import SourceMessage
 
-# No shrinking: each step reruns a pipeline (minutes); the failing batch is printed whole.
-SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+STREAMS = tuple(SCHEMAS)
+STAGES = {'route', 'parse', 'clean', 'enrich', 'inference'}
+BOUNDS = EventTimeBounds()  # the product's defaults
+DATE = re.compile(r'^\d{4}-\d{2}-\d{2}$')
+# Per input: a fixed share (one model call of a one-record batch is most of it) plus a share
+# per record it holds; measured as the fastest of a few runs, so a busy machine only adds.
+BUDGET_S, BUDGET_PER_RECORD_S = 0.050, 0.000_050
+
+# No shrinking: the failing batch is printed whole.
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     phases=[Phase.explicit, Phase.reuse, Phase.generate],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+GRAPH_SETTINGS = settings(SETTINGS, max_examples=3)
+
+
+# ---- the stages, without a runner ------------------------------------------------------------
+
+@dataclasses.dataclass
+class Outcome:
+  archived: dict[str, list]  # stream -> scored RecordBatches
+  dead: list[dict[str, Any]]
+
+
+def load_models(model_dir: str) -> dict[str, registry.LoadedModel]:
+  return {stream: registry.load_for_serving(model_dir, stream) for stream in STREAMS}
+
+
+def _split(outputs, main: list, dead: list) -> None:
+  for output in outputs:
+    if isinstance(output, TaggedOutput):
+      value = output.value.value if isinstance(output.value, WindowedValue) else output.value
+      (dead if output.tag == DEAD_LETTER else main).append((output.tag, value))
+    else:
+      main.append((None, output))
+
+
+def run_stages(messages: Sequence[Any], models: dict, bounds: EventTimeBounds = BOUNDS,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> Outcome:
+  """``messages`` (SourceMessages, or anything a broken source might emit) through
+  DetectAttacks' per-message path: BatchByStream, ParseAndClean, Enrich and scoring, with the
+  failed-batch dead letters Score makes when the model raises."""
+  routed, dead = [], []
+  router = _BatchByStreamFn(STREAMS, batch_size)
+  router.start_bundle()
+  for message in messages:
+    _split(router.process(message), routed, dead)
+  _split(router.finish_bundle(), routed, dead)
+  archived = collections.defaultdict(list)
+  fns = {s: (ParseAndCleanFn(SCHEMAS[s]), EnrichFn(SCHEMAS[s], 'fuzz', bounds)) for s in STREAMS}
+  for stream, batch in routed:
+    parse, enrich = fns[stream]
+    parsed = []
+    _split(parse.process(batch), parsed, dead)
+    for _, records in parsed:
+      enriched = []
+      _split(enrich.process(records), enriched, dead)
+      for _, ready in enriched:
+        try:
+          archived[stream].append(score_batch(SCHEMAS[stream], models[stream], ready))
+        except Exception as e:  # pylint: disable=broad-except  # RunInference's handling
+          dead += [(DEAD_LETTER, row) for row in
+                   _failed_batch_to_dead_letters(stream)(([ready], e))]
+  return Outcome(dict(archived), [row for _, row in dead])
+
+
+# ---- the property -----------------------------------------------------------------------------
+
+def _host_records(message: SourceMessage) -> Optional[int]:
+  """How many records a host message holds, None if it is no JSON array."""
+  try:
+    decoded = orjson.loads(message.value)
+  except (orjson.JSONDecodeError, TypeError):
+    return None
+  return len(decoded) if isinstance(decoded, list) else None
+
+
+def check(messages: Sequence[Any], archived_rows: list[tuple[str, SourceMessage, Optional[int],
+                                                               dict]],
+          dead: list[dict], window: tuple[datetime.datetime, datetime.datetime]) -> None:
+  """Every input exactly once, archived or dead-lettered with its bytes; see the module
+  docstring. ``archived_rows``: (stream, message, record index, row) per archived record."""
+  messages_by_key = {}
+  for m in messages:
+    if isinstance(m, SourceMessage) and m.stream in STREAMS:
+      messages_by_key[(m.stream, m.offset)] = m
+  outcomes = collections.Counter()
+  ids = collections.defaultdict(set)
+  earliest, latest = window
+  dates = set()
+  for stream, message, index, row in archived_rows:
+    numbers = [v for v in row.values() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in numbers), f'a non-finite number was archived: {row}'
+    assert earliest <= row['event_time'] <= latest, f'event time out of bounds: {row}'
+    dates.add(event_date(row['event_time']))
+    assert row['prediction'] in (0, 1) and 0 <= row['score'] <= 1
+    ids[row['record_id']].add((stream, message.value, index))
+    outcomes[(stream, message.offset, index)] += 1
+  assert all(DATE.match(d) for d in dates), dates
+  days = (BOUNDS.max_age_s + BOUNDS.max_lead_s) / 86400
+  assert len(dates) <= math.ceil(days) + 1, f'{len(dates)} dt= folders from one batch'
+  assert all(len(records) == 1 for records in ids.values()), 'two records share a record id'
+  unrouted, decoded = 0, {}
+  for row in dead:
+    assert row['stage'] in STAGES, row['stage']
+    assert isinstance(row['payload'], bytes) and len(row['error']) <= MAX_ERROR_LENGTH
+    message = messages_by_key.get((row['stream'], row['offset']))
+    if message is None:
+      assert row['stage'] == 'route', row
+      unrouted += 1
+      continue
+    if row['record_index'] is None:
+      assert row['payload'] == message.value, 'a dead-lettered message keeps its raw bytes'
+    elif row['payload'] != message.value:  # else: the record could not be re-encoded alone
+      record = orjson.loads(row['payload'])
+      if row['stage'] == 'clean':
+        if message.offset not in decoded:
+          decoded[message.offset] = orjson.loads(message.value)
+        assert record == decoded[message.offset][row['record_index']]
+      else:
+        assert isinstance(record, dict), 'a later stage keeps the cleaned record'
+    outcomes[(row['stream'], row['offset'], row['record_index'])] += 1
+  assert unrouted == len(messages) - len(messages_by_key), 'an unroutable input vanished'
+  assert all(n == 1 for n in outcomes.values()), [k for k, n in outcomes.items() if n > 1]
+  for (stream, offset), message in messages_by_key.items():
+    mine = {i for (s, o, i) in outcomes if (s, o) == (stream, offset)}
+    if stream == 'network' or mine == {None}:
+      assert mine == {None}, f'message {message.value[:60]!r} vanished'
+    else:
+      # A host array: each of its records exactly once, archived or dead-lettered alone.
+      assert mine == set(range(_host_records(message) or 0)), message.value[:60]
+
+
+def archived_rows(outcome: Outcome):
+  return [(stream, m, i, row) for stream, batches in outcome.archived.items()
+          for batch in batches
+          for m, i, row in zip(batch.messages, batch.record_indexes, batch.rows())]
+
+
+def run_and_check(messages: Sequence[Any], models: dict) -> Outcome:
+  before = datetime.datetime.now(datetime.timezone.utc)
+  outcome = run_stages(messages, models)
+  after = datetime.datetime.now(datetime.timezone.utc)
+  check(messages, archived_rows(outcome), outcome.dead,
+        (BOUNDS.window(before)[0], BOUNDS.window(after)[1]))
+  return outcome
+
+
+# ---- hostile inputs ---------------------------------------------------------------------------
+
+def now_s() -> int:
+  return int(time.time())
+
+
+def iso(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
 
 # Values that have broken parsers: out-of-range and non-finite numbers, wrong types, big ones.
 HOSTILE_VALUES = st.one_of(
@@ -42,7 +218,8 @@ HOSTILE_VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=50),
     st.sampled_from(['NaN', 'nan', 'Infinity', '-inf', '1e400', ' 1.5K', '12M', '-3K', '40%',
-                     '-', '', '1_000', '0x10', '１２', '\u0000', '\ud800'[:0] + 'é', 'x' * 5000]),
+                     '-', '', '1_000', '0x10', '１２', '\u0000', 'é', 'x' * 5000,
+                     '1' * 5000 + 'x', '9' * 70, '1.' + '5' * 3000 + 'Q']),
     st.lists(st.integers(), max_size=5), st.dictionaries(st.text(max_size=5), st.integers(),
                                                          max_size=3))
 JSON_VALUES = st.recursive(
@@ -50,17 +227,46 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=20)
+# Times at the calendar's edges, across years, and beside the bounds.
+EDGE_UTC = ['0001-01-01T00:00:00+14:00', '9999-12-31T23:59:59-14:00', '0001-01-01T00:00:00',
+            '9999-12-31T23:59:59.999999', '0997-08-07T00:00:00Z', '1969-12-31T23:59:59Z',
+            '2999-01-01T00:00:00Z', '2024-02-30T00:00:00Z', '24:00', 'T', '']
+EDGE_TS = [-62135596800, -62135596801, 253402300799, 253402300800, -1, 0, 2**62, -(2**62),
+           1e18]
+UNKNOWN_ELEMENTS = [None, 42, b'raw bytes', ('network', b'{}'), {'stream': 'network'}]
 
 
-def _network_mutation(draw):
-  record = network_record(draw(st.integers(0, 999)))
+def _times(draw) -> dict:
+  """Event-time fields of a record: mostly now, sometimes near the bounds or far away."""
+  kind = draw(st.sampled_from(['now', 'now', 'now', 'near', 'far', 'edge']))
+  if kind == 'now':
+    return {'offset_s': draw(st.integers(-3600, 60))}
+  if kind == 'near':
+    return {'offset_s': draw(st.sampled_from([-BOUNDS.max_age_s - 60, -BOUNDS.max_age_s + 60,
+                                               BOUNDS.max_lead_s - 30, BOUNDS.max_lead_s + 60]))}
+  if kind == 'far':
+    return {'offset_s': draw(st.sampled_from([-86400 * 365 * 30, 86400 * 365 * 500,
+                                               -86400 * 3, 86400 * 40]))}
+  return {'edge': draw(st.integers(0, 99))}
+
+
+def _network(draw, i: int) -> dict:
+  record = network_record(i, attack=draw(st.booleans()))
+  when = _times(draw)
+  record['utc'] = (EDGE_UTC[when['edge'] % len(EDGE_UTC)] if 'edge' in when
+                   else iso(now_s() + when['offset_s']))
+  if draw(st.booleans()):
+    record['uuid'] = 'same-uuid'  # a producer reusing one uuid for different records
   for name in draw(st.lists(st.sampled_from(sorted(record)), max_size=4)):
     record[name] = draw(HOSTILE_VALUES)
   return record
 
 
-def _host_mutation(draw, factory):
-  record = factory(draw(st.integers(0, 9)), draw(st.integers(1, 99999)), 'cmd', BASE_TS, False)
+def _host(draw, factory) -> dict:
+  when = _times(draw)
+  ts = EDGE_TS[when['edge'] % len(EDGE_TS)] if 'edge' in when else now_s() + when['offset_s']
+  record = factory(draw(st.integers(0, 9)), draw(st.integers(1, 99999)), 'cmd', ts,
+                   draw(st.booleans()))
   for name in draw(st.lists(st.sampled_from(sorted(record)), max_size=4)):
     record[name] = draw(HOSTILE_VALUES)
   return record
@@ -71,17 +277,27 @@ def _dumps(value) -> bytes:
   return json.dumps(value).encode('utf-8')
 
 
+def nested(depth: int, inner: bytes = b'1', as_object: bool = False) -> bytes:
+  opener, closer = (b'{"a":', b'}') if as_object else (b'[', b']')
+  return opener * depth + inner + closer * depth
+
+
 @st.composite
 def payloads(draw, stream: str) -> bytes:
-  kind = draw(st.sampled_from(['bytes', 'json', 'mutated', 'nested', 'number', 'long']))
+  kind = draw(st.sampled_from(['bytes', 'json', 'mutated', 'mutated', 'mutated', 'nested',
+                               'nested_record', 'number', 'long', 'empty', 'many']))
   if kind == 'bytes':
     return draw(st.binary(max_size=300))
   if kind == 'json':
     return _dumps(draw(JSON_VALUES))
   if kind == 'nested':
-    depth = draw(st.sampled_from([100, 1000, 5000, 100_000]))
-    opener, closer = draw(st.sampled_from([(b'[', b']'), (b'{"a":', b'}')]))
-    return opener * depth + b'1' + closer * depth
+    return nested(draw(st.sampled_from([100, 1000, 1023, 5000, 100_000])),
+                  as_object=draw(st.booleans()))
+  if kind == 'nested_record':
+    # Accepted by the decoder (under its 1024 levels), too deep to re-encode for a dead letter.
+    depth = draw(st.sampled_from([200, 300, 1000]))
+    field = b'{"machine": "1", "PID": "2", "CMD": "c", "ts": 1, "VSIZE": ' + nested(depth) + b'}'
+    return field if stream == 'network' else b'[' + field + b',' + field + b']'
   if kind == 'number':
     digits = draw(st.sampled_from([20, 400, 5000]))
     return b'{"duration": 1' + b'0' * digits + b'}'
@@ -89,96 +305,153 @@ def payloads(draw, stream: str) -> bytes:
     if draw(st.booleans()):
       return _dumps({**network_record(1), 'service': 'x' * draw(st.sampled_from([5000, 10**6]))})
     return _dumps(list(range(draw(st.sampled_from([10_000, 300_000])))))
+  if kind == 'empty':
+    return draw(st.sampled_from([b'{}', b'[]', b'[{}]', b'{"uuid": "u", "utc": "2024-01-01"}',
+                                 _dumps({'protocol_type': 'tcp', 'utc': iso(now_s())})]))
+  if kind == 'many':
+    count = draw(st.sampled_from([MAX_RECORDS_PER_MESSAGE, MAX_RECORDS_PER_MESSAGE + 1]))
+    return b'[' + b','.join([b'{"PID": "x"}'] * count) + b']'
   if stream == 'network':
-    return _dumps(_network_mutation(draw))
+    return _dumps(_network(draw, draw(st.integers(0, 999))))
   factory = process_record if stream == 'process' else memory_record
-  return _dumps([_host_mutation(draw, factory) for _ in range(draw(st.integers(0, 4)))])
+  return _dumps([_host(draw, factory) for _ in range(draw(st.integers(0, 4)))])
 
 
-def _record_keys(element):
-  """(offset, record_index) of each record out of ParseAndClean, whether it emits one
-  record per element (.message) or batches of them (.messages)."""
-  if hasattr(element, 'messages'):
-    return [(m.offset, i) for m, i in zip(element.messages, element.record_indexes)]
-  return [(element.message.offset, element.record_index)]
+@st.composite
+def hostile_messages(draw, max_size: int = 40) -> list:
+  """A batch of messages of all streams, a few of unknown streams or not messages at all."""
+  out = []
+  for offset in range(draw(st.integers(1, max_size))):
+    kind = draw(st.sampled_from(STREAMS * 6 + ('unknown', 'not a message')))
+    if kind == 'not a message':
+      out.append(draw(st.sampled_from(UNKNOWN_ELEMENTS)))
+      continue
+    stream = draw(st.sampled_from(STREAMS)) if kind == 'unknown' else kind
+    value = draw(payloads(stream))
+    timestamp_ms = draw(st.sampled_from([None, -1, 0, now_s() * 1000, 2**62]))
+    out.append(SourceMessage('dns' if kind == 'unknown' else stream, value,
+                             source=f'fuzz-{stream}', partition=0, offset=offset,
+                             timestamp_ms=timestamp_ms))
+  return out
 
 
-def _numbers(element):
-  if hasattr(element, 'columns'):
-    return [v for values in element.columns.values() for v in values if isinstance(v, float)]
-  return [v for v in element.record.values() if isinstance(v, float)]
+# ---- tests --------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def models(model_dir):
+  return load_models(model_dir)
 
 
-def _check(stream: str, messages: list[SourceMessage], records, dead) -> None:
-  by_offset = {m.offset: m for m in messages}
-  outcomes = collections.Counter()
-  for element in records:
-    assert all(math.isfinite(v) for v in _numbers(element)), 'a non-finite number was cleaned'
-    outcomes.update(_record_keys(element))
-  for row in dead:
-    message = by_offset[row['offset']]
-    assert row['source'] == message.source and row['stream'] == stream
-    assert isinstance(row['payload'], bytes) and len(row['error']) <= 500
-    if row['record_index'] is None:
-      assert row['payload'] == message.value, 'a dead-lettered message keeps its raw bytes'
-    else:
-      assert json.loads(row['payload']) is not None or row['payload'] == b'null'
-    outcomes[(row['offset'], row['record_index'])] += 1
-  assert all(n == 1 for n in outcomes.values()), 'an input came out twice'
-  for message in messages:
-    mine = {i for (offset, i) in outcomes if offset == message.offset}
-    if stream == 'network' or mine == {None}:
-      assert mine == {None}, f'message {message.value[:60]!r} vanished'
-    else:
-      # A host array: each of its records exactly once, cleaned or dead-lettered alone.
-      assert mine == set(range(len(json.loads(message.value)))), message.value[:60]
-
-
-def _run(stream: str, schema, values: list[bytes]) -> None:
-  messages = [SourceMessage(stream, v, source=f'fuzz-{stream}', partition=0, offset=i)
-              for i, v in enumerate(values)]
-  pipeline = TestPipeline()
-  result = pipeline | beam.Create(messages, reshuffle=False) | ParseAndClean(schema)
-  both = ((result['records'] | 'TagRecords' >> beam.Map(lambda e: ('records', e)),
-           result[DEAD_LETTER] | 'TagDead' >> beam.Map(lambda e: ('dead', e)))
-          | beam.Flatten())
-
-  def check(outputs):
-    _check(stream, messages, [e for k, e in outputs if k == 'records'],
-           [e for k, e in outputs if k == 'dead'])
-  assert_that(both, check)
-  pipeline.run().wait_until_finish()
-
-
-@pytest.mark.parametrize('stream,schema', [('network', NETWORK), ('process', PROCESS),
-                                           ('memory', MEMORY)])
-def test_hostile_messages_end_parsed_or_dead_lettered(stream, schema):
+def test_hostile_messages_through_every_stage(models):
 
   @SETTINGS
-  @given(st.lists(payloads(stream), min_size=1, max_size=40))
-  def check(values):
-    _run(stream, schema, values)
+  @given(hostile_messages())
+  def property_holds(messages):
+    run_and_check(messages, models)
 
-  check()
+  property_holds()
+
+
+def test_hostile_messages_through_the_detection_graph(model_dir):
+  """The same property through DetectAttacks on the DirectRunner: the graph's own wiring."""
+
+  @GRAPH_SETTINGS
+  @given(hostile_messages(max_size=25))
+  def property_holds(messages):
+    before = datetime.datetime.now(datetime.timezone.utc)
+    pipeline = TestPipeline()
+    outputs = pipeline | beam.Create(messages, reshuffle=False) | DetectAttacks(model_dir)
+    tagged = [outputs[ARCHIVE.format(s)] | f'Tag{s}' >> beam.Map(lambda b, s=s: (s, b))
+              for s in STREAMS]
+    tagged.append(outputs[DEAD_LETTERS] | 'TagDead' >> beam.Map(lambda r: ('dead', r)))
+
+    def verify(elements):
+      rows = [(tag, m, i, row) for tag, batch in elements if tag != 'dead'
+              for m, i, row in zip(batch.messages, batch.record_indexes, batch.rows())]
+      after = datetime.datetime.now(datetime.timezone.utc)
+      check(messages, rows, [row for tag, row in elements if tag == 'dead'],
+            (BOUNDS.window(before)[0], BOUNDS.window(after)[1]))
+    assert_that(tagged | beam.Flatten(), verify)
+    pipeline.run().wait_until_finish()
+
+  property_holds()
 
 
 def test_the_property_fails_when_a_message_vanishes():
   """The check is not vacuous: a message with no outcome at all is caught."""
   messages = [SourceMessage('network', b'{}', source='fuzz-network', partition=0, offset=0)]
+  now = datetime.datetime.now(datetime.timezone.utc)
   with pytest.raises(AssertionError, match='vanished'):
-    _check('network', messages, [], [])
+    check(messages, [], [], BOUNDS.window(now))
+
+
+def test_the_property_fails_when_two_records_share_an_id(models):
+  """...and two different records with one record id are caught too."""
+  records = [network_record(i, utc=iso(now_s())) for i in range(2)]
+  messages = [SourceMessage('network', _dumps(r), 'fuzz', 0, i) for i, r in enumerate(records)]
+  outcome = run_stages(messages, models)
+  rows = archived_rows(outcome)
+  assert len(rows) == 2
+  rows[1][3]['record_id'] = rows[0][3]['record_id']
+  now = datetime.datetime.now(datetime.timezone.utc)
+  with pytest.raises(AssertionError, match='share a record id'):
+    check(messages, rows, outcome.dead, (BOUNDS.window(now)[0], BOUNDS.window(now)[1]))
+
+
+def crafted_long_inputs() -> list[tuple[str, SourceMessage]]:
+  """Inputs built to cost CPU or memory, each at most MAX_MESSAGE_BYTES."""
+  now = now_s()
+  network = network_record(1, utc=iso(now))
+  process = process_record(1, 2, 'c', now, False)
+  digits = '1' * 500_000 + 'x'
+  cases = {
+      'network number as 500k digits': ('network', {**network, 'src_bytes': digits}),
+      'network rate as 500k digits': ('network', {**network, 'serror_rate': '0.' + digits}),
+      'network 1 MiB string': ('network', {**network, 'service': 'y' * 1_000_000}),
+      'network 1 MiB uuid': ('network', {**network, 'uuid': 'u' * 1_000_000}),
+      'network 1 MiB utc': ('network', {**network, 'utc': '2' * 1_000_000}),
+      'network 100k keys': ('network', {**network, **{f'k{i}': i for i in range(60_000)}}),
+      'network nested 1023': ('network', None),
+      'host number as 500k digits': ('process', [{**process, 'CPU': digits}]),
+      'host 1 MiB command': ('process', [{**process, 'CMD': 'z' * 1_000_000}]),
+      'host 10,001 records': ('process', [{}] * (MAX_RECORDS_PER_MESSAGE + 1)),
+      'host 10,000 bad records': ('memory', [{'PID': '1' * 60 + 'x'}] * MAX_RECORDS_PER_MESSAGE),
+      'host 200k numbers': ('memory', list(range(200_000))),
+      'host times across millennia': ('process', [
+          {**process, 'ts': ts} for ts in range(-62135596800, 253402300799, 10**9 * 7)]),
+  }
+  out = []
+  for offset, (name, (stream, payload)) in enumerate(cases.items()):
+    value = nested(1023) if payload is None else _dumps(payload)
+    out.append((name, SourceMessage(stream, value, 'crafted', 0, offset, now * 1000)))
+  return out
+
+
+@pytest.mark.parametrize('name,message', crafted_long_inputs(), ids=lambda v: v
+                         if isinstance(v, str) else '')
+def test_each_crafted_input_is_processed_within_its_time_budget(models, name, message):
+  run_and_check([message], models)  # the property, once
+  records = _host_records(message) if message.stream != 'network' else 1
+  budget = BUDGET_S + BUDGET_PER_RECORD_S * min(records or 1, MAX_RECORDS_PER_MESSAGE)
+  fastest = math.inf
+  for _ in range(3):
+    started = time.perf_counter()
+    run_stages([message], models)
+    fastest = min(fastest, time.perf_counter() - started)
+  assert fastest < budget, f'{name}: {fastest * 1000:.0f} ms, budget {budget * 1000:.0f} ms'
 
 
 def test_coverage_guided_fuzzing_finds_nothing(tmp_path):
   """A short atheris run (tests/fuzz_parse_atheris.py; longer runs are a command): libFuzzer
-  exits non-zero and saves the input if the property fails for any mutation it tries."""
+  exits non-zero and saves the input if the property fails for any mutation it tries, or if
+  one input takes longer than its -timeout."""
   pytest.importorskip('atheris')
   corpus = tmp_path / 'corpus'
   done = subprocess.run(
       [sys.executable, '-m', 'tests.fuzz_parse_atheris', '-runs=20000', '-max_len=4096',
-       f'-artifact_prefix={tmp_path}/', str(corpus)],
+       '-timeout=5', f'-artifact_prefix={tmp_path}/', str(corpus)],
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
-      text=True, timeout=600, check=False)
+      text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'Done 20000 runs' in done.stderr
   assert len(os.listdir(corpus)) > 3 * 20, 'the run added inputs that reached new code'
