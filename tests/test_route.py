@@ -62,3 +62,19 @@ def test_coders_round_trip_and_estimate_from_the_raw_bytes():
   decoded = batch_coder.decode(batch_coder.encode(batch))
   assert decoded.columns == batch.columns and decoded.messages == batch.messages
   assert batch_coder.estimate_size(batch) == len(sent.value)
+
+
+def test_batches_are_cut_by_bytes_as_well_as_by_messages():
+  """A batch of 2,000 messages of 1 MiB each would be 2 GiB in one bundle: BatchByStream also
+  closes a batch at max_batch_bytes (schemas/limits.py: MAX_BATCH_BYTES)."""
+  big = [SourceMessage('network', b'x' * 300_000, 't', 0, i) for i in range(10)]
+  pipeline = TestPipeline()
+  batches = (pipeline | beam.Create(big, reshuffle=False)
+             | BatchByStream(['network'], batch_size=2000, max_batch_bytes=1_000_000))
+
+  def check(lists):
+    assert sorted(m.offset for batch in lists for m in batch) == list(range(10))
+    assert all(sum(len(m.value) for m in batch) < 1_000_000 + 300_000 for batch in lists)
+    assert len(lists) >= 3, [len(b) for b in lists]
+  assert_that(batches['network'], check)
+  pipeline.run()

@@ -21,6 +21,7 @@ ENRICH_STAGE = 'enrich'
 _UTC = datetime.timezone.utc
 _EARLIEST = datetime.datetime.min.replace(tzinfo=_UTC)
 _LATEST = datetime.datetime.max.replace(tzinfo=_UTC)
+_NO_MESSAGE = object()
 
 
 class EnrichError(ValueError):
@@ -95,7 +96,7 @@ def host_key(record: dict[str, Any]) -> tuple[int, str]:
 
 
 def _record_ids(stream: str, uuids: list, batch: RecordBatch) -> list[str]:
-  ids, last, digest = [], None, ''
+  ids, last, digest = [], _NO_MESSAGE, ''
   for record_uuid, message, index in zip(uuids, batch.messages, batch.record_indexes):
     if message is not last:  # the records of a host array are neighbours: one hash each
       last, digest = message, message_digest(message)
