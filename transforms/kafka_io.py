@@ -19,6 +19,9 @@ How it runs with no Docker anywhere:
   process: local runs, tests, a cluster on the same host) or ``EXTERNAL`` (a worker pool beside each
   TaskManager: a real cluster). See :func:`flink_pipeline_options`.
 
+Every server these JVMs start listens on loopback only (:func:`flink_job_server`,
+:func:`expansion_service`; Beam itself binds all interfaces, see docs/RUNTIME.md).
+
 Element type out of :class:`ReadKafkaMessages`: :class:`transforms.source.SourceMessage`, with the
 element timestamp set from the Kafka record timestamp.
 
@@ -69,8 +72,8 @@ FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
 # What the local JVMs bind: the name Beam itself puts in every URL it hands out.
 LOCAL_HOST = 'localhost'
 
-# The embedded Flink (MiniCluster) of a [local] job server: RPC, blob server, data exchange and
-# the (unused) REST endpoint on loopback; Flink's defaults listen on all interfaces.
+# The embedded Flink (MiniCluster) of a [local] job server: its own ports on loopback (with
+# Flink's defaults some of them listen on all interfaces).
 EMBEDDED_FLINK_CONF = {
     'jobmanager.rpc.address': LOCAL_HOST,
     'jobmanager.bind-host': LOCAL_HOST,
@@ -126,13 +129,13 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
   jar = io_expansion_service_jar(jars_dir)
   service = _EXPANSION_SERVICES.get(jar)
   if service is None:
+    # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
+    launcher = _loopback_jar('expansion-service-loopback', jar, [_EXPANSION_MAIN_SOURCE],
+                             main_class='LoopbackExpansionService')
     # ``{{PORT}}`` is filled in by Beam. ``--filesToStage`` names what the expanded environment
     # declares as its artifacts; an EMBEDDED environment never loads them (its classes come from
     # the job server jar), so staging the 130 MB expansion jar itself would only cost time at each
     # submission. The smallest real jar we have stands in for it.
-    # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
-    launcher = _loopback_jar('expansion-service-loopback', jar, [_EXPANSION_MAIN_SOURCE],
-                             main_class='LoopbackExpansionService')
     service = JavaJarExpansionService(
         launcher,
         extra_args=[LOCAL_HOST, '{{PORT}}', f'--filesToStage={_stage_marker(jar)}',
