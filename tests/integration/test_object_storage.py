@@ -160,12 +160,12 @@ def test_two_sites_archive_to_one_bucket_and_retrain_reads_both(s3_server, s3_fl
   version = outcome['decision']['version']
   assert version and registry.latest_version(models, 'network') == version
   published = sorted(keys(client, bucket, f'models/network/{version}/'))
-  assert [k.rsplit('/', 1)[-1] for k in published] == ['manifest.json', 'model.joblib',
-                                                       'report.html']
+  assert [k.rsplit('/', 1)[-1] for k in published] == ['manifest.json', 'manifest.sig',
+                                                       'model.skops', 'report.html']
   manifest = json.loads(client.get_object(
       Bucket=bucket, Key=f'models/network/{version}/manifest.json')['Body'].read())
   assert manifest['training_rows'] > 0 and manifest['parameters']['input'].startswith('s3://')
-  assert registry.load(models, 'network').version == version  # sha256 verified
+  assert registry.load(models, 'network').version == version  # signature and sha256 verified
   assert not keys(client, bucket, 'models/.staging/'), 'staging objects left behind'
 
 
