@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import collections
+import collections.abc
 import dataclasses
 import datetime
 import hashlib
@@ -113,7 +114,7 @@ def preview(raw: Any, limit: int = 160) -> Optional[str]:
     return None
   if isinstance(raw, (str, bytes)):
     return text(raw, limit)
-  if isinstance(raw, Mapping):
+  if isinstance(raw, _MAPPINGS):
     return text('{' + ', '.join(text(k, 40) or '' for k in list(raw)[:20]) + '}', limit)
   return text(type(raw).__name__, limit)
 
@@ -122,22 +123,26 @@ def check_shape(value: Any, max_depth: int = MAX_DEPTH, max_values: int = MAX_VA
   """Rejected when ``value`` nests deeper than ``max_depth`` or holds more than ``max_values``
   values. Iterative, so a 10,000-deep document cannot overflow the recursion limit here, and
   what passes can be re-encoded safely."""
+  if not isinstance(value, _CONTAINERS):
+    return
   stack = [(value, 1)]
-  seen = 0
+  seen = 1
   while stack:
     item, depth = stack.pop()
-    seen += 1
-    if seen > max_values:
-      raise Rejected('too many values')
-    if isinstance(item, Mapping):
-      children: Iterable[Any] = item.values()
-    elif isinstance(item, (list, tuple)):
-      children = item
-    else:
-      continue
     if depth > max_depth:
       raise Rejected('nested too deep')
-    stack.extend((child, depth + 1) for child in children)
+    for child in (item.values() if isinstance(item, _MAPPINGS) else item):
+      seen += 1
+      kind = type(child)
+      if kind is dict or kind is list or (kind not in _LEAVES and isinstance(child, _CONTAINERS)):
+        stack.append((child, depth + 1))
+    if seen > max_values:
+      raise Rejected('too many values')
+
+
+_MAPPINGS = (dict, collections.abc.Mapping)
+_CONTAINERS = (dict, list, tuple, collections.abc.Mapping)
+_LEAVES = frozenset((str, int, float, bool, type(None), bytes))
 
 
 def severity(score: Optional[float], kind: Optional[str] = None) -> str:
@@ -249,7 +254,10 @@ class MinuteCounter:
       if len(self._names) >= self.max_series:
         series = OTHER
       self._names.setdefault(series, None)
-    self._buckets.setdefault(minute, collections.Counter())[series] += count
+    bucket = self._buckets.get(minute)
+    if bucket is None:
+      bucket = self._buckets[minute] = collections.Counter()
+    bucket[series] += count
     return True
 
   def snapshot(self, now: Optional[float] = None, series: Iterable[str] = ()) -> dict[str, Any]:
@@ -516,11 +524,11 @@ def _row_digest(row: Mapping[str, Any]) -> str:
   a forged row that reuses a real id does not, so it cannot hide the real one."""
   times = [None if row[k] is None else round(row[k] * 1e6)
            for k in ('event_time', 'processing_time')]
-  content = [row['event_id'], row['kind'], row['score'], *times, row['site'],
+  content = (row['event_id'], row['kind'], row['score'], *times, row['site'],
              row['model_version'], row['machine'], row['program'], row['service'],
-             row['protocol_type'], row['details']]
-  return hashlib.sha1(json.dumps(content, separators=(',', ':')).encode(
-      'utf-8', errors='surrogatepass')).hexdigest()
+             row['protocol_type'], row['details'])
+  # repr of str / int / float / None is exact and stable (floats round-trip).
+  return hashlib.sha1(repr(content).encode('utf-8', errors='surrogatepass')).hexdigest()
 
 
 def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str,
@@ -531,7 +539,7 @@ def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str,
   that is not a valid alert: not an object, too deep, a field of the wrong type or range, a
   time outside ``bounds``."""
   now = received_at if now is None else now
-  if not isinstance(raw, Mapping):
+  if not isinstance(raw, _MAPPINGS):
     raise Rejected('not an object')
   check_shape(raw)
   kind = raw.get('kind')
@@ -738,7 +746,7 @@ class AttackStore:
     """True when counted; False for a repeat or a rejected row (see ``rejections``)."""
     now = time.time() if now is None else now
     try:
-      if not isinstance(raw, Mapping):
+      if not isinstance(raw, _MAPPINGS):
         raise Rejected('not an object')
       row = normalize_attack(raw, self.bounds, now)
     except Exception as e:  # pylint: disable=broad-except
@@ -796,7 +804,7 @@ class DeadLetterStore:
   def add(self, raw: Mapping[str, Any], now: Optional[float] = None) -> None:
     now = time.time() if now is None else now
     try:
-      if not isinstance(raw, Mapping):
+      if not isinstance(raw, _MAPPINGS):
         raise Rejected('not an object')
       failed_at = self.bounds.check_time('failed_at', raw.get('failed_at'), now)
       # A dead letter's stream names one of the job's inputs; anything else is (other), so
