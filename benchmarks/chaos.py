@@ -53,8 +53,8 @@ from typing import Any, Optional
 
 from benchmarks.common import (DEFAULT_RESULTS, ROOT, ArchiveCounter, Broker, FlinkCluster, Lag,
                                MemorySampler, Traffic, archive_accounting, ensure_models,
-                               flink_job, log, machine_info, machine_line, make_topics, pyplot,
-                               sdk_worker_pids)
+                               cpu_ticks, flink_job, log, machine_info, machine_line,
+                               make_topics, pyplot, sdk_worker_pids)
 from pipelines import stream
 from pipelines.checkpoints import newest_checkpoint
 
@@ -188,9 +188,16 @@ class Chaos:
     workers = sdk_worker_pids(tm) if tm else []
     if not workers:
       raise RuntimeError('no Python SDK worker process under the TaskManager')
-    victim = self.rng.choice(workers)
+    # One that is working: Flink gives the job's Python stages to some of the workers only,
+    # and the kill of an idle one goes unnoticed until the next restart.
+    before = {p: cpu_ticks(p) for p in workers}
+    time.sleep(2)
+    used = {p: cpu_ticks(p) - t for p, t in before.items()}
+    busy = sorted(p for p, ticks in used.items() if ticks > 0) or [max(used, key=used.get)]
+    victim = self.rng.choice(busy)
     os.kill(victim, signal.SIGKILL)
-    return {'killed_pid': victim, 'of_workers': len(workers)}
+    return {'killed_pid': victim, 'of_workers': len(workers), 'busy_workers': len(busy),
+            'its_cpu_ticks_in_2s': used[victim]}
 
   def cancel_resume(self) -> dict[str, Any]:
     t0 = time.monotonic()
@@ -350,12 +357,19 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
                       f'chaos-{suffix}')
     sampler.start()
     stack.callback(sampler.stop)
-    while archive.rows() == 0:
+    # Ready: rows archived, and the backlog of the start-up read (the lag at most what two
+    # checkpoint intervals of traffic leave uncommitted).
+    settled = 2 * args.rate * args.checkpointing_interval / 1000
+    while True:
+      last = sampler.latest() or {}
+      if archive.rows() and last.get('lag') is not None and last['lag'] <= settled:
+        break
       if sampler.now() > args.startup_timeout_s:
-        raise RuntimeError(f'nothing archived {args.startup_timeout_s:.0f} s after submission')
+        raise RuntimeError(f'the job did not catch up within {args.startup_timeout_s:.0f} s '
+                           f'(archived {archive.rows()}, lag {last.get("lag")})')
       time.sleep(1)
     ready_s = sampler.now()
-    log(f'first rows archived {ready_s:.1f} s after the traffic started')
+    log(f'rows archived and lag settled {ready_s:.1f} s after the traffic started')
     first = ready_s + args.warmup_s
     faults = plan(kinds, args.rounds, first,
                   max(args.duration_s - args.recovery_limit_s, first + len(kinds) * args.rounds),
@@ -402,10 +416,15 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
     stats = traffic.finish(timeout_s=300)
     log(f'traffic stopped: {stats}; draining')
     drain(sampler, archive, traffic, args.drain_timeout_s)
-    time.sleep(args.roll_seconds + 5)
-    accounting = {'sent': stats['sent'], 'acknowledged': stats['acknowledged'],
-                  **archive_accounting(os.path.join(output, 'archive', 'network'),
-                                       traffic.sink.acked_uuids)}
+    for attempt in range(4):
+      # Read and checkpointed is not yet written: the last rows wait for their roll.
+      time.sleep(args.roll_seconds + 5)
+      accounting = {'sent': stats['sent'], 'acknowledged': stats['acknowledged'],
+                    **archive_accounting(os.path.join(output, 'archive', 'network'),
+                                         traffic.sink.acked_uuids)}
+      if not accounting['lost']:
+        break
+      log(f'accounting {attempt + 1}: {accounting["lost"]} not archived yet')
     sampler.stop()
     orphans = [p for p in injector.orphans if os.path.exists(f'/proc/{p}')]
     for pid in orphans:  # SDK workers our killed TaskManager left behind: ours to end
@@ -453,7 +472,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                       help='the report (JSON); the plot goes beside it (.png)')
   parser.add_argument('--recovery_limit_s', type=float, default=60)
   parser.add_argument('--warmup_s', type=float, default=60,
-                      help='no fault before this many s after the first archived rows (default 60)')
+                      help='no fault before this many s after the job caught up with the '
+                      'traffic at its start (default 60)')
   parser.add_argument('--min_gap_s', type=float, default=20,
                       help='at least this long between a recovery and the next fault (default 20)')
   parser.add_argument('--sample_s', type=float, default=2)

@@ -536,6 +536,15 @@ def sdk_worker_pids(root: int) -> list[int]:
   return sorted(p for p in descendants(root) if role_of(_read_cmdline(p)) == 'python_sdk_worker')
 
 
+def cpu_ticks(pid: int) -> int:
+  """User + system CPU time of a process so far, in clock ticks (0 when it is gone)."""
+  with contextlib.suppress(OSError, IndexError, ValueError):
+    with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as f:
+      fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+  return 0
+
+
 def role_of(cmdline: str) -> str:
   if ' --version' in cmdline or ' pip freeze' in cmdline:
     return 'short_lived_helper'  # Beam's environment probes at submission (java, docker, pip)
