@@ -638,14 +638,16 @@ class ModelWatcher(Feed):
     from model import registry
     detectors = {}
     for detector in registry.DETECTORS:
-      version = registry.latest_version(self.model_dir, detector)
-      if version is None:
-        detectors[detector] = None
-        continue
+      version = None
       try:
+        # One detector's broken folder must not hide the others.
+        version = registry.latest_version(self.model_dir, detector)
+        if version is None:
+          detectors[detector] = None
+          continue
         detectors[detector] = self.summarize(
             registry.read_manifest(self.model_dir, detector, version))
-        detectors[detector]['version'] = version
+        detectors[detector]['version'] = text(version, 64)
       except Exception as e:  # pylint: disable=broad-except
-        detectors[detector] = {'version': version, 'error': text(str(e), 200)}
+        detectors[detector] = {'version': text(version, 64), 'error': text(str(e), 200)}
     self.ok('ok', detectors=detectors)

@@ -27,6 +27,7 @@ from dashboard.aggregate import (AlertStore, AttackStore, DeadLetterStore, Minut
                                  RateTracker, WindowedTopK)
 from dashboard.server import Dashboard, DashboardServer, encode_json
 from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber, redact
+from model import registry, signing
 from schemas.outputs import ALERT_SCHEMA, ATTACK_SCHEMA, DEAD_LETTER_SCHEMA
 from transforms.alerts import alert_message, host_attack_alert, network_alert
 
@@ -127,18 +128,24 @@ def write_sample_outputs(output: str, now: float, attacks: int = 14,
 
 
 def write_sample_registry(model_dir: str) -> dict[str, str]:
-  """A manifest per detector, as model.registry.publish writes them (no model file needed to
-  read a manifest)."""
+  """A manifest per detector, as model.registry.publish writes them, signed with the test
+  session's key (tests/conftest.py); no model file is needed to read a manifest."""
+  key = signing.SigningKey.load()
   versions = {'network': '20261123T190000000000Z', 'process': '20261123T190500000000Z',
               'memory': '20261123T193000000000Z'}
   for detector, version in versions.items():
     path = os.path.join(model_dir, detector, version)
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, 'manifest.json'), 'w', encoding='utf-8') as f:
-      json.dump({'detector': detector, 'version': version, 'created': '2026-11-23T19:00:00+00:00',
-                 'model_file': 'model.joblib', 'sha256': '0' * 64, 'training_rows': 48_210,
-                 'threshold': 0.61, 'metrics': {'roc_auc': 0.991, 'pr_auc': 0.962, 'f1': 0.93,
-                                                'recall': 0.95, 'precision': 0.91}}, f)
+    manifest = json.dumps({
+        'detector': detector, 'version': version, 'created': '2026-11-23T19:00:00+00:00',
+        'model_file': registry.MODEL_FILE, 'format': 'skops', 'sha256': '0' * 64,
+        'size_bytes': 0, 'training_rows': 48_210, 'threshold': 0.61,
+        'metrics': {'roc_auc': 0.991, 'pr_auc': 0.962, 'f1': 0.93, 'recall': 0.95,
+                    'precision': 0.91}}).encode('utf-8')
+    with open(os.path.join(path, registry.MANIFEST_FILE), 'wb') as f:
+      f.write(manifest)
+    with open(os.path.join(path, registry.SIGNATURE_FILE), 'wb') as f:
+      f.write(key.sign(manifest))
   return versions
 
 
