@@ -262,3 +262,46 @@ def test_forged_parquet_files_cost_one_row_each_not_the_scanner(tmp_path):
   assert '\ufffd' in forged_row['event_id'] and len(forged_row['program']) <= 256
   assert forged_row['service'] is None
   assert json.loads(encode_json(Dashboard(alerts=store).state()))['alerts']['buffered'] == 7
+
+
+def test_random_hostile_messages_never_escape_and_stay_fast():
+  """Seeded random messages built from hostile atoms, through the Kafka path (bytes ->
+  parse_alert_message -> store): every one is added, a duplicate or rejected with a known
+  reason (never 'unreadable', the last-resort guard), each within a time budget, and the state
+  stays encodable."""
+  import random
+  rng = random.Random(18)
+  now = time.time()
+  atoms = [None, True, 0, -1, 2 ** 63, 10 ** 300, 1e308, -0.0, 0.5, 'NaN', '', 'x' * 5000,
+           MALICIOUS, '\u202e\u0000', '2026-11-23T19:00:00Z', '9999-12-31', now, now * 1000,
+           'network_anomaly', 'host_attack', '7', '007', ' 7 ', '1' * 40]
+  fields = ['event_id', 'kind', 'score', 'event_time', 'processing_time', 'site',
+            'model_version', 'machine', 'program', 'service', 'protocol_type', 'details',
+            'extra']
+
+  def value(depth=0):
+    roll = rng.random()
+    if depth < 40 and roll < 0.15:
+      return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+    if depth < 40 and roll < 0.25:
+      return {rng.choice(fields): value(depth + 1) for _ in range(rng.randint(0, 3))}
+    return rng.choice(atoms)
+
+  store = AlertStore()
+  slowest = 0.0
+  for i in range(3000):
+    message = {f: value() for f in rng.sample(fields, rng.randint(0, len(fields)))}
+    if rng.random() < 0.7:
+      message.update(kind=rng.choice(('network_anomaly', 'host_attack')), processing_time=now)
+    raw = json.dumps(message).encode('utf-8', errors='surrogatepass')
+    if i % 10 == 0:
+      raw = raw[:rng.randint(0, len(raw))]  # cut mid-way
+    started = time.perf_counter()
+    result = parse_alert_message(store, raw, 'kafka', now)
+    slowest = max(slowest, time.perf_counter() - started)
+    assert result in ('added', 'duplicate', 'invalid')
+  reasons = dict(store.rejections.by_reason.most_common(100))
+  assert not [r for r in reasons if r.startswith('unreadable')], reasons
+  assert store.counts['added'] > 100 and store.rejections.total > 100
+  assert slowest < 0.05, slowest
+  json.loads(encode_json(Dashboard(alerts=store).state()))
