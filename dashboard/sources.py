@@ -433,6 +433,15 @@ def _readable(data_type) -> bool:
           or t.is_timestamp(data_type) or t.is_date(data_type))
 
 
+def _is_text(data_type) -> bool:
+  import pyarrow as pa
+  t = pa.types
+  if t.is_dictionary(data_type):
+    return False
+  return (t.is_string(data_type) or t.is_large_string(data_type) or t.is_binary(data_type)
+          or t.is_large_binary(data_type))
+
+
 def _plain_columns(batch) -> dict[str, list[Any]]:
   """A record batch -> {column: Python values}, converting what pyarrow's to_pylist would
   raise on for the whole batch: timestamps become Unix seconds (any int64, not only the years
@@ -443,8 +452,12 @@ def _plain_columns(batch) -> dict[str, list[Any]]:
   for name, column in zip(batch.schema.names, batch.columns):
     data_type = column.type
     if pa.types.is_dictionary(data_type):
-      column = column.dictionary_decode()
-      data_type = column.type
+      # Text is read dictionary-encoded: a file of one huge value repeated on every row is
+      # small in its pages (one dictionary entry) and stays small here, each row referring to
+      # the one cut, decoded entry instead of a copy of it.
+      table = _plain_columns(pa.record_batch([column.dictionary], names=[name]))[name]
+      columns[name] = [None if i is None else table[i] for i in column.indices.to_pylist()]
+      continue
     if pa.types.is_timestamp(data_type):
       scale = _TIME_UNITS[data_type.unit]
       columns[name] = [None if v is None else v / scale
@@ -483,6 +496,12 @@ def iter_parquet_rows(path: str, columns: Sequence[str],
     schema = parquet.schema_arrow
     present = [c for c in columns
                if c in schema.names and _readable(schema.field(c).type)]
+    text_columns = [c for c in present if _is_text(schema.field(c).type)]
+    if text_columns:
+      handle.seek(0)
+      parquet = pq.ParquetFile(handle, read_dictionary=text_columns,
+                               thrift_string_size_limit=16 * 1024 * 1024,
+                               thrift_container_size_limit=100_000)
     wanted = set(present)
     uncompressed = 0
     for g in range(metadata.num_row_groups):

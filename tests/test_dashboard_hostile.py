@@ -303,5 +303,49 @@ def test_random_hostile_messages_never_escape_and_stay_fast():
   reasons = dict(store.rejections.by_reason.most_common(100))
   assert not [r for r in reasons if r.startswith('unreadable')], reasons
   assert store.counts['added'] > 100 and store.rejections.total > 100
-  assert slowest < 0.05, slowest
+  assert slowest < 0.25, slowest  # generous: the machine is shared; a quadratic path takes seconds
   json.loads(encode_json(Dashboard(alerts=store).state()))
+
+
+def test_a_compressed_bomb_is_not_read(tmp_path):
+  """A few kB on disk that would decompress to megabytes of one column: refused from the
+  file's metadata before any row is read."""
+  now = time.time()
+  output = str(tmp_path / 'output')
+  path = os.path.join(output, 'alerts', f"dt={_dt(now):%Y-%m-%d}", 'bomb.parquet')
+  rows = [dict(sample_network_alert(i, now, 0.9), details=f'{i}' + 'a' * 200_000)
+          for i in range(40)]
+  os.makedirs(os.path.dirname(path))
+  pq.write_table(pa.Table.from_pylist(rows, ALERT_SCHEMA), path, compression='zstd')
+  assert os.path.getsize(path) < 200_000
+  store = AlertStore()
+  scanner = ParquetScanner(output, store, AttackStore(), DeadLetterStore(),
+                           limits=ParquetLimits(max_uncompressed_bytes=4_000_000))
+  scanner.tick()
+  assert scanner.status['too_large'] == 1 and len(store) == 0
+  assert 'uncompressed' in scanner.status['last_error']
+  # Within the limit, the same file is read (cut to the details limit).
+  scanner = ParquetScanner(output, store, AttackStore(), DeadLetterStore())
+  scanner.tick()
+  assert len(store) == 40
+  assert all(len(r['details']) <= aggregate.DETAILS_LIMIT for r in store._recent)  # pylint: disable=protected-access
+
+
+def test_a_value_repeated_on_every_row_is_not_copied_per_row(tmp_path):
+  """500 rows sharing one 200 kB details value: 100 MB if every row got its own copy, a few kB
+  in the file (dictionary-encoded). Read, it costs about one copy."""
+  now = time.time()
+  output = str(tmp_path / 'output')
+  path = os.path.join(output, 'alerts', f"dt={_dt(now):%Y-%m-%d}", 'repeated.parquet')
+  rows = [dict(sample_network_alert(i, now, 0.9), details='b' * 200_000) for i in range(500)]
+  os.makedirs(os.path.dirname(path))
+  pq.write_table(pa.Table.from_pylist(rows, ALERT_SCHEMA), path, compression='zstd')
+  del rows
+  store = AlertStore()
+  scanner = ParquetScanner(output, store, AttackStore(), DeadLetterStore())
+  tracemalloc.start()
+  scanner.tick()
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  assert scanner.status['files']['alerts'] == 1 and len(store) == 500
+  assert peak < 30_000_000, peak
