@@ -32,8 +32,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import platform
 import re
+import stat
 import threading
 import zipfile
 from typing import Any, Callable, NamedTuple, Optional
@@ -81,6 +83,11 @@ class ModelIntegrityError(RuntimeError):
 
 class ModelSignatureError(ModelIntegrityError):
   """A manifest without a valid signature by one of the reader's public keys."""
+
+
+class RegistryReadError(OSError):
+  """The registry could not be read (an object store's hiccup, a permission): no verdict on
+  the version, which a reader tries again later."""
 
 
 class NoModelError(LookupError):
@@ -173,10 +180,22 @@ def latest_version(model_dir: str, detector: str) -> Optional[str]:
   return versions[-1] if versions else None
 
 
-def _read(path: str, limit: Optional[int] = None) -> bytes:
-  with FileSystems.open(path, compression_type='uncompressed') as f:
-    data = f.read() if limit is None else f.read(limit + 1)
-  if limit is not None and len(data) > limit:
+def _read(path: str, limit: Optional[int] = None, refuse_larger: bool = True) -> bytes:
+  """A file's bytes, at most ``limit`` (a larger file is refused, or with ``refuse_larger``
+  False cut at ``limit + 1`` bytes). A missing or non-regular file is a ModelIntegrityError (a
+  named pipe would block the reader forever); other I/O errors are RegistryReadError."""
+  try:
+    if FileSystems.get_scheme(path) is None:
+      mode = os.stat(path).st_mode
+      if not stat.S_ISREG(mode):
+        raise ModelIntegrityError(f'refusing {path}: not a regular file')
+    with FileSystems.open(path, compression_type='uncompressed') as f:
+      data = f.read() if limit is None else f.read(limit + 1)
+  except FileNotFoundError:
+    raise ModelIntegrityError(f'{path} does not exist') from None
+  except (BeamIOError, OSError) as e:
+    raise RegistryReadError(f'cannot read {path}: {e}') from None
+  if limit is not None and len(data) > limit and refuse_larger:
     raise ModelIntegrityError(f'refusing {path}: larger than {limit} bytes')
   return data
 
@@ -187,10 +206,17 @@ def _write(path: str, data: bytes) -> None:
 
 
 def _read_optional(path: str, limit: int) -> Optional[bytes]:
+  """:func:`_read`, or None when the file does not exist."""
   try:
     return _read(path, limit)
-  except (BeamIOError, OSError):
-    return None
+  except ModelIntegrityError:
+    if FileSystems.get_scheme(path) is None and not os.path.lexists(path):
+      return None
+    raise
+  except RegistryReadError:
+    if FileSystems.get_scheme(path) is not None and not FileSystems.exists(path):
+      return None
+    raise
 
 
 def _public_keys(public_keys: Optional[signing.PublicKeys]) -> signing.PublicKeys:
@@ -208,10 +234,7 @@ def read_manifest(model_dir: str, detector: str, version: str,
   keys = _public_keys(public_keys)
   folder = _version_dir(model_dir, detector, version)
   path = FileSystems.join(folder, MANIFEST_FILE)
-  try:
-    data = _read(path, MAX_MANIFEST_BYTES)
-  except (BeamIOError, OSError) as e:
-    raise ModelIntegrityError(f'cannot read {path}: {e}') from None
+  data = _read(path, MAX_MANIFEST_BYTES)
   document = _read_optional(FileSystems.join(folder, SIGNATURE_FILE),
                             signing.MAX_SIGNATURE_BYTES)
   try:
@@ -289,12 +312,8 @@ def load_version(model_dir: str, detector: str, version: str,
   manifest = read_manifest(model_dir, detector, version, public_keys)
   model_path = FileSystems.join(_version_dir(model_dir, detector, version),
                                 manifest['model_file'])
-  try:
-    # One byte more than the manifest says: a longer file is refused without reading it all.
-    with FileSystems.open(model_path, compression_type='uncompressed') as f:
-      data = f.read(manifest['size_bytes'] + 1)
-  except (BeamIOError, OSError) as e:
-    raise ModelIntegrityError(f'cannot read {model_path}: {e}') from None
+  # At most one byte more than the manifest says: a longer file is refused unread.
+  data = _read(model_path, manifest['size_bytes'], refuse_larger=False)
   digest = hashlib.sha256(data).hexdigest()
   if digest != manifest['sha256']:
     size = (f'{len(data)} bytes' if len(data) <= manifest['size_bytes']

@@ -125,3 +125,22 @@ def test_the_handler_carries_its_public_keys_to_the_workers(model_dir, model_key
                                   public_keys=signing.SigningKey.generate().public)
   with pytest.raises(registry.NoModelError, match='does not verify against'):
     pickle.loads(pickle.dumps(stranger)).load_model()
+
+
+def test_a_forged_far_future_version_does_not_block_later_publishes(model_dir, tmp_path):
+  """Versions sort by time, so a forged '9999' version would be newest forever: refused, it
+  must not stop the real next version from being served."""
+  models = str(tmp_path / 'models')
+  shutil.copytree(model_dir, models)
+  good = registry.latest_version(models, 'network')
+  forged = '99991231T235959999999Z'
+  shutil.copytree(f'{models}/network/{good}', f'{models}/network/{forged}')
+  handler = RegistryModelHandler(NETWORK, models, refresh_seconds=0.05)
+  live = handler.load_model()
+  assert live.current.version == good and live.take_refusals() == 1
+  newer = registry.publish(models, 'network', live.current.estimator, feature_columns=[],
+                           training_rows=1)
+  time.sleep(0.1)
+  [scored] = handler.run_inference([network_batch(network_record(0))], live)
+  assert set(scored.columns['model_version']) == {newer}
+  assert registry.latest_version(models, 'network') == forged

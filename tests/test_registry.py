@@ -471,3 +471,17 @@ def test_bootstrap_trains_the_detectors_without_a_version_that_verifies(own_regi
   assert set(published) == {'memory'}
   assert bootstrap.verified_versions(own_registry) == {**versions, **published}
   assert registry.read_manifest(own_registry, 'memory', published['memory'])['format'] == 'skops'
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('name', [registry.MANIFEST_FILE, registry.SIGNATURE_FILE,
+                                  registry.MODEL_FILE])
+def test_a_named_pipe_in_a_version_never_blocks_a_reader(own_registry, name):
+  version = registry.latest_version(own_registry, 'network')
+  path = os.path.join(_version_dir(own_registry, 'network', version), name)
+  os.remove(path)
+  os.mkfifo(path)  # opening it for reading would wait for a writer forever
+  with pytest.raises(registry.ModelIntegrityError, match='not a regular file'):
+    registry.load(own_registry, 'network', version)
+  with pytest.raises(registry.NoModelError, match='not a regular file'):
+    registry.load(own_registry, 'network')

@@ -56,6 +56,10 @@ class LiveModel:
     self._checked_at = time.monotonic()
 
   def _refuse(self, version: str, error: Exception) -> None:
+    if isinstance(error, registry.RegistryReadError):
+      # No verdict on the version (the store did not answer): tried again at the next check.
+      log.warning('could not read %s model %s: %s', self._detector, version, error)
+      return
     self._refused[version] = error
     with self._count_lock:
       self._uncounted += 1
