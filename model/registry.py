@@ -90,6 +90,10 @@ class RegistryReadError(OSError):
   the version, which a reader tries again later."""
 
 
+class _MissingFile(ModelIntegrityError):
+  pass
+
+
 class NoModelError(LookupError):
   """The registry holds no version of a detector that loads and verifies. ``refused``:
   {version: the error that refused it}, oldest first, of the versions that were tried."""
@@ -192,8 +196,10 @@ def _read(path: str, limit: Optional[int] = None, refuse_larger: bool = True) ->
     with FileSystems.open(path, compression_type='uncompressed') as f:
       data = f.read() if limit is None else f.read(limit + 1)
   except FileNotFoundError:
-    raise ModelIntegrityError(f'{path} does not exist') from None
+    raise _MissingFile(f'{path} does not exist') from None
   except (BeamIOError, OSError) as e:
+    if FileSystems.get_scheme(path) is not None and not FileSystems.exists(path):
+      raise _MissingFile(f'{path} does not exist') from None
     raise RegistryReadError(f'cannot read {path}: {e}') from None
   if limit is not None and len(data) > limit and refuse_larger:
     raise ModelIntegrityError(f'refusing {path}: larger than {limit} bytes')
@@ -209,14 +215,8 @@ def _read_optional(path: str, limit: int) -> Optional[bytes]:
   """:func:`_read`, or None when the file does not exist."""
   try:
     return _read(path, limit)
-  except ModelIntegrityError:
-    if FileSystems.get_scheme(path) is None and not os.path.lexists(path):
-      return None
-    raise
-  except RegistryReadError:
-    if FileSystems.get_scheme(path) is not None and not FileSystems.exists(path):
-      return None
-    raise
+  except _MissingFile:
+    return None
 
 
 def _public_keys(public_keys: Optional[signing.PublicKeys]) -> signing.PublicKeys:

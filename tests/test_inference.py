@@ -1,6 +1,8 @@
 """RegistryModelHandler: scoring batches and switching to newer versions while running."""
 
+import datetime
 import logging
+import os
 import pickle
 import shutil
 import time
@@ -61,8 +63,6 @@ def test_a_newly_published_version_is_served_without_a_restart(model_dir, tmp_pa
 
 def _unsigned_newer(models, detector='network', seconds=60):
   """A newer version anyone with write access could drop in: a copy of the newest, unsigned."""
-  import datetime
-  import os
   newest = registry.latest_version(models, detector)
   version = registry.new_version(registry.version_time(newest) + datetime.timedelta(seconds=seconds))
   shutil.copytree(f'{models}/{detector}/{newest}', f'{models}/{detector}/{version}')
@@ -99,7 +99,6 @@ def test_a_broken_newest_version_at_start_serves_the_one_before_and_counts(model
 
 
 def test_when_no_version_verifies_the_handler_says_what_to_do(model_dir, tmp_path):
-  import os
   models = str(tmp_path / 'models')
   shutil.copytree(model_dir, models)
   for version in registry.list_versions(models, 'network'):

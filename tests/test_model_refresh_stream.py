@@ -1,6 +1,8 @@
 """A model version published while the stream runs is picked up without a restart, and every
 scored row names the version that scored it (TestStream on the DirectRunner)."""
 
+import datetime
+import os
 import shutil
 
 import apache_beam as beam
@@ -74,8 +76,6 @@ def test_rows_after_a_publish_carry_the_new_version(model_dir, tmp_path):
 def test_a_broken_newest_version_is_refused_and_a_later_good_one_served(model_dir, tmp_path):
   """Someone drops an unsigned 'newest' version into the registry before the job starts: the
   job serves the good one before it, counts the refusal, and still picks up the next publish."""
-  import datetime
-  import os
   models = str(tmp_path / 'models')
   shutil.copytree(model_dir, models)
   v1 = registry.latest_version(models, 'network')

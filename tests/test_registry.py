@@ -1,17 +1,26 @@
-"""The model registry: versions, manifests, integrity, and the model contract."""
+"""The model registry: versions, manifests, integrity, and the model contract; and what
+whoever can write into the registry cannot do (real files, real keys: docs/model-registry.md)."""
 
+import base64
+import datetime
+import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 
 import numpy as np
 import pytest
+import skops.io as sio
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from model import registry, signing
+from model import bootstrap, methods, registry, signing
+from model.detector import ScoredDetector, fit_isolation_forest, fit_supervised
 from model.features import frame_from_records
-from schemas.records import PROCESS
-from tests.factories import BASE_TS, process_record
+from pipelines import keys
+from schemas.records import NETWORK, PROCESS
+from tests.factories import BASE_TS, network_record, process_record
 from transforms.cleaning import clean_record
 
 
@@ -58,7 +67,6 @@ def test_a_tampered_model_is_refused_with_a_clear_error(own_registry):
 
 
 def test_manifest_records_the_checksum_of_the_file_it_sits_beside(own_registry):
-  import hashlib
   version = registry.latest_version(own_registry, 'process')
   folder = os.path.join(own_registry, 'process', version)
   with open(os.path.join(folder, registry.MANIFEST_FILE)) as f:
@@ -82,7 +90,6 @@ def write_version(models, detector, version, model_bytes, *, key=None, model_for
                   model_file=None, **fields):
   """A version written straight to disk, as anyone with write access to the registry could:
   signed with ``key`` (None: unsigned)."""
-  import hashlib
   folder = _version_dir(models, detector, version)
   os.makedirs(folder, exist_ok=True)
   model_file = registry.FORMATS[model_format] if model_file is None else model_file
@@ -108,7 +115,6 @@ def _copy_version(models, detector, version, new_version, new_detector=None):
 
 
 def _later(version, seconds=60):
-  import datetime
   return registry.new_version(registry.version_time(version) + datetime.timedelta(seconds=seconds))
 
 
@@ -165,7 +171,6 @@ def test_a_manifest_whose_signature_does_not_match_is_refused(own_registry, edit
     model_path = os.path.join(folder, manifest['model_file'])
     with open(model_path, 'ab') as f:
       f.write(b'\0')
-    import hashlib
     with open(model_path, 'rb') as f:
       manifest['sha256'] = hashlib.sha256(f.read()).hexdigest()
       manifest['size_bytes'] += 1
@@ -175,9 +180,9 @@ def test_a_manifest_whose_signature_does_not_match_is_refused(own_registry, edit
   elif edit == 'signature':
     with open(signature_path) as f:
       document = json.load(f)
-    raw = bytearray(__import__('base64').b64decode(document['signature']))
+    raw = bytearray(base64.b64decode(document['signature']))
     raw[0] ^= 1
-    document['signature'] = __import__('base64').b64encode(bytes(raw)).decode()
+    document['signature'] = base64.b64encode(bytes(raw)).decode()
     with open(signature_path, 'w') as f:
       json.dump(document, f)
   else:
@@ -268,7 +273,6 @@ class _Payload:
 
 
 def _pickle_payload(marker) -> bytes:
-  import pickle
   return pickle.dumps(_Payload(marker))
 
 
@@ -291,7 +295,6 @@ def test_a_pickle_that_would_run_code_is_never_loaded_without_a_signature(own_re
 
 
 def test_a_signed_skops_file_still_builds_only_trusted_types(own_registry, model_keys, tmp_path):
-  import skops.io as sio
   marker = tmp_path / 'code-ran'
   good = registry.latest_version(own_registry, 'network')
   # A pickle in a file that says skops, and a skops file of a type not on the list, both
@@ -325,10 +328,6 @@ def test_an_oversized_manifest_is_refused_unread(own_registry):
 
 
 def _detectors_the_retrain_publishes():
-  from model import methods
-  from model.detector import fit_isolation_forest, fit_supervised
-  from schemas.records import NETWORK
-  from tests.factories import network_record
   records = [network_record(i, attack=i % 5 == 0) for i in range(300)]
   X = frame_from_records(NETWORK, records)
   y = [i % 5 == 0 for i in range(300)]
@@ -372,7 +371,6 @@ def _not_on_the_trusted_list(x):
 
 
 def test_a_model_skops_cannot_hold_is_published_as_a_signed_pickle(tmp_path, caplog):
-  from model.detector import ScoredDetector
   # A function that is not on the trusted list: skops would store it, readers would refuse it.
   detector = ScoredDetector(pipeline=None, threshold=0.3)
   detector.extra = _not_on_the_trusted_list
@@ -389,7 +387,6 @@ def test_a_model_skops_cannot_hold_is_published_as_a_signed_pickle(tmp_path, cap
 # ---- keys ----------------------------------------------------------------------------------
 
 def test_keys_cli_makes_a_pair_once_and_shows_its_id(tmp_path, capsys):
-  from pipelines import keys
   private, public = str(tmp_path / 'k' / 'sign.key'), str(tmp_path / 'k' / 'sign.pub')
   assert keys.main(['generate', '--signing_key', private, '--public_key', public]) == 0
   assert os.stat(private).st_mode & 0o077 == 0, 'the private key is readable by its owner only'
@@ -453,7 +450,6 @@ def test_a_public_key_file_without_a_key_is_refused(tmp_path, content):
 
 
 def test_a_public_key_of_another_algorithm_is_refused(tmp_path):
-  from cryptography.hazmat.primitives.asymmetric import ec
   path = tmp_path / 'readers.pub'
   path.write_bytes(signing.public_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
   with pytest.raises(signing.KeyFileError, match='not an Ed25519 key'):
@@ -462,7 +458,6 @@ def test_a_public_key_of_another_algorithm_is_refused(tmp_path):
 
 def test_bootstrap_trains_the_detectors_without_a_version_that_verifies(own_registry):
   """What run_local.sh does first; a version that does not verify is as good as none."""
-  from model import bootstrap
   versions = bootstrap.verified_versions(own_registry)
   assert bootstrap.bootstrap(own_registry) == {}
   os.remove(os.path.join(own_registry, 'memory', versions['memory'], registry.SIGNATURE_FILE))
