@@ -149,14 +149,21 @@ def _version_dir(model_dir: str, detector: str, version: str) -> str:
 
 _ignored_lock = threading.Lock()
 _ignored: set[tuple[str, str, str]] = set()
+# Names already logged, remembered up to this many: a registry stuffed with junk folders must
+# not grow a reader's memory without bound (past it, one line says logging stops).
+_MAX_IGNORED = 10_000
 
 
 def _ignore_once(model_dir: str, detector: str, name: str) -> None:
   key = (model_dir, detector, name)
   with _ignored_lock:
-    if key in _ignored:
+    if key in _ignored or len(_ignored) > _MAX_IGNORED:
       return
     _ignored.add(key)
+    if len(_ignored) > _MAX_IGNORED:
+      log.warning('more than %d folders under %s are not versions; no longer naming them',
+                  _MAX_IGNORED, model_dir)
+      return
   log.warning('ignoring %r under %s: not a model version (versions are UTC timestamps like %s)',
               name[:200], _detector_dir(model_dir, detector), new_version())
 
@@ -253,15 +260,16 @@ def read_manifest(model_dir: str, detector: str, version: str,
     raise ModelIntegrityError(f'{path} is not a JSON object')
   if manifest.get('detector') != detector or manifest.get('version') != version:
     raise ModelIntegrityError(
-        f'refusing {path}: it was signed for {manifest.get("detector")!r} version '
-        f'{manifest.get("version")!r}, not {detector} {version} (a manifest copied or renamed)')
+        f'refusing {path}: it was signed for {str(manifest.get("detector"))[:20]!r} version '
+        f'{str(manifest.get("version"))[:40]!r}, not {detector} {version} (a manifest copied '
+        'or renamed)')
   model_file, model_format = manifest.get('model_file'), manifest.get('format')
   if (not isinstance(model_file, str) or not _FILE_NAME_PATTERN.fullmatch(model_file)
       or '..' in model_file or model_file in (MANIFEST_FILE, SIGNATURE_FILE)):
     raise ModelIntegrityError(
         f'refusing {path}: model_file {str(model_file)[:100]!r} is not a plain file name in '
         'its version folder')
-  if model_format not in FORMATS:
+  if not isinstance(model_format, str) or model_format not in FORMATS:
     raise ModelIntegrityError(f'refusing {path}: unknown model format {str(model_format)[:40]!r}')
   if not (isinstance(manifest.get('sha256'), str) and _SHA256_PATTERN.fullmatch(manifest['sha256'])
           and isinstance(manifest.get('size_bytes'), int) and manifest['size_bytes'] >= 0):
