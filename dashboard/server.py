@@ -35,6 +35,7 @@ import math
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -282,6 +283,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
   sys_version = ''
   protocol_version = 'HTTP/1.1'
   timeout = 15  # seconds a client may idle on a connection (connections are capped)
+  # The standard library's own refusals (malformed requests): plain text, nothing echoed as HTML.
+  error_content_type = 'text/plain; charset=utf-8'
+  error_message_format = '%(code)d %(message)s\n'
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     # The request line only: never headers (Authorization, Cookie) nor bodies (the token).
@@ -295,9 +299,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self.send_header('Cache-Control', cache)
     for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
       self.send_header(name, value)
+    self._headers_done = True
     self.end_headers()
     if self.command != 'HEAD':
       self.wfile.write(body)
+
+  def end_headers(self):
+    # The standard library's own answers (send_error: a malformed request) get them too.
+    if not getattr(self, '_headers_done', False):
+      for name, value in SECURITY_HEADERS.items():
+        self.send_header(name, value)
+    self._headers_done = False
+    super().end_headers()
 
   def _error(self, status: int, message: str, extra: Optional[dict[str, str]] = None) -> None:
     self._send(status, encode_json({'error': message}), 'application/json; charset=utf-8',
@@ -349,7 +362,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     elif url.path == '/api/state':
       self._send(200, dashboard.state_json(), 'application/json; charset=utf-8')
     elif url.path == '/api/alert':
-      query = urllib.parse.parse_qs(url.query, max_num_fields=4)
+      try:
+        query = urllib.parse.parse_qs(url.query, max_num_fields=4)
+      except ValueError:
+        self._error(400, 'too many query fields')
+        return
       event_id, key = query.get('id', [''])[0], query.get('key', [''])[0]
       alert = (dashboard.alerts.get_by_key(key) if key
                else dashboard.alerts.get(event_id) if event_id else None)
@@ -400,7 +417,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     if auth.throttled():
       self._login_page(429, 'Too many failed attempts: wait a minute.')
       return
-    token = urllib.parse.parse_qs(body, max_num_fields=4).get('token', [''])[0]
+    try:
+      token = urllib.parse.parse_qs(body, max_num_fields=4).get('token', [''])[0]
+    except ValueError:
+      token = ''
     if not auth.token_ok(token):
       auth.failed()
       log.warning('dashboard: failed sign-in from %s', self.address_string())
@@ -441,6 +461,13 @@ class DashboardServer(http.server.ThreadingHTTPServer):
     self.allowed_hosts = set(LOOPBACK_NAMES) | {h.strip().lower() for h in allowed_hosts or ()}
     if not is_loopback(address[0]) and address[0] not in ('0.0.0.0', '::', ''):
       self.allowed_hosts.add(address[0].lower())
+
+  def handle_error(self, request, client_address):
+    # socketserver prints a traceback per failed request; a client that sends garbage (or
+    # hangs up mid-answer) is worth one log line.
+    _, error, _ = sys.exc_info()
+    log.debug('request from %s failed: %s: %s', client_address[0], type(error).__name__,
+              text(str(error), 200))
 
   def process_request(self, request, client_address):
     if not self._slots.acquire(blocking=False):

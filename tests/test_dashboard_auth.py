@@ -257,3 +257,35 @@ def test_cli_token_file_and_refusals(tmp_path):
     proc.wait(timeout=30)
     lines.append(proc.stdout.read())
   assert TOKEN not in ''.join(lines)  # chosen by the operator: never printed
+
+
+def test_garbage_requests_get_an_answer_or_a_closed_socket(capfd):
+  server = _Served(Dashboard())
+  try:
+    port = server.port
+    assert _request(port, 'GET', '/api/alert?' + '&'.join(f'a{i}=1' for i in range(50))
+                    )[0].status == 400
+    for raw in (b'\x00\xff' * 1000 + b'\r\n\r\n', b'GET /' + b'a' * 70_000 + b' HTTP/1.1\r\n\r\n',
+                b'GET / HTTP/1.1\r\n' + b'X: y\r\n' * 200 + b'\r\n',
+                b'POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n'):
+      with socket.create_connection(('127.0.0.1', port), timeout=5) as s:
+        s.sendall(raw)
+        answer = s.recv(4096)
+        assert b'Traceback' not in answer and b'<' not in answer, answer
+    assert _request(port, 'GET', '/healthz')[0].status == 200  # still serving
+  finally:
+    server.close()
+  assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_malformed_requests_get_the_security_headers_too():
+  server = _Served(Dashboard())
+  try:
+    with socket.create_connection(('127.0.0.1', server.port), timeout=5) as s:
+      s.sendall(b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n' + b'X: y\r\n' * 200
+                + b'\r\n')
+      answer = s.recv(4096)
+    assert answer.startswith(b'HTTP/1.1 431') or answer.startswith(b'HTTP/1.1 400'), answer
+    assert b'X-Content-Type-Options: nosniff' in answer and b'frame-ancestors' in answer
+  finally:
+    server.close()
