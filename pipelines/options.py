@@ -5,10 +5,11 @@ parser, so two jobs that each defined ``--model_dir`` could not be imported toge
 reads shared flags through its own options view instead.
 """
 
+import contextlib
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
@@ -70,3 +71,19 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
       # per core spread them (an idle worker costs memory, ~250 MB, not CPU).
       argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
   return argv
+
+
+@contextlib.contextmanager
+def own_flink_job_server(argv: Sequence[str]) -> Iterator[list[str]]:
+  """``argv`` plus ``--job_endpoint`` of a job server of our own for the span of a ``with``
+  block, when it runs on Flink without one (else ``argv`` unchanged). Ours listens on loopback
+  only and stops with the block; Beam's own binds all interfaces and can outlive the run (see
+  :func:`transforms.kafka_io.flink_job_server`)."""
+  argv = list(argv)
+  options = PipelineOptions(argv)
+  if not is_flink(options) or options.view_as(PortableOptions).job_endpoint:
+    yield argv
+    return
+  from transforms import kafka_io  # pylint: disable=import-outside-toplevel
+  with kafka_io.flink_job_server(argv) as with_endpoint:
+    yield with_endpoint

@@ -51,7 +51,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
                                                   SetupOptions, StandardOptions)
 
 from pipelines import storage
-from pipelines.options import ModelRegistryOptions, with_flink_defaults
+from pipelines.options import ModelRegistryOptions, own_flink_job_server, with_flink_defaults
 from model import dataset, evaluation, methods, registry, report, sampling, signing, training
 
 log = logging.getLogger('pipelines.retrain')
@@ -575,7 +575,12 @@ def _keys(opts: RetrainOptions
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """Runs the job; returns ``{'result': ..., 'decision': ..., 'seconds': ...}``."""
-  options = PipelineOptions(with_runner_defaults(argv or []))
+  with own_flink_job_server(with_runner_defaults(argv or [])) as args:
+    return _run(args)
+
+
+def _run(argv: Sequence[str]) -> dict[str, Any]:
+  options = PipelineOptions(argv)
   opts = options.view_as(RetrainOptions)
   if not opts.detector or not opts.input:
     raise SystemExit('--detector and --input are required (see --help)')
