@@ -31,7 +31,9 @@ import time
 import pytest
 
 from tests.test_dashboard import (MALICIOUS, kafka_message, sample_alerts, sample_attack_row,
-                                  write_sample_outputs, write_sample_registry)
+                                  sample_network_alert, write_sample_outputs,
+                                  write_sample_registry)
+from tests.test_dashboard_hostile import forged_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -338,8 +340,6 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
   rejected rows in its feeds table and logs no error."""
   from confluent_kafka import Producer
   from playwright.sync_api import sync_playwright
-  from tests.test_dashboard import sample_network_alert
-  from tests.test_dashboard_hostile import forged_alerts
 
   producer = Producer({'bootstrap.servers': broker, 'linger.ms': 5,
                        'message.max.bytes': 1_000_000})

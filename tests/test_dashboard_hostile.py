@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import random
 import time
 import tracemalloc
 
@@ -269,7 +270,6 @@ def test_random_hostile_messages_never_escape_and_stay_fast():
   parse_alert_message -> store): every one is added, a duplicate or rejected with a known
   reason (never 'unreadable', the last-resort guard), each within a time budget, and the state
   stays encodable."""
-  import random
   rng = random.Random(18)
   now = time.time()
   atoms = [None, True, 0, -1, 2 ** 63, 10 ** 300, 1e308, -0.0, 0.5, 'NaN', '', 'x' * 5000,
