@@ -281,7 +281,7 @@ def plot(report: dict[str, Any], path: str) -> None:
   plt = pyplot()
   samples = report['samples']
   t = [s['t'] for s in samples]
-  fig, (ax_lag, ax_mem) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+  fig, (ax_lag, ax_mem) = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
   ax_lag.plot(t, [s['lag'] if s['lag'] is not None else float('nan') for s in samples],
               color='tab:blue', lw=1)
   ax_lag.set_ylabel('consumer lag (messages)')
@@ -292,7 +292,7 @@ def plot(report: dict[str, Any], path: str) -> None:
               label='total')
   ax_mem.set_ylabel('RSS (MB)')
   ax_mem.set_xlabel('time since traffic start (s)')
-  ax_mem.legend(fontsize=7, ncol=3, loc='upper left')
+  ax_mem.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   for fault in report['faults']:
     for ax in (ax_lag, ax_mem):
       ax.axvline(fault['t'], color='tab:red', lw=1, ls='--')
