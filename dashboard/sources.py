@@ -195,8 +195,10 @@ class AlertFeed(Feed):
         'enable.auto.commit': False,
         'enable.auto.offset.store': False,
         'auto.offset.reset': 'earliest' if from_beginning else 'latest',
-        # Bounded prefetch: at most ~8 MB of messages wait in the client's queue.
+        # Bounded prefetch: at most ~8 MB of messages wait in the client's queue, and a fetch
+        # answer is at most 8 MB (one larger message still comes alone, so nothing stalls).
         'queued.max.messages.kbytes': 8192,
+        'fetch.max.bytes': 8 * 1024 * 1024,
         'enable.partition.eof': False,
     })
     self._consumer = None
@@ -556,7 +558,7 @@ class ParquetScanner(Feed):
 
   def __init__(self, output: str, alerts: AlertStore, attacks: AttackStore,
                dead_letters: DeadLetterStore, *, interval: float = 5.0,
-               lookback_minutes: float = 60.0, max_files_per_scan: int = 100,
+               lookback_minutes: float = 60.0, max_files_per_scan: int = 100,  # per folder
                limits: ParquetLimits = ParquetLimits()):
     super().__init__(interval)
     from schemas.outputs import ALERT_SCHEMA
@@ -587,8 +589,9 @@ class ParquetScanner(Feed):
     status = self.status
     files, rows = dict(status['files']), dict(status['rows'])
     unreadable, too_large = status['unreadable'], status['too_large']
-    budget = self.max_files
     for folder, (columns, add) in self._folders.items():
+      # A budget per folder: a flood of files in one cannot starve the others.
+      budget = self.max_files
       listed = self._listing(folder)
       seen = self._seen.setdefault(folder, set())
       fresh = sorted(((mtime or 0, path, size) for path, mtime, size in listed

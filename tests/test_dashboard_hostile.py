@@ -349,3 +349,27 @@ def test_a_value_repeated_on_every_row_is_not_copied_per_row(tmp_path):
   tracemalloc.stop()
   assert scanner.status['files']['alerts'] == 1 and len(store) == 500
   assert peak < 30_000_000, peak
+
+
+def test_a_flood_of_files_in_one_folder_does_not_starve_the_others(tmp_path):
+  now = time.time()
+  output = str(tmp_path / 'output')
+  day = f"dt={_dt(now):%Y-%m-%d}"
+  for i in range(30):
+    with open(_mkdirs(os.path.join(output, 'alerts', day, f'junk-{i:03d}.parquet')), 'wb') as f:
+      f.write(b'PAR1 not really')
+  attacks_path = os.path.join(output, 'attacks', day, 'real.parquet')
+  _write(attacks_path, pa.Table.from_pylist([sample_attack_row(1, now, 7, 'xmrig')]))
+  attacks = AttackStore()
+  scanner = ParquetScanner(output, AlertStore(), attacks, DeadLetterStore(),
+                           max_files_per_scan=5)
+  scanner.tick()
+  assert attacks.total == 1 and scanner.status['unreadable'] == 5
+  for _ in range(5):
+    scanner.tick()
+  assert scanner.status['unreadable'] == 30  # the junk is worked off, each file once, counted
+
+
+def _mkdirs(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  return path
