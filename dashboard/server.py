@@ -163,15 +163,19 @@ class Auth:
 
   def __init__(self, token: str, max_failures: int = 10):
     check_token(token, 'the caller')
-    self._token = token.encode('utf-8')
-    self._session = hmac.new(self._token, b'dashboard-session:' + secrets.token_bytes(16),
+    secret = token.encode('utf-8', errors='surrogatepass')
+    self._token_digest = hashlib.sha256(secret).digest()
+    self._session = hmac.new(secret, b'dashboard-session:' + secrets.token_bytes(16),
                              hashlib.sha256).hexdigest()
     self._failures: collections.deque = collections.deque()
     self._lock = threading.Lock()
     self.max_failures = max_failures
 
   def token_ok(self, candidate: str) -> bool:
-    return hmac.compare_digest(candidate.encode('utf-8', errors='surrogatepass'), self._token)
+    # Digests of equal length: the comparison does not even reveal the token's length.
+    return hmac.compare_digest(
+        hashlib.sha256(candidate.encode('utf-8', errors='surrogatepass')).digest(),
+        self._token_digest)
 
   @property
   def session(self) -> str:
