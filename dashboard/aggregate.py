@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import hashlib
 import heapq
+import itertools
 import json
 import math
 import threading
@@ -70,12 +71,10 @@ class Bounds:
   max_age_s: float = 7 * 86400.0
   max_future_s: float = 300.0
 
-  def check_time(self, field: str, value: Any, now: float, required: bool = False
-                 ) -> Optional[float]:
-    """``value`` (any time format :func:`to_epoch` reads) -> Unix seconds, or Rejected."""
+  def check_time(self, field: str, value: Any, now: float) -> Optional[float]:
+    """``value`` (any time format :func:`to_epoch` reads; None stays None) -> Unix seconds,
+    or Rejected."""
     if value is None:
-      if required:
-        raise Rejected(f'{field}: missing')
       return None
     when = to_epoch(value)
     if when is None:
@@ -115,7 +114,8 @@ def preview(raw: Any, limit: int = 160) -> Optional[str]:
   if isinstance(raw, (str, bytes)):
     return text(raw, limit)
   if isinstance(raw, _MAPPINGS):
-    return text('{' + ', '.join(text(k, 40) or '' for k in list(raw)[:20]) + '}', limit)
+    return text('{' + ', '.join(text(k, 40) or '' for k in itertools.islice(raw, 20)) + '}',
+                limit)
   return text(type(raw).__name__, limit)
 
 
