@@ -48,6 +48,8 @@ EARLY_FIRING_S = 30
 CLOCK_STEP_S = 1
 CLOCK_SHARDS = 1  # one clock per stream: only its first record precedes a hold (module doc)
 LATE_STAGE = 'join'
+# The counter of records too late for the join: <LATE_NAMESPACE>/<stream><LATE_SUFFIX>.
+LATE_NAMESPACE, LATE_SUFFIX = 'JoinHostAttacks', '_late_for_join'
 _MICROS = 1_000_000
 # Past this the clock stops: only the end of a stream (watermark at +inf) drives it there.
 _CLOCK_END_US = MAX_TIMESTAMP.micros - 365 * 86_400 * _MICROS
@@ -102,7 +104,7 @@ def late_row(stream: str, row: dict[str, Any], late_by_s: float) -> dict[str, An
 
 
 def _counted(row: dict[str, Any], stream: str) -> dict[str, Any]:
-  Metrics.counter('JoinHostAttacks', f'{stream}_late_for_join').inc()
+  Metrics.counter(LATE_NAMESPACE, f'{stream}{LATE_SUFFIX}').inc()
   return row
 
 
