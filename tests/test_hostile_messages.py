@@ -296,3 +296,10 @@ def test_the_retrain_skips_archive_rows_without_the_required_features():
 
 def pd_frame(n: int) -> pd.DataFrame:
   return generate_network(n, seed=3)
+
+
+@pytest.mark.parametrize('age', [None, 0, -5, float('nan'), 1e300])
+def test_an_open_or_absurd_bound_accepts_any_age(models, age):
+  old = msg('process', [process_record(1, 2, 'c', 1_000_000_000, False)])
+  outcome = run_stages([old], models, bounds=EventTimeBounds(max_age_s=age))
+  assert not outcome.dead and outcome.archived

@@ -31,7 +31,7 @@ class EnrichError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class EventTimeBounds:
   """How far an event time may lie before (``max_age_s``) or after (``max_lead_s``) the
-  processing time; None or 0 leaves that side open. A record outside is a dead letter: far
+  processing time; None, 0 or less leaves that side open. A record outside is a dead letter: far
   past and far future times would each open a ``dt=`` folder, and a producer's clock far
   ahead would drag the watermark with it."""
   max_age_s: Optional[float] = DEFAULT_MAX_EVENT_AGE_S
@@ -39,8 +39,8 @@ class EventTimeBounds:
 
   def window(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
     """The earliest and latest event times accepted at processing time ``now``."""
-    return (_shifted(now, -self.max_age_s) if self.max_age_s else _EARLIEST,
-            _shifted(now, self.max_lead_s) if self.max_lead_s else _LATEST)
+    return (_shifted(now, -self.max_age_s) if _bounded(self.max_age_s) else _EARLIEST,
+            _shifted(now, self.max_lead_s) if _bounded(self.max_lead_s) else _LATEST)
 
   def refusal(self, when: datetime.datetime, now: datetime.datetime) -> str:
     if when < now:
@@ -51,6 +51,10 @@ class EventTimeBounds:
 
 
 UNBOUNDED = EventTimeBounds(None, None)
+
+
+def _bounded(seconds: Optional[float]) -> bool:
+  return seconds is not None and seconds > 0  # NaN too is no bound
 
 
 def _shifted(now: datetime.datetime, seconds: float) -> datetime.datetime:
