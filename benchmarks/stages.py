@@ -36,7 +36,9 @@ def source_messages(stream: str, records: int, seed: int) -> list:
   from generator.source import SourceConfig, generate_messages
   from transforms.source import SourceMessage
   messages, count = [], 0
-  for m in generate_messages(SourceConfig(streams=(stream,), seed=seed, start_ms=1_700_000_000_000)):
+  # Event times an hour back: the job's event-time bounds (schemas/limits.py) refuse older.
+  start_ms = int(time.time() * 1000) - 3_600_000
+  for m in generate_messages(SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms)):
     messages.append(SourceMessage(stream, m.value, m.topic, 0, len(messages), m.timestamp_ms))
     count += max(1, len(m.uuids)) if stream == 'network' else m.value.count(b'"CMD"')
     if count >= records:
