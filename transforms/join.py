@@ -45,7 +45,7 @@ MAX_LATENESS_S = 20
 EARLY_FIRING_S = 30
 # The join clock's resolution: the windows allow this much lateness on top of the contract's,
 # so that a clock up to one step ahead of the watermark never lets the runner drop a record.
-CLOCK_STEP_S = 1
+CLOCK_STEP_S = 5
 CLOCK_SHARDS = 1  # one clock per stream: only its first record precedes a hold (module doc)
 LATE_STAGE = 'join'
 # The counter of records too late for the join: <LATE_NAMESPACE>/<stream><LATE_SUFFIX>.
