@@ -64,6 +64,8 @@ def _clean_chunk(schema: RecordSchema, raws: list, owners: list, indexes: list,
   try:
     columns, kept, errors = clean_records(schema, raws)
   except Exception:  # pylint: disable=broad-except
+    log.warning('cleaning failed for a chunk of %d %s records; retrying them one by one',
+                len(raws), schema.stream, exc_info=True)
     columns, kept, errors = _clean_each(schema, raws)
   for position, error in sorted(errors.items()):
     index = indexes[position]
