@@ -21,111 +21,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from typing import Iterator, Optional
+from typing import Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import (ROOT, ArchiveCounter, Lag, broker_for, descendants,
+                               job_server_pids, rss_mb)
+
 PARTITIONS = 4
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def own_broker(run_dir: str) -> Iterator[str]:
-  port = _free_port()
-  env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(_free_port()),
-             KAFKA_RUN_DIR=run_dir, KAFKA_PARTITIONS=str(PARTITIONS))
-  script = os.path.join(ROOT, 'scripts', 'kafka.sh')
-  subprocess.run([script, 'start'], env=env, check=True, capture_output=True, timeout=120)
-  try:
-    yield f'127.0.0.1:{port}'
-  finally:
-    subprocess.run([script, 'stop'], env=env, check=False, capture_output=True, timeout=60)
-
-
-def rss_mb(pid: int) -> float:
-  try:
-    with open(f'/proc/{pid}/status', encoding='ascii') as f:
-      for line in f:
-        if line.startswith('VmRSS:'):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return 0.0
-
-
-def job_server_pids() -> list[int]:
-  """Our child JVMs running the Flink job server (the embedded Flink lives there)."""
-  pids = []
-  for status in glob.glob('/proc/[0-9]*/status'):
-    try:
-      with open(status, encoding='ascii', errors='replace') as f:
-        ppid = next(int(line.split()[1]) for line in f if line.startswith('PPid:'))
-      with open(status.replace('status', 'cmdline'), 'rb') as f:
-        cmdline = f.read()
-    except (OSError, StopIteration):
-      continue
-    if ppid == os.getpid() and b'job-server' in cmdline:
-      pids.append(int(status.split('/')[2]))
-  return pids
-
-
-def descendants(root: int) -> list[int]:
-  """Every process below ``root`` (Flink starts the Python SDK workers under the job server)."""
-  children: dict[int, list[int]] = {}
-  for status in glob.glob('/proc/[0-9]*/status'):
-    try:
-      with open(status, encoding='ascii', errors='replace') as f:
-        ppid = next(int(line.split()[1]) for line in f if line.startswith('PPid:'))
-    except (OSError, StopIteration):
-      continue
-    children.setdefault(ppid, []).append(int(status.split('/')[2]))
-  found, todo = [], [root]
-  while todo:
-    for child in children.get(todo.pop(), []):
-      found.append(child)
-      todo.append(child)
-  return found
-
-
-class Lag:
-  """End offsets minus the group's committed offsets, over a topic's partitions. Uses a plain
-  consumer (committed()): the admin client's group-offset call can crash on a fresh broker."""
-
-  def __init__(self, bootstrap: str, topic: str, group: str):
-    from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
-    self._consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': group,
-                               'enable.auto.commit': False})
-    self._partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-
-  def __call__(self) -> int:
-    lag = 0
-    for tp in self._consumer.committed(self._partitions, timeout=10):
-      _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-      lag += high - max(tp.offset, 0)
-    return lag
-
-  def close(self):
-    self._consumer.close()
-
-
-def archived_rows(output: str) -> int:
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  return sum(pq.ParquetFile(f).metadata.num_rows
-             for f in glob.glob(os.path.join(output, 'archive', 'network', '*', '*.parquet')))
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -183,7 +91,8 @@ def soak(args: argparse.Namespace, bootstrap: str) -> dict:
           f'--roll_seconds={args.roll_seconds}', '--checkpointing_interval=5000',
           f'--consumer_group={group}', f'--job_name=soak-{suffix}']
   samples = []
-  lag = Lag(bootstrap, topics['network'], group)
+  lag = Lag(bootstrap, topics['network'], group, PARTITIONS)
+  archive = ArchiveCounter(os.path.join(output, 'archive', 'network'))
   sender = threading.Thread(target=send, daemon=True)
   with stream.running(argv):
     started = time.monotonic()
@@ -194,7 +103,7 @@ def soak(args: argparse.Namespace, bootstrap: str) -> dict:
       time.sleep(args.sample_s)
       jvms = job_server_pids()
       sample = {'t': round(time.monotonic() - started, 1), 'acked': sink.acknowledged,
-                'lag': lag(), 'archived': archived_rows(output),
+                'lag': lag(), 'archived': archive.rows(),
                 'jvm_mb': round(sum(rss_mb(p) for p in jvms), 1),
                 'workers_mb': round(sum(rss_mb(c) for p in jvms for c in descendants(p)), 1),
                 'python_mb': round(rss_mb(os.getpid()), 1)}
@@ -232,8 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   parser.add_argument('--report_json', help='also write the report here')
   args = parser.parse_args(argv)
   with contextlib.ExitStack() as stack:
-    bootstrap = args.bootstrap_servers or stack.enter_context(
-        own_broker(tempfile.mkdtemp(prefix='soak-kafka-')))
+    bootstrap, _ = stack.enter_context(broker_for(args.bootstrap_servers, PARTITIONS))
     report = soak(args, bootstrap)
   if args.report_json:
     with open(args.report_json, 'w', encoding='utf-8') as f:
