@@ -147,3 +147,23 @@ def test_derived_uuids_are_stable_across_runs():
                       message('memory', [raw], offset=1), 0)
   assert first == replayed
   assert first != other
+
+
+def test_derived_uuids_did_not_change_with_record_ids():
+  """Archives written before record ids dedupe by these uuids: the derivation must not move."""
+  from transforms.ids import stable_uuid
+  from transforms.cleaning import clean_record
+  raw = memory_record(4, 9, 'nginx', BASE_TS, False)
+  assert stable_uuid('memory', clean_record(MEMORY, raw), message('memory', [raw], offset=1),
+                     0) == '5b09d269-efa8-5bf9-9363-c83c26992777'
+  assert stable_uuid('network', {}, message('network', b'{}', offset=-1),
+                     None) == 'abb036cc-542e-5e7d-902b-fc819fe581a7'
+  assert stable_uuid('network', {}, message('network', b'{}', offset=5),
+                     None) == '65850845-ddfe-5f0d-897b-7faf06fe8212'
+
+
+def test_the_fast_uuid5_is_uuid5():
+  import uuid
+  from transforms.ids import UUID_NAMESPACE, uuid5
+  for name in ('', 'x', 'record|network|net-1|' + 'a' * 64 + '|', 'é☃' * 100, 'u' * 5000):
+    assert uuid5(name) == str(uuid.uuid5(UUID_NAMESPACE, name))

@@ -63,7 +63,7 @@ def stable_uuid(stream: str, record: Mapping[str, Any], message: SourceMessage,
   else:
     # No coordinates (files, tests): the content is the identity.
     identity = [stream, message_digest(message), record_index]
-  return str(uuid.uuid5(UUID_NAMESPACE, json.dumps(identity)))
+  return uuid5(json.dumps(identity))
 
 
 def record_id(stream: str, record_uuid: str, digest: str, record_index: Optional[int]) -> str:
