@@ -5,21 +5,28 @@ cluster. A job service reachable from the network accepts pipelines, which is co
 for whoever reaches it.
 
 Listening sockets are read from ``/proc/net/tcp{,6}`` and matched to processes by the socket
-inodes in ``/proc/<pid>/fd``; each test prints what it found (``[ports] ...``).
+inodes in ``/proc/<pid>/fd``; each test prints what it found (``[ports] ...``). The embedded job
+also gets a secret as a ``--kafka_config`` flag: it must reach neither the job's logs nor the
+pipeline options its SDK workers are provisioned with.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 import os
 import socket
 import struct
 import uuid
 
 import pytest
+from google.protobuf import json_format
 
+from pipelines.sdk_worker import provision_info
 from tests.integration.faults import (Traffic, archived_uuids, cmdline, descendants, make_topics,
-                                      running_stream_job, stream_args, topics_for, wait_until)
+                                      running_stream_job, sdk_workers, stream_args, topics_for,
+                                      wait_until)
 from transforms import kafka_io
 
 pytestmark = [
@@ -28,6 +35,7 @@ pytestmark = [
 ]
 
 _LISTEN = '0A'
+SECRET = 'exposure-' + 'kafka-password'
 
 
 def _address(hex_address: str) -> str:
@@ -129,14 +137,26 @@ def test_the_classifier_sees_wildcards_and_loopback():
     assert list(exposed({os.getpid(): mine}).values()) == [[f'0.0.0.0:{wild.getsockname()[1]}']]
 
 
-def test_embedded_flink_job_listens_on_loopback_only(kafka_bootstrap, synthetic_model_dir,
-                                                     tmp_path):
+def provisioned_options(pid: int) -> dict:
+  """The pipeline options an SDK worker process was given, asked from the provision service
+  as the worker itself asks (its ``--id`` and ``--provision_endpoint``)."""
+  flags = dict(a[2:].split('=', 1) for a in cmdline(pid).split() if a.startswith('--') and '=' in a)
+  info = provision_info(flags['provision_endpoint'], flags['id'])
+  return json_format.MessageToDict(info.pipeline_options)
+
+
+def test_embedded_flink_job_exposes_neither_ports_nor_secrets(kafka_bootstrap, synthetic_model_dir,
+                                                              tmp_path, caplog, capfd):
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
   make_topics(kafka_bootstrap, *topics.values())
   output = str(tmp_path / 'out')
+  # A SASL setting on a PLAINTEXT listener: the client ignores it, the job must not spread it.
   args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, '[local]',
-                     f'--job_name=exposure-{suffix}')
+                     f'--job_name=exposure-{suffix}',
+                     '--kafka_config=sasl.jaas.config=org.apache.kafka.common.security.plain.'
+                     f'PlainLoginModule required username="u" password="{SECRET}";')
+  caplog.set_level(logging.INFO)
   with Traffic(kafka_bootstrap, topics, 200, 50.0) as traffic, running_stream_job(args):
     traffic.start()
     # Archived records: the SDK workers run and Flink has opened all it opens.
@@ -146,11 +166,24 @@ def test_embedded_flink_job_listens_on_loopback_only(kafka_bootstrap, synthetic_
     report('stream job on embedded Flink', by_pid)
     found = exposed(by_pid)
     commands = [cmdline(pid) for pid in by_pid]
+    workers = {pid: provisioned_options(pid) for pid in sdk_workers()}
     traffic.finish()
   assert any('job-server' in c for c in commands), 'the job server was not found'
   # The job service, the artifact service and the Fn API servers of the running job.
   assert sum(len(s) for s in by_pid.values()) >= 5, 'fewer sockets than the job server opens'
   assert found == {}
+  assert workers, 'no SDK worker process found'
+  for options in workers.values():
+    text = json.dumps(options)
+    assert f'exposure-{suffix}' in text, 'not the options of this job'
+    assert SECRET not in text and 'kafka_config' not in text
+  out, err = capfd.readouterr()
+  for text in (caplog.text, out, err):
+    assert SECRET not in text
+  with capfd.disabled():  # the [ports] / [timing] lines printed above, consumed by the check
+    print(''.join(f'{line}\n' for line in out.splitlines() if line.startswith('[')), end='')
+    print(f'[secrets] options of {len(workers)} SDK workers, {len(caplog.records)} log records '
+          f'and {len(out) + len(err)} console characters checked', flush=True)
 
 
 def test_expansion_service_listens_on_loopback_only():
