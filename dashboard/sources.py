@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT, AlertStore,
                                  AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
+from model import registry, signing
 
 log = logging.getLogger('dashboard')
 KAFKA_LOG = logging.getLogger('dashboard.librdkafka')
@@ -639,9 +640,13 @@ class ModelWatcher(Feed):
   label = 'model registry'
   METRICS = ('roc_auc', 'pr_auc', 'precision', 'recall', 'f1', 'false_positive_rate')
 
-  def __init__(self, model_dir: str, *, interval: float = 15.0):
+  def __init__(self, model_dir: str, *, interval: float = 15.0,
+               public_key: Optional[str] = None):
     super().__init__(interval)
     self.model_dir = model_dir
+    # Only public keys: the page shows what the stream would serve, never an unsigned folder.
+    # Read at every tick, so a key file created after start (or rotated) is picked up.
+    self.public_key = public_key
     self.update_status(model_dir=model_dir, detectors={})
 
   @classmethod
@@ -657,19 +662,32 @@ class ModelWatcher(Feed):
             'threshold': threshold, 'metrics': flat}
 
   def tick(self) -> None:
-    from model import registry
+    try:
+      keys = signing.reader_keys(self.public_key)
+    except signing.KeyFileError as e:
+      self.ok('ok', detectors={d: {'version': None, 'error': text(str(e), 200)}
+                               for d in registry.DETECTORS})
+      return
     detectors = {}
     for detector in registry.DETECTORS:
-      version = None
+      newest = None
       try:
         # One detector's broken folder must not hide the others.
-        version = registry.latest_version(self.model_dir, detector)
-        if version is None:
+        newest = registry.latest_version(self.model_dir, detector)
+        if newest is None:
           detectors[detector] = None
           continue
-        detectors[detector] = self.summarize(
-            registry.read_manifest(self.model_dir, detector, version))
+        verified = registry.newest_verified_manifest(self.model_dir, detector, keys)
+        if verified is None:
+          detectors[detector] = {
+              'version': None,
+              'error': text(f'no version verifies (newest folder {newest} refused)', 200)}
+          continue
+        version, manifest = verified
+        detectors[detector] = self.summarize(manifest)
         detectors[detector]['version'] = text(version, 64)
+        if version != newest:
+          detectors[detector]['refused_newer'] = text(newest, 64)
       except Exception as e:  # pylint: disable=broad-except
-        detectors[detector] = {'version': text(version, 64), 'error': text(str(e), 200)}
+        detectors[detector] = {'version': text(newest, 64), 'error': text(str(e), 200)}
     self.ok('ok', detectors=detectors)

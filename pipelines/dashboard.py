@@ -79,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
                      '(default: %(default)s).')
   files.add_argument('--model_dir', default='models',
                      help='Model registry root (default: %(default)s).')
+  files.add_argument('--model_public_key', default=None,
+                     help='The public key(s) model manifests must be signed with; the page '
+                     'shows the newest version that verifies, as the stream serves it '
+                     '(default: $ATTACK_DETECTION_MODEL_PUBLIC_KEY, else '
+                     '~/.config/attack-detection/model-signing.pub; docs/model-registry.md).')
   files.add_argument('--scan_interval_s', type=float, default=5.0,
                      help='How often --output is scanned for new Parquet files (default: '
                      '%(default)s).')
@@ -187,7 +192,8 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
                                     lookback_minutes=args.lookback_minutes,
                                     limits=ParquetLimits(
                                         max_file_bytes=int(args.max_file_mb * 1024 * 1024)))
-  feeds['models'] = ModelWatcher(args.model_dir, interval=args.model_refresh_s)
+  feeds['models'] = ModelWatcher(args.model_dir, interval=args.model_refresh_s,
+                                 public_key=args.model_public_key)
   info = {'bootstrap_servers': args.bootstrap_servers if kafka_on else None,
           'alerts_topic': args.alerts_topic if kafka_on else None,
           'input_topics': input_topics if kafka_on else [],

@@ -527,3 +527,21 @@ def test_cli_serves_prints_url_and_never_prints_secrets(tmp_path):
   assert 'flag-secret-456' not in output and 'env-secret-123' not in output
   assert 'sasl.password=***' in output, output
   assert 'dashboard: stopped' in output, output
+
+
+def test_model_watcher_shows_the_newest_version_that_verifies(tmp_path):
+  versions = write_sample_registry(str(tmp_path))
+  # A newer folder that is not signed: the stream would refuse it, so the page must not show it.
+  unsigned = os.path.join(str(tmp_path), 'network', '20261124T000000000000Z')
+  os.makedirs(unsigned)
+  with open(os.path.join(unsigned, registry.MANIFEST_FILE), 'w', encoding='utf-8') as f:
+    json.dump({'detector': 'network', 'version': '20261124T000000000000Z'}, f)
+  watcher = ModelWatcher(str(tmp_path))
+  watcher.tick()
+  network = watcher.status['detectors']['network']
+  assert network['version'] == versions['network']
+  assert network['refused_newer'] == '20261124T000000000000Z'
+  # Without the readers' public key nothing verifies, and the page says why.
+  keyless = ModelWatcher(str(tmp_path), public_key=str(tmp_path / 'absent.pub'))
+  keyless.tick()
+  assert all('absent.pub' in s['error'] for s in keyless.status['detectors'].values())

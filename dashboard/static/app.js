@@ -514,6 +514,7 @@
       if (m.f1 != null) parts.push('F1 ' + m.f1.toFixed(3));
       if (m.recall != null) parts.push('recall ' + m.recall.toFixed(3));
       if (latest && latest.threshold != null) parts.push('threshold ' + latest.threshold.toFixed(3));
+      if (latest && latest.refused_newer) parts.push('newer folder ' + latest.refused_newer + ' refused (not signed or not verifying)');
       cell(tr, parts.length ? parts.join(' · ') : (latest && latest.error ? latest.error : '–'));
       body.append(tr);
     }
