@@ -29,10 +29,8 @@ from pipelines import checkpoints, kafka_config, storage
 from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
 from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
-from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import SCHEMAS
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
-from transforms.enrich import EventTimeBounds
 from transforms.enrich import EventTimeBounds
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
@@ -108,14 +106,6 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--allowed_lateness_s', type=int, default=20,
                        help='How late a host record may arrive and still join '
                        '(default: %(default)s).')
-    group.add_argument('--max_event_age_s', type=float, default=DEFAULT_MAX_EVENT_AGE_S,
-                       help='A record whose event time is more than this many seconds before '
-                       'the processing time is a dead letter (stage enrich); 0 accepts any age, '
-                       'e.g. to replay historical data (default: %(default)s, 7 days).')
-    group.add_argument('--max_event_lead_s', type=float, default=DEFAULT_MAX_EVENT_LEAD_S,
-                       help='A record whose event time is more than this many seconds after '
-                       'the processing time (a producer clock ahead) is a dead letter (stage '
-                       'enrich); 0 accepts any (default: %(default)s).')
     group.add_argument('--max_event_age_s', type=float, default=DEFAULT_MAX_EVENT_AGE_S,
                        help='A record whose event time is more than this many seconds before '
                        'the processing time is a dead letter (stage enrich); 0 accepts any age, '
@@ -266,8 +256,8 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
     build(pipeline, opts)
   # The Kafka transforms hold their settings now. Left in the options, --kafka_config values
   # (SASL passwords, JAAS lines) would go to the job server and every SDK worker, which logs
-  # all options at start.
-  opts.kafka_config = []
+  # all options at start. The pipeline runs with its own copy of the options.
+  pipeline.options.view_as(StreamOptions).kafka_config = None
   return pipeline.run()
 
 
