@@ -19,6 +19,7 @@ def test_embedded_checkpointing_gets_a_filesystem_state_backend():
   assert '--state_backend=filesystem' in argv
   assert os.path.isdir(_storage(argv).removeprefix('file://'))
   assert not any(a.startswith('--savepoint_path') for a in argv), 'nothing to resume from'
+  remove_temporary_storage(argv)
 
 
 @pytest.mark.parametrize('argv', [
