@@ -1,4 +1,4 @@
-"""The three input record schemas (network, process, memory), as in ../shared/DESIGN.md.
+"""The three input record schemas (network, process, memory), as in docs/DESIGN.md.
 
 Each field has a type (``int``, ``float`` or ``str``), whether a record without it is unusable
 (``required``), and whether it is a raw input column of the detector's model (``feature``).
