@@ -26,7 +26,8 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStrea
                                                   SetupOptions, StandardOptions)
 
 from pipelines import checkpoints, kafka_config, storage
-from pipelines.options import ModelRegistryOptions, is_flink, with_flink_defaults
+from pipelines.options import (ModelRegistryOptions, is_flink, own_flink_job_server,
+                              with_flink_defaults)
 from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import SCHEMAS
@@ -231,14 +232,9 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
   argv = with_stream_defaults(argv or [])
-  options = PipelineOptions(argv)
   try:
-    if is_flink(options) and not options.view_as(PortableOptions).job_endpoint:
-      # Our own job server for the span of the run: Beam's would outlive a killed job.
-      from transforms import kafka_io
-      with kafka_io.flink_job_server(argv) as args_with_endpoint:
-        return _run(PipelineOptions(args_with_endpoint))
-    return _run(options)
+    with own_flink_job_server(argv) as args:
+      return _run(PipelineOptions(args))
   finally:
     checkpoints.remove_temporary_storage(argv)
 
@@ -278,10 +274,7 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   argv = with_stream_defaults(argv)
   with contextlib.ExitStack() as stack:
     stack.callback(checkpoints.remove_temporary_storage, argv)
-    if is_flink(PipelineOptions(argv)):
-      from transforms import kafka_io
-      argv = stack.enter_context(kafka_io.flink_job_server(argv))
-    options = PipelineOptions(argv)
+    options = PipelineOptions(stack.enter_context(own_flink_job_server(argv)))
     result = submit(options)
     try:
       yield result
