@@ -82,11 +82,19 @@ def test_sdk_worker_kill_restarts_the_job_with_the_defaults(kafka_bootstrap, syn
   with Traffic(kafka_bootstrap, topics, COUNT, RATE) as traffic, \
       running_stream_job(args) as job:
     traffic.start()
-    wait_until(lambda: len(archived_uuids(output)) > COUNT // 4, 120, 'a quarter archived')
+    # Early, so that records still flow to the killed worker's stages: Flink notices the
+    # loss at the next bundle it sends there.
+    wait_until(lambda: len(archived_uuids(output)) > COUNT // 10, 120, 'a tenth archived')
     before = set(sdk_workers())
     killed = kill_sdk_worker()
+    print(f'[timing] SDK worker {killed} killed; traffic still sending: {traffic.is_alive()}',
+          flush=True)
+
+    def restarted():
+      assert job.state not in ('FAILED', 'CANCELLED', 'DONE'), f'the job ended: {job.state}'
+      return set(sdk_workers()) - before
     # Flink fails the tasks on the lost worker and restarts the job, with new workers.
-    wait_until(lambda: set(sdk_workers()) - before, 90, 'new SDK workers after the restart')
+    wait_until(restarted, 90, 'new SDK workers after the restart')
     killed_at = len(archived_uuids(output))
     stats = traffic.finish()
     wait_until_archived(output, traffic.sink.acked_uuids, 180, job)
