@@ -200,7 +200,8 @@ class JoinHostAttacks(beam.PTransform):
       shards = self._shards
       gated = (
           attacks
-          | f'{stream}ClockShard' >> beam.Map(lambda kv: (hash(kv[0]) % shards, kv))
+          | f'{stream}ClockShard' >> beam.Map(
+              (lambda kv: (0, kv)) if shards == 1 else (lambda kv: (hash(kv[0]) % shards, kv)))
           | f'{stream}LateForJoin' >> beam.ParDo(
               _JoinClockFn(stream, self._gap_s, self._lateness_s)).with_outputs(
                   DEAD_LETTER, main='records'))
