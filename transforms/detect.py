@@ -6,6 +6,7 @@
       -> archive batches per stream
       -> network anomalies ............................. -> alerts
       -> process x memory attacks -> JoinHostAttacks -> attacks -> alerts
+                                     (records too late for it -> dead letters, stage join)
       every stage's failures ........................... -> dead letters
 
 Up to scoring and archiving, records travel in batches (transforms/batch.py); only the
