@@ -15,6 +15,13 @@ INT = 'int'
 FLOAT = 'float'
 STR = 'str'
 
+# How a stream's Kafka message carries its records (RecordSchema.payload).
+OBJECT = 'object'  # one JSON object, one record
+ARRAY = 'array'  # a JSON array of records
+# How a stream's event-time field is written (RecordSchema.time_format).
+ISO8601 = 'iso8601'  # text, e.g. 2026-01-01T00:00:00Z; without an offset it is UTC
+UNIX_SECONDS = 'unix_seconds'  # a number of seconds since 1970-01-01 UTC
+
 
 @dataclasses.dataclass(frozen=True)
 class Field:
@@ -26,12 +33,39 @@ class Field:
 
 @dataclasses.dataclass(frozen=True)
 class RecordSchema:
-  """One input stream: its name, default Kafka topic and fields in message order."""
+  """One input stream: its name, default Kafka topic, fields in message order, and everything
+  that makes its stages behave differently from another stream's (the transforms ask the
+  schema, never the stream's name)."""
   stream: str
   default_topic: str
   fields: tuple[Field, ...]
   # Fields computed during cleaning and enrichment, after the message's own fields.
   derived: tuple[Field, ...] = ()
+  # OBJECT (one record per message) or ARRAY (a JSON array of records per message).
+  payload: str = OBJECT
+  # The record's own event time, and how it is written (ISO8601 or UNIX_SECONDS).
+  time_field: str = 'utc'
+  time_format: str = ISO8601
+  # What identifies a record that carries no uuid, for the derived one; empty: the message's
+  # source coordinates (topic, partition, offset), else its content.
+  identity_fields: tuple[str, ...] = ()
+  # The column a detector may learn from, when the data carries one.
+  label_column: str = 'label'
+  # The key its records are joined on with the other host stream; empty: not joined.
+  join_key: tuple[str, ...] = ()
+  # Whether a detector of this stream is trained from labels by default (host archives are
+  # labelled); otherwise label-free methods, and an alert-rate threshold.
+  supervised_by_default: bool = False
+  # Whether its records are KDD Cup 1999 connection records (what KDD CSV files hold).
+  kdd_records: bool = False
+
+  @property
+  def is_array(self) -> bool:
+    return self.payload == ARRAY
+
+  @property
+  def joined(self) -> bool:
+    return bool(self.join_key)
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -101,6 +135,7 @@ NETWORK = RecordSchema(
         Field('index', INT),
         Field('site', STR),
     ),
+    kdd_records=True,
 )
 
 # Host records: identifiers, counters and timestamps are integers; percentages and sizes are
@@ -111,6 +146,12 @@ _HOST_KEY = (
     Field('machine', INT, required=True),
     Field('PID', INT, required=True),
 )
+# What the host streams share beyond their fields: arrays of records, a Unix ``ts``, identity
+# of the same sample read twice, the ``attack`` label and the (machine, program) join key.
+_HOST = dict(
+    payload=ARRAY, time_field='ts', time_format=UNIX_SECONDS,
+    identity_fields=('machine', 'PID', 'CMD', 'ts', 'sequence'), label_column='attack',
+    join_key=('machine', 'CMD_PID'), supervised_by_default=True)
 
 PROCESS = RecordSchema(
     stream='process',
@@ -130,6 +171,7 @@ PROCESS = RecordSchema(
         Field('attack', INT),
     ),
     derived=(Field('CMD_PID', STR),),
+    **_HOST,
 )
 
 MEMORY = RecordSchema(
@@ -142,10 +184,13 @@ MEMORY = RecordSchema(
         Field('attack', INT),
     ),
     derived=(Field('CMD_PID', STR),),
+    **_HOST,
 )
 
 SCHEMAS: dict[str, RecordSchema] = {s.stream: s for s in (NETWORK, PROCESS, MEMORY)}
-HOST_STREAMS = ('process', 'memory')
+STREAMS: tuple[str, ...] = tuple(SCHEMAS)
+# The streams joined with each other (host attacks need both).
+HOST_STREAMS = tuple(s.stream for s in SCHEMAS.values() if s.joined)
 
-# The label column a detector may learn from, when the data carries one.
-LABEL_COLUMN = {'network': 'label', 'process': 'attack', 'memory': 'attack'}
+# Kept until every user reads RecordSchema.label_column.
+LABEL_COLUMN = {s.stream: s.label_column for s in SCHEMAS.values()}
