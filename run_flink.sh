@@ -43,6 +43,6 @@ fi
 echo "Flink web UI: http://${FLINK_MASTER/localhost/127.0.0.1}"
 echo "Kafka: $BOOTSTRAP; the cluster and broker keep running afterwards:"
 echo "  scripts/flink_cluster.sh stop; scripts/kafka.sh stop"
-.venv/bin/python -m model.bootstrap --model_dir models
+.venv/bin/python -m pipelines.bootstrap --model_dir models
 exec .venv/bin/python -m pipelines.stream --runner=FlinkRunner --model_dir=models --output=output \
     "${PASS[@]}"

@@ -52,7 +52,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "models in $MODEL_DIR/"
-$PY -m model.bootstrap --model_dir "$MODEL_DIR"
+$PY -m pipelines.bootstrap --model_dir "$MODEL_DIR"
 
 step "generator: $RECORDS messages at $RATE/s (log: .run/generator.log)"
 $PY -m pipelines.generate --bootstrap_servers "$BOOTSTRAP" --rate "$RATE" --count "$RECORDS" \

@@ -342,7 +342,7 @@ def no_model_error(model_dir: str, detector: str, keys: Optional[signing.PublicK
     return NoModelError(
         f'no published {detector} model under {model_dir}: train one with '
         f'`python -m pipelines.retrain --detector {detector} --model_dir {model_dir} ...` '
-        f'(or `python -m model.bootstrap --model_dir {model_dir}` for first models)')
+        f'(or `python -m pipelines.bootstrap --model_dir {model_dir}` for first models)')
   newest = sorted(refused, key=version_time)[-3:]
   reasons = '; '.join(f'{v}: {type(refused[v]).__name__}: {refused[v]}' for v in newest)
   trusted = keys.describe() if keys is not None else 'the reader\'s public keys'
@@ -350,7 +350,7 @@ def no_model_error(model_dir: str, detector: str, keys: Optional[signing.PublicK
       f'none of the {len(refused)} {detector} versions under {model_dir} loads and verifies '
       f'against {trusted} ({reasons}). Publish a model signed by the matching key with '
       f'`python -m pipelines.retrain --detector {detector} --model_dir {model_dir} ...` '
-      f'(`python -m model.bootstrap --model_dir {model_dir} --force` retrains all), or pass '
+      f'(`python -m pipelines.bootstrap --model_dir {model_dir} --force` retrains all), or pass '
       'the public key of the key that signed these with --model_public_key; see '
       'docs/model-registry.md', refused)
 

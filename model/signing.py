@@ -10,7 +10,7 @@ Where the keys are (the first that is set):
 * the flags ``--model_signing_key`` (retrain) and ``--model_public_key`` (readers);
 * ``$ATTACK_DETECTION_MODEL_SIGNING_KEY`` / ``$ATTACK_DETECTION_MODEL_PUBLIC_KEY``;
 * ``~/.config/attack-detection/model-signing.key`` / ``model-signing.pub`` (under
-  ``$XDG_CONFIG_HOME`` when set), which ``python -m model.bootstrap`` creates if missing.
+  ``$XDG_CONFIG_HOME`` when set), which ``python -m pipelines.bootstrap`` creates if missing.
 
 A public key file may hold several PEM keys: during a rotation readers accept the old and the
 new one (docs/model-registry.md). Readers never create keys.
@@ -80,7 +80,7 @@ def public_pem(public: Ed25519PublicKey) -> bytes:
 
 def _how_to_make_keys() -> str:
   return ('create a key pair with `python -m pipelines.keys generate` (or `python -m '
-          'model.bootstrap`, which creates one when missing), or point --model_signing_key / '
+          'pipelines.bootstrap`, which creates one when missing), or point --model_signing_key / '
           f'--model_public_key (or ${SIGNING_KEY_ENV} / ${PUBLIC_KEY_ENV}) at existing key files; '
           'see docs/model-registry.md')
 
@@ -233,7 +233,7 @@ def generate(private_path: Optional[str] = None, public_path: Optional[str] = No
 
 def ensure_key_pair(private_path: Optional[str] = None, public_path: Optional[str] = None
                     ) -> Optional[SigningKey]:
-  """The publisher's key pair, created when neither half exists (``model.bootstrap``: a fresh
+  """The publisher's key pair, created when neither half exists (``pipelines.bootstrap``: a fresh
   machine's first run). Returns the new key, or None when one was there already. A private key
   without its public file gets the file back; a public key without its private key is an
   error, since a new pair would sign what the readers' key cannot verify."""

@@ -15,10 +15,10 @@ import pytest
 import skops.io as sio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from model import bootstrap, methods, registry, signing
+from model import methods, registry, signing
 from model.detector import ScoredDetector, fit_isolation_forest, fit_supervised
 from model.features import frame_from_records
-from pipelines import keys
+from pipelines import bootstrap, keys
 from schemas.records import NETWORK, PROCESS
 from tests.factories import BASE_TS, network_record, process_record
 from transforms.cleaning import clean_record

@@ -16,7 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from model.dataset import archive_table
-from model.bootstrap import synthetic_frames
+from pipelines.bootstrap import synthetic_frames
 from pipelines import monitor, retrain, storage
 
 SECRET = 'never-print-this-secret'

@@ -1,6 +1,6 @@
 """First models for an empty registry, trained through the real retrain job on synthetic data.
 
-    python -m model.bootstrap --model_dir models       # only detectors without a version
+    python -m pipelines.bootstrap --model_dir models       # only detectors without a version
 
 A detector "without a version" has none whose signed manifest verifies against the readers'
 public key. On a fresh machine this also creates the model signing key pair in its default
@@ -25,17 +25,19 @@ from typing import Optional, Sequence
 
 import pandas as pd
 import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from generator.synthetic_host import generate_host
+from generator.synthetic_network import generate_network
 from model import registry, signing
 from model.dataset import archive_table
+from pipelines import retrain, storage
 
-log = logging.getLogger('model.bootstrap')
+log = logging.getLogger(__name__)
 
 
 def synthetic_frames(seed: int, network_rows: int, machines: int, seconds: int
                      ) -> dict[str, pd.DataFrame]:
-  from generator.synthetic_host import generate_host
-  from generator.synthetic_network import generate_network
   start_ts = 1_700_000_000
   process, memory = generate_host(machines, seconds, seed=seed, start_ts=start_ts)
   return {'network': generate_network(network_rows, seed=seed),
@@ -58,7 +60,6 @@ def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, mach
   signed with ``signing_key`` (a path; default: the publisher's default, created with its
   public half ``public_key`` when neither exists). ``beam_args`` go to the retrain job (e.g.
   the S3 flags for an s3:// model dir)."""
-  from pipelines import retrain
   signing.ensure_key_pair(signing_key, public_key)
   verified = verified_versions(model_dir, public_key)
   missing = [d for d in registry.DETECTORS if force or verified[d] is None]
@@ -84,7 +85,7 @@ def bootstrap(model_dir: str, *, seed: int = 0, network_rows: int = 60_000, mach
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m model.bootstrap', description=__doc__,
+  parser = argparse.ArgumentParser(prog='python -m pipelines.bootstrap', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--model_dir', default='models', help='registry root (default: models)')
   parser.add_argument('--seed', type=int, default=0)
@@ -103,8 +104,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args, beam_args = parser.parse_known_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  from apache_beam.options.pipeline_options import PipelineOptions
-  from pipelines import storage
   # The registry is read before any pipeline exists (an s3:// or gs:// model dir needs this).
   storage.configure(PipelineOptions(beam_args))
   try:
@@ -113,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           beam_args=beam_args)
     verified = verified_versions(args.model_dir, args.model_public_key)
   except signing.KeyFileError as e:
-    print(f'model.bootstrap: {e}', file=sys.stderr)
+    print(f'pipelines.bootstrap: {e}', file=sys.stderr)
     return 1
   for detector in registry.DETECTORS:
     note = ' (new)' if detector in published else ''
