@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pipelines.summary import print_summary
 from transforms.dead_letter import DEAD_LETTER
 from transforms.join import (EARLY_FIRING_S, JOIN_GAP_S, LATE_NAMESPACE, LATE_SUFFIX,
-                             JoinHostAttacks, _counted, attack_event_id, late_row,
+                             JoinHostAttacks, _counted, attack_event_id, clock_hint, late_row,
                              reference_join)
 
 T0 = 1_700_000_000 - 1_700_000_000 % 60  # a multiple of the window period, to aim at edges
@@ -262,3 +262,30 @@ def test_the_run_summary_shows_records_late_for_the_join():
   assert 'late for the host join (dead letters, stage join): memory 4, process 2' in (
       out.getvalue())
   assert re.search(r'memory\s+0\s+0\s+4\n', out.getvalue())
+
+
+def test_a_fast_catch_up_with_rare_attacks_keeps_the_clock_at_the_watermark():
+  """A replay moves the watermark ten minutes in moments while no attack is flagged; the
+  stream's other records tell the clock where they are (one hint per batch), so it climbs in
+  fine steps instead of doubling past the watermark, and the next attacks, on time, join."""
+  p1 = scored('process', 1, 'miner_7', T0 + 5)
+  m1 = scored('memory', 1, 'miner_7', T0 + 9)
+  p2 = scored('process', 1, 'miner_7', T0 + 595)
+  m2 = scored('memory', 1, 'miner_7', T0 + 597)
+
+  def keyed(record):
+    kind = record['uuid'].split('-', 1)[0]
+    return TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
+                            record['ts'])
+
+  def hint(kind, earliest, newest):
+    (key, span), = [clock_hint(earliest, newest).value]
+    return TimestampedValue((kind, (key, span)), newest)
+
+  stream = TestStream().advance_watermark_to(T0).add_elements([keyed(p1), keyed(m1)])
+  for k in range(1, 21):  # batches of unflagged records, 30 s of event time each
+    stream = (stream.add_elements([hint(kind, T0 + 30 * k - 30, T0 + 30 * k)
+                                   for kind in ('process', 'memory')])
+              .advance_watermark_to(T0 + 30 * k - 5))
+  stream = stream.add_elements([keyed(p2), keyed(m2)]).advance_watermark_to_infinity()
+  assert_stream_joins_to(stream, [attack_event_id(p1, m1), attack_event_id(p2, m2)])

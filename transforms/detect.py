@@ -1,8 +1,9 @@
 """DetectAttacks: the whole detection graph between a source and the sinks.
 
     SourceMessage (any stream)
-      -> BatchByStream -> ParseAndClean -> Enrich -> Score    one branch per stream,
-                                                               on RecordBatches
+      -> ParseAndClean (BatchByStream, then ParseBatches per stream)
+      -> Enrich -> Score                                    one branch per stream,
+                                                            on RecordBatches
       -> archive batches per stream
       -> network anomalies ............................. -> alerts
       -> process x memory attacks -> JoinHostAttacks -> attacks -> alerts
@@ -18,23 +19,21 @@ TestStream or files on the DirectRunner.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.outputs import ALERT_KINDS
-from schemas.records import HOST_STREAMS, SCHEMAS
+from schemas.records import HOST_STREAMS, NETWORK, SCHEMAS, STREAMS
 from transforms.alerts import host_attack_alert, network_alert
 from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
-from transforms.enrich import Enrich, EventTimeBounds, host_key
+from transforms.enrich import Enrich, EventTimeBounds, join_key
 from transforms.inference import Score
-from transforms.join import MAX_LATENESS_S, JoinHostAttacks
-from transforms.parse import DEFAULT_BATCH_SIZE, ParseBatches
-from transforms.route import BatchByStream
+from transforms.join import MAX_LATENESS_S, JoinHostAttacks, clock_hint
+from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndClean
 
-STREAMS = tuple(SCHEMAS)  # network, process, memory
 ARCHIVE = 'archive/{}'
 ATTACKS = 'attacks'
 ALERTS = 'alerts'
@@ -48,11 +47,15 @@ def predicted_attacks(batch: RecordBatch) -> Iterator[dict]:
   return batch.take(flagged).rows()
 
 
-def keyed_attacks(batch: RecordBatch) -> Iterator[TimestampedValue]:
+def keyed_attacks(batch: RecordBatch, key_of: Callable[[dict], Any]
+                  ) -> Iterator[TimestampedValue]:
   """Flagged host rows keyed for the join and stamped with their event time (a batch's own
-  timestamp is not any one record's)."""
+  timestamp is not any one record's); then the batch's event-time span for the join's clock."""
   for row in predicted_attacks(batch):
-    yield TimestampedValue((host_key(row), row), row['event_time'].timestamp())
+    yield TimestampedValue((key_of(row), row), row['event_time'].timestamp())
+  times = batch.columns['event_time']
+  if times:
+    yield clock_hint(min(times).timestamp(), max(times).timestamp())
 
 
 class DetectAttacks(beam.PTransform):
@@ -76,25 +79,25 @@ class DetectAttacks(beam.PTransform):
     self._allowed_lateness_s = allowed_lateness_s
 
   def expand(self, messages):
-    batches = messages | 'ByStream' >> BatchByStream(STREAMS, self._batch_size)
-    dead_letters = [batches[DEAD_LETTER]]
+    parsed = messages | ParseAndClean([SCHEMAS[s] for s in STREAMS], self._batch_size)
+    dead_letters = [parsed[DEAD_LETTER]]
     scored = {}
     for stream in STREAMS:
       schema = SCHEMAS[stream]
-      parsed = batches[stream] | ParseBatches(schema)
-      enriched = parsed['records'] | Enrich(schema, self._site, self._event_time_bounds)
+      enriched = parsed[stream] | Enrich(schema, self._site, self._event_time_bounds)
       result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s)
       scored[stream] = result['records']
-      dead_letters += [parsed[DEAD_LETTER], enriched[DEAD_LETTER], result[DEAD_LETTER]]
+      dead_letters += [enriched[DEAD_LETTER], result[DEAD_LETTER]]
 
     outputs = {ARCHIVE.format(stream): scored[stream] for stream in STREAMS}
     joined = {
-        stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(keyed_attacks)
+        stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(
+            keyed_attacks, join_key(SCHEMAS[stream]))
         for stream in HOST_STREAMS} | JoinHostAttacks(allowed_lateness_s=self._allowed_lateness_s)
     attacks = joined['attacks']
     dead_letters.append(joined[DEAD_LETTER])  # records too late for the join (stage join)
     network_alerts = (
-        scored['network']
+        scored[NETWORK.stream]
         | 'NetworkAnomalies' >> beam.FlatMap(predicted_attacks)
         | 'NetworkAlert' >> beam.Map(network_alert))
     host_alerts = attacks | 'HostAttackAlert' >> beam.Map(host_attack_alert)

@@ -34,6 +34,7 @@ from apache_beam.coders import BooleanCoder, FloatCoder, TupleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms import trigger, userstate, window
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from schemas.outputs import ARCHIVE_SCHEMAS
@@ -48,6 +49,7 @@ EARLY_FIRING_S = 30
 CLOCK_STEP_S = 5
 CLOCK_SHARDS = 1  # one clock per stream: only its first record precedes a hold (module doc)
 LATE_STAGE = 'join'
+CLOCK_HINT_KEY = None  # the key of clock_hint elements (records are keyed by host_key)
 # The counter of records too late for the join: <LATE_NAMESPACE>/<stream><LATE_SUFFIX>.
 LATE_NAMESPACE, LATE_SUFFIX = 'JoinHostAttacks', '_late_for_join'
 _MICROS = 1_000_000
@@ -96,6 +98,12 @@ class EmitOncePerKey(beam.DoFn):
     yield element[1]
 
 
+def clock_hint(earliest_s: float, newest_s: float) -> TimestampedValue:
+  """A join input element that is no record: a batch's event-time span, so the join's clock
+  knows how far the stream's records (not only the few flagged ones) have come."""
+  return TimestampedValue((CLOCK_HINT_KEY, Timestamp.of(earliest_s).micros), newest_s)
+
+
 def late_row(stream: str, row: dict[str, Any], late_by_s: float) -> dict[str, Any]:
   """The dead letter of a host record that came too late for the join: the record as JSON."""
   return dead_letter_row(
@@ -134,14 +142,20 @@ class _JoinClockFn(beam.DoFn):
     t = ts.micros
     state = clock.read()
     if state is None:
-      # A shard's first record: nothing is known of the watermark yet (see the module doc).
-      rung = t - self._horizon_us
+      # The first element: nothing is known of the watermark yet (see the module doc).
+      earliest = keyed[1] if keyed[0] is CLOCK_HINT_KEY else t
+      rung = min(t, earliest) - self._horizon_us
       tick.set(Timestamp(micros=rung))
       clock.write((rung, t))
       climb.write((self._step_us, time.time()))
-      yield keyed
+      if keyed[0] is not CLOCK_HINT_KEY:
+        yield keyed
       return
     rung, newest = state
+    if keyed[0] is CLOCK_HINT_KEY:
+      if t > newest + self._step_us:
+        clock.write((rung, t))
+      return
     # The end of the earlier of the record's two sliding windows, plus the allowed lateness.
     deadline = t - t % self._period_us + self._period_us + self._lateness_us
     if deadline <= rung - self._step_us:
@@ -178,7 +192,10 @@ class JoinHostAttacks(beam.PTransform):
   """{'process': keyed scored records, 'memory': keyed scored records} ->
   ``{'attacks': attack event rows, DEAD_LETTER: records too late for the join}``.
 
-  Keys are ``(machine, CMD_PID)``; element timestamps are the records' ``ts``.
+  Keys are ``(machine, CMD_PID)``; element timestamps are the records' ``ts``. The inputs may
+  also hold :func:`clock_hint` elements (one per batch of the stream's records, flagged or not):
+  without them the clock knows only the flagged records, and where those are rare a fast
+  catch-up can run it ahead of the watermark (docs/time-and-watermarks.md).
   """
 
   def __init__(self, gap_s: int = JOIN_GAP_S, allowed_lateness_s: int = MAX_LATENESS_S,
@@ -190,12 +207,15 @@ class JoinHostAttacks(beam.PTransform):
     self._shards = max(1, clock_shards)
 
   def _windowed_attacks(self, records, stream: str, late: list):
-    attacks = records | f'{stream}Attacks' >> beam.Filter(lambda kv: kv[1]['prediction'] == 1)
     if records.is_bounded:
       # Early firings need a processing clock, which a bounded (batch) input does not have;
       # and nothing in it is late.
       early = None
+      attacks = records | f'{stream}Attacks' >> beam.Filter(
+          lambda kv: kv[0] is not CLOCK_HINT_KEY and kv[1]['prediction'] == 1)
     else:
+      attacks = records | f'{stream}Attacks' >> beam.Filter(
+          lambda kv: kv[0] is CLOCK_HINT_KEY or kv[1]['prediction'] == 1)
       early = trigger.AfterProcessingTime(self._early_firing_s)
       shards = self._shards
       gated = (
