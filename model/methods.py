@@ -46,6 +46,7 @@ from sklearn.ensemble import (HistGradientBoostingClassifier, IsolationForest,
                               RandomForestClassifier)
 from sklearn.pipeline import Pipeline
 
+from model import serving
 from model.detector import ScoredDetector
 from model.features import preprocessor
 from schemas.records import RecordSchema
@@ -93,8 +94,9 @@ def auto_methods(detector: str, has_labels: bool) -> tuple[str, ...]:
   choose between them; without labels, IsolationForest alone. The real-vs-synthetic forest
   learns every frequent pattern as normal, and a flood (thousands of near-identical attack
   records: neptune, smurf) is a frequent pattern, so on an unlabelled archive it scores
-  floods as normal (held-out ROC-AUC 0.3-0.6 on synthetic traffic with 1-3% floods, against
-  0.94-0.99 for IsolationForest); learning from records labelled normal, both work.
+  floods as normal (its held-out ROC-AUC on unlabelled synthetic traffic with a few percent of
+  floods is far below IsolationForest's: benchmarks/README.md, 'Figures behind the code's
+  defaults'); learning from records labelled normal, both work.
   Host detectors: the supervised classifiers."""
   if detector == 'network':
     return UNSUPERVISED if has_labels else ('isolation_forest',)
@@ -132,14 +134,18 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
   """A RandomForest trained to tell real rows (class 0) from synthetic rows (class 1) drawn
   from the product of the real columns' marginals, widened by a uniform share.
 
-  It works on the preprocessed matrix; ``blocks`` lists the matrix columns of each raw column
-  (a one-hot block moves as one, so synthetic rows stay valid one-hot rows). Fit on real rows
-  only (``y`` is ignored); ``predict_proba(X)[:, 1]`` is P(synthetic | x), the anomaly score.
+  It works on the preprocessed matrix and moves each raw column's block of matrix columns as
+  one (a one-hot block stays a valid one-hot row). The blocks are ``blocks`` when given, else
+  found at fit from the matrix's column names (``numeric__src_bytes``,
+  ``categorical__service_http``) and ``feature_columns``: fitted as the last step of a
+  Pipeline whose preprocessor outputs a DataFrame (:func:`fit`), so the Pipeline can be cloned
+  and refitted. Fit on real rows only (``y`` is ignored); ``predict_proba(X)[:, 1]`` is
+  P(synthetic | x), the anomaly score.
   """
 
   def __init__(self, n_estimators=100, min_samples_leaf=2, max_features='sqrt',
                max_samples=50_000, uniform_share=0.1, widen=0.5, synthetic_ratio=1.0,
-               blocks=None, n_jobs=None, random_state=0):
+               blocks=None, feature_columns=None, n_jobs=None, random_state=0):
     self.n_estimators = n_estimators
     self.min_samples_leaf = min_samples_leaf
     self.max_features = max_features
@@ -148,12 +154,13 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     self.widen = widen
     self.synthetic_ratio = synthetic_ratio
     self.blocks = blocks
+    self.feature_columns = feature_columns
     self.n_jobs = n_jobs
     self.random_state = random_state
 
   def synthesize(self, X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     X = np.asarray(X, dtype=float)
-    blocks = self.blocks or [[i] for i in range(X.shape[1])]
+    blocks = self.__dict__.get('blocks_') or self.blocks or [[i] for i in range(X.shape[1])]
     out = np.empty((n, X.shape[1]), dtype=float)
     for block in blocks:
       block = list(block)
@@ -174,6 +181,9 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     return out
 
   def fit(self, X, y=None):
+    self.blocks_ = self.blocks
+    if self.blocks_ is None and self.feature_columns and hasattr(X, 'columns'):
+      self.blocks_ = list(blocks_of(X.columns, self.feature_columns).values())
     X = np.asarray(X, dtype=float)
     rng = np.random.default_rng(self.random_state)
     n_synthetic = max(1, int(round(len(X) * self.synthetic_ratio)))
@@ -194,8 +204,7 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
 
   def compile_for_serving(self) -> None:
     """Scores with ONNX Runtime from now on, in this process (see model/serving.py)."""
-    from model.serving import OnnxForest  # pylint: disable=import-outside-toplevel
-    self._compiled = OnnxForest(self.forest_, self.n_features_in_)
+    self._compiled = serving.OnnxForest(self.forest_, self.n_features_in_)
 
   def __getstate__(self):
     state = super().__getstate__()
@@ -208,7 +217,8 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     if compiled is not None:
       return compiled.predict_proba(X)
     # The forest's own predict_proba, without its joblib dispatch and lock per tree: the same
-    # sums in the same order (identical results), 17% less time per batch when serving.
+    # sums in the same order (identical results), less time per batch when serving
+    # (benchmarks/README.md, 'Figures behind the code's defaults').
     trees = self.forest_.estimators_
     total = trees[0].predict_proba(X, check_input=False)
     for tree in trees[1:]:
@@ -226,7 +236,12 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
 def column_blocks(features, feature_columns) -> dict[str, list[int]]:
   """Matrix columns of each raw column, from a fitted preprocessor's output names
   (``numeric__src_bytes``, ``categorical__service_http``)."""
-  names = [n.split('__', 1)[-1] for n in features.get_feature_names_out()]
+  return blocks_of(features.get_feature_names_out(), feature_columns)
+
+
+def blocks_of(matrix_columns, feature_columns) -> dict[str, list[int]]:
+  """Matrix columns of each raw column, from the preprocessor's output names."""
+  names = [n.split('__', 1)[-1] for n in matrix_columns]
   by_length = sorted(feature_columns, key=len, reverse=True)
   blocks: dict[str, list[int]] = {c: [] for c in feature_columns}
   for i, name in enumerate(names):
@@ -257,11 +272,11 @@ def fit(schema: RecordSchema, method: str, params: dict[str, Any], X, y=None, *,
   params = {**DEFAULTS[method], **params}
   features = preprocessor(schema)
   if method == 'rf_synthetic':
-    matrix = features.fit_transform(X)
-    model = SyntheticContrastForest(
-        blocks=list(column_blocks(features, schema.feature_columns).values()), n_jobs=n_jobs,
-        random_state=random_state, **params).fit(matrix)
-    pipeline = Pipeline([('features', features), ('model', model)])
+    # The forest finds each raw column's block in the matrix's column names.
+    model = SyntheticContrastForest(feature_columns=tuple(schema.feature_columns),
+                                    n_jobs=n_jobs, random_state=random_state, **params)
+    pipeline = Pipeline([('features', features.set_output(transform='pandas')),
+                         ('model', model)]).fit(X)
     return ScoredDetector(_serving(pipeline), 'predict_proba', 0.5)
   if method == 'isolation_forest':
     params = dict(params)

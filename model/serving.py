@@ -1,10 +1,10 @@
 """What a worker does to a verified model before serving it: compile its forest.
 
 The network detector's forest (100 trees about 100 deep) is most of a record's scoring cost
-when scikit-learn walks it tree by tree. ONNX Runtime scores the same trees in one C++ call:
-about 12 instead of 19 microseconds a record at batch 2,000, and a fraction of the fixed cost
-per call (benchmarks/README.md). Its scores equal scikit-learn's to within 1e-6 here (float32
-sums against float64); tests/test_serving.py holds them to 1e-5.
+when scikit-learn walks it tree by tree. ONNX Runtime scores the same trees in one C++ call,
+in less time a record and a fraction of the fixed cost per call (benchmarks/README.md,
+'Figures behind the code's defaults'). Its scores equal scikit-learn's up to float32 sums
+against float64; tests/test_serving.py holds them to 1e-5.
 
 The compiled form lives in the worker's memory only: it is built from the model that
 :func:`model.registry.load` has just verified (signed manifest, checksum, trusted types), and

@@ -17,10 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.base import clone
 
 from generator.synthetic_host import generate_host
 from generator.synthetic_network import generate_network
 from model import dataset, evaluation, methods, registry, sampling, training
+from model.detector import ScoredDetector
 from model.features import frame_from_records
 from pipelines import retrain
 from schemas.outputs import ARCHIVE_SCHEMAS
@@ -334,3 +336,28 @@ def test_synthetic_contrast_forest_scores_as_its_random_forest_does():
   forest = methods.SyntheticContrastForest(n_estimators=15, random_state=0).fit(X)
   probe = rng.normal(scale=2.0, size=(300, 6))
   assert np.array_equal(forest.predict_proba(probe), forest.forest_.predict_proba(probe))
+
+
+def test_every_method_is_a_pipeline_that_clone_refits_to_the_same_model():
+  """scikit-learn's convention: everything a model learns is learnt inside its Pipeline, so
+  clone(pipeline).fit(X) gives the same model (the real-vs-synthetic forest finds its one-hot
+  blocks in the preprocessed matrix's column names, not from a preprocessor fitted outside)."""
+  frame = generate_network(1200, seed=4)
+  X = dataset.feature_frame(NETWORK, frame)
+  y = frame[NETWORK.label_column].ne('normal').astype(int).to_numpy()
+  small = {'rf_synthetic': {'n_estimators': 15}, 'isolation_forest': {'n_estimators': 30},
+           'hgb': {'max_iter': 30}, 'random_forest': {'n_estimators': 15}}
+  for method in methods.METHODS:
+    detector = methods.fit(NETWORK, method, small[method], X,
+                           y if method in methods.SUPERVISED else None, n_jobs=1)
+    refitted = clone(detector.pipeline).fit(X, y if method in methods.SUPERVISED else None)
+    again = ScoredDetector(refitted, detector.score_method, detector.threshold)
+    np.testing.assert_array_equal(again.anomaly_score(X), detector.anomaly_score(X),
+                                  err_msg=method)
+  forest = methods.fit(NETWORK, 'rf_synthetic', small['rf_synthetic'], X, n_jobs=1)
+  model = forest.pipeline.named_steps['model']
+  blocks = methods.column_blocks(forest.pipeline.named_steps['features'],
+                                 NETWORK.feature_columns)
+  # One block per raw column; a categorical column's one-hot block moves as one.
+  assert model.blocks_ == list(blocks.values())
+  assert len(blocks['service']) > 1
