@@ -68,7 +68,8 @@ def _per_record(schema, messages, loaded_model, site, arrow_schema):
   from transforms.enrich import EnrichError, event_time, stable_uuid
   from transforms.parse import CleanRecord, decode_json
   records, dead = [], 0
-  array = schema.stream != 'network'
+  # Schemas of those versions had no payload kind; only their host records had a ts.
+  array = schema.is_array if hasattr(schema, 'payload') else 'ts' in schema.names
   for message in messages:
     try:
       decoded = decode_json(message.value or b'')

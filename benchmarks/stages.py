@@ -25,7 +25,21 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from benchmarks import common
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import Timestamp
+
+from benchmarks import common, report
+from generator.source import SourceConfig, generate_messages
+from model import registry
+from schemas.outputs import ARCHIVE_SCHEMAS
+from schemas.records import HOST_STREAMS, SCHEMAS, STREAMS
+from transforms.detect import predicted_attacks
+from transforms.enrich import enrich_batch, join_key
+from transforms.inference import score_batch
+from transforms.join import JOIN_GAP_S, pairs_in_window
+from transforms.parquet_sink import _ArrowChunksFn, _WriteGroupFn  # pylint: disable=protected-access
+from transforms.parse import parse_messages
+from transforms.source import SourceMessage
 
 STAGES = ('parse', 'enrich', 'inference', 'join', 'write')
 DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a model call each
@@ -33,14 +47,13 @@ DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a mod
 
 def source_messages(stream: str, records: int, seed: int) -> list:
   """Generated messages of one stream holding about ``records`` records."""
-  from generator.source import SourceConfig, generate_messages
-  from transforms.source import SourceMessage
+  is_array = SCHEMAS[stream].is_array
   messages, count = [], 0
   # Event times an hour back: the job's event-time bounds (schemas/limits.py) refuse older.
   start_ms = int(time.time() * 1000) - 3_600_000
   for m in generate_messages(SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms)):
     messages.append(SourceMessage(stream, m.value, m.topic, 0, len(messages), m.timestamp_ms))
-    count += max(1, len(m.uuids)) if stream == 'network' else m.value.count(b'"CMD"')
+    count += m.value.count(b'"CMD"') if is_array else max(1, len(m.uuids))
     if count >= records:
       return messages
   return messages
@@ -55,12 +68,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
                 ) -> dict[str, Any]:
   """Seconds per stage over all ``messages``, in batches of ``batch_size`` records."""
-  from model import registry
-  from schemas.outputs import ARCHIVE_SCHEMAS
-  from schemas.records import SCHEMAS
-  from transforms.enrich import enrich_batch
-  from transforms.inference import score_batch
-  from transforms.parse import parse_messages
   schema, arrow_schema = SCHEMAS[stream], ARCHIVE_SCHEMAS[stream]
   loaded = registry.load_for_serving(model_dir, stream)
   seconds = collections.Counter()
@@ -68,7 +75,7 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
   scored_batches = []
   # Host messages hold several records each: batch by messages so batches hold ~batch_size.
   per_message = max(1, round(sum(m.value.count(b'"CMD"') for m in messages[:50]) / 50)
-                    ) if stream != 'network' else 1
+                    ) if schema.is_array else 1
   step = max(1, batch_size // per_message)
   folder = tempfile.mkdtemp(prefix='bench-stages-')
   path = os.path.join(folder, 'part.parquet')
@@ -91,9 +98,6 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
 def _write(batch, arrow_schema, path: str) -> None:
   """The archive sink's own code for one batch: its Arrow chunk for the shuffle (one bundle),
   then the Parquet file written from it to ``path``."""
-  from apache_beam.utils.timestamp import Timestamp
-
-  from transforms.parquet_sink import _ArrowChunksFn, _WriteGroupFn  # pylint: disable=protected-access
   to_chunks = _ArrowChunksFn(arrow_schema, 'event_time', num_shards=1)
   to_chunks.start_bundle()
   to_chunks.process(batch, timestamp=Timestamp(0))
@@ -105,18 +109,15 @@ def _write(batch, arrow_schema, path: str) -> None:
 def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, int]:
   """Seconds to pair every flagged process and memory record in their windows, as
   JoinHostAttacks' per-window step does; returns (seconds, flagged records, pairs)."""
-  from apache_beam.transforms.window import IntervalWindow
-
-  from transforms.detect import predicted_attacks
-  from transforms.enrich import host_key
-  from transforms.join import JOIN_GAP_S, pairs_in_window
-  grouped = collections.defaultdict(lambda: {'process': [], 'memory': []})
+  grouped = collections.defaultdict(lambda: {stream: [] for stream in HOST_STREAMS})
   flagged = 0
-  for stream, batches in (('process', process_batches), ('memory', memory_batches)):
+  for stream, batches in zip(HOST_STREAMS, (process_batches, memory_batches)):
+    schema = SCHEMAS[stream]
+    key_of = join_key(schema)
     for row in itertools.chain.from_iterable(predicted_attacks(b) for b in batches):
-      start = int(row['ts'] // JOIN_GAP_S) * JOIN_GAP_S
+      start = int(row[schema.time_field] // JOIN_GAP_S) * JOIN_GAP_S
       for window_start in (start - JOIN_GAP_S, start):  # each record lies in two windows
-        grouped[(host_key(row), window_start)][stream].append(row)
+        grouped[(key_of(row), window_start)][stream].append(row)
       flagged += 1
   started = time.perf_counter()
   pairs = 0
@@ -128,21 +129,21 @@ def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, 
 
 def run(records: int, batch_sizes: list[int], model_dir: str, seed: int) -> dict[str, Any]:
   common.ensure_models(model_dir)
-  messages = {s: source_messages(s, records, seed) for s in ('network', 'process', 'memory')}
+  messages = {s: source_messages(s, records, seed) for s in STREAMS}
   sweep = []
   for batch_size in batch_sizes:
     row = {'batch_size': batch_size}
-    for stream in ('network', 'process', 'memory'):
+    for stream in STREAMS:
       costs = stage_costs(stream, messages[stream], model_dir, batch_size)
       row[stream] = {'records': costs['records'],
                      'us_per_record': {k: v / costs['records'] * 1e6
                                        for k, v in costs['seconds'].items()}}
       row[stream]['records_per_s'] = costs['records'] / sum(costs['seconds'].values())
-      if stream != 'network':
+      if SCHEMAS[stream].joined:
         row.setdefault('_batches', {})[stream] = costs['batches']
-    seconds, flagged, pairs = join_cost(row['_batches']['process'], row['_batches']['memory'])
+    seconds, flagged, pairs = join_cost(*(row['_batches'][s] for s in HOST_STREAMS))
     del row['_batches']
-    host_records = row['process']['records'] + row['memory']['records']
+    host_records = sum(row[s]['records'] for s in HOST_STREAMS)
     row['join'] = {'flagged_records': flagged, 'pairs': pairs,
                    'us_per_host_record': seconds / host_records * 1e6,
                    'us_per_flagged_record': seconds / max(1, flagged) * 1e6}
@@ -157,7 +158,7 @@ def _row_table(row: dict[str, Any]) -> str:
   lines = [f"batch size {row['batch_size']:,}: microseconds per record (one core)",
            f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'write':>7} {'total':>7}"
            f" {'records/s':>10}"]
-  for stream in ('network', 'process', 'memory'):
+  for stream in STREAMS:
     us = row[stream]['us_per_record']
     lines.append(
         f"  {stream:8} {us['parse']:7.1f} {us['enrich']:7.1f} {us['inference']:7.1f} "
@@ -172,14 +173,15 @@ def plot(result: dict[str, Any], path: str) -> None:
   plt = common.pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
   default = min(result['sweep'], key=lambda r: abs(r['batch_size'] - 1000))
-  streams = ('network', 'process', 'memory')
+  streams = STREAMS
   bottom = [0.0] * len(streams)
   for stage in ('parse', 'enrich', 'inference', 'write'):
     values = [default[s]['us_per_record'][stage] for s in streams]
     left.bar(streams, values, bottom=bottom, label=stage)
     bottom = [b + v for b, v in zip(bottom, values)]
   join = default['join']['us_per_host_record']
-  left.bar(['process', 'memory'], [join / 2] * 2, bottom=bottom[1:], label='join (split)')
+  left.bar(list(HOST_STREAMS), [join / len(HOST_STREAMS)] * len(HOST_STREAMS),
+           bottom=[bottom[streams.index(s)] for s in HOST_STREAMS], label='join (split)')
   left.set_ylabel('microseconds per record, one core')
   left.set_title(f"Per-stage cost at batch size {default['batch_size']:,}")
   left.legend(fontsize=8)
@@ -216,7 +218,6 @@ def main(argv=None) -> None:
   path = common.write_json(args.results_dir, 'stages', result)
   plot(result, path[:-len('.json')] + '.png')
   print(f'\nwrote {path} and stages.png', file=sys.stderr)
-  from benchmarks import report
   report.refresh_readme(args.results_dir)
 
 

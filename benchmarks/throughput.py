@@ -41,7 +41,10 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from benchmarks import common
+from benchmarks import common, report
+from benchmarks.baseline import path_name
+from harness import kafka
+from harness.scripts import ROOT
 
 TARGET_NETWORK_PER_S = 20_000
 STREAMS = {'network': ('network',), 'host': ('process', 'memory')}
@@ -53,18 +56,17 @@ STREAMS = {'network': ('network',), 'host': ('process', 'memory')}
 def prefill(bootstrap: str, phase: str, topics: dict[str, str], *, network_messages: int,
             host_records: int, machines: int, seed: int) -> dict[str, Any]:
   """Fills the phase's topics; returns messages and records sent, and how long it took."""
-  # pylint: disable=import-outside-toplevel
-  from generator.source import SourceConfig, generate_messages
   t0 = time.monotonic()
   now_ms = int(time.time() * 1000)
-  if phase == 'network':
-    config = SourceConfig(streams=('network',), count=network_messages, seed=seed,
+  streams = STREAMS[phase]
+  if not any(SCHEMAS[s].is_array for s in streams):  # one record per message
+    config = SourceConfig(streams=streams, count=network_messages, seed=seed,
                           event_rate=1000.0, start_ms=now_ms - network_messages, topics=topics,
                           site='bench')
-    sent = common.produce_all(bootstrap, generate_messages(config))
+    sent = kafka.produce_all(bootstrap, generate_messages(config))
     records = sent
   else:
-    config = SourceConfig(streams=('process', 'memory'), seed=seed, machines=machines,
+    config = SourceConfig(streams=streams, seed=seed, machines=machines,
                           start_ms=now_ms - 4 * 3600 * 1000, topics=topics, site='bench')
     counted = {'records': 0}
 
@@ -75,7 +77,7 @@ def prefill(bootstrap: str, phase: str, topics: dict[str, str], *, network_messa
         counted['records'] += len(json.loads(message.value))
         yield message
 
-    sent = common.produce_all(bootstrap, until_enough())
+    sent = kafka.produce_all(bootstrap, until_enough())
     records = counted['records']
   seconds = time.monotonic() - t0
   common.log(f'{phase}: pre-filled {sent:,} messages ({records:,} records) in {seconds:.1f} s')
@@ -96,7 +98,7 @@ def run_baseline(bootstrap: str, phase: str, topics: dict[str, str], model_dir: 
          f'--stream={phase}', f'--topic={topic}', f'--model_dir={model_dir}',
          f'--output={os.path.join(work, "baseline-out")}', f'--batch={batch}',
          f'--timeout_s={timeout_s}'],
-        cwd=common.ROOT, stdout=subprocess.PIPE, stderr=logf, text=True, check=False,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=logf, text=True, check=False,
         timeout=timeout_s + 120)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('BENCH ')]
   if proc.returncode or not lines:
@@ -284,7 +286,6 @@ def main(argv=None) -> dict[str, Any]:
     parser.error(f'unknown --streams {sorted(unknown)}')
   args.model_dir = os.path.abspath(args.model_dir)
   common.ensure_models(args.model_dir)
-  from benchmarks.baseline import path_name  # pylint: disable=import-outside-toplevel
   result: dict[str, Any] = {
       'benchmark': 'throughput', 'machine': common.machine_info(),
       'settings': {'streams': phases, 'network_messages': args.network_messages,
@@ -301,11 +302,11 @@ def main(argv=None) -> dict[str, Any]:
   work_root = args.work_dir or tempfile.mkdtemp(prefix='bench-throughput-')
   os.makedirs(work_root, exist_ok=True)
   try:
-    with common.broker_for(args.bootstrap_servers, args.partitions) as (bootstrap, broker_pid):
+    with kafka.broker_for(args.bootstrap_servers, args.partitions) as (bootstrap, broker_pid):
       for phase in phases:
         work = tempfile.mkdtemp(prefix=f'{phase}-', dir=work_root)
-        topics = common.bench_topics(f'tp_{phase}')
-        common.make_topics(bootstrap, topics.values(), args.partitions)
+        topics = kafka.fresh_topics(f'tp_{phase}')
+        kafka.make_topics(bootstrap, topics.values(), args.partitions)
         filled = prefill(bootstrap, phase, topics, network_messages=args.network_messages,
                          host_records=args.host_records, machines=args.machines, seed=args.seed)
         entry: dict[str, Any] = {'topics': topics, 'prefill': filled}
@@ -329,7 +330,6 @@ def main(argv=None) -> dict[str, Any]:
   path = common.write_json(args.results_dir, args.name, result)
   print(table)
   print(f'\nwrote {path} and {png}')
-  from benchmarks import report  # pylint: disable=import-outside-toplevel
   report.refresh_readme(args.results_dir)
   return result
 

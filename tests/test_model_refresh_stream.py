@@ -68,7 +68,7 @@ def test_rows_after_a_publish_carry_the_new_version(model_dir, tmp_path):
   with TestPipeline(options=options) as pipeline:
     messages = pipeline | events | beam.ParDo(PublishOnMarker(models))
     parsed = messages | ParseAndClean(NETWORK)
-    enriched = parsed['records'] | Enrich(NETWORK, bounds=UNBOUNDED)  # the factories' 2023
+    enriched = parsed['network'] | Enrich(NETWORK, bounds=UNBOUNDED)  # the factories' 2023
     scored = enriched['records'] | Score(NETWORK, models, refresh_seconds=0.001)
     assert_that(scored['records'] | beam.FlatMap(RecordBatch.rows), check_versions)
 
@@ -109,7 +109,7 @@ def test_a_broken_newest_version_is_refused_and_a_later_good_one_served(model_di
   pipeline = TestPipeline(options=options)
   messages = pipeline | events | beam.ParDo(PublishOnMarker(models))
   parsed = messages | ParseAndClean(NETWORK)
-  enriched = parsed['records'] | Enrich(NETWORK, bounds=UNBOUNDED)
+  enriched = parsed['network'] | Enrich(NETWORK, bounds=UNBOUNDED)
   scored = enriched['records'] | Score(NETWORK, models, refresh_seconds=0.001)
   assert_that(scored['records'] | beam.FlatMap(RecordBatch.rows), check_versions)
   result = pipeline.run()

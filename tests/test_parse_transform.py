@@ -2,6 +2,7 @@
 with its raw bytes, where it came from, the stage and the reason; counted in metrics."""
 
 import json
+import uuid
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -12,7 +13,9 @@ from schemas.records import MEMORY, NETWORK, PROCESS
 from tests.factories import BASE_TS, memory_record, message, network_record, process_record
 from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
-from transforms.enrich import UNBOUNDED, Enrich, host_key
+from transforms.cleaning import clean_record
+from transforms.enrich import UNBOUNDED, Enrich, join_key
+from transforms.ids import UUID_NAMESPACE, stable_uuid, uuid5
 from transforms.parse import ParseAndClean
 
 GOOD_NETWORK = network_record(1)
@@ -44,7 +47,7 @@ def test_network_messages_clean_and_dead_letter():
          enumerate(BAD_NETWORK)]
   pipeline = TestPipeline()
   result = pipeline | beam.Create(good + bad) | ParseAndClean(NETWORK)
-  assert_that(result['records'] | beam.FlatMap(lambda batch: batch.columns['uuid']),
+  assert_that(result['network'] | beam.FlatMap(lambda batch: batch.columns['uuid']),
               equal_to([f'net-{i:06d}' for i in range(6)]), label='CleanRecords')
 
   def check_dead_letters(rows):
@@ -78,7 +81,7 @@ def test_host_message_arrays_dead_letter_each_bad_record_alone():
   ]
   pipeline = TestPipeline()
   result = pipeline | beam.Create(messages) | ParseAndClean(PROCESS)
-  assert_that(result['records'] | beam.FlatMap(
+  assert_that(result['process'] | beam.FlatMap(
       lambda batch: zip(batch.columns['CMD_PID'], batch.record_indexes)),
               equal_to([('sshd_10', 0)]), label='CleanRecords')
   assert_that(
@@ -101,12 +104,12 @@ def test_enrich_sets_event_time_uuid_site_and_host_key():
                                                 offset=7)])
             | 'ParseMemory' >> ParseAndClean(MEMORY))
   # The factories' fixed 2023 times: the event-time bounds are tested on their own.
-  enriched = memory['records'] | 'EnrichMemory' >> Enrich(MEMORY, default_site='lab',
+  enriched = memory['memory'] | 'EnrichMemory' >> Enrich(MEMORY, default_site='lab',
                                                           bounds=UNBOUNDED)
 
   def check_memory(records):
     [record] = records
-    assert host_key(record) == (4, 'nginx_9')
+    assert join_key(MEMORY)(record) == (4, 'nginx_9')
     assert record['event_time'].timestamp() == ts
     assert record['site'] == 'lab'
     assert len(record['uuid']) == 36 and len(record['record_id']) == 36
@@ -119,7 +122,7 @@ def test_enrich_sets_event_time_uuid_site_and_host_key():
                  message('network', network_record(2, utc='yesterday'), offset=2),
                  message('network', network_record(3, uuid=None, site=None), offset=3)])
              | 'ParseNetwork' >> ParseAndClean(NETWORK))
-  network = parsed_network['records'] | 'EnrichNetwork' >> Enrich(NETWORK, default_site='lab',
+  network = parsed_network['network'] | 'EnrichNetwork' >> Enrich(NETWORK, default_site='lab',
                                                                  bounds=UNBOUNDED)
 
   def check_network(records):
@@ -137,13 +140,11 @@ def test_enrich_sets_event_time_uuid_site_and_host_key():
 
 
 def test_derived_uuids_are_stable_across_runs():
-  from transforms.ids import stable_uuid
-  from transforms.cleaning import clean_record
   raw = memory_record(4, 9, 'nginx', BASE_TS, False)
-  first = stable_uuid('memory', clean_record(MEMORY, raw), message('memory', [raw], offset=1), 0)
-  replayed = stable_uuid('memory', clean_record(MEMORY, raw),
+  first = stable_uuid(MEMORY, clean_record(MEMORY, raw), message('memory', [raw], offset=1), 0)
+  replayed = stable_uuid(MEMORY, clean_record(MEMORY, raw),
                          message('memory', [raw], offset=99), 0)
-  other = stable_uuid('memory', clean_record(MEMORY, {**raw, 'ts': BASE_TS + 1}),
+  other = stable_uuid(MEMORY, clean_record(MEMORY, {**raw, 'ts': BASE_TS + 1}),
                       message('memory', [raw], offset=1), 0)
   assert first == replayed
   assert first != other
@@ -151,19 +152,15 @@ def test_derived_uuids_are_stable_across_runs():
 
 def test_derived_uuids_did_not_change_with_record_ids():
   """Archives written before record ids dedupe by these uuids: the derivation must not move."""
-  from transforms.ids import stable_uuid
-  from transforms.cleaning import clean_record
   raw = memory_record(4, 9, 'nginx', BASE_TS, False)
-  assert stable_uuid('memory', clean_record(MEMORY, raw), message('memory', [raw], offset=1),
+  assert stable_uuid(MEMORY, clean_record(MEMORY, raw), message('memory', [raw], offset=1),
                      0) == '5b09d269-efa8-5bf9-9363-c83c26992777'
-  assert stable_uuid('network', {}, message('network', b'{}', offset=-1),
+  assert stable_uuid(NETWORK, {}, message('network', b'{}', offset=-1),
                      None) == 'abb036cc-542e-5e7d-902b-fc819fe581a7'
-  assert stable_uuid('network', {}, message('network', b'{}', offset=5),
+  assert stable_uuid(NETWORK, {}, message('network', b'{}', offset=5),
                      None) == '65850845-ddfe-5f0d-897b-7faf06fe8212'
 
 
 def test_the_fast_uuid5_is_uuid5():
-  import uuid
-  from transforms.ids import UUID_NAMESPACE, uuid5
   for name in ('', 'x', 'record|network|net-1|' + 'a' * 64 + '|', 'é☃' * 100, 'u' * 5000):
     assert uuid5(name) == str(uuid.uuid5(UUID_NAMESPACE, name))

@@ -43,7 +43,7 @@ def test_parse_and_clean_dead_letters_a_message_of_another_stream():
   foreign = message('process', [process_record(1, 100, 'sshd', 1700000000, False)], offset=7)
   result = (pipeline | beam.Create([message('network', network_record(1)), foreign])
             | ParseAndClean(NETWORK))
-  assert_that(result['records'] | beam.Map(len), equal_to([1]), label='Records')
+  assert_that(result['network'] | beam.Map(len), equal_to([1]), label='Records')
   assert_that(result[DEAD_LETTER] | beam.Map(lambda row: (row['stage'], row['payload'])),
               equal_to([('route', foreign.value)]), label='DeadLetters')
   pipeline.run()

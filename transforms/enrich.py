@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Optional
+import operator
+from typing import Any, Callable, Optional
 
 import apache_beam as beam
 
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
-from schemas.records import RecordSchema
+from schemas.records import ISO8601, UNIX_SECONDS, RecordSchema
 from transforms.batch import RecordBatch
 from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
                                     record_by_record, utc_now)
-from transforms.ids import HOST_IDENTITY, message_digest, record_id, stable_uuid
+from transforms.ids import message_digest, record_id, stable_uuid
 from transforms.source import SourceMessage
 
 ENRICH_STAGE = 'enrich'
@@ -83,20 +84,33 @@ def from_unix_seconds(seconds: float) -> datetime.datetime:
     raise EnrichError(f'ts: {seconds!r} is not a valid Unix time') from None
 
 
-def event_time(stream: str, record_time: Any, message: SourceMessage) -> datetime.datetime:
-  """The record's own time (``utc`` of a network record, ``ts`` of a host record), else the
-  source's timestamp. Kafka says -1 for "no timestamp": a source time of 0 or less is none."""
+# How each RecordSchema.time_format is read.
+TIME_READERS: dict[str, Callable[[Any], datetime.datetime]] = {
+    ISO8601: parse_utc, UNIX_SECONDS: from_unix_seconds}
+
+
+def event_time(schema: RecordSchema, record_time: Any, message: SourceMessage
+               ) -> datetime.datetime:
+  """The record's own time (its ``schema.time_field``: ``utc`` of a network record, ``ts`` of
+  a host record), else the source's timestamp."""
+  return _event_time(TIME_READERS[schema.time_format], record_time, message)
+
+
+def _event_time(read: Callable[[Any], datetime.datetime], record_time: Any,
+                message: SourceMessage) -> datetime.datetime:
+  """Kafka says -1 for "no timestamp": a source time of 0 or less is none."""
   if record_time is not None and record_time != '':
-    return parse_utc(record_time) if stream == 'network' else from_unix_seconds(record_time)
+    return read(record_time)
   source_ms = message.timestamp_ms
   if source_ms is not None and source_ms > 0:
     return from_unix_seconds(source_ms / 1000)
   raise EnrichError('no event time: the record has no utc/ts and its source no timestamp')
 
 
-def host_key(record: dict[str, Any]) -> tuple[int, str]:
-  """The join key of host records: the same program on the same machine."""
-  return record['machine'], record['CMD_PID']
+def join_key(schema: RecordSchema) -> Callable[[dict[str, Any]], tuple]:
+  """The function that gives a record of ``schema`` its join key (``schema.join_key``; for
+  host records ``(machine, CMD_PID)``: the same program on the same machine)."""
+  return operator.itemgetter(*schema.join_key)
 
 
 def _record_ids(stream: str, uuids: list, batch: RecordBatch) -> list[str]:
@@ -121,11 +135,12 @@ def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str,
   stream, columns = schema.stream, batch.columns
   now = utc_now()  # one processing time per batch: its records were enriched together
   earliest, latest = bounds.window(now)
-  time_column = columns['utc'] if stream == 'network' else columns['ts']
+  time_column = columns[schema.time_field]
+  read = TIME_READERS[schema.time_format]
   times, kept, dead = [], [], []
   for position, (record_time, message) in enumerate(zip(time_column, batch.messages)):
     try:
-      when = event_time(stream, record_time, message)
+      when = _event_time(read, record_time, message)
       if not earliest <= when <= latest:
         raise EnrichError(bounds.refusal(when, now))
       times.append(when)
@@ -134,9 +149,9 @@ def enrich_batch(schema: RecordSchema, batch: RecordBatch, default_site: str,
       dead.append(batch_record_dead_letter(batch, position, ENRICH_STAGE, str(e)))
   batch = batch.take(kept)
   columns = batch.columns
-  identity_columns = [c for c in ('uuid',) + HOST_IDENTITY if c in columns]
+  identity_columns = [c for c in ('uuid',) + schema.identity_fields if c in columns]
   uuids = [
-      stable_uuid(stream, dict(zip(identity_columns, values)), message, index)
+      stable_uuid(schema, dict(zip(identity_columns, values)), message, index)
       for values, message, index in zip(zip(*(columns[c] for c in identity_columns)),
                                         batch.messages, batch.record_indexes)]
   sites = columns.get('site') or [None] * len(batch)

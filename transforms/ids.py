@@ -21,12 +21,11 @@ import json
 import uuid
 from typing import Any, Mapping, Optional
 
+from schemas.records import RecordSchema
 from transforms.source import SourceMessage
 
 # uuid5 namespace of this product: the same record always gets the same ids.
 UUID_NAMESPACE = uuid.UUID('5b1c3a1e-9f44-4b8e-a4f1-6d0e8f2f7a10')
-# What identifies a host record that carries no uuid: the same sample read twice is the same.
-HOST_IDENTITY = ('machine', 'PID', 'CMD', 'ts', 'sequence')
 _NAMESPACED = hashlib.sha1(UUID_NAMESPACE.bytes)
 
 
@@ -51,13 +50,16 @@ def message_digest(message: SourceMessage) -> str:
   return hashlib.sha256(message.value or b'').hexdigest()
 
 
-def stable_uuid(stream: str, record: Mapping[str, Any], message: SourceMessage,
+def stable_uuid(schema: RecordSchema, record: Mapping[str, Any], message: SourceMessage,
                 record_index: Optional[int]) -> str:
-  """The producer's uuid when present, else one derived from what identifies the record."""
+  """The producer's uuid when present, else one derived from what identifies the record
+  (``schema.identity_fields``: the same sample read twice is the same), else from where its
+  message came from."""
   if record.get('uuid'):
     return record['uuid']
-  if stream != 'network':
-    identity = [stream] + [record.get(k) for k in HOST_IDENTITY]
+  stream = schema.stream
+  if schema.identity_fields:
+    identity = [stream] + [record.get(k) for k in schema.identity_fields]
   elif message.offset >= 0:
     identity = [stream, message.source, message.partition, message.offset]
   else:

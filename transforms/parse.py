@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import orjson
 
@@ -84,11 +84,12 @@ def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
   """Messages of ``schema.stream`` -> (the records that cleaned, dead-letter rows), one pair
   per chunk of about ``max_records`` records (host arrays add up; None: one chunk).
 
-  A network message is one JSON object::
+  A message of a ``payload=OBJECT`` stream (network) is one JSON object::
 
     {"duration": 0, "protocol_type": "tcp", "service": "http", ..., "uuid": "…", "utc": "…"}
 
-  A host message is a JSON array of records whose numbers arrive as messy strings::
+  A message of a ``payload=ARRAY`` stream (process, memory) is a JSON array of records whose
+  numbers arrive as messy strings::
 
     [{"machine": "7", "PID": " 312", "CMD": "kworker", "VSIZE": "1.5M", "ts": 1700000000, …}, …]
 
@@ -97,7 +98,7 @@ def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
   bytes); a record that fails cleaning alone (stage ``clean``, the record's JSON when it came
   in an array). Whatever goes wrong for one message, it becomes that message's dead letter.
   """
-  is_array = schema.stream != 'network'
+  is_array = schema.is_array
   dead: list[dict[str, Any]] = []
   raws, owners, indexes = [], [], []
   for message in messages:
@@ -184,10 +185,11 @@ class ParseAndCleanFn(beam.DoFn):
 
 class ParseBatches(beam.PTransform):
   """Lists of SourceMessages of one stream (as :class:`BatchByStream` emits them) ->
-  RecordBatches (``result['records']``), plus ``DEAD_LETTER`` rows."""
+  RecordBatches (``result['records']``), plus ``DEAD_LETTER`` rows. The per-stream step of
+  :class:`ParseAndClean`."""
 
   def __init__(self, schema: RecordSchema):
-    super().__init__(label=f'ParseAndClean[{schema.stream}]')
+    super().__init__(label=f'Parse[{schema.stream}]')
     self._schema = schema
 
   def expand(self, batches):
@@ -196,23 +198,31 @@ class ParseBatches(beam.PTransform):
 
 
 class ParseAndClean(beam.PTransform):
-  """PCollection[SourceMessage] of one stream -> RecordBatches, plus ``DEAD_LETTER`` rows.
+  """PCollection[SourceMessage] of the streams of ``schemas`` (one schema or several) ->
+  RecordBatches per stream, plus ``DEAD_LETTER`` rows.
 
-  Messages are batched within each bundle, up to ``batch_size`` per batch: the batch is what
-  the model scores in one call and what the archive writes as one table. A message of another
-  stream is dead-lettered. Returns ``result['records']``, the batches, and
-  ``result[DEAD_LETTER]``, the dead letters. (DetectAttacks batches all streams in one step,
-  then runs :class:`ParseBatches` per stream.)
+  Two steps: :class:`BatchByStream` routes the messages by stream and batches them within each
+  bundle, up to ``batch_size`` per batch (the batch is what the model scores in one call and
+  what the archive writes as one table); then :class:`ParseBatches` parses and cleans each
+  stream's batches. A message of a stream not in ``schemas`` is dead-lettered (stage
+  ``route``). Returns ``result[stream]``, the batches of each stream, and
+  ``result[DEAD_LETTER]``, every dead letter of both steps.
   """
 
-  def __init__(self, schema: RecordSchema, batch_size: int = DEFAULT_BATCH_SIZE):
-    super().__init__(label=f'ParseAndClean[{schema.stream}]')
-    self._schema = schema
+  def __init__(self, schemas: Union[RecordSchema, Iterable[RecordSchema]],
+               batch_size: int = DEFAULT_BATCH_SIZE):
+    self._schemas = (schemas,) if isinstance(schemas, RecordSchema) else tuple(schemas)
+    super().__init__(label='ParseAndClean' if len(self._schemas) > 1
+                     else f'ParseAndClean[{self._schemas[0].stream}]')
     self._batch_size = batch_size
 
   def expand(self, messages):
-    batches = messages | 'Batch' >> BatchByStream([self._schema.stream], self._batch_size)
-    parsed = batches[self._schema.stream] | 'Parse' >> ParseBatches(self._schema)
-    dead = ((batches[DEAD_LETTER], parsed[DEAD_LETTER])
-            | 'AllDeadLetters' >> beam.Flatten())
-    return {'records': parsed['records'], DEAD_LETTER: dead}
+    batches = messages | 'ByStream' >> BatchByStream(
+        [schema.stream for schema in self._schemas], self._batch_size)
+    outputs, dead = {}, [batches[DEAD_LETTER]]
+    for schema in self._schemas:
+      parsed = batches[schema.stream] | ParseBatches(schema)
+      outputs[schema.stream] = parsed['records']
+      dead.append(parsed[DEAD_LETTER])
+    outputs[DEAD_LETTER] = dead | 'AllDeadLetters' >> beam.Flatten()
+    return outputs
