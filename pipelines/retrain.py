@@ -46,12 +46,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions,
-                                                  PipelineOptions, PortableOptions, S3Options,
-                                                  SetupOptions, StandardOptions)
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
 
-from pipelines import storage
-from pipelines.options import ModelRegistryOptions, own_flink_job_server, with_flink_defaults
+from pipelines import options as job_options, runners, storage
+from pipelines.options import ModelRegistryOptions
 from model import dataset, evaluation, methods, registry, report, sampling, signing, training
 
 log = logging.getLogger('pipelines.retrain')
@@ -537,22 +535,6 @@ def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: flo
   print('\n'.join(lines), file=out or sys.stdout)
 
 
-def with_runner_defaults(argv: Sequence[str]) -> list[str]:
-  """DirectRunner unless told otherwise; ``--runner=FlinkRunner`` alone gets the stream job's
-  offline defaults (pinned job server jar, Flink version, LOOPBACK harness)."""
-  argv = list(argv)
-  runner = (PipelineOptions(argv).view_as(StandardOptions).runner or '').lower()
-  if not runner:
-    return argv + ['--runner=DirectRunner']
-  try:
-    return with_flink_defaults(argv)
-  except FileNotFoundError:
-    log.warning('no pinned Flink job server (scripts/fetch_jars.sh); Beam will fetch one')
-    if not any(a.startswith('--environment_type') for a in argv):
-      argv.append('--environment_type=LOOPBACK')
-    return argv
-
-
 def _keys(opts: RetrainOptions
           ) -> tuple[Optional[signing.SigningKey], Optional[signing.PublicKeys]]:
   """The key that signs what this run publishes (checked before any training: a run that
@@ -575,7 +557,7 @@ def _keys(opts: RetrainOptions
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """Runs the job; returns ``{'result': ..., 'decision': ..., 'seconds': ...}``."""
-  with own_flink_job_server(with_runner_defaults(argv or [])) as args:
+  with runners.job_server(runners.with_runner_defaults(argv or [], runners.BATCH)) as args:
     return _run(args)
 
 
@@ -615,20 +597,9 @@ def _run(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def help_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m pipelines.retrain', usage='%(prog)s --detector D --input PATH [options]',
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog='Any other Beam pipeline option is accepted too (see Beam\'s documentation).')
-  RetrainOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  ModelRegistryOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  for title, options in (('Beam: runner', StandardOptions),
-                         ('Beam: Flink', FlinkRunnerOptions),
-                         ('Beam: portability', PortableOptions),
-                         ('Beam: direct runner', DirectOptions),
-                         ('Beam: S3 (unset ones come from the AWS_* environment)', S3Options),
-                         ('Beam: packaging', SetupOptions)):
-    options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
-  return parser
+  return job_options.help_parser(
+      'python -m pipelines.retrain', '%(prog)s --detector D --input PATH [options]', __doc__,
+      [RetrainOptions], [('Beam: direct runner', DirectOptions)])
 
 
 def _remove(directory: str) -> None:

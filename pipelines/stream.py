@@ -21,20 +21,21 @@ from typing import Iterator, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineState
-from apache_beam.options.pipeline_options import (FlinkRunnerOptions, KafkaStreamsRunnerOptions,
-                                                  PipelineOptions, PortableOptions, S3Options,
+from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, PipelineOptions,
                                                   SetupOptions, StandardOptions)
 
-from pipelines import checkpoints, kafka_config, storage
-from pipelines.options import (ModelRegistryOptions, is_flink, own_flink_job_server,
-                              with_flink_defaults)
+from pipelines import kafka_config, options as job_options, runners, storage
+from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import SCHEMAS
+from transforms import kafka_io
+from transforms.alerts import FormatAlertMessages
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
 from transforms.enrich import EventTimeBounds
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
+from transforms.sources import ReadMessageFiles
 
 log = logging.getLogger('pipelines.stream')
 
@@ -70,7 +71,7 @@ class StreamOptions(PipelineOptions):
                        help='With --checkpointing_interval on a Flink cluster: keep checkpoints '
                        'here, also after a cancel, and resume from the newest one at start '
                        '(the committed offsets alone lose the records of the unwritten '
-                       'output roll; see pipelines/checkpoints.py).')
+                       'output roll; see pipelines/runners.py).')
     group.add_argument('--run_for_s', type=float, default=None,
                        help='Run this long, then stop the job (reading stops at once: records '
                        'not yet in a rolled file are not written, and their offsets are not '
@@ -138,11 +139,9 @@ def kafka_client_config(opts: StreamOptions) -> dict[str, str]:
 
 def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   if opts.source == 'files':
-    from transforms.sources import ReadMessageFiles
     if not opts.input_dir:
       raise SystemExit('--source=files needs --input_dir')
     return pipeline | 'ReadFiles' >> ReadMessageFiles(file_patterns(opts.input_dir))
-  from transforms import kafka_io
   topics = {getattr(opts, f'{s}_topic'): s for s in SCHEMAS}
   # --checkpointing_interval is the Flink runner's own (Java) option: Python passes it through.
   interval = opts.get_all_options(retain_unknown_options=True).get('checkpointing_interval')
@@ -169,8 +168,6 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:
-    from transforms import kafka_io
-    from transforms.alerts import FormatAlertMessages
     for kind, key in ALERTS_BY_KIND.items():
       # One sink per kind: network alerts go out from the scoring stage itself, without
       # waiting on a flatten with the join's host alerts.
@@ -180,63 +177,17 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
                bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
 
 
-# Flink closes a bundle after 1,000 elements or 1 s by default. A network alert waits for two
-# bundles to close (the Python stage's, then the Java Kafka writer's), so the time limit is a
-# floor under alert latency: p99 at 5,000 events/s was 0.99 s with 200 ms, 0.63 s with 100 ms
-# (benchmarks.latency). The size limit is 5 batches (--batch_size): the Python worker scores
-# each full batch while the JVM is still sending the rest of the bundle, and only the last one
-# makes Flink wait at the bundle's end. (Bundle = batch = 2,000 made every batch wait: 11,100
-# network records/s in benchmarks.throughput, 14,100 with 10,000-record bundles.)
-#
-# Object reuse: Flink otherwise copies every element between chained operators, by encoding
-# and decoding it; that was 38% of the JVM's CPU time (JFR, benchmarks/README.md). Beam
-# elements are immutable, and the only Java operators here are Beam's own (KafkaIO read and
-# write, the shuffles), so the copies protect nothing (a Beam Flink-runner maintainer says
-# the same in apache/beam#13240).
-#
-# Finishing the bundle before a checkpoint: by default Beam's Flink runner finishes it during
-# the snapshot and keeps the output it could no longer send as buffered state. Restoring that
-# buffer (Beam 2.62) hands its elements to the wrong outputs: a cancelled-and-resumed job
-# failed with "GlobalWindow cannot be cast to IntervalWindow", and jobs restarted after a lost
-# TaskManager lost records without an error (2 of 3 runs of tests/integration/test_faults.py
-# before this default, 0 of 5 after). Sending the output before the barrier leaves nothing
-# buffered.
-STREAM_FLINK_DEFAULTS = {'--max_bundle_time_mills': '100',
-                         '--max_bundle_size': str(5 * DEFAULT_BATCH_SIZE),
-                         '--object_reuse': None,
-                         '--finish_bundle_before_checkpointing': None}
-
-
-# Checkpoints on for a streaming (Kafka) job on Flink unless --checkpointing_interval says
-# otherwise (-1: off). Without them Flink's restart strategy is "no restart": one SDK worker
-# killed ended the whole job. With them, Flink 1.19 restarts a failed job from its last
-# checkpoint (exponential delay from 1 s to 1 min, no limit on attempts, unless
-# --number_of_execution_retries asks for a fixed count), and the Kafka offsets are committed
-# at each checkpoint.
-STREAM_CHECKPOINTING_MS = 10_000
-
-
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:
-  argv = list(argv)
-  options = PipelineOptions(argv)
-  if (is_flink(options) and options.view_as(StreamOptions).source == 'kafka'
-      and not any(a.split('=', 1)[0] == '--checkpointing_interval' for a in argv)):
-    argv.append(f'--checkpointing_interval={STREAM_CHECKPOINTING_MS}')
-  argv = with_flink_defaults(checkpoints.with_checkpoint_args(argv))
-  if is_flink(PipelineOptions(argv)):
-    given = {a.split('=', 1)[0] for a in argv}
-    argv += [flag if value is None else f'{flag}={value}'
-             for flag, value in STREAM_FLINK_DEFAULTS.items() if flag not in given]
-  return argv
+  """``argv`` with the runner defaults (pipelines/runners.py) for this job: a streaming job
+  when it reads Kafka, a batch job when it reads files once."""
+  source = PipelineOptions(list(argv)).view_as(StreamOptions).source
+  return runners.with_runner_defaults(
+      argv, runners.STREAMING if source == 'kafka' else runners.BATCH)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  argv = with_stream_defaults(argv or [])
-  try:
-    with own_flink_job_server(argv) as args:
-      return _run(PipelineOptions(args))
-  finally:
-    checkpoints.remove_temporary_storage(argv)
+  with runners.job_server(with_stream_defaults(argv or [])) as args:
+    return _run(PipelineOptions(args))
 
 
 def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
@@ -259,11 +210,10 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
 
 def _expansion_scope(opts: StreamOptions):
   """One expansion-service JVM for every Kafka transform of the pipeline: without an outer
-  ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own (two JVM starts,
-  seconds each, at every job start; seen by benchmarks/throughput.py)."""
+  ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own, two JVM starts
+  at every job start (benchmarks/README.md, "Figures behind the code's defaults")."""
   if opts.source != 'kafka':
     return contextlib.nullcontext()
-  from transforms import kafka_io
   return kafka_io.expansion_service()
 
 
@@ -271,10 +221,8 @@ def _expansion_scope(opts: StreamOptions):
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  argv = with_stream_defaults(argv)
-  with contextlib.ExitStack() as stack:
-    stack.callback(checkpoints.remove_temporary_storage, argv)
-    options = PipelineOptions(stack.enter_context(own_flink_job_server(argv)))
+  with runners.job_server(with_stream_defaults(argv)) as args:
+    options = PipelineOptions(args)
     result = submit(options)
     try:
       yield result
@@ -298,28 +246,14 @@ def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
 
 def stop(result, options: PipelineOptions) -> None:
   """Cancels a running job (on a Flink session cluster too)."""
-  if is_flink(options):
-    from transforms import kafka_io
-    kafka_io.cancel_flink_job(result, options.view_as(FlinkRunnerOptions).flink_master)
-  else:
-    result.cancel()
+  runners.cancel(result, options)
 
 
 def help_parser() -> argparse.ArgumentParser:
   """--help: the job's flags, then the Beam flags that matter for running it."""
-  parser = argparse.ArgumentParser(
-      prog='python -m pipelines.stream', usage='%(prog)s [options]', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog='Any other Beam pipeline option is accepted too (see Beam\'s documentation).')
-  StreamOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  ModelRegistryOptions._add_argparse_args(parser)  # pylint: disable=protected-access
-  for title, options in (('Beam: runner', StandardOptions), ('Beam: Flink', FlinkRunnerOptions),
-                         ('Beam: portability', PortableOptions),
-                         ('Beam: Kafka', KafkaStreamsRunnerOptions),
-                         ('Beam: S3 (unset ones come from the AWS_* environment)', S3Options),
-                         ('Beam: packaging', SetupOptions)):
-    options._add_argparse_args(parser.add_argument_group(title))  # pylint: disable=protected-access
-  return parser
+  return job_options.help_parser(
+      'python -m pipelines.stream', '%(prog)s [options]', __doc__, [StreamOptions],
+      [('Beam: Kafka', KafkaStreamsRunnerOptions)])
 
 
 def main() -> None:

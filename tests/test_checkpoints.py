@@ -1,12 +1,13 @@
-"""The Flink checkpoint flags the stream job adds (pipelines/checkpoints.py), and checkpointing
-on by default for streaming jobs on Flink (pipelines/stream.py)."""
+"""The Flink checkpoint flags the runner set-up adds (pipelines/runners.py), and checkpointing
+on by default for the stream job on Flink when it reads Kafka (pipelines/stream.py)."""
 
 import os
 
 import pytest
 
-from pipelines.checkpoints import remove_temporary_storage, with_checkpoint_args
-from pipelines.stream import STREAM_CHECKPOINTING_MS, with_stream_defaults
+from pipelines.runners import (STREAM_CHECKPOINTING_MS, remove_temporary_storage,
+                               with_checkpoint_args)
+from pipelines.stream import with_stream_defaults
 
 
 def _storage(argv):

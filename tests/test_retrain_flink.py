@@ -23,9 +23,9 @@ START = datetime.datetime(2026, 3, 1, tzinfo=datetime.timezone.utc)
 def flink_ready():
   if shutil.which('java') is None:
     pytest.skip('java is not installed')
-  from transforms import kafka_io  # pylint: disable=import-outside-toplevel
+  from transforms import jvm  # pylint: disable=import-outside-toplevel
   try:
-    kafka_io.flink_job_server_jar()
+    jvm.flink_job_server_jar()
   except FileNotFoundError as e:
     pytest.skip(str(e))
 

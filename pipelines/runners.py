@@ -1,0 +1,495 @@
+"""How the jobs run on their runner: the runner set-up, in one place.
+
+The stream and retrain jobs take Beam's own runner flags (``--runner``, ``--flink_master``, ...)
+and hand their command line here::
+
+    argv = runners.with_runner_defaults(argv, runners.STREAMING)  # or runners.BATCH
+    with runners.job_server(argv) as args:  # Flink: a loopback-only job server of our own
+      result = beam.Pipeline(options=PipelineOptions(args)).run()
+      ...
+      runners.cancel(result, PipelineOptions(args))  # on a Flink session cluster too
+
+:func:`with_runner_defaults` is the only place that adds flags to a job's command line. On
+Flink it makes ``--runner=FlinkRunner`` alone run here, with no Docker and no download:
+
+* the pinned job server jar and Flink version (transforms/jvm.py);
+* Python SDK workers as local processes: ``PROCESS`` with scripts/sdk_worker.sh
+  (pipelines/sdk_worker.py), two per core. ``LOOPBACK`` (the harness inside the submitting
+  process) stays available with ``--environment_type=LOOPBACK``, and ``EXTERNAL`` for a worker
+  pool beside each TaskManager of a real cluster (see :func:`flink_pipeline_options`);
+* for a streaming job: checkpoints every :data:`STREAM_CHECKPOINTING_MS`, a filesystem state
+  backend, and the bundle settings of :data:`STREAMING_FLINK_DEFAULTS`;
+* with ``--checkpoint_dir``: checkpoints kept there and the job resumed from the newest one.
+
+A flag the command line gives always wins. Only the Flink runner is set up here (the
+DirectRunner needs nothing); another runner (Spark) would get its own section and its own
+branch in :func:`with_runner_defaults`.
+
+Every server the Flink JVMs start listens on loopback only (:func:`flink_job_server`; Beam
+itself binds all interfaces, see docs/RUNTIME.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Iterator, List, Optional, Sequence
+
+from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions,
+                                                  PortableOptions, StandardOptions)
+from apache_beam.runners.portability.flink_runner import FlinkJarJobServer, FlinkRunner
+from apache_beam.utils.subprocess_server import pick_port
+
+from transforms import jvm
+from transforms.parse import DEFAULT_BATCH_SIZE
+
+_LOG = logging.getLogger(__name__)
+
+# The kinds of job :func:`with_runner_defaults` sets up.
+STREAMING = 'streaming'
+BATCH = 'batch'
+
+SDK_WORKER_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'sdk_worker.sh')
+
+# Checkpoints on for a streaming job on Flink unless --checkpointing_interval says otherwise
+# (-1: off). Without them Flink's restart strategy is "no restart": one SDK worker killed ended
+# the whole job. With them, Flink 1.19 restarts a failed job from its last checkpoint
+# (exponential delay from 1 s to 1 min, no limit on attempts, unless
+# --number_of_execution_retries asks for a fixed count), and the Kafka offsets are committed at
+# each checkpoint.
+STREAM_CHECKPOINTING_MS = 10_000
+
+# Flink closes a bundle after 1,000 elements or 1 s by default. A network alert waits for two
+# bundles to close (the Python stage's, then the Java Kafka writer's), so the time limit is a
+# floor under alert latency: a shorter one lowered the p99 alert latency. The size limit is 5
+# batches (--batch_size): the Python worker scores each full batch while the JVM is still
+# sending the rest of the bundle, and only the last one makes Flink wait at the bundle's end;
+# with bundle = batch every batch waited, and throughput dropped.
+#
+# Object reuse: Flink otherwise copies every element between chained operators, by encoding
+# and decoding it, a large share of the JVM's CPU time. Beam elements are immutable, and the
+# only Java operators here are Beam's own (KafkaIO read and write, the shuffles), so the copies
+# protect nothing (a Beam Flink-runner maintainer says the same in apache/beam#13240).
+#
+# Finishing the bundle before a checkpoint: by default Beam's Flink runner finishes it during
+# the snapshot and keeps the output it could no longer send as buffered state. Restoring that
+# buffer (Beam 2.62) hands its elements to the wrong outputs: a cancelled-and-resumed job
+# failed with "GlobalWindow cannot be cast to IntervalWindow", and jobs restarted after a lost
+# TaskManager lost records without an error in the fault tests (none since this default).
+# Sending the output before the barrier leaves nothing buffered.
+#
+# The figures behind each choice: benchmarks/README.md, "Figures behind the code's defaults"
+# and "Fault tests".
+STREAMING_FLINK_DEFAULTS = {'--max_bundle_time_mills': '100',
+                            '--max_bundle_size': str(5 * DEFAULT_BATCH_SIZE),
+                            '--object_reuse': None,
+                            '--finish_bundle_before_checkpointing': None}
+
+CHECKPOINT_DIR_FLAG = '--checkpoint_dir'
+_TEMPORARY_PREFIX = 'attack-detection-checkpoints-'
+
+FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
+
+# The embedded Flink (MiniCluster) of a [local] job server: its own ports on loopback (with
+# Flink's defaults some of them listen on all interfaces).
+EMBEDDED_FLINK_CONF = {
+    'jobmanager.rpc.address': jvm.LOCAL_HOST,
+    'jobmanager.bind-host': jvm.LOCAL_HOST,
+    'taskmanager.host': jvm.LOCAL_HOST,
+    'taskmanager.bind-host': jvm.LOCAL_HOST,
+    'rest.address': jvm.LOCAL_HOST,
+    'rest.bind-address': jvm.LOCAL_HOST,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Which runner
+# --------------------------------------------------------------------------------------------
+
+
+def is_flink(options: PipelineOptions) -> bool:
+  return (options.view_as(StandardOptions).runner or '').lower() in ('flinkrunner', 'flink')
+
+
+def is_embedded(flink_master: Optional[str]) -> bool:
+  """Whether ``--flink_master`` means a Flink MiniCluster inside the job server JVM (``[local]``,
+  or ``[auto]``, Beam's default, which is the same here) rather than a cluster at host:port."""
+  return (flink_master or '[auto]').strip() in ('[local]', '[auto]')
+
+
+def _value(argv: Sequence[str], flag: str) -> Optional[str]:
+  """The value of ``flag`` in ``argv`` (``--flag=v`` or ``--flag v``), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(flag + '='):
+      return arg.split('=', 1)[1]
+    if arg == flag and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _given(argv: Sequence[str]) -> set[str]:
+  return {a.split('=', 1)[0] for a in argv if a.startswith('--')}
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults
+# --------------------------------------------------------------------------------------------
+
+
+def with_runner_defaults(argv: Sequence[str], kind: str) -> list[str]:
+  """``argv`` with every runner default for a job of ``kind`` (:data:`STREAMING` or
+  :data:`BATCH`) that the command line does not set itself (see the module docstring).
+
+  Without ``--runner``: the DirectRunner, Beam's default, said explicitly. Raises
+  FileNotFoundError (saying how to fetch it) when a streaming job on Flink lacks the pinned job
+  server jar; a batch job then lets Beam fetch a job server, with the LOOPBACK harness.
+  """
+  if kind not in (STREAMING, BATCH):
+    raise ValueError(f'kind must be {STREAMING!r} or {BATCH!r}, not {kind!r}')
+  argv = list(argv)
+  options = PipelineOptions(argv)
+  if not options.view_as(StandardOptions).runner:
+    argv.append('--runner=DirectRunner')
+  flink = is_flink(options)
+  if flink and kind == STREAMING and '--checkpointing_interval' not in _given(argv):
+    argv.append(f'--checkpointing_interval={STREAM_CHECKPOINTING_MS}')
+  argv = with_checkpoint_args(argv)
+  if not flink:
+    return argv
+  try:
+    argv = with_flink_defaults(argv)
+  except FileNotFoundError:
+    if kind == STREAMING:
+      raise
+    _LOG.warning('no pinned Flink job server (scripts/fetch_jars.sh); Beam will fetch one')
+    if not any(a.startswith('--environment_type') for a in argv):
+      argv.append('--environment_type=LOOPBACK')
+    return argv
+  if kind == STREAMING:
+    given = _given(argv)
+    argv += [flag if value is None else f'{flag}={value}'
+             for flag, value in STREAMING_FLINK_DEFAULTS.items() if flag not in given]
+  return argv
+
+
+def with_flink_defaults(argv: Sequence[str]) -> list[str]:
+  """The part of :func:`with_runner_defaults` every job on Flink gets: the pinned job server
+  jar and Flink version, and Python SDK workers as local processes (PROCESS with
+  scripts/sdk_worker.sh, two per core), unless the command line says otherwise. Without these
+  Beam would download a job server and ask Docker for the harness. Raises FileNotFoundError
+  (saying how to fetch it) when the pinned jar is missing. ``argv`` unchanged off Flink."""
+  argv = list(argv)
+  if not is_flink(PipelineOptions(argv)):
+    return argv
+  given = _given(argv)
+  defaults = {
+      '--flink_job_server_jar': jvm.flink_job_server_jar,
+      '--flink_version': lambda: jvm.FLINK_VERSION,
+      '--environment_type': lambda: 'PROCESS',
+  }
+  argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
+  environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
+  if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
+    # Worker processes instead of LOOPBACK's threads of this process, which share one
+    # interpreter lock: its Python work never uses more than one core.
+    os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
+    # The JSON form: --environment_options would reach the Java expansion service too, whose
+    # (EMBEDDED) environment refuses a process_command.
+    argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
+    if '--sdk_worker_parallelism' not in given:
+      # Flink hands its Python operator instances to the workers round-robin, in the order they
+      # open, which is not stable: with one worker per core the busy scoring stage's instances
+      # were seen sharing one worker while another served only the light file writers. Two
+      # per core spread them; an idle worker costs memory, not CPU (benchmarks/README.md,
+      # "Figures behind the code's defaults").
+      argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
+  return argv
+
+
+def flink_pipeline_options(
+    flink_master: str = '[local]',
+    *,
+    environment_type: Optional[str] = None,
+    environment_config: Optional[str] = None,
+    parallelism: Optional[int] = None,
+    streaming: bool = True,
+    checkpointing_interval_ms: Optional[int] = None,
+    jars_dir: Optional[str] = None,
+) -> List[str]:
+  """Pipeline arguments for a pipeline built by hand (tests, experiments) to run on Flink with
+  the pinned job server and no Docker; the jobs use :func:`with_runner_defaults` instead.
+
+  ``flink_master``: ``[local]`` runs an embedded Flink MiniCluster inside the job server JVM;
+  ``host:port`` (e.g. ``localhost:8081``, see scripts/flink_cluster.sh) submits to a session
+  cluster's REST endpoint.
+
+  ``environment_type`` (the Python SDK harness):
+
+  * ``LOOPBACK`` (the default here, unlike the jobs' PROCESS): the harness runs inside the
+    submitting Python process and Flink calls back into it. Right for ``[local]``, tests, and a
+    cluster whose TaskManagers run on this host. The submitting process must stay alive while
+    the job runs.
+  * ``EXTERNAL`` with ``environment_config='host:port'``: for a real cluster. Start a worker pool
+    beside each TaskManager (same Python, same packages: ``pip install .``)::
+
+        PATH=/path/to/venv/bin:$PATH python -m apache_beam.runners.worker.worker_pool_main \\
+            --service_port=50000
+
+    The pool starts each SDK worker as plain ``python`` from ``PATH``, not with its own
+    interpreter: without the venv first on ``PATH`` the workers die with "No module named
+    apache_beam" and the Flink job hangs instead of failing. Verified here on the standalone
+    cluster (see docs/RUNTIME.md).
+
+    and pass ``environment_type='EXTERNAL', environment_config='localhost:50000'``; add
+    ``--setup_file=./setup.py`` if the workers lack the project's packages.
+
+  ``checkpointing_interval_ms``: needed for exactly-once state and for KafkaIO to commit offsets
+  (``ReadKafkaMessages(commit_offsets=True)``).
+  """
+  env = (environment_type or 'LOOPBACK').upper()
+  if env == 'DOCKER':
+    raise ValueError('DOCKER environments cannot run here (no Docker engine): use LOOPBACK or EXTERNAL')
+  if env == 'EXTERNAL' and not environment_config:
+    raise ValueError("EXTERNAL needs environment_config='host:port' of a worker pool")
+  args = [
+      '--runner=FlinkRunner',
+      f'--flink_master={flink_master}',
+      f'--flink_version={jvm.FLINK_VERSION}',
+      f'--flink_job_server_jar={jvm.flink_job_server_jar(jars_dir)}',
+      f'--environment_type={env}',
+  ]
+  if environment_config:
+    args.append(f'--environment_config={environment_config}')
+  if streaming:
+    args.append('--streaming')
+  if parallelism:
+    args.append(f'--parallelism={int(parallelism)}')
+  if checkpointing_interval_ms:
+    args.append(f'--checkpointing_interval={int(checkpointing_interval_ms)}')
+  return args
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: resuming a job from its own retained Flink checkpoint (--checkpoint_dir)
+# --------------------------------------------------------------------------------------------
+#
+# Why not just the committed Kafka offsets: offsets are committed when a checkpoint completes,
+# but at that moment the records of the current output roll are still buffered in the Parquet
+# sink's state (a GroupByKey waiting for its processing-time trigger). A cancelled job loses
+# that state, and a new job starting from the committed offsets never reads those records
+# again (the fault tests saw it: benchmarks/README.md, "Fault tests"). Restoring the checkpoint
+# restores the buffer together with the reader's offsets, so nothing is lost; the records read
+# after the checkpoint are read again (duplicates, removable by uuid).
+#
+# With --checkpoint_dir DIR the job keeps its checkpoints under DIR (also after a cancel) and,
+# at start, resumes from the newest one found there (--savepoint_path, which Beam's Flink
+# runner honours when submitting to a cluster, --flink_master=host:port).
+
+
+def newest_checkpoint(checkpoint_dir: str) -> Optional[str]:
+  """The newest complete retained checkpoint under ``checkpoint_dir`` (``<job id>/chk-<n>``,
+  complete once Flink has written its ``_metadata``), or None."""
+  found = glob.glob(os.path.join(checkpoint_dir, '*', 'chk-*', '_metadata'))
+  if not found:
+    return None
+  return os.path.dirname(max(found, key=os.path.getmtime))
+
+
+def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
+  """The part of :func:`with_runner_defaults` that keeps checkpoints under
+  ``--checkpoint_dir`` and resumes from the newest one (unless ``--savepoint_path`` is given).
+
+  Without ``--checkpoint_dir``, a checkpointing job on the embedded Flink still gets a
+  filesystem state backend (in a temporary folder, neither kept nor resumed from): Flink's
+  default keeps checkpoints in the JobManager's memory, at most 5 MB each, less than one roll
+  of buffered archive rows at a high input rate; each failed checkpoint restarted the job
+  (benchmarks/README.md, "Soak"). A cluster's own state backend configuration is left alone.
+  """
+  argv = list(argv)
+  directory = _value(argv, CHECKPOINT_DIR_FLAG)
+  checkpointing = int(_value(argv, '--checkpointing_interval') or -1) > 0
+  if not directory:
+    if (is_embedded(_value(argv, '--flink_master')) and checkpointing
+        and _value(argv, '--state_backend') is None):
+      storage = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX)
+      argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{storage}']
+    return argv
+  if not checkpointing:
+    raise SystemExit(f'{CHECKPOINT_DIR_FLAG} needs --checkpointing_interval=<ms>')
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{directory}',
+           '--externalized_checkpoints_enabled',
+           '--retain_externalized_checkpoints_on_cancellation']
+  resume = newest_checkpoint(directory)
+  if resume and _value(argv, '--savepoint_path') is None:
+    # The new job's graph is the same; allow dropping state of a transform no longer there.
+    argv += [f'--savepoint_path={resume}', '--allow_non_restored_state']
+  return argv
+
+
+def remove_temporary_storage(argv: Sequence[str]) -> None:
+  """Deletes the temporary state backend folder :func:`with_checkpoint_args` made for
+  ``argv``, once the job is over: streaming jobs checkpoint by default, and each run would
+  leave one behind. A folder the user named is never touched."""
+  path = _value(argv, '--state_backend_storage_path') or ''
+  local = path.removeprefix('file://')
+  if (path.startswith('file://') and os.path.dirname(local) == tempfile.gettempdir()
+      and os.path.basename(local).startswith(_TEMPORARY_PREFIX)):
+    shutil.rmtree(local, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The job server
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
+  """``argv`` (with :func:`with_runner_defaults` applied) for the span of a ``with`` block,
+  plus ``--job_endpoint`` of a job server of our own when it runs on Flink without one; ours
+  listens on loopback only and stops with the block (Beam's own binds all interfaces and can
+  outlive the run, see :func:`flink_job_server`). When the block ends, the temporary state
+  folder the defaults made is removed too."""
+  argv = list(argv)
+  try:
+    options = PipelineOptions(argv)
+    if not is_flink(options) or options.view_as(PortableOptions).job_endpoint:
+      yield argv
+    else:
+      with flink_job_server(argv) as with_endpoint:
+        yield with_endpoint
+  finally:
+    remove_temporary_storage(argv)
+
+
+class _LoopbackFlinkJobServer(FlinkJarJobServer):
+  """Beam's job server with every server it starts bound to loopback: the job server jar
+  behind a replacement of Beam's ServerFactory (jvm/loopback/), and, for an embedded Flink,
+  a Flink configuration that binds the MiniCluster's own ports there."""
+
+  def __init__(self, options: PipelineOptions, conf_dir: Optional[str]):
+    self._conf_dir = conf_dir
+    super().__init__(options)
+
+  def java_arguments(self, job_port, artifact_port, expansion_port, artifacts_dir):
+    # The job server's own expansion service: unused (KafkaIO has its own, EMBEDDED).
+    args = super().java_arguments(job_port, artifact_port, -1, artifacts_dir)
+    if self._conf_dir:
+      args += ['--flink-conf-dir', self._conf_dir]
+    return args
+
+  def subprocess_cmd_and_endpoint(self):
+    cmd, endpoint = super().subprocess_cmd_and_endpoint()
+    at = cmd.index('-jar')
+    jar = cmd[at + 1]
+    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, [jvm.SERVER_FACTORY_SOURCE])
+    # -cp, not a launcher jar's manifest: the job server stages its class path as the job's
+    # jars for a remote cluster, and both must be on it.
+    cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', FLINK_JOB_SERVER_MAIN]
+    return cmd, endpoint
+
+
+@contextlib.contextmanager
+def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
+  """Runs the pinned Flink job server for the span of a ``with`` block.
+
+  Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
+  ``--flink_master``, ``--flink_job_server_jar``); stops the job server JVM when the block ends.
+  Without this, FlinkRunner starts a job server per ``run()`` and stops it only at interpreter
+  exit, and that at-exit stop can fail and leave the JVM running (see below): every entry point
+  runs one through :func:`job_server`.
+  """
+  job_port, = pick_port(None)
+  options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
+  flink = options.view_as(FlinkRunnerOptions)
+  embedded = is_embedded(flink.flink_master)
+  flink.flink_master = FlinkRunner.add_http_scheme(flink.flink_master)
+  conf_dir = tempfile.mkdtemp(prefix='flink-conf-') if embedded else None
+  if conf_dir:
+    with open(os.path.join(conf_dir, 'flink-conf.yaml'), 'w', encoding='utf-8') as f:
+      f.writelines(f'{key}: {value}\n' for key, value in EMBEDDED_FLINK_CONF.items())
+  server = _LoopbackFlinkJobServer(options, conf_dir)
+  try:
+    server.start()  # returns once the job service answers on job_port
+  except BaseException:
+    if conf_dir:
+      shutil.rmtree(conf_dir, ignore_errors=True)
+    raise
+  try:
+    yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
+  finally:
+    # Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
+    # still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
+    # seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory.
+    process = getattr(server, '_server', None)
+    temp_root = getattr(server, '_local_temp_root', None)
+    if process is None:
+      server.stop()
+    else:
+      process.stop()
+      if temp_root:
+        shutil.rmtree(temp_root, ignore_errors=True)
+    if conf_dir:
+      shutil.rmtree(conf_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping a job
+# --------------------------------------------------------------------------------------------
+
+
+def cancel(result, options: PipelineOptions) -> None:
+  """Cancels a running job (on a Flink session cluster too)."""
+  if is_flink(options):
+    cancel_flink_job(result, options.view_as(FlinkRunnerOptions).flink_master)
+  else:
+    result.cancel()
+
+
+def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: float = 30.0) -> None:
+  """Cancels a running Beam job on Flink, including the Flink job on a session cluster.
+
+  ``result.cancel()`` alone stops the Beam job invocation, but with a remote ``flink_master`` the
+  Flink job keeps running on the cluster (seen with Beam 2.62's job server on Flink 1.19). So for
+  ``host:port`` masters this also cancels, through Flink's REST API, every running Flink job named
+  after the Beam job, and waits (up to ``timeout_s``) until Flink reports it cancelled.
+  """
+  job_id = getattr(result, '_job_id', None) or ''
+  try:
+    result.cancel()
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.warning('Beam cancel of %s failed (%s); cancelling on Flink directly', job_id, e)
+  if is_embedded(flink_master) or not job_id:
+    return
+  base = flink_master.strip().rstrip('/')
+  if not base.startswith(('http://', 'https://')):
+    base = 'http://' + base
+  name = job_id.rsplit('_', 1)[0]  # invocation id = <job name>_<uuid>
+
+  def running():
+    with urllib.request.urlopen(f'{base}/jobs/overview', timeout=5) as r:
+      jobs = json.load(r)['jobs']
+    return [j['jid'] for j in jobs if j.get('name') == name and
+            j.get('state') not in ('CANCELED', 'FAILED', 'FINISHED')]
+
+  deadline = time.monotonic() + timeout_s
+  jids = running()
+  for jid in jids:
+    req = urllib.request.Request(f'{base}/jobs/{jid}?mode=cancel', method='PATCH')
+    urllib.request.urlopen(req, timeout=5).close()  # pylint: disable=consider-using-with
+  while jids and time.monotonic() < deadline:
+    jids = running()
+    if jids:
+      time.sleep(0.3)
+  if jids:
+    raise TimeoutError(f'Flink jobs {jids} of {name} still not cancelled after {timeout_s}s')
