@@ -30,6 +30,7 @@ from google.protobuf import json_format, text_format
 
 from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
 from apache_beam.portability.api import endpoints_pb2
+from apache_beam.runners.worker import sdk_worker_main
 
 
 def _descriptor(url: str) -> str:
@@ -87,7 +88,6 @@ def main(argv=None) -> None:
   parser.add_argument('--semi_persist_dir', default=None)
   args, _ = parser.parse_known_args(argv)
   os.environ.update(worker_environment(args))
-  from apache_beam.runners.worker import sdk_worker_main  # pylint: disable=import-outside-toplevel
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
   sdk_worker_main.main(sys.argv)
 
