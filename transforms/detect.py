@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
+from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
 from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, NETWORK, SCHEMAS, STREAMS
 from transforms.alerts import host_attack_alert, network_alert
@@ -34,11 +35,7 @@ from transforms.inference import Score
 from transforms.join import MAX_LATENESS_S, JoinHostAttacks, clock_hint
 from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndClean
 
-ARCHIVE = 'archive/{}'
-ATTACKS = 'attacks'
-ALERTS = 'alerts'
 ALERTS_BY_KIND = {kind: f'{ALERTS}:{kind}' for kind in ALERT_KINDS}  # not folders: see expand
-DEAD_LETTERS = 'dead_letter'
 
 
 def predicted_attacks(batch: RecordBatch) -> Iterator[dict]:
@@ -50,12 +47,13 @@ def predicted_attacks(batch: RecordBatch) -> Iterator[dict]:
 def keyed_attacks(batch: RecordBatch, key_of: Callable[[dict], Any]
                   ) -> Iterator[TimestampedValue]:
   """Flagged host rows keyed for the join and stamped with their event time (a batch's own
-  timestamp is not any one record's); then the batch's event-time span for the join's clock."""
-  for row in predicted_attacks(batch):
-    yield TimestampedValue((key_of(row), row), row['event_time'].timestamp())
+  timestamp is not any one record's), after the batch's event-time span for the join's clock
+  (first, so that a stream's first batch starts the clock before its records reach it)."""
   times = batch.columns['event_time']
   if times:
     yield clock_hint(min(times).timestamp(), max(times).timestamp())
+  for row in predicted_attacks(batch):
+    yield TimestampedValue((key_of(row), row), row['event_time'].timestamp())
 
 
 class DetectAttacks(beam.PTransform):
@@ -89,7 +87,7 @@ class DetectAttacks(beam.PTransform):
       scored[stream] = result['records']
       dead_letters += [enriched[DEAD_LETTER], result[DEAD_LETTER]]
 
-    outputs = {ARCHIVE.format(stream): scored[stream] for stream in STREAMS}
+    outputs = {ARCHIVE_FOLDERS[stream]: scored[stream] for stream in STREAMS}
     joined = {
         stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(
             keyed_attacks, join_key(SCHEMAS[stream]))

@@ -21,6 +21,30 @@ How every pair comes out exactly once, whatever the window boundaries and howeve
   catch-up replay of host traffic ran at 7,300 records/s instead of 12,500-13,000
   (benchmarks.throughput --streams host); with 30 s, windows a replay moves the watermark
   past mostly close on time first.
+
+What the runner would drop is never dropped silently (docs/time-and-watermarks.md):
+
+* The runner drops, at the CoGroupByKey, a record whose windows the watermark has passed by
+  more than the allowed lateness, and says so only in a Java metric. So a gate,
+  :class:`_JoinClockFn`, stands in front of each stream's windows: a record it cannot prove
+  the windows will still take becomes a dead letter (stage ``join``, "late for the join by N
+  s") and counts in ``JoinHostAttacks/<stream>_late_for_join``.
+* The proof: the gate keeps one event-time timer pending, its *rung*. A pending timer holds
+  the gate's output watermark at the rung (Flink keeps a watermark hold per timer and emits
+  no watermark in the middle of a bundle), so the join's watermark never passes it; when it
+  fires, the next rung is set from inside the callback, so a hold is always there. A record
+  passes only if its earlier window, with the allowed lateness, ends after
+  ``rung - CLOCK_STEP_S``; the windows allow ``CLOCK_STEP_S`` more, so the runner's rule
+  cannot drop what passed.
+* Rungs climb by ``CLOCK_STEP_S`` while the clock is near the stream's records. Clock hints
+  (:func:`clock_hint`, one per batch of the stream's records, flagged or not) say where
+  those are; without them, rare attacks in a fast catch-up would look like the next case.
+* A watermark far ahead of every record (a producer's CreateTime in the future drives
+  KafkaIO's watermark) makes rungs fire at once, again and again: then the steps double, the
+  clock catches up in a few dozen firings, and every record behind it is a counted dead
+  letter, not a lost one.
+* Not covered: a stream's first batch after a fresh start (no state) is decided before its
+  clock's first timer fired, so it passes without that proof.
 """
 
 from __future__ import annotations
