@@ -9,7 +9,7 @@
 #   scripts/flink_cluster.sh kill-taskmanager   SIGKILL the TaskManager (fault tests: a lost machine)
 #   scripts/flink_cluster.sh start-taskmanager  start a (new) TaskManager beside the running JobManager
 #
-# Submit Beam jobs with transforms.kafka_io.flink_pipeline_options('localhost:<FLINK_REST_PORT>').
+# Submit Beam jobs with pipelines.runners.flink_pipeline_options('localhost:<FLINK_REST_PORT>').
 #
 # Environment:
 #   FLINK_REST_PORT (8081)        REST API and web UI, 127.0.0.1
