@@ -1,7 +1,7 @@
 """Data generator: the stream's source for demos, tests and benchmarks.
 
 Library (importable without Kafka):
-  * :func:`generator.kdd.read_kdd_csv` – a KDD Cup 1999 CSV file as a typed DataFrame.
+  * :func:`schemas.kdd.read_kdd_csv` (the KDD Cup 1999 CSV format lives in schemas/kdd.py).
   * :func:`generator.synthetic_network.generate_network` – labelled KDD-like records.
   * :func:`generator.synthetic_host.generate_host` – labelled process / memory records, and
     :func:`generator.synthetic_host.messy` to render them the way host agents send them.

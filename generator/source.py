@@ -22,7 +22,7 @@ from typing import Iterator, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from generator.kdd import read_kdd_csv
+from schemas.kdd import read_kdd_csv
 from generator.messages import (Message, host_message, malform, network_json_rows,
                                 network_message_from_json)
 from generator.synthetic_host import DEFAULT_ATTACK_FRACTION, HostSimulator

@@ -6,7 +6,7 @@ True
 >>> frame['label'].value_counts().index[0]      # smurf, then neptune, then normal
 'smurf'
 
-The columns and dtypes are those of :func:`generator.kdd.read_kdd_csv`. Per-family patterns
+The columns and dtypes are those of :func:`schemas.kdd.read_kdd_csv`. Per-family patterns
 are in :mod:`generator.network_families`; this module mixes them, adds label-independent
 camouflage and shuffles.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from generator import network_families as families
-from generator.kdd import LABEL, frame_dtypes
+from schemas.kdd import LABEL, frame_dtypes
 from generator.sampling import Sampler
 from schemas.records import FLOAT, INT, KDD_FEATURES, NETWORK
 

@@ -32,14 +32,14 @@ both models on it) and independent of the sampling order.
 from __future__ import annotations
 
 import datetime
-import os
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.kdd import kdd_csv_batches  # noqa: F401  (pipelines.retrain reads it here until the split)
 from schemas.outputs import ARCHIVE_SCHEMAS
 from schemas.records import FLOAT, INT, LABEL_COLUMN, SCHEMAS, STR, RecordSchema
 
@@ -226,67 +226,6 @@ def feature_frame(schema: RecordSchema, table_or_frame) -> pd.DataFrame:
   for name in schema.categorical_features:
     frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
   return frame.reset_index(drop=True)
-
-
-# ---- KDD Cup CSV -----------------------------------------------------------------------------
-
-def kdd_csv_batches(handle, name: str, block_size: int = 1 << 24) -> Iterator[pa.Table]:
-  """Streams a KDD Cup 1999 CSV file (plain or gzip, an open binary file object) as tables in
-  the archive's column names, with ``uuid`` = ``<file name>:<line number>`` (a CSV line has no
-  uuid; re-reading the same file therefore deduplicates, distinct lines never do)."""
-  import pyarrow.csv as pacsv
-
-  from generator.kdd import kdd_column_types
-  from schemas.records import KDD_FEATURES
-  head = handle.read(2)
-  stream = pa.PythonFile(_Prepend(head, handle), mode='r')
-  if head == b'\x1f\x8b':
-    stream = pa.CompressedInputStream(stream, 'gzip')
-  names = list(KDD_FEATURES) + ['label']
-  reader = pacsv.open_csv(
-      stream, read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
-      convert_options=pacsv.ConvertOptions(column_types=kdd_column_types(),
-                                           strings_can_be_null=False))
-  base = os.path.basename(name)
-  line = 0
-  for batch in reader:
-    table = pa.Table.from_batches([batch])
-    ids = pc.binary_join_element_wise(
-        pa.scalar(base + ':'), pc.cast(pa.array(np.arange(line + 1, line + 1 + len(table))),
-                                       pa.string()), '')
-    line += len(table)
-    yield table.append_column('uuid', ids)
-
-
-class _Prepend:
-  """A read-only file object: ``head`` then the rest of ``handle`` (to sniff gzip's magic on
-  streams that cannot seek)."""
-
-  def __init__(self, head: bytes, handle):
-    self._head = head
-    self._handle = handle
-    self.closed = False
-
-  def read(self, size: int = -1) -> bytes:
-    if self._head:
-      if size is None or size < 0:
-        data, self._head = self._head + self._handle.read(), b''
-        return data
-      data, self._head = self._head[:size], self._head[size:]
-      if len(data) < size:
-        data += self._handle.read(size - len(data))
-      return data
-    return self._handle.read(size)
-
-  def readable(self) -> bool:
-    return True
-
-  def seekable(self) -> bool:
-    return False
-
-  def close(self) -> None:
-    self.closed = True
-    self._handle.close()
 
 
 # ---- archives for tests, benchmarks and backfills ----------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from generator import messages as msgs
-from generator.kdd import read_kdd_csv
+from schemas.kdd import read_kdd_csv
 from generator.rate import TokenBucket
 from generator.sinks import JsonLinesSink
 from generator.source import SourceConfig, generate_messages
