@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT, AlertStore,
                                  AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
 from model import registry, signing
+from schemas.layout import ALERTS, ATTACKS, DEAD_LETTERS, finished_files, output_folder
 
 log = logging.getLogger('dashboard')
 KAFKA_LOG = logging.getLogger('dashboard.librdkafka')
@@ -409,17 +410,6 @@ class TooLarge(ValueError):
   pass
 
 
-def _list_files(pattern: str, limit: Optional[int] = None
-                ) -> list[tuple[str, Optional[float], Optional[int]]]:
-  from apache_beam.io.filesystem import BeamIOError
-  from apache_beam.io.filesystems import FileSystems
-  try:
-    matched = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
-  except BeamIOError:
-    return []
-  return [(m.path, m.last_updated_in_seconds, m.size_in_bytes) for m in matched]
-
-
 _TIME_UNITS = {'s': 1.0, 'ms': 1e3, 'us': 1e6, 'ns': 1e9}
 
 
@@ -571,20 +561,17 @@ class ParquetScanner(Feed):
     self.started = time.time()
     self._seen: dict[str, set[str]] = {}
     self._folders = {
-        'alerts': (ALERT_SCHEMA.names, lambda row: alerts.add(row, 'parquet')),
-        'attacks': (ATTACK_COLUMNS, attacks.add),
-        'dead_letter': (DEAD_LETTER_COLUMNS, dead_letters.add),
+        ALERTS: (ALERT_SCHEMA.names, lambda row: alerts.add(row, 'parquet')),
+        ATTACKS: (ATTACK_COLUMNS, attacks.add),
+        DEAD_LETTERS: (DEAD_LETTER_COLUMNS, dead_letters.add),
     }
     self.update_status(output=output, files={f: 0 for f in self._folders},
                        rows={f: 0 for f in self._folders}, unreadable=0, too_large=0)
 
   def _listing(self, folder: str) -> list[tuple[str, Optional[float], Optional[int]]]:
-    from apache_beam.io.filesystems import FileSystems
-    listed = []
-    for date in window_dates(time.time(), self.bounds, self.lookback_s):
-      pattern = FileSystems.join(self.output, folder, f'dt={date}', '*.parquet')
-      listed.extend(_list_files(pattern, self.limits.max_files_listed))
-    return listed
+    dates = window_dates(time.time(), self.bounds, self.lookback_s)
+    return [(m.path, m.last_updated_in_seconds, m.size_in_bytes) for m in finished_files(
+        output_folder(self.output, folder), dates, self.limits.max_files_listed)]
 
   def tick(self) -> None:
     status = self.status

@@ -34,11 +34,12 @@ import sys
 import threading
 from typing import Mapping, Optional, Sequence
 
+from schemas.records import ALERTS_TOPIC, SCHEMAS
+
 ENV_PREFIX = 'DASHBOARD_KAFKA_'
 TOKEN_ENV = 'DASHBOARD_TOKEN'
 DEFAULT_PORT = 8050
-INPUT_TOPICS = {'network': 'sensor_messages', 'process': 'process_activity',
-                'memory': 'memory_activity'}
+INPUT_TOPICS = {schema.stream: schema.default_topic for schema in SCHEMAS.values()}
 
 log = logging.getLogger('dashboard')
 
@@ -51,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
   kafka.add_argument('--bootstrap_servers', default='localhost:9092',
                      help='Kafka bootstrap servers, host:port[,...] (default: %(default)s); '
                      '"none" to run without Kafka (alerts then come from Parquet only).')
-  kafka.add_argument('--alerts_topic', default='alerts',
+  kafka.add_argument('--alerts_topic', default=ALERTS_TOPIC,
                      help='Topic the stream job publishes alerts to (default: %(default)s).')
   for stream, topic in INPUT_TOPICS.items():
     kafka.add_argument(f'--{stream}_topic', default=topic,

@@ -20,21 +20,16 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import storage
-from schemas.records import SCHEMAS
-from transforms.detect import ALERTS, ARCHIVE, ATTACKS, DEAD_LETTERS
-
-FOLDERS = tuple(ARCHIVE.format(s) for s in SCHEMAS) + (ATTACKS, ALERTS, DEAD_LETTERS)
+from schemas.layout import ALERTS, FOLDERS, finished_files, output_folder
+from schemas.records import ALERTS_TOPIC, SCHEMAS
 
 
 def output_files(output: str, folder: str) -> list[str]:
   """The finished Parquet files of an output folder (any Beam file system)."""
-  pattern = FileSystems.join(output, *folder.split('/'), 'dt=*', '*.parquet')
   try:
-    matched = FileSystems.match([pattern])[0].metadata_list
+    return [m.path for m in finished_files(output_folder(output, folder))]
   except Exception:  # pylint: disable=broad-except
-    return []  # nothing written yet
-  # '.<name>.inprogress' temporaries never end in .parquet; skip other hidden names too.
-  return [m.path for m in matched if not m.path.rsplit('/', 1)[-1].startswith('.')]
+    return []  # a file system that cannot list it: nothing to count
 
 
 def parquet_rows(output: str, folder: str) -> int:
@@ -106,7 +101,7 @@ def main(argv=None) -> int:
                       help='Kafka to count topic messages in (default: none)')
   parser.add_argument('--input_topics', default=','.join(s.default_topic for s in SCHEMAS.values()),
                       help='comma-separated input topics (default: %(default)s)')
-  parser.add_argument('--alerts_topic', default='alerts', help='(default: %(default)s)')
+  parser.add_argument('--alerts_topic', default=ALERTS_TOPIC, help='(default: %(default)s)')
   parser.add_argument('--every', type=float, default=5.0, help='seconds between lines')
   parser.add_argument('--once', action='store_true', help='print one line and the latency')
   storage.add_arguments(parser)

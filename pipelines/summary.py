@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from apache_beam.metrics.metric import MetricsFilter
 
+from schemas.layout import FOLDERS
 from schemas.records import SCHEMAS
 from transforms.join import LATE_NAMESPACE, LATE_SUFFIX
 
@@ -51,8 +52,7 @@ def print_summary(result, opts, out=None) -> dict[str, int]:
     lines.append('  late for the host join (dead letters, stage join): ' + ', '.join(
         f'{stream} {count}' for stream, count in sorted(late_by_stream.items())))
   lines.append('  rows written:')
-  for folder in ('archive/network', 'archive/process', 'archive/memory', 'attacks', 'alerts',
-                 'dead_letter'):
+  for folder in FOLDERS:
     rows = totals.get(f'WritePartitionedParquet.{folder}_rows', 0)
     files = totals.get(f'WritePartitionedParquet.{folder}_files', 0)
     lines.append(f'    {folder + "/":<18}{rows:>10} rows in {files} files')

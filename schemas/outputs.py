@@ -1,4 +1,5 @@
-"""Output rows and their Parquet schemas, derived from the input schemas in :mod:`schemas.records`.
+"""Output rows and their Parquet schemas, derived from the input schemas in :mod:`schemas.records`
+(folder names and file naming: :mod:`schemas.layout`).
 
 | folder                | rows                                                                     |
 | archive/<stream>/     | a cleaned input record + enrichment + prediction (ARCHIVE_SCHEMAS)       |
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
 from schemas.records import FLOAT, INT, SCHEMAS, RecordSchema
 
 _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), 'str': pa.string()}
@@ -90,8 +92,8 @@ DEAD_LETTER_SCHEMA = pa.schema([
 ])
 
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {
-    **{f'archive/{stream}': s for stream, s in ARCHIVE_SCHEMAS.items()},
-    'attacks': ATTACK_SCHEMA,
-    'alerts': ALERT_SCHEMA,
-    'dead_letter': DEAD_LETTER_SCHEMA,
+    **{ARCHIVE_FOLDERS[stream]: s for stream, s in ARCHIVE_SCHEMAS.items()},
+    ATTACKS: ATTACK_SCHEMA,
+    ALERTS: ALERT_SCHEMA,
+    DEAD_LETTERS: DEAD_LETTER_SCHEMA,
 }

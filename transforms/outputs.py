@@ -5,20 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
+from schemas.layout import TIME_FIELDS, output_folder
 from schemas.outputs import OUTPUT_SCHEMAS
 from transforms.parquet_sink import WritePartitionedParquet, new_run_id
-
-# Which column dates each output's rows into dt=YYYY-MM-DD/.
-TIME_FIELDS = {
-    'archive/network': 'event_time',
-    'archive/process': 'event_time',
-    'archive/memory': 'event_time',
-    'attacks': 'Process_event_time',
-    'alerts': 'event_time',
-    'dead_letter': 'failed_at',
-}
 
 
 class WriteOutputs(beam.PTransform):
@@ -43,7 +33,7 @@ class WriteOutputs(beam.PTransform):
     folders = {f: rows for f, rows in outputs.items() if f in OUTPUT_SCHEMAS}
     for folder, rows in folders.items():
       written[folder] = rows | f'Write[{folder}]' >> WritePartitionedParquet(
-          FileSystems.join(self._output, *folder.split('/')), OUTPUT_SCHEMAS[folder],
+          output_folder(self._output, folder), OUTPUT_SCHEMAS[folder],
           time_field=TIME_FIELDS[folder], roll_seconds=self._roll_seconds,
           num_shards=self._num_shards, site=self._site, run_id=self._run_id,
           metric_name=folder)

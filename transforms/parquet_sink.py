@@ -7,7 +7,7 @@ grouped by (date, shard), and each group is written as one file with pyarrow in 
 Nothing is ever late for this sink: a record that arrives a day late goes into the next file of
 its own date folder rather than being dropped.
 
-File names are ``<site>-<run>-<pane>-<shard>.parquet``: deterministic within a run, so a retried
+File names follow :mod:`schemas.layout`, ``<site>-<run>-<pane>-<shard>.parquet``: deterministic within a run, so a retried
 bundle rewrites the same file instead of adding a copy, and distinct across runs and sites, so
 several jobs can share one output folder. The file is written under a temporary name and
 renamed, so readers never see half a file.
@@ -30,6 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import GlobalWindows
 
+from schemas.layout import file_name, in_progress_name, partition_name
 from transforms.batch import RecordBatch
 
 ROW_BATCH = 10_000
@@ -141,10 +142,10 @@ class _WriteGroupFn(beam.DoFn):
 
   def process(self, element, pane=beam.DoFn.PaneInfoParam):
     (date, shard), chunks = element
-    folder = FileSystems.join(self._directory, f'dt={date}')
-    name = f'{self._file_prefix}-{pane.index:06d}-{shard:03d}.parquet'
+    folder = FileSystems.join(self._directory, partition_name(date))
+    name = file_name(self._file_prefix, pane.index, shard)
     final_path = FileSystems.join(folder, name)
-    temp_path = FileSystems.join(folder, f'.{name}.inprogress')
+    temp_path = FileSystems.join(folder, in_progress_name(name))
     count = self._write(temp_path, chunks)
     if count == 0:
       FileSystems.delete([temp_path])
