@@ -84,8 +84,9 @@ class RecordBatchCoder(beam.coders.Coder):
 
   Batches stay inside one fused stage, so they are hardly ever encoded; but the SDK harness
   samples elements' sizes for its byte-count metrics, by encoding them. For a batch of
-  thousands of records that was 7-10% of a Flink worker's Python time (py-spy, see
-  benchmarks/README.md), so the estimate counts the raw messages' bytes instead.
+  thousands of records that was a noticeable share of a Flink worker's Python time (measured:
+  benchmarks/README.md, "Where the time goes"), so the estimate counts the raw messages' bytes
+  instead.
   """
 
   def encode(self, value: RecordBatch) -> bytes:

@@ -115,8 +115,8 @@ def _one_native_thread_per_worker() -> None:
   """Limits OpenMP and BLAS (HistGradientBoosting's predict, numpy) to one thread.
 
   The runner already runs a worker per core; a model that also starts a thread per core
-  oversubscribes them, and OpenMP's spinning threads then make scoring up to 70 times slower
-  on a busy 2-core machine (1,450 vs 20 microseconds a record, benchmarks/stages.py). OpenMP
+  oversubscribes them, and OpenMP's spinning threads then make scoring many times slower on a
+  busy machine (measured: benchmarks/README.md, "Figures behind the code's defaults"). OpenMP
   keeps the setting per calling thread, and Beam runs bundles on a pool of threads: so once
   per thread.
   """

@@ -35,8 +35,8 @@ from transforms.batch import RecordBatch
 
 ROW_BATCH = 10_000
 # The chunks cross the runner twice (to the shuffle and back out of its state), and on Flink
-# that byte copying was most of the JVM's work; zstd makes a network chunk 6x smaller for
-# about 2 us per row of Python (benchmarks/README.md, "Where the time goes").
+# that byte copying was most of the JVM's work; zstd makes a chunk several times smaller for
+# little Python time per row (measured: benchmarks/README.md, "Where the time goes").
 CHUNK_OPTIONS = pa.ipc.IpcWriteOptions(compression='zstd')
 _SAFE_NAME = re.compile(r'[^A-Za-z0-9_.-]+')
 

@@ -1,8 +1,9 @@
 """BatchByStream: SourceMessages of any stream -> lists of messages, one output per stream.
 
 Every message crosses this step, so it is one DoFn: routing by stream and batching in the
-same call. (A Partition and a BatchElements per stream were two more DoFn calls per message,
-about 7% of the Python workers' time on Flink in py-spy.)
+same call. (A Partition and a BatchElements per stream were two more DoFn calls per message, a
+visible share of the Python workers' time on Flink: benchmarks/README.md, "Where the time
+goes".)
 """
 
 from __future__ import annotations
