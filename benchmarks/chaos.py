@@ -16,7 +16,7 @@ each at a random moment of its own time slot (``--seed``), the faults named by `
   broker_restart    the Kafka broker stopped and started again (same port, same data), 5 s down
   sdk_worker_kill   kill -9 of one Python SDK worker process (chosen by the seed)
   cancel_resume     the job cancelled, then submitted again: it resumes from its retained
-                    checkpoint (pipelines/checkpoints.py)
+                    checkpoint (pipelines/runners.py)
 
 Every ``--sample_s`` it records messages sent and acknowledged, the consumer lag (end offsets
 minus the offsets the job commits at each checkpoint), rows archived, and the resident memory
@@ -51,15 +51,18 @@ import time
 import uuid
 from typing import Any, Optional
 
-from benchmarks.common import (DEFAULT_RESULTS, ROOT, ArchiveCounter, Broker, FlinkCluster, Lag,
-                               MemorySampler, Traffic, archive_accounting, ensure_models,
-                               cpu_ticks, flink_job, log, machine_info, machine_line,
-                               make_topics, pyplot, sdk_worker_pids)
+from benchmarks.common import (DEFAULT_RESULTS, ArchiveCounter, MemorySampler,
+                               archive_accounting, ensure_models, log, machine_info,
+                               machine_line, pyplot, sdk_worker_pids)
+from harness.flink import FlinkCluster, flink_job
+from harness.kafka import PARTITIONS, Broker, Lag, make_topics
+from harness.procs import cpu_ticks
+from harness.scripts import ROOT
+from harness.traffic import Traffic
 from pipelines import stream
-from pipelines.checkpoints import newest_checkpoint
+from pipelines.runners import newest_checkpoint
 
 FAULTS = ('taskmanager_kill', 'broker_restart', 'sdk_worker_kill', 'cancel_resume')
-PARTITIONS = 4
 PRE_FAULT_WINDOW_S = 30.0
 TERMINAL = ('FAILED', 'CANCELED', 'FINISHED', 'SUSPENDED')
 # The faults after which Flink must restart the job (or, after a cancel, run a new one).

@@ -30,7 +30,7 @@ from harness.scripts import ROOT
 from model import registry
 from pipelines import options as pipeline_options
 from pipelines import stream
-from transforms import kafka_io
+from transforms import jvm
 
 DEFAULT_RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 
@@ -68,7 +68,7 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(Exception):
       module = __import__(name)
       versions[name] = getattr(module, '__version__', None) or str(module.version())
-  versions.update({'beam_java': kafka_io.JAVA_BEAM_VERSION, 'flink': '1.19.3',
+  versions.update({'beam_java': jvm.JAVA_BEAM_VERSION, 'flink': '1.19.3',
                    'kafka_broker': '3.9.2', 'java': _first_line(['java', '-version'])})
   git = _first_line(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])
   dirty = subprocess.run(['git', '-C', ROOT, 'status', '--porcelain', '--untracked-files=no'],

@@ -49,6 +49,7 @@ import time
 from typing import Any, Optional
 
 from benchmarks import common
+from harness import kafka
 
 DEFAULT_RATES = (500, 1000, 2000, 5000, 10000)
 TARGET_RATE, TARGET_P99_MS = 5000, 1000.0
@@ -119,7 +120,7 @@ class Sender:
 
   def __init__(self, bootstrap: str, topic: str, rows: list[str], flagged: list[bool], seed: int,
                flagged_share: Optional[float] = None):
-    self.producer = common.producer(bootstrap, **{'linger.ms': 1, 'batch.num.messages': 1000})
+    self.producer = kafka.producer(bootstrap, **{'linger.ms': 1, 'batch.num.messages': 1000})
     self.topic = topic
     self.rows, self.flagged = rows, flagged
     self.rng = random.Random(seed + 1)
@@ -389,9 +390,9 @@ def main(argv=None) -> dict[str, Any]:
   os.makedirs(work, exist_ok=True)
   planned = len(rates) * (args.warmup_s + args.measure_s) + args.drain_s
   try:
-    with common.broker_for(args.bootstrap_servers, args.partitions) as (bootstrap, broker_pid):
-      topics = common.bench_topics('lat')
-      common.make_topics(bootstrap, topics.values(), args.partitions)
+    with kafka.broker_for(args.bootstrap_servers, args.partitions) as (bootstrap, broker_pid):
+      topics = kafka.fresh_topics('lat')
+      kafka.make_topics(bootstrap, topics.values(), args.partitions)
       reader = AlertReader(bootstrap, topics['alerts'])
       reader.start()
       share = None if args.flagged_share < 0 else args.flagged_share

@@ -30,10 +30,14 @@ import time
 import uuid
 from typing import Optional
 
-from benchmarks.common import (ROOT, ArchiveCounter, Lag, broker_for, descendants,
-                               job_server_pids, rss_mb)
-
-PARTITIONS = 4
+from benchmarks.common import ArchiveCounter, job_server_pids
+from generator.rate import TokenBucket
+from generator.sinks import KafkaSink
+from generator.source import SourceConfig, generate_messages
+from harness.kafka import PARTITIONS, STREAMS, Lag, broker_for, make_topics
+from harness.procs import descendants, rss_mb
+from harness.scripts import ROOT
+from pipelines import stream
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -57,19 +61,9 @@ def verdict(samples: list[dict], rate: float, max_growth_mb: float) -> dict:
 
 
 def soak(args: argparse.Namespace, bootstrap: str) -> dict:
-  # pylint: disable=import-outside-toplevel
-  from confluent_kafka.admin import AdminClient, NewTopic
-
-  from generator.rate import TokenBucket
-  from generator.sinks import KafkaSink
-  from generator.source import SourceConfig, generate_messages
-  from pipelines import stream
-
   suffix = uuid.uuid4().hex[:8]
-  topics = {s: f'soak_{s}_{suffix}' for s in ('network', 'process', 'memory')}
-  admin = AdminClient({'bootstrap.servers': bootstrap})
-  for f in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics.values()]).values():
-    f.result(timeout=30)
+  topics = {s: f'soak_{s}_{suffix}' for s in STREAMS}
+  make_topics(bootstrap, topics.values(), PARTITIONS)
   group = f'soak-{suffix}'
   output = args.output or tempfile.mkdtemp(prefix='soak-out-')
   sink = KafkaSink(bootstrap, collect_uuids=False)

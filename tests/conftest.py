@@ -7,12 +7,8 @@ import os
 
 import pytest
 
-from model import registry, signing
-from model.detector import fit_supervised
-from model.features import frame_from_records
-from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS
-from tests.factories import BASE_TS, memory_record, network_record, process_record
-from transforms.cleaning import clean_record
+from model import signing
+from tests.helpers import train_factory_models, train_synthetic_models
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -32,40 +28,6 @@ def model_keys(tmp_path_factory):
       os.environ[name] = value
 
 
-def _training_set(schema, raw_records, labels):
-  cleaned = [clean_record(schema, r) for r in raw_records]
-  return frame_from_records(schema, cleaned), labels
-
-
-def train_factory_models(model_dir: str) -> dict[str, str]:
-  """Publishes one small model per detector; returns {detector: version}."""
-  labels = [i % 4 == 0 for i in range(400)]
-  sets = {
-      'network': _training_set(
-          NETWORK, [network_record(i, attack=a) for i, a in enumerate(labels)], labels),
-      'process': _training_set(
-          PROCESS, [process_record(i % 7, 100 + i, f'cmd{i % 5}', BASE_TS + i, a)
-                    for i, a in enumerate(labels)], labels),
-      'memory': _training_set(
-          MEMORY, [memory_record(i % 7, 100 + i, f'cmd{i % 5}', BASE_TS + i, a)
-                   for i, a in enumerate(labels)], labels),
-  }
-  return _publish_supervised(model_dir, sets, max_iter=20)
-
-
-def _publish_supervised(model_dir: str, sets, max_iter: int) -> dict[str, str]:
-  """{detector: (raw frame, labels)} -> one published supervised model each."""
-  versions = {}
-  for detector, (frame, labels) in sets.items():
-    schema = SCHEMAS[detector]
-    model = fit_supervised(schema, frame[list(schema.feature_columns)], labels,
-                           max_iter=max_iter)
-    versions[detector] = registry.publish(
-        model_dir, detector, model, feature_columns=list(schema.feature_columns),
-        training_rows=len(frame))
-  return versions
-
-
 @pytest.fixture(scope='session')
 def model_dir(tmp_path_factory, model_keys):
   """A registry with one version per detector, shared by the whole test session (read-only:
@@ -73,22 +35,6 @@ def model_dir(tmp_path_factory, model_keys):
   path = str(tmp_path_factory.mktemp('models'))
   train_factory_models(path)
   return path
-
-
-def train_synthetic_models(model_dir: str, seed: int = 0) -> dict[str, str]:
-  """Small supervised models on the generator's synthetic traffic: they flag the generator's
-  attacks as a real model would, so end-to-end tests see alerts and joined attack events."""
-  import pandas as pd
-  from generator.synthetic_host import generate_host
-  from generator.synthetic_network import generate_network
-  process, memory = generate_host(8, 600, seed=seed, start_ts=BASE_TS, attack_fraction=0.2)
-  network = generate_network(5000, seed=seed)
-  frames = {
-      'network': (network, network['label'] != 'normal'),
-      'process': (pd.DataFrame(process), pd.DataFrame(process)['attack'] == 1),
-      'memory': (pd.DataFrame(memory), pd.DataFrame(memory)['attack'] == 1),
-  }
-  return _publish_supervised(model_dir, frames, max_iter=40)
 
 
 @pytest.fixture(scope='session')

@@ -38,8 +38,8 @@ with atheris.instrument_imports(include=['transforms.route', 'transforms.parse',
   from transforms import enrich, ids, parse, route  # pylint: disable=unused-import
 
 from model import signing
-from tests.conftest import train_factory_models
-from tests.test_fuzz_parse import BOUNDS, archived_rows, check, load_models, run_stages
+from tests.helpers import train_factory_models
+from tests.fuzzing import BOUNDS, archived_rows, check, load_models, run_stages
 from transforms.source import SourceMessage
 
 STREAMS = sorted(SCHEMAS)

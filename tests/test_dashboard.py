@@ -1,7 +1,6 @@
 """The alerts dashboard without a browser or a broker: its bounded aggregation, the escaping of
 alert content (JSON, HTTP headers, the page's script), the Parquet and registry feeds, and the
-CLI. The helpers at the top (realistic alerts in the stream job's own format, sample Parquet
-outputs, a registry manifest) are shared with tests/test_dashboard_browser.py.
+CLI. Its sample alerts, outputs and registry are in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -10,13 +9,10 @@ import datetime
 import http.client
 import json
 import os
-import random
 import re
 import subprocess
 import sys
-import threading
 import time
-from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,128 +21,16 @@ import pytest
 from dashboard import aggregate
 from dashboard.aggregate import (AlertStore, AttackStore, DeadLetterStore, MinuteCounter,
                                  RateTracker, WindowedTopK)
-from dashboard.server import Dashboard, DashboardServer, encode_json
+from dashboard.server import Dashboard, encode_json
 from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber, redact
-from model import registry, signing
-from schemas.outputs import ALERT_SCHEMA, ATTACK_SCHEMA, DEAD_LETTER_SCHEMA
-from transforms.alerts import alert_message, host_attack_alert, network_alert
+from model import registry
+from schemas.outputs import ALERT_SCHEMA
+from tests.helpers import (MALICIOUS, ROOT, SERVICES, Served, dt_utc, kafka_message,
+                           sample_alerts, sample_attack_row, sample_network_alert,
+                           write_sample_outputs, write_sample_registry)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATIC = os.path.join(ROOT, 'dashboard', 'static')
-MALICIOUS = '<img src=x onerror=alert(1)><script>window.__pwned=1;alert(2)</script>'
 UTC = datetime.timezone.utc
-SERVICES = ('http', 'ecr_i', 'private', 'smtp', 'ftp_data', 'telnet', 'domain_u')
-PROGRAMS = ('cryptominer', 'sshd', 'python3', 'nc', 'bash', 'java', 'xmrig')
-
-
-# ---------- shared helpers ----------
-
-def _dt(t: float) -> datetime.datetime:
-  return datetime.datetime.fromtimestamp(t, UTC)
-
-
-def sample_network_alert(i: int, when: float, score: float, **overrides) -> dict[str, Any]:
-  """An alert row exactly as the stream job makes it (transforms.alerts.network_alert)."""
-  rng = random.Random(i)
-  record = {'uuid': f'net-{when:.0f}-{i}', 'event_time': _dt(when - rng.uniform(0, 3)),
-            'site': rng.choice(('site-1', 'site-2')), 'score': score,
-            'model_version': '20261123T190000000000Z',
-            'service': rng.choice(SERVICES), 'protocol_type': rng.choice(('tcp', 'udp', 'icmp')),
-            'duration': 0, 'flag': 'SF', 'src_bytes': rng.randint(0, 5000),
-            'dst_bytes': rng.randint(0, 5000), 'count': rng.randint(1, 511),
-            'srv_count': rng.randint(1, 511), 'label': 'smurf.'}
-  alert = network_alert(record)
-  alert['processing_time'] = _dt(when)
-  alert.update(overrides)
-  return alert
-
-
-def sample_attack_row(i: int, when: float, machine: int, program: str) -> dict[str, Any]:
-  """An attacks/ row (ATTACK_SCHEMA fields that matter; the rest null)."""
-  rng = random.Random(1000 + i)
-  pid = 4000 + i
-  return {
-      'event_id': f'attack-{when:.0f}-{i}', 'processing_time': _dt(when),
-      'Process_event_time': _dt(when - 5), 'Memory_event_time': _dt(when - 3),
-      'Process_machine': machine, 'Memory_machine': machine,
-      'Process_CMD': program, 'Process_PID': pid, 'Process_CMD_PID': f'{program}_{pid}',
-      'Memory_CMD': program, 'Memory_PID': pid, 'Memory_CMD_PID': f'{program}_{pid}',
-      'Process_score': rng.uniform(0.86, 0.999), 'Memory_score': rng.uniform(0.86, 0.999),
-      'Process_CPU': rng.uniform(60, 99), 'Memory_MEM': rng.uniform(10, 45),
-      'Process_site': 'site-1', 'Process_model_version': '20261123T190500000000Z',
-      'Memory_model_version': '20261123T190600000000Z', 'delta_time': rng.uniform(-25, 25),
-  }
-
-
-def sample_alerts(now: float, count: int = 300, minutes: int = 45,
-                  seed: int = 7) -> list[dict[str, Any]]:
-  """A realistic mix over the last ``minutes``: network anomalies (most), host attacks, a
-  burst a few minutes ago. Alert rows as the stream job publishes them."""
-  rng = random.Random(seed)
-  alerts = []
-  for i in range(count):
-    age = rng.uniform(0, minutes * 60) if i % 4 else rng.uniform(4 * 60, 7 * 60)  # a burst
-    when = now - age
-    if i % 9 == 0:
-      attack = sample_attack_row(i, when, rng.choice((3, 7, 7, 12, 15)), rng.choice(PROGRAMS))
-      alerts.append(host_attack_alert(attack))
-    else:
-      score = min(0.999, max(0.5, rng.betavariate(5, 1.3)))
-      alerts.append(sample_network_alert(i, when, score))
-  return sorted(alerts, key=lambda a: a['processing_time'])
-
-
-def kafka_message(alert: dict[str, Any]) -> tuple[bytes, bytes]:
-  return alert_message(alert)
-
-
-def write_sample_outputs(output: str, now: float, attacks: int = 14,
-                         dead_letters: int = 9) -> None:
-  """attacks/ and dead_letter/ Parquet files like the stream job's, under ``output``."""
-  rng = random.Random(3)
-  date = _dt(now).strftime('%Y-%m-%d')
-  attack_rows = [sample_attack_row(i, now - rng.uniform(30, 50 * 60), rng.choice((3, 7, 12)),
-                                   rng.choice(PROGRAMS)) for i in range(attacks)]
-  dead_rows = []
-  for i in range(dead_letters):
-    stream = rng.choice(('network', 'process', 'memory'))
-    dead_rows.append({
-        'stream': stream, 'source': {'network': 'sensor_messages', 'process': 'process_activity',
-                                     'memory': 'memory_activity'}[stream],
-        'partition': rng.randint(0, 3), 'offset': rng.randint(0, 10_000), 'record_index': None,
-        'stage': rng.choice(('parse', 'clean', 'enrich')),
-        'error': rng.choice(('JSONDecodeError: Expecting value: line 1 column 1',
-                             "field 'CPU': cannot parse '12%%x' as a number",
-                             "missing required field 'ts'")),
-        'payload': b'{"machine": "7", "CPU": "12%%x"', 'failed_at': _dt(now - rng.uniform(0, 40 * 60))})
-  for folder, rows, schema in (('attacks', attack_rows, ATTACK_SCHEMA),
-                               ('dead_letter', dead_rows, DEAD_LETTER_SCHEMA)):
-    path = os.path.join(output, folder, f'dt={date}')
-    os.makedirs(path, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema),
-                   os.path.join(path, f'local-test-{int(now)}-000000-000.parquet'))
-
-
-def write_sample_registry(model_dir: str) -> dict[str, str]:
-  """A manifest per detector, as model.registry.publish writes them, signed with the test
-  session's key (tests/conftest.py); no model file is needed to read a manifest."""
-  key = signing.SigningKey.load()
-  versions = {'network': '20261123T190000000000Z', 'process': '20261123T190500000000Z',
-              'memory': '20261123T193000000000Z'}
-  for detector, version in versions.items():
-    path = os.path.join(model_dir, detector, version)
-    os.makedirs(path, exist_ok=True)
-    manifest = json.dumps({
-        'detector': detector, 'version': version, 'created': '2026-11-23T19:00:00+00:00',
-        'model_file': registry.MODEL_FILE, 'format': 'skops', 'sha256': '0' * 64,
-        'size_bytes': 0, 'training_rows': 48_210, 'threshold': 0.61,
-        'metrics': {'roc_auc': 0.991, 'pr_auc': 0.962, 'f1': 0.93, 'recall': 0.95,
-                    'precision': 0.91}}).encode('utf-8')
-    with open(os.path.join(path, registry.MANIFEST_FILE), 'wb') as f:
-      f.write(manifest)
-    with open(os.path.join(path, registry.SIGNATURE_FILE), 'wb') as f:
-      f.write(key.sign(manifest))
-  return versions
 
 
 # ---------- aggregation ----------
@@ -164,8 +48,8 @@ def test_severity_from_score_and_kind():
 
 def test_to_epoch_accepts_the_formats_alerts_use():
   t = 1_795_000_000.25
-  assert aggregate.to_epoch(_dt(t)) == pytest.approx(t)
-  assert aggregate.to_epoch(_dt(t).isoformat()) == pytest.approx(t)
+  assert aggregate.to_epoch(dt_utc(t)) == pytest.approx(t)
+  assert aggregate.to_epoch(dt_utc(t).isoformat()) == pytest.approx(t)
   assert aggregate.to_epoch('2026-11-23T20:00:00Z') == pytest.approx(
       datetime.datetime(2026, 11, 23, 20, tzinfo=UTC).timestamp())
   assert aggregate.to_epoch(datetime.datetime(2026, 1, 1)) == pytest.approx(
@@ -285,7 +169,7 @@ def test_attack_and_dead_letter_stores():
   dead = DeadLetterStore(capacity=3)
   for i in range(5):
     dead.add({'stream': 'process', 'stage': 'clean', 'error': MALICIOUS * 50,
-              'payload': b'\xff\xfe' + MALICIOUS.encode(), 'failed_at': _dt(now - i)}, now=now)
+              'payload': b'\xff\xfe' + MALICIOUS.encode(), 'failed_at': dt_utc(now - i)}, now=now)
   snap = dead.snapshot(now)
   assert snap['total'] == 5 and len(snap['recent']) == 3 and snap['last_5_minutes'] == 5
   assert snap['by_stage'] == [('process / clean', 5)]
@@ -329,28 +213,6 @@ def test_page_script_never_inserts_html():
   assert not re.search(r'(src|href)="(https?:)?//', page)
 
 
-class _Served:
-
-  def __init__(self, dashboard: Dashboard, host: str = '127.0.0.1', **kwargs):
-    self.server = DashboardServer((host, 0), dashboard, **kwargs)
-    self.port = self.server.server_address[1]
-    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-    self.thread.start()
-
-  def request(self, method: str, path: str, host: Optional[str] = None):
-    conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=5)
-    headers = {'Host': host} if host else {}
-    conn.request(method, path, headers=headers)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response, body
-
-  def close(self):
-    self.server.shutdown()
-    self.server.server_close()
-
-
 @pytest.fixture
 def served():
   now = time.time()
@@ -359,7 +221,7 @@ def served():
                        'kafka', now=now)
   dashboard.alerts.add(json.loads(kafka_message(sample_network_alert(2, now, 0.8))[1]),
                        'kafka', now=now)
-  server = _Served(dashboard)
+  server = Served(dashboard)
   yield server
   server.close()
 
@@ -405,7 +267,7 @@ def test_parquet_scanner_reads_each_new_file_once(tmp_path):
   now = time.time()
   output = str(tmp_path / 'output')
   write_sample_outputs(output, now, attacks=6, dead_letters=4)
-  alerts_dir = tmp_path / 'output' / 'alerts' / f"dt={_dt(now):%Y-%m-%d}"
+  alerts_dir = tmp_path / 'output' / 'alerts' / f"dt={dt_utc(now):%Y-%m-%d}"
   alerts_dir.mkdir(parents=True)
   rows = [sample_network_alert(i, now - i, 0.9) for i in range(5)]
   pq.write_table(pa.Table.from_pylist(rows, ALERT_SCHEMA), str(alerts_dir / 'a.parquet'))

@@ -20,8 +20,7 @@ import urllib.parse
 import pytest
 
 from dashboard.server import SESSION_COOKIE, Dashboard, DashboardServer
-from tests.test_dashboard import MALICIOUS, ROOT, _Served, sample_network_alert
-from tests.test_dashboard_hostile import forged_alerts
+from tests.helpers import MALICIOUS, ROOT, Served, forged_alerts, sample_network_alert
 
 TOKEN = 'test-token-' + 'x' * 20
 
@@ -42,7 +41,7 @@ def exposed():
   now = time.time()
   dashboard = Dashboard(table_rows=10)
   dashboard.alerts.add(sample_network_alert(1, now, 0.97, program=MALICIOUS), 'kafka', now=now)
-  server = _Served(dashboard, host='0.0.0.0', token=TOKEN, allowed_hosts=['dash.example'])
+  server = Served(dashboard, host='0.0.0.0', token=TOKEN, allowed_hosts=['dash.example'])
   yield server
   server.close()
 
@@ -135,7 +134,7 @@ def test_failed_sign_ins_are_throttled(exposed):
 
 
 def test_connections_beyond_the_cap_are_closed():
-  server = _Served(Dashboard(), max_connections=2)
+  server = Served(Dashboard(), max_connections=2)
   idle = []
   try:
     for _ in range(2):
@@ -170,7 +169,7 @@ def test_forged_alerts_through_the_real_json_endpoint():
   dashboard = Dashboard(table_rows=1000, cache_s=0)
   for alert in forged_alerts(now):
     dashboard.alerts.add(alert, 'kafka', now=time.time())
-  server = _Served(dashboard)
+  server = Served(dashboard)
   try:
     response, body = _request(server.port, 'GET', '/api/state')
     assert response.status == 200 and b'<' not in body
@@ -260,7 +259,7 @@ def test_cli_token_file_and_refusals(tmp_path):
 
 
 def test_garbage_requests_get_an_answer_or_a_closed_socket(capfd):
-  server = _Served(Dashboard())
+  server = Served(Dashboard())
   try:
     port = server.port
     assert _request(port, 'GET', '/api/alert?' + '&'.join(f'a{i}=1' for i in range(50))
@@ -279,7 +278,7 @@ def test_garbage_requests_get_an_answer_or_a_closed_socket(capfd):
 
 
 def test_malformed_requests_get_the_security_headers_too():
-  server = _Served(Dashboard())
+  server = Served(Dashboard())
   try:
     with socket.create_connection(('127.0.0.1', server.port), timeout=5) as s:
       s.sendall(b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n' + b'X: y\r\n' * 200

@@ -21,23 +21,26 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.test_dashboard import (MALICIOUS, kafka_message, sample_alerts, sample_attack_row,
-                                  sample_network_alert, write_sample_outputs,
-                                  write_sample_registry)
-from tests.test_dashboard_hostile import forged_alerts
+from harness import scripts
+from harness.kafka import make_topics, running_broker
+from harness.ports import free_port
+from tests.helpers import (MALICIOUS, ROOT, forged_alerts, kafka_message, sample_alerts,
+                           sample_attack_row, sample_network_alert, write_sample_outputs,
+                           write_sample_registry)
+from transforms.alerts import host_attack_alert
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 SCREENSHOT = os.path.join(ROOT, '.run', 'screenshots', 'dashboard.png')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -45,12 +48,6 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic'
                  '--disable-sync', '--disable-dev-shm-usage']
 NEW_ALERT_WITHIN_S = 5.0
 INPUT_TOPICS = ('sensor_messages', 'process_activity', 'memory_activity')
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _timing(what: str, t0: float) -> None:
@@ -67,52 +64,19 @@ def _require_browser():
                 '(the system chromium is used; no `playwright install` needed)')
 
 
-def _require_kafka():
-  if shutil.which('java') is None:
-    pytest.skip('java is not installed (needed by scripts/kafka.sh)')
-  jar = os.path.join(os.environ.get('JARS_DIR', os.path.join(ROOT, '.cache', 'jars')),
-                     'kafka', 'lib', 'kafka_2.13-3.9.2.jar')
-  if not os.path.isfile(jar):
-    pytest.skip(f'{jar} missing: run scripts/fetch_jars.sh')
-
-
-def _kafka_script(action: str, env: dict, timeout: float) -> None:
-  proc = subprocess.run([os.path.join(ROOT, 'scripts', 'kafka.sh'), action], env=env,
-                        timeout=timeout, capture_output=True, text=True, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f'scripts/kafka.sh {action} failed ({proc.returncode}):\n'
-                       f'{proc.stdout}\n{proc.stderr}')
-
-
 @pytest.fixture(scope='module')
 def broker(tmp_path_factory):
   """A KRaft broker on free ports in its own data dir; the topics the dashboard reads."""
   _require_browser()
-  _require_kafka()
-  port = _free_port()
-  env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_CONTROLLER_PORT=str(_free_port()),
-             KAFKA_RUN_DIR=str(tmp_path_factory.mktemp('kafka')), KAFKA_PARTITIONS='2')
-  t0 = time.monotonic()
-  _kafka_script('start', env, timeout=120)
-  _timing('kafka.sh start', t0)
-  bootstrap = f'127.0.0.1:{port}'
-  try:
-    from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient({'bootstrap.servers': bootstrap})
-    futures = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1)
-                                   for t in ('alerts',) + INPUT_TOPICS], operation_timeout=30)
-    for future in futures.values():
-      future.result(timeout=60)
-    del admin, futures  # no client left retrying a stopped broker
-    yield bootstrap
-  finally:
-    t0 = time.monotonic()
-    _kafka_script('stop', env, timeout=60)
-    _timing('kafka.sh stop', t0)
+  reason = scripts.missing_kafka()
+  if reason:
+    pytest.skip(f'{reason} (needed by scripts/kafka.sh)')
+  with running_broker(2, run_dir=str(tmp_path_factory.mktemp('kafka'))) as kafka:
+    make_topics(kafka.bootstrap, ('alerts',) + INPUT_TOPICS, partitions=2)
+    yield kafka.bootstrap
 
 
 def _get_json(url: str):
-  import urllib.request
   with urllib.request.urlopen(url, timeout=5) as response:
     return json.loads(response.read())
 
@@ -130,7 +94,7 @@ def dashboard(broker, tmp_path_factory):
   with open(log_path, 'w', encoding='utf-8') as log:
     proc = subprocess.Popen(
         [sys.executable, '-m', 'pipelines.dashboard', '--bootstrap_servers', broker,
-         '--port', str(_free_port()), '--output', str(work / 'output'),
+         '--port', str(free_port()), '--output', str(work / 'output'),
          '--model_dir', str(work / 'models'), '--health_interval_s', '1',
          '--scan_interval_s', '1', '--stream_group_id', STREAM_GROUP],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -172,7 +136,6 @@ class _InputTraffic(threading.Thread):
 
   def __init__(self, bootstrap: str):
     super().__init__(daemon=True)
-    from confluent_kafka import Consumer, Producer
     self.producer = Producer({'bootstrap.servers': bootstrap, 'linger.ms': 20})
     self.group = Consumer({'bootstrap.servers': bootstrap, 'group.id': STREAM_GROUP,
                            'enable.auto.commit': False})
@@ -186,7 +149,6 @@ class _InputTraffic(threading.Thread):
       self.acked[key] = max(self.acked.get(key, 0), msg.offset() + 1)
 
   def run(self):
-    from confluent_kafka import TopicPartition
     i = 0
     history = []
     while not self.stop_event.is_set():
@@ -233,7 +195,8 @@ def _launch(playwright):
 
 
 def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
-  from confluent_kafka import Producer
+  # Local: Playwright is optional (the tests skip without it); importing it here keeps
+  # the module importable.
   from playwright.sync_api import sync_playwright
 
   traffic = _InputTraffic(broker)
@@ -263,7 +226,6 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
 
       # A new alert, whose program and details are an injection attempt.
       attack = sample_attack_row(99_999, time.time(), 7, 'x')
-      from transforms.alerts import host_attack_alert
       evil = host_attack_alert(attack)
       evil.update(program=MALICIOUS, details=json.dumps({'CMD': MALICIOUS, 'note': MALICIOUS}),
                   score=0.991)
@@ -338,7 +300,8 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
   10,000-deep JSON, oversized messages, a flood of distinct machine names, an id reused with
   other content), then a real alert: the page stays live, draws the real alert, counts the
   rejected rows in its feeds table and logs no error."""
-  from confluent_kafka import Producer
+  # Local: Playwright is optional (the tests skip without it); importing it here keeps
+  # the module importable.
   from playwright.sync_api import sync_playwright
 
   producer = Producer({'bootstrap.servers': broker, 'linger.ms': 5,
@@ -410,11 +373,13 @@ def test_exposed_dashboard_asks_for_its_token_in_chromium(tmp_path):
   """``--host 0.0.0.0 --token_file``: the browser is sent to the sign-in form (a wrong token is
   refused), and the right one opens the live page, whose polling then uses the cookie."""
   _require_browser()
+  # Local: Playwright is optional (the tests skip without it); importing it here keeps
+  # the module importable.
   from playwright.sync_api import sync_playwright
   token = 'browser-test-token-' + 'q' * 16
   token_file = tmp_path / 'token'
   token_file.write_text(token + '\n')
-  port = _free_port()
+  port = free_port()
   log_path = tmp_path / 'dashboard.log'
   with open(log_path, 'w', encoding='utf-8') as log:
     proc = subprocess.Popen(

@@ -24,45 +24,10 @@ from dashboard.aggregate import (AlertStore, AttackStore, Bounds, CappedCounter,
 from dashboard.server import Dashboard, encode_json
 from dashboard.sources import ParquetLimits, ParquetScanner, parse_alert_message
 from schemas.outputs import ALERT_SCHEMA
-from tests.test_dashboard import (MALICIOUS, _dt, kafka_message, sample_attack_row,
-                                  sample_network_alert)
+from tests.helpers import (MALICIOUS, deep_json, dt_utc, forged_alerts, kafka_message,
+                           sample_attack_row, sample_network_alert)
 
 UTC = datetime.timezone.utc
-
-
-def _deep(depth: int) -> str:
-  return '[' * depth + ']' * depth
-
-
-def forged_values(now: float) -> dict[str, list]:
-  """Hostile values per field, as JSON would carry them."""
-  huge = [1e308, -1e308, 2 ** 80, -(2 ** 80), 10 ** 400, -1, 'NaN', 'Infinity', '1e999',
-          '-0', '9' * 5000]
-  times = [None, 0, -1, 1e308, 2 ** 80, 10 ** 400, '9999-12-31T23:59:59Z',
-           '0001-01-01T00:00:00Z', '0001-01-01T00:00:00+14:00', '9999-12-31T23:59:59-14:00',
-           '1970-01-01T00:00:00Z', 'now', '2026-13-45T99:99:99', 'x' * 1_000_000,
-           [now], {'t': now}, True, now + 86400 * 365, now - 86400 * 365]
-  wrong_types = [[1, 2, 3], {'a': {'b': 'c'}}, True, None, '', 'x' * 1_000_000,
-                 '\ud800\udfff\x00\u202e', MALICIOUS, list(range(10_000))]
-  return {'score': huge + wrong_types, 'machine': huge + wrong_types,
-          'processing_time': times, 'event_time': times,
-          'program': wrong_types + huge, 'service': wrong_types + huge,
-          'site': wrong_types, 'model_version': wrong_types, 'protocol_type': wrong_types,
-          'kind': wrong_types + ['unknown_kind', 'host_attack', '__proto__', 'constructor'],
-          'event_id': wrong_types + ['same-id'],
-          'details': wrong_types + [json.loads(_deep(30))]}
-
-
-def forged_alerts(now: float):
-  """A real alert with one field replaced by each hostile value, then whole-message forgeries."""
-  base = json.loads(kafka_message(sample_network_alert(1, now, 0.9))[1])
-  for field, values in forged_values(now).items():
-    for value in values:
-      alert = dict(base, **{field: value})
-      yield alert
-  for missing in ('kind', 'processing_time', 'event_id', 'score', 'details'):
-    yield {k: v for k, v in base.items() if k != missing}
-  yield from ([], 'text', 42, None, {}, {'kind': None})
 
 
 def test_forged_alert_fields_are_rejected_or_bounded():
@@ -121,8 +86,8 @@ def test_the_same_id_with_other_content_hides_nothing():
 def test_deep_and_huge_messages_are_rejected_before_parsing():
   now = time.time()
   store = AlertStore()
-  for value, reason in ((_deep(10_000).encode(), 'not JSON'),
-                        (('{"kind": "network_anomaly", "details": ' + _deep(200) + '}').encode(),
+  for value, reason in ((deep_json(10_000).encode(), 'not JSON'),
+                        (('{"kind": "network_anomaly", "details": ' + deep_json(200) + '}').encode(),
                          'nested too deep'),
                         (b'{"kind": "' + b'x' * 2_000_000 + b'"}', 'too large'),
                         (b'\xff\xfe not json', 'not JSON'),
@@ -173,7 +138,7 @@ def test_forged_attack_and_dead_letter_rows():
   attacks = AttackStore()
   good = sample_attack_row(1, now, 7, 'xmrig')
   assert attacks.add(good, now=now)
-  for field, value in (('processing_time', _dt(now + 10 * 365 * 86400)),
+  for field, value in (('processing_time', dt_utc(now + 10 * 365 * 86400)),
                        ('Process_event_time', datetime.datetime(1, 1, 1, tzinfo=UTC)),
                        ('Process_score', 1e308), ('Process_score', float('nan')),
                        ('Process_machine', 2 ** 80), ('Process_machine', [1]),
@@ -187,9 +152,9 @@ def test_forged_attack_and_dead_letter_rows():
   dead = DeadLetterStore(max_stages=5)
   for i in range(1000):
     dead.add({'stream': f'forged-{i}', 'stage': f'stage-{i}', 'error': 'x' * 100_000,
-              'payload': b'y' * 5_000_000, 'failed_at': _dt(now), 'partition': 2 ** 80,
+              'payload': b'y' * 5_000_000, 'failed_at': dt_utc(now), 'partition': 2 ** 80,
               'offset': -5}, now=now)
-  dead.add({'stream': 'network', 'stage': 'parse', 'failed_at': _dt(now + 86400 * 400)}, now=now)
+  dead.add({'stream': 'network', 'stage': 'parse', 'failed_at': dt_utc(now + 86400 * 400)}, now=now)
   snap = dead.snapshot(now)
   assert snap['total'] == 1000 and snap['rejected']['total'] == 1
   assert set(snap['per_minute']['series']) == {aggregate.OTHER}
@@ -218,7 +183,7 @@ def _write(path, table):
 def test_forged_parquet_files_cost_one_row_each_not_the_scanner(tmp_path):
   now = time.time()
   output = str(tmp_path / 'output')
-  day = f"dt={_dt(now):%Y-%m-%d}"
+  day = f"dt={dt_utc(now):%Y-%m-%d}"
   good = [sample_network_alert(i, now - i, 0.9) for i in range(3)]
   table = pa.Table.from_pylist(good, ALERT_SCHEMA)
   # Cells pyarrow itself cannot turn into Python: a timestamp in year ~146,000 and invalid
@@ -312,7 +277,7 @@ def test_a_compressed_bomb_is_not_read(tmp_path):
   file's metadata before any row is read."""
   now = time.time()
   output = str(tmp_path / 'output')
-  path = os.path.join(output, 'alerts', f"dt={_dt(now):%Y-%m-%d}", 'bomb.parquet')
+  path = os.path.join(output, 'alerts', f"dt={dt_utc(now):%Y-%m-%d}", 'bomb.parquet')
   rows = [dict(sample_network_alert(i, now, 0.9), details=f'{i}' + 'a' * 200_000)
           for i in range(40)]
   os.makedirs(os.path.dirname(path))
@@ -336,7 +301,7 @@ def test_a_value_repeated_on_every_row_is_not_copied_per_row(tmp_path):
   in the file (dictionary-encoded). Read, it costs about one copy."""
   now = time.time()
   output = str(tmp_path / 'output')
-  path = os.path.join(output, 'alerts', f"dt={_dt(now):%Y-%m-%d}", 'repeated.parquet')
+  path = os.path.join(output, 'alerts', f"dt={dt_utc(now):%Y-%m-%d}", 'repeated.parquet')
   rows = [dict(sample_network_alert(i, now, 0.9), details='b' * 200_000) for i in range(500)]
   os.makedirs(os.path.dirname(path))
   pq.write_table(pa.Table.from_pylist(rows, ALERT_SCHEMA), path, compression='zstd')
@@ -354,7 +319,7 @@ def test_a_value_repeated_on_every_row_is_not_copied_per_row(tmp_path):
 def test_a_flood_of_files_in_one_folder_does_not_starve_the_others(tmp_path):
   now = time.time()
   output = str(tmp_path / 'output')
-  day = f"dt={_dt(now):%Y-%m-%d}"
+  day = f"dt={dt_utc(now):%Y-%m-%d}"
   for i in range(30):
     with open(_mkdirs(os.path.join(output, 'alerts', day, f'junk-{i:03d}.parquet')), 'wb') as f:
       f.write(b'PAR1 not really')

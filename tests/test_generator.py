@@ -31,11 +31,11 @@ from generator.synthetic_host import HostSimulator, generate_host, messy
 from generator.synthetic_network import CATEGORY, DEFAULT_MIX, LABELS, generate_network
 from pipelines import generate as cli
 from schemas.records import FLOAT, INT, KDD_FEATURES, MEMORY, NETWORK, PROCESS, SCHEMAS, STR
+from tests.helpers import START_MS
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 KDD_PLAIN = os.path.join(DATA, 'kdd_sample.csv')
 KDD_GZ = os.path.join(DATA, 'kdd_sample.csv.gz')
-START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 START_ISO = '2026-01-01T00:00:00Z'
 
 # ---- DESIGN.md's rules, independently ---------------------------------------------------------

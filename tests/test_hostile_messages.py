@@ -22,8 +22,8 @@ from schemas.limits import MAX_BATCH_RECORDS, MAX_RECORDS_PER_MESSAGE
 from schemas.outputs import ARCHIVE_SCHEMAS
 from schemas.records import KDD_BASIC_FEATURES, MEMORY, NETWORK, PROCESS
 from tests.factories import memory_record, network_record, process_record
-from tests.test_fuzz_parse import (BOUNDS, archived_rows, iso, load_models, nested, now_s,
-                                   run_and_check, run_stages)
+from tests.fuzzing import (BOUNDS, archived_rows, iso, load_models, nested, now_s,
+                           run_and_check, run_stages)
 from transforms.alerts import network_alert
 from transforms.batch import RecordBatch
 from transforms.cleaning import clean_record

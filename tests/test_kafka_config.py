@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from pipelines import stream as stream_job
 from pipelines.kafka_config import KafkaConfigError, client_config, redact_config
 from tests.factories import network_record
-from tests.test_stream_graph import read_output
+from tests.helpers import read_output
 
 SECRET = 'hunter2-' + 'kafka-secret'
 

@@ -14,7 +14,7 @@ import pytest
 from model import registry
 from pipelines import stream as stream_job
 from tests.factories import BASE_TS, memory_record, network_record, process_record
-from tests.test_stream_graph import read_output
+from tests.helpers import read_output
 
 
 def _write_inputs(folder, network, process=(), memory=()) -> str:

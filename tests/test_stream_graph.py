@@ -7,7 +7,6 @@ import json
 import os
 
 import apache_beam as beam
-import pyarrow.dataset as ds
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -16,19 +15,11 @@ from apache_beam.transforms.window import TimestampedValue
 from pipelines import stream as stream_job
 from schemas.outputs import OUTPUT_SCHEMAS
 from tests.factories import BASE_TS, memory_record, message, network_record, process_record
+from tests.helpers import read_output
 from transforms.detect import DetectAttacks
 from transforms.enrich import UNBOUNDED
 from transforms.join import attack_event_id
 from transforms.outputs import WriteOutputs
-
-
-def read_output(root: str, folder: str) -> list[dict]:
-  path = os.path.join(root, *folder.split('/'))
-  if not os.path.exists(path):
-    return []
-  dataset = ds.dataset(path, format='parquet', partitioning='hive',
-                       exclude_invalid_files=True)
-  return dataset.to_table().to_pylist()
 
 
 def host_traffic():

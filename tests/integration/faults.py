@@ -1,5 +1,5 @@
-"""Helpers for the fault tests: a broker of their own (one they may stop), traffic sent while
-the job runs, the stream job started and stopped at will, and the accounting of what arrived.
+"""Helpers for the fault tests (the broker, traffic and processes are in ``harness/``): the
+stream job started and stopped at will, SDK workers killed, and the accounting of what arrived.
 
 Accounting is by the uuids the broker acknowledged (acks=all delivery reports of the
 generator's KafkaSink): each must be in archive/network/ at least once. Repeats of a uuid are
@@ -11,47 +11,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import signal
 import time
-from typing import Iterator, Optional
 
-from benchmarks.common import Traffic  # the fault tests' traffic, shared with benchmarks/chaos.py
+from confluent_kafka import Consumer, TopicPartition
+
+from harness.kafka import PARTITIONS, offset_consumer
+from harness.procs import cmdline, cpu_ticks, descendants
 from pipelines import stream as stream_job
-from tests.integration.conftest import PARTITIONS, _free_port, _script, make_topics
-from tests.test_stream_graph import read_output
-
-
-class OwnBroker:
-  """A broker (scripts/kafka.sh) on free ports in ``run_dir``, that a test may stop and
-  start again (same data, same port) without disturbing the session broker."""
-
-  def __init__(self, run_dir: str, extra_env: Optional[dict] = None):
-    self.port = _free_port()
-    self.env = dict(os.environ, KAFKA_PORT=str(self.port),
-                    KAFKA_CONTROLLER_PORT=str(_free_port()), KAFKA_RUN_DIR=run_dir,
-                    KAFKA_PARTITIONS=str(PARTITIONS), **(extra_env or {}))
-    self.bootstrap = f'127.0.0.1:{self.port}'
-
-  def start(self):
-    _script('kafka.sh', 'start', self.env, timeout=120)
-
-  def stop(self):
-    _script('kafka.sh', 'stop', self.env, timeout=60)
-
-
-@contextlib.contextmanager
-def own_broker(run_dir: str, extra_env: Optional[dict] = None) -> Iterator[OwnBroker]:
-  broker = OwnBroker(run_dir, extra_env)
-  broker.start()
-  try:
-    yield broker
-  finally:
-    broker.stop()
-
-
-def topics_for(suffix: str) -> dict[str, str]:
-  return {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
+from tests.helpers import read_output
 
 
 def stream_args(bootstrap: str, topics: dict[str, str], output: str, model_dir: str,
@@ -72,48 +42,9 @@ def running_stream_job(argv: list[str]):
     yield result
 
 
-def descendants(root: int) -> set[int]:
-  """Every process started, directly or not, by ``root`` (read from /proc)."""
-  children = {}
-  for entry in os.listdir('/proc'):
-    if entry.isdigit():
-      try:
-        with open(f'/proc/{entry}/stat', encoding='ascii') as f:
-          # The command name is in parentheses and may hold spaces: the ppid follows its ')'.
-          ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-      except (OSError, IndexError, ValueError):
-        continue
-      children.setdefault(ppid, set()).add(int(entry))
-  found, todo = set(), [root]
-  while todo:
-    for child in children.get(todo.pop(), ()):
-      if child not in found:
-        found.add(child)
-        todo.append(child)
-  return found
-
-
-def cmdline(pid: int) -> str:
-  try:
-    with open(f'/proc/{pid}/cmdline', 'rb') as f:
-      return f.read().replace(b'\0', b' ').decode('utf-8', 'replace')
-  except OSError:
-    return ''
-
-
 def sdk_workers() -> list[int]:
   """The Python SDK worker processes (PROCESS environment) of the jobs this test started."""
   return sorted(p for p in descendants(os.getpid()) if 'pipelines.sdk_worker' in cmdline(p))
-
-
-def cpu_ticks(pid: int) -> int:
-  """User + system CPU time of a process so far, in clock ticks (0 once it is gone)."""
-  try:
-    with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-      fields = f.read().rsplit(')', 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-  except (OSError, IndexError, ValueError):
-    return 0
 
 
 def kill_sdk_worker() -> int:
@@ -172,8 +103,6 @@ def account(scenario: str, stats: dict, acked_uuids, output: str) -> dict:
 def locate_lost(bootstrap: str, topic: str, output: str, acked_uuids) -> list:
   """(partition, offset, uuid) of acknowledged records missing from the archive: where to
   look when a test fails."""
-  from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
   lost = set(acked_uuids) - archived_uuids(output).keys()
   consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'locate-{time.time()}',
                        'auto.offset.reset': 'earliest', 'enable.auto.commit': False})
@@ -196,12 +125,10 @@ def report_lost(bootstrap: str, topic: str, group: str, output: str, acked_uuids
   """Prints, per partition, the offsets of the lost records, the job's committed offset and
   the end of the partition: a reader that stopped reading shows a committed offset below the
   lost ones; records lost after reading show it past them."""
-  from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
   lost = collections.defaultdict(list)
   for partition, offset, _ in locate_lost(bootstrap, topic, output, acked_uuids):
     lost[partition].append(offset)
-  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': group,
-                       'enable.auto.commit': False})
+  consumer = offset_consumer(bootstrap, group)
   try:
     partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
@@ -235,8 +162,3 @@ def alerts_dedupe_by_event_id(output: str) -> None:
   print(f'[accounting] alerts: rows {len(alerts)}, distinct event ids {len(by_id)}, '
         f'duplicates {len(alerts) - len(by_id)}', flush=True)
 
-
-__all__ = ['OwnBroker', 'Traffic', 'account', 'alerts_dedupe_by_event_id', 'archived_uuids',
-           'assert_nothing_lost', 'cmdline', 'cpu_ticks', 'descendants', 'kill_sdk_worker', 'locate_lost',
-           'make_topics', 'own_broker', 'report_lost', 'running_stream_job', 'sdk_workers',
-           'stream_args', 'topics_for', 'wait_until', 'wait_until_archived']

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.integration.conftest import make_topics
+from harness.kafka import fresh_topics, make_topics
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,8 @@ def test_throughput_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_pa
 def test_host_prefill_and_baseline_smoke(kafka_bootstrap, synthetic_model_dir, tmp_path):
   """The host phase's own parts (the job side is the same code as the network phase's)."""
   from benchmarks import baseline, common, throughput
-  topics = common.bench_topics('smoke_host')
-  make_topics(kafka_bootstrap, *topics.values(), partitions=2)
+  topics = fresh_topics('smoke_host')
+  make_topics(kafka_bootstrap, topics.values(), partitions=2)
   filled = throughput.prefill(kafka_bootstrap, 'host', topics, network_messages=0,
                               host_records=2000, machines=5, seed=3)
   assert filled['records'] >= 2000

@@ -17,7 +17,7 @@ import json
 import pytest
 
 from benchmarks import chaos
-from tests.integration.conftest import _require_jvm_side
+from tests.helpers import require_jvm_side
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,7 +26,7 @@ pytestmark = [
 
 
 def test_chaos_smoke_loses_nothing_and_recovers_from_each_fault(synthetic_model_dir, tmp_path):
-  _require_jvm_side()
+  require_jvm_side()
   report_path = tmp_path / 'chaos.json'
   chaos.main(['--duration_s', '30', '--rate', '200', '--seed', '1', '--warmup_s', '5',
               '--min_gap_s', '5', '--roll_seconds', '3', '--model_dir', synthetic_model_dir,

@@ -15,11 +15,14 @@ import uuid
 
 import pytest
 
-from pipelines.checkpoints import newest_checkpoint
-from tests.integration.faults import (Traffic, account, alerts_dedupe_by_event_id,
-                                      archived_uuids, assert_nothing_lost, kill_sdk_worker,
-                                      make_topics, own_broker, report_lost, running_stream_job,
-                                      sdk_workers, stream_args, topics_for, wait_until,
+from harness.flink import FlinkCluster
+from harness.kafka import make_topics, running_broker, topics_for
+from harness.traffic import Traffic
+from pipelines.runners import newest_checkpoint
+from tests.helpers import require_jvm_side
+from tests.integration.faults import (account, alerts_dedupe_by_event_id, archived_uuids,
+                                      assert_nothing_lost, kill_sdk_worker, report_lost,
+                                      running_stream_job, sdk_workers, stream_args, wait_until,
                                       wait_until_archived)
 
 pytestmark = [
@@ -37,7 +40,7 @@ def _checkpointing(group: str) -> list[str]:
 
 
 # Was an expected failure until the job finished its bundles before checkpoints
-# (pipelines/stream.py STREAM_FLINK_DEFAULTS; the likely fix, not proven for this case): some
+# (pipelines/runners.py STREAMING_FLINK_DEFAULTS; the likely fix, not proven for this case): some
 # partitions' records never reached the archive after a broker restart (4 and 888 of 3,000).
 # Since then: 5 of 5 runs lost nothing, 2 of them with the 2 cores also busy with three
 # spinning processes.
@@ -45,8 +48,8 @@ def test_broker_restart_mid_stream_loses_nothing(synthetic_model_dir, tmp_path):
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
   output = str(tmp_path / 'out')
-  with own_broker(str(tmp_path / 'kafka')) as broker:
-    make_topics(broker.bootstrap, *topics.values())
+  with running_broker(run_dir=str(tmp_path / 'kafka')) as broker:
+    make_topics(broker.bootstrap, topics.values())
     args = stream_args(broker.bootstrap, topics, output, synthetic_model_dir, '[local]',
                        *_checkpointing(f'g-{suffix}'), f'--job_name=broker-restart-{suffix}')
     with Traffic(broker.bootstrap, topics, COUNT, RATE) as traffic, \
@@ -74,7 +77,7 @@ def test_sdk_worker_kill_restarts_the_job_with_the_defaults(kafka_bootstrap, syn
   Before them the job ended ("Recovery is suppressed by NoRestartBackoffTimeStrategy")."""
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   output = str(tmp_path / 'out')
   args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, '[local]',
                      f'--consumer_group=g-{suffix}', f'--job_name=worker-kill-{suffix}')
@@ -114,17 +117,13 @@ def test_sdk_worker_kill_restarts_the_job_with_the_defaults(kafka_bootstrap, syn
 def own_cluster(tmp_path_factory):
   """A standalone cluster of this module's own: the TaskManager-loss test kills its TM.
   Heartbeats are short so that a lost TaskManager is noticed in seconds."""
-  from tests.integration.conftest import _free_port, _require_jvm_side, _script
-  _require_jvm_side()
-  port = _free_port()
-  env = dict(os.environ, FLINK_REST_PORT=str(port), FLINK_RPC_PORT=str(_free_port()),
-             FLINK_RUN_DIR=str(tmp_path_factory.mktemp('own-flink')), FLINK_TM_SLOTS='2',
-             FLINK_HEARTBEAT_INTERVAL_MS='1000', FLINK_HEARTBEAT_TIMEOUT_MS='6000')
-  _script('flink_cluster.sh', 'start', env, timeout=150)
+  require_jvm_side()
+  cluster = FlinkCluster(str(tmp_path_factory.mktemp('own-flink')), slots=2,
+                         heartbeat_interval_ms=1000, heartbeat_timeout_ms=6000).start()
   try:
-    yield f'localhost:{port}', (lambda action: _script('flink_cluster.sh', action, env, 150))
+    yield cluster.master, cluster.run
   finally:
-    _script('flink_cluster.sh', 'stop', env, timeout=90)
+    cluster.stop()
 
 
 def _cluster_args(bootstrap, topics, output, model_dir, master, suffix, checkpoint_dir):
@@ -139,7 +138,7 @@ def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_clu
   master, _ = own_cluster
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   output = str(tmp_path / 'out')
   checkpoint_dir = str(tmp_path / 'checkpoints')
   args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
@@ -170,7 +169,7 @@ def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthet
   master, cluster = own_cluster
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   output = str(tmp_path / 'out')
   args = _cluster_args(kafka_bootstrap, topics, output, synthetic_model_dir, master, suffix,
                        str(tmp_path / 'checkpoints'))

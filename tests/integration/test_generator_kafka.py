@@ -8,7 +8,7 @@ import uuid as uuid_lib
 import pytest
 
 from generator.source import SourceConfig, generate_messages
-from tests.test_generator import START_MS
+from tests.helpers import START_MS
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ from confluent_kafka import Producer
 from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
 from pipelines import stream as stream_job
-from tests.integration.conftest import PARTITIONS, make_topics
-from tests.integration.test_stream_flink import host_records
-from tests.test_stream_graph import read_output
+from harness.kafka import PARTITIONS, make_topics
+from tests.helpers import host_records, read_output
 from transforms.ids import attack_event_id, row_identity
 from transforms.join import is_joinable, reference_join
 
@@ -34,7 +33,7 @@ def test_a_create_time_years_ahead_makes_late_records_dead_letters_not_lost(
     kafka_bootstrap, synthetic_model_dir, tmp_path):
   suffix = uuid.uuid4().hex[:8]
   topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   now_ms = int(time.time() * 1000)
   before = SourceConfig(streams=('process', 'memory'), duration_s=60, seed=3, machines=4,
                         attack_fraction=0.2, start_ms=now_ms - 300_000, topics=topics)

@@ -8,7 +8,7 @@ PublishToKafka -> Kafka, on the FlinkRunner, with no Docker.
 
 The pipeline is a real unbounded streaming read (no ``max_num_records``): each test waits until
 all N messages came out on the output topic, then cancels the job (Beam cancel + Flink REST cancel
-on the cluster, see ``kafka_io.cancel_flink_job``). The broker and the cluster are started on free
+on the cluster, see ``runners.cancel_flink_job``). The broker and the cluster are started on free
 ports in a temporary run dir by session fixtures and stopped afterwards.
 
 Needs java and the jars of scripts/fetch_jars.sh; skipped (with the reason) when they are missing.
@@ -23,7 +23,7 @@ import uuid
 import apache_beam as beam
 import pytest
 
-from tests.integration.conftest import PARTITIONS, make_topics
+from harness.kafka import PARTITIONS, make_topics
 
 pytestmark = [
     pytest.mark.integration,
@@ -95,17 +95,18 @@ def _consume(bootstrap, topic, n, timeout_s, result=None):
 
 def _roundtrip(bootstrap, flink_master, label):
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from pipelines import runners  # pylint: disable=import-outside-toplevel
   from transforms import kafka_io  # pylint: disable=import-outside-toplevel
 
   suffix = uuid.uuid4().hex[:8]
   in_topic, out_topic = f'it_in_{label}_{suffix}', f'it_out_{label}_{suffix}'
-  make_topics(bootstrap, in_topic, out_topic)
+  make_topics(bootstrap, [in_topic, out_topic])
   _produce(bootstrap, in_topic, N_MESSAGES)
 
   t0 = time.monotonic()
-  args = kafka_io.flink_pipeline_options(flink_master, parallelism=1) + [
+  args = runners.flink_pipeline_options(flink_master, parallelism=1) + [
       f'--job_name=it-{label}-{suffix}']
-  with kafka_io.flink_job_server(args) as run_args:
+  with runners.flink_job_server(args) as run_args:
     t_job_server = time.monotonic()
     pipeline = beam.Pipeline(options=PipelineOptions(run_args))
     # One expansion service JVM for both Kafka transforms.
@@ -122,7 +123,7 @@ def _roundtrip(bootstrap, flink_master, label):
       seen, first_at = _consume(bootstrap, out_topic, N_MESSAGES, OUTPUT_TIMEOUT_S, result)
       t_done = time.monotonic()
     finally:
-      kafka_io.cancel_flink_job(result, flink_master)
+      runners.cancel_flink_job(result, flink_master)
     t_cancelled = time.monotonic()
   t_end = time.monotonic()
   print(f'[timing] {label}: job server {t_job_server - t0:.1f} s, expansion '

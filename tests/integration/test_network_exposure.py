@@ -24,9 +24,11 @@ import pytest
 from google.protobuf import json_format
 
 from pipelines.sdk_worker import provision_info
-from tests.integration.faults import (Traffic, archived_uuids, cmdline, descendants, make_topics,
-                                      running_stream_job, sdk_workers, stream_args, topics_for,
-                                      wait_until)
+from harness.kafka import make_topics, topics_for
+from harness.procs import cmdline, descendants
+from harness.traffic import Traffic
+from tests.integration.faults import (archived_uuids, running_stream_job, sdk_workers,
+                                      stream_args, wait_until)
 from transforms import kafka_io
 
 pytestmark = [
@@ -149,7 +151,7 @@ def test_embedded_flink_job_exposes_neither_ports_nor_secrets(kafka_bootstrap, s
                                                               tmp_path, caplog, capfd):
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   output = str(tmp_path / 'out')
   # A SASL setting on a PLAINTEXT listener: the client ignores it, the job must not spread it.
   args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, '[local]',
@@ -216,7 +218,7 @@ def test_standalone_cluster_with_a_job_listens_on_loopback_only(flink_rest, kafk
   assert taskmanagers, 'no TaskManager of this cluster found'
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
   output = str(tmp_path / 'out')
   args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, flink_rest,
                      f'--job_name=exposure-cluster-{suffix}')

@@ -33,10 +33,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from model import registry
 from pipelines import retrain, storage
 from pipelines import stream as stream_job
-from pipelines.options import with_flink_defaults
-from tests.conftest import train_factory_models
-from tests.integration.conftest import ROOT, make_topics
-from transforms import kafka_io
+from pipelines.runners import flink_job_server, with_flink_defaults
+from harness.kafka import make_topics
+from tests.helpers import ROOT, train_factory_models
 
 pytestmark = [
     pytest.mark.integration,
@@ -181,7 +180,7 @@ def test_running_stream_picks_up_a_model_retrained_on_s3(s3_server, s3_flags_onl
   v1 = train_factory_models(models)['network']
   suffix = uuid.uuid4().hex[:8]
   topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
-  make_topics(kafka_bootstrap, *topics.values())
+  make_topics(kafka_bootstrap, topics.values())
 
   def send(seed: int, count: int) -> set[str]:
     sink = KafkaSink(kafka_bootstrap)
@@ -215,7 +214,7 @@ def test_running_stream_picks_up_a_model_retrained_on_s3(s3_server, s3_flags_onl
   started = time.monotonic()
   # The job runs until the checks are done (no fixed --run_for_s: start-up on a loaded
   # machine varies from 20 s to over a minute).
-  with kafka_io.flink_job_server(argv) as args:
+  with flink_job_server(argv) as args:
     options = PipelineOptions(args)
     result = stream_job.submit(options)
     try:

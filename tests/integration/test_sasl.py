@@ -14,9 +14,10 @@ import uuid
 
 import pytest
 
-from tests.integration.conftest import ROOT, _free_port
-from tests.integration.faults import (archived_uuids, make_topics, own_broker,
-                                      running_stream_job, stream_args, topics_for, wait_until)
+from harness.kafka import make_topics, running_broker, topics_for
+from harness.ports import free_port
+from harness.scripts import ROOT
+from tests.integration.faults import archived_uuids, running_stream_job, stream_args, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -59,7 +60,7 @@ def test_sasl_credentials_from_the_environment_are_never_logged(protocol, synthe
                                                                 tmp_path, caplog, capfd,
                                                                 monkeypatch):
   password = f'pw-{secrets.token_hex(12)}'
-  sasl_port = _free_port()
+  sasl_port = free_port()
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
   output = str(tmp_path / 'out')
@@ -72,8 +73,8 @@ def test_sasl_credentials_from_the_environment_are_never_logged(protocol, synthe
     consumer_tls = f'ssl.truststore.type=PEM\nssl.truststore.location={ca}\n'
   else:
     broker_env['KAFKA_SASL_PORT'] = str(sasl_port)
-  with own_broker(str(tmp_path / 'kafka'), broker_env) as broker:
-    make_topics(broker.bootstrap, *topics.values())
+  with running_broker(run_dir=str(tmp_path / 'kafka'), extra_env=broker_env) as broker:
+    make_topics(broker.bootstrap, topics.values())
     sasl = f'127.0.0.1:{sasl_port}'
 
     # The generator: settings and password from KAFKA_PRODUCER_* variables.

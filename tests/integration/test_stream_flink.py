@@ -21,10 +21,9 @@ from generator.messages import Message
 from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
 from pipelines import stream as stream_job
-from tests.integration.conftest import make_topics
-from tests.test_stream_graph import read_output
+from harness.kafka import make_topics
+from tests.helpers import host_records, read_output
 from transforms.join import reference_join
-from transforms.parse import decode_json
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,15 +49,6 @@ def _consume_all(bootstrap: str, topic: str, idle_s: float = 5.0) -> list[dict]:
   finally:
     consumer.close()
   return values
-
-
-def host_records(value: bytes) -> list:
-  """The records of a host message as the job's own strict decoder sees them."""
-  try:
-    decoded = decode_json(value)
-  except (ValueError, RecursionError):
-    return []
-  return decoded if isinstance(decoded, list) else []
 
 
 def assert_dead_letters_match(dead: list[dict], malformed: list[Message]) -> None:
@@ -96,7 +86,7 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   suffix = uuid.uuid4().hex[:8]
   topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
   alerts_topic = f'alerts_{suffix}'
-  make_topics(kafka_bootstrap, *topics.values(), alerts_topic)
+  make_topics(kafka_bootstrap, [*topics.values(), alerts_topic])
 
   # Network records, then two minutes of host activity, event times a few minutes back (so the
   # join's windows can close as soon as the data is read and the watermark catches up with the
