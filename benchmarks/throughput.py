@@ -43,11 +43,13 @@ from typing import Any, Optional
 
 from benchmarks import common, report
 from benchmarks.baseline import path_name
+from generator.source import SourceConfig, generate_messages
 from harness import kafka
 from harness.scripts import ROOT
+from schemas.records import HOST_STREAMS, SCHEMAS
 
 TARGET_NETWORK_PER_S = 20_000
-STREAMS = {'network': ('network',), 'host': ('process', 'memory')}
+STREAMS = {'network': tuple(s for s in SCHEMAS if not SCHEMAS[s].joined), 'host': HOST_STREAMS}
 
 
 # ---- pre-fill ---------------------------------------------------------------------------------
