@@ -36,11 +36,11 @@ from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LI
                                  AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
 from model import registry, signing
 from schemas.layout import ALERTS, ATTACKS, DEAD_LETTERS, finished_files, output_folder
+from transforms.redaction import scrub
 
 log = logging.getLogger('dashboard')
 KAFKA_LOG = logging.getLogger('dashboard.librdkafka')
 
-SENSITIVE_WORDS = ('password', 'secret', 'jaas', 'token', 'key', 'credential')
 MAX_ALERT_BYTES = 64 * 1024  # the stream job's alerts are a few kB
 
 
@@ -60,30 +60,15 @@ def parse_alert_message(store: AlertStore, value: Optional[bytes], source: str,
   return store.add(parsed, source, received_at)
 
 
-def is_sensitive(key: str) -> bool:
-  key = key.lower()
-  return any(word in key for word in SENSITIVE_WORDS)
-
-
-def redact(config: Mapping[str, Any]) -> dict[str, Any]:
-  """A Kafka client config fit to print: values of secret-looking keys replaced by ***."""
-  return {k: ('***' if is_sensitive(k) else v) for k, v in config.items()
-          if not callable(v)}
-
-
 class Scrubber:
-  """Removes secret config values from error text before it is logged or shown."""
+  """Error text fit to log or show: the client config's secret values masked (the rules are
+  transforms/redaction.py's), cut to what the page shows."""
 
   def __init__(self, config: Mapping[str, Any]):
-    self._secrets = sorted((str(v) for k, v in config.items()
-                            if is_sensitive(k) and v and len(str(v)) >= 3),
-                           key=len, reverse=True)
+    self._config = {k: v for k, v in config.items() if not callable(v)}
 
   def __call__(self, message: Any) -> str:
-    message = str(message)
-    for secret in self._secrets:
-      message = message.replace(secret, '***')
-    return text(message, 300)
+    return text(scrub(message, self._config), 300)
 
 
 class Feed(threading.Thread):

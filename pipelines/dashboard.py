@@ -35,6 +35,7 @@ import threading
 from typing import Mapping, Optional, Sequence
 
 from schemas.records import ALERTS_TOPIC, SCHEMAS
+from transforms.redaction import redact_config
 
 ENV_PREFIX = 'DASHBOARD_KAFKA_'
 TOKEN_ENV = 'DASHBOARD_TOKEN'
@@ -168,7 +169,7 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
   from dashboard.aggregate import AlertStore, AttackStore, Bounds, DeadLetterStore, RateTracker
   from dashboard.server import Dashboard, DashboardServer
   from dashboard.sources import (AlertFeed, KafkaHealth, ModelWatcher, ParquetLimits,
-                                 ParquetScanner, redact)
+                                 ParquetScanner)
 
   token, generated = access_token(args, environ)
   bounds = Bounds(max_age_s=args.max_alert_age_hours * 3600, max_future_s=args.max_future_s)
@@ -201,7 +202,7 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
           'stream_group_id': args.stream_group_id,
           'output': args.output, 'model_dir': args.model_dir,
           'from_beginning': args.from_beginning,
-          'kafka_settings': sorted(redact(client_config))}
+          'kafka_settings': sorted(redact_config(client_config))}
   dashboard = Dashboard(alerts=alerts, attacks=attacks, dead_letters=dead_letters, rates=rates,
                         feeds=feeds, info=info, table_rows=args.table_rows)
   server = DashboardServer((args.host, args.port), dashboard, args.allowed_host, token=token,
@@ -221,7 +222,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   finally:
     logging.disable(logging.NOTSET)
   from pipelines.kafka_config import KafkaConfigError
-  from dashboard.sources import redact
   try:
     dashboard, server, client_config, generated_token = build(args)
   except (KafkaConfigError, ValueError) as e:
@@ -234,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   info = dashboard.info
   print(f'Alerts dashboard: {server.url}', flush=True)
   if info['bootstrap_servers']:
-    settings = ', '.join(f'{k}={v}' for k, v in sorted(redact(client_config).items()))
+    settings = ', '.join(f'{k}={v}' for k, v in sorted(redact_config(client_config).items()))
     print(f"  alerts from Kafka {info['bootstrap_servers']} topic {info['alerts_topic']} "
           f"(from the {'beginning' if args.from_beginning else 'end'}); input topics "
           f"{', '.join(info['input_topics'])}" + (f'; settings: {settings}' if settings else ''),

@@ -30,6 +30,8 @@ from generator.rate import TokenBucket
 from generator.sinks import JsonLinesSink, KafkaSink
 from generator.source import DEFAULT_TOPICS, STREAMS, SourceConfig, generate_messages
 from generator.synthetic_host import DEFAULT_ATTACK_FRACTION
+from pipelines.kafka_config import from_environment
+from transforms.redaction import scrub
 
 ENV_PREFIX = 'KAFKA_PRODUCER_'
 
@@ -127,18 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 def producer_config(pairs: Sequence[tuple[str, str]],
                     environ: Mapping[str, str] = os.environ) -> dict[str, str]:
   """librdkafka settings from KAFKA_PRODUCER_* variables, overridden by --producer_config."""
-  config = {name[len(ENV_PREFIX):].lower().replace('_', '.'): value
-            for name, value in environ.items() if name.startswith(ENV_PREFIX)}
+  config = from_environment(environ, ENV_PREFIX)
   config.update(pairs)
   return config
-
-
-def redact(text: str, config: Mapping[str, str]) -> str:
-  """``text`` with every configured value longer than 3 characters replaced by ***."""
-  for value in config.values():
-    if len(str(value)) > 3:
-      text = text.replace(str(value), '***')
-  return text
 
 
 class Progress:
@@ -194,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
       sink = KafkaSink(args.bootstrap_servers, secrets)
     except Exception as e:  # a bad setting's message may quote its value
-      raise SystemExit(f'generate: cannot create the Kafka producer: {redact(str(e), secrets)}')
+      raise SystemExit(f'generate: cannot create the Kafka producer: {scrub(e, secrets)}')
 
   bucket = TokenBucket(args.rate, args.burst) if args.rate > 0 else None
   progress = Progress(not args.no_progress, args.count, args.duration_s)

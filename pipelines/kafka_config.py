@@ -5,7 +5,9 @@ Precedence, lowest first: ``--kafka_config_file`` (Java properties), environment
 ``--kafka_config key=value`` flags. Secrets belong in the file or the environment: command lines
 show up in process listings, and a flag given to the stream job would travel in its pipeline
 options (which Beam's SDK workers log) unless the job removes it (pipelines/stream.py does).
-Nothing here logs a value; use :func:`redact_config` to print a config.
+Nothing here logs a value; use :func:`redact_config` (transforms/redaction.py) to print a
+config. The dashboard (``DASHBOARD_KAFKA_<KEY>``) and the generator (``KAFKA_PRODUCER_<KEY>``)
+read their settings here too, each with its own prefix.
 """
 
 from __future__ import annotations
@@ -17,23 +19,12 @@ from typing import Mapping, Optional, Sequence
 
 import javaproperties
 
-ENV_PREFIX = 'KAFKA_CLIENT_'
+from transforms.redaction import is_secret
 
-# Consumer / producer settings whose values must never be printed.
-SECRET_MARKERS = ('password', 'secret', 'jaas', 'token', 'credential', 'key.pem', 'keystore.key')
+ENV_PREFIX = 'KAFKA_CLIENT_'
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()  # keys already warned about in this process
-
-
-def is_secret(key: str) -> bool:
-  lowered = key.lower()
-  return any(m in lowered for m in SECRET_MARKERS)
-
-
-def redact_config(config: Optional[Mapping[str, str]]) -> dict[str, str]:
-  """A copy of a Kafka client config that is safe to log (secret values masked)."""
-  return {k: '***' if is_secret(k) else v for k, v in (config or {}).items()}
 
 
 class KafkaConfigError(ValueError):
@@ -68,7 +59,9 @@ def parse_properties(text: str, source: str = 'properties') -> dict[str, str]:
   return config
 
 
-def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
+def parse_pairs(pairs: Sequence[str], env_prefix: str = ENV_PREFIX) -> dict[str, str]:
+  """``key=value`` flags -> settings; warns once per secret key given this way, naming the
+  environment prefix of the program that reads them (``env_prefix``)."""
   config = {}
   for pair in pairs:
     key, sep, value = pair.partition('=')
@@ -81,11 +74,13 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
     _warned.update(secret)
     log.warning('--kafka_config %s: a secret on the command line, which process listings show; '
                 'pass it in --kafka_config_file or as %s<KEY> in the environment instead',
-                ', '.join(secret), ENV_PREFIX)
+                ', '.join(secret), env_prefix)
   return config
 
 
 def from_environment(environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, str]:
+  """Settings from ``<prefix><KEY>`` variables: ``<prefix>SASL_JAAS_CONFIG`` is
+  ``sasl.jaas.config``."""
   return {name[len(prefix):].lower().replace('_', '.'): value
           for name, value in environ.items() if name.startswith(prefix)}
 
@@ -102,5 +97,5 @@ def client_config(pairs: Sequence[str] = (), config_file: Optional[str] = None,
     except OSError as e:
       raise KafkaConfigError(f'cannot read --kafka_config_file {config_file}: {e.strerror}') from None
   config.update(from_environment(os.environ if environ is None else environ, env_prefix))
-  config.update(parse_pairs(pairs))
+  config.update(parse_pairs(pairs, env_prefix))
   return config

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import tempfile
 
@@ -31,6 +30,8 @@ from google.protobuf import json_format, text_format
 from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
 from apache_beam.portability.api import endpoints_pb2
 from apache_beam.runners.worker import sdk_worker_main
+
+from transforms.redaction import redact_options
 
 
 def _descriptor(url: str) -> str:
@@ -62,10 +63,6 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
   return env
 
 
-# Option names whose values are secrets (S3 keys, Kafka SASL settings given as flags).
-_SECRET = re.compile(r'secret|password|token|jaas|access_key|kafka_config', re.IGNORECASE)
-
-
 class RedactOptions(logging.Filter):
   """Beam's worker logs every pipeline option when it starts (``Pipeline_options: {...}``),
   into the runner's log: secrets given as flags would be written there in clear."""
@@ -73,8 +70,7 @@ class RedactOptions(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if record.msg == 'Pipeline_options: %s' and record.args:
       options = record.args[0] if isinstance(record.args, tuple) else record.args
-      record.args = ({k: '***' if _SECRET.search(k) and v else v
-                      for k, v in dict(options).items()},)
+      record.args = (redact_options(dict(options)),)
     return True
 
 

@@ -22,12 +22,13 @@ from dashboard import aggregate
 from dashboard.aggregate import (AlertStore, AttackStore, DeadLetterStore, MinuteCounter,
                                  RateTracker, WindowedTopK)
 from dashboard.server import Dashboard, encode_json
-from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber, redact
+from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber
 from model import registry
 from schemas.outputs import ALERT_SCHEMA
 from tests.helpers import (MALICIOUS, ROOT, SERVICES, Served, dt_utc, kafka_message,
                            sample_alerts, sample_attack_row, sample_network_alert,
                            write_sample_outputs, write_sample_registry)
+from transforms.redaction import redact_config
 
 STATIC = os.path.join(ROOT, 'dashboard', 'static')
 UTC = datetime.timezone.utc
@@ -311,8 +312,8 @@ def test_model_watcher_reads_the_registry(tmp_path):
 def test_secrets_are_redacted_and_scrubbed():
   config = {'security.protocol': 'SASL_SSL', 'sasl.password': 'hunter2-secret',
             'ssl.key.password': 'k3y-pass', 'sasl.username': 'analyst'}
-  assert redact(config) == {'security.protocol': 'SASL_SSL', 'sasl.password': '***',
-                            'ssl.key.password': '***', 'sasl.username': 'analyst'}
+  assert redact_config(config) == {'security.protocol': 'SASL_SSL', 'sasl.password': '***',
+                                   'ssl.key.password': '***', 'sasl.username': 'analyst'}
   scrub = Scrubber(config)
   assert scrub('Invalid value "hunter2-secret" for sasl.password') == (
       'Invalid value "***" for sasl.password')

@@ -9,9 +9,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from google.protobuf import json_format
 
 from pipelines import stream as stream_job
-from pipelines.kafka_config import KafkaConfigError, client_config, redact_config
+from pipelines.dashboard import kafka_client_config
+from pipelines.kafka_config import KafkaConfigError, client_config
 from tests.factories import network_record
 from tests.helpers import read_output
+from transforms.redaction import redact_config, redact_options, scrub
 
 SECRET = 'hunter2-' + 'kafka-secret'
 
@@ -100,6 +102,29 @@ def test_a_secret_flag_is_warned_about_by_name_only(caplog):
   assert 'security.protocol' not in warning and SECRET not in warning
   assert redact_config(config) == {'sasl.jaas.config': '***', 'security.protocol': 'SASL_SSL',
                                    'ssl.truststore.password': '***'}
+
+
+def test_the_secret_flag_warning_names_the_prefix_of_the_program_that_warns(caplog):
+  """The dashboard reads DASHBOARD_KAFKA_<KEY>, not the stream job's KAFKA_CLIENT_<KEY>."""
+  caplog.set_level(logging.WARNING, logger='pipelines.kafka_config')
+  kafka_client_config(['sasl.oauthbearer.client.secret=' + SECRET], None, environ={})
+  [warning] = [r.getMessage() for r in caplog.records]
+  assert 'DASHBOARD_KAFKA_<KEY>' in warning and 'KAFKA_CLIENT_' not in warning
+  assert SECRET not in warning
+
+
+def test_redaction_masks_secret_values_options_and_text():
+  config = {'sasl.password': 'hunter2-pass', 'security.protocol': 'SASL_SSL',
+            'ssl.keystore.key': 'pem-key', 'sasl.username': 'me', 'error_cb': print}
+  assert redact_config(config) == {'sasl.password': '***', 'security.protocol': 'SASL_SSL',
+                                   'ssl.keystore.key': '***', 'sasl.username': 'me'}
+  assert scrub('bad "hunter2-pass" and pem-key for me', config) == 'bad "***" and *** for me'
+  options = redact_options({'s3_secret_access_key': 's', 's3_session_token': None,
+                            'kafka_config': ['security.protocol=SSL', 'sasl.password=p'],
+                            'runner': 'FlinkRunner'})
+  assert options == {'s3_secret_access_key': '***', 's3_session_token': None,
+                     'kafka_config': ['security.protocol=SSL', 'sasl.password=***'],
+                     'runner': 'FlinkRunner'}
 
 
 def _secret_job_args(model_dir, tmp_path, *extra):
