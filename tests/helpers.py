@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import random
+import re
 import threading
 from typing import Any, Optional
 
@@ -25,6 +26,7 @@ from harness import scripts
 from model import registry, signing
 from model.detector import fit_supervised
 from model.features import frame_from_records
+from schemas.layout import finished_files, output_folder
 from schemas.outputs import ATTACK_SCHEMA, DEAD_LETTER_SCHEMA
 from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS
 from tests.factories import BASE_TS, memory_record, network_record, process_record
@@ -51,10 +53,11 @@ def require_jvm_side() -> None:
 
 def read_output(root: str, folder: str) -> list[dict]:
   """Every row of the finished Parquet files under ``root``/``folder`` (hive partitions)."""
-  path = os.path.join(root, *folder.split('/'))
-  if not os.path.exists(path):
+  path = output_folder(root, folder)
+  files = [m.path for m in finished_files(path)]
+  if not files:
     return []
-  dataset = ds.dataset(path, format='parquet', partitioning='hive',
+  dataset = ds.dataset(files, format='parquet', partitioning='hive', partition_base_dir=path,
                        exclude_invalid_files=True)
   return dataset.to_table().to_pylist()
 
@@ -118,6 +121,19 @@ def train_synthetic_models(model_dir: str, seed: int = 0) -> dict[str, str]:
 
 
 # ---------- the dashboard ----------
+
+def read_dashboard_port(proc, lines: list, host: str = '127.0.0.1',
+                        max_lines: int = 30) -> Optional[int]:
+  """Reads the dashboard CLI's output (``proc.stdout``) into ``lines`` up to its line
+  ``Alerts dashboard: http://<host>:<port>/``; returns the port, None after ``max_lines``."""
+  pattern = re.compile(rf'Alerts dashboard: http://{re.escape(host)}:(\d+)/')
+  while len(lines) < max_lines:
+    lines.append(proc.stdout.readline())
+    match = pattern.match(lines[-1])
+    if match:
+      return int(match.group(1))
+  return None
+
 
 def dt_utc(t: float) -> datetime.datetime:
   return datetime.datetime.fromtimestamp(t, UTC)

@@ -33,11 +33,13 @@ from apache_beam.testing.util import assert_that
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from schemas.layout import ARCHIVE, DEAD_LETTERS
 from schemas.limits import MAX_RECORDS_PER_MESSAGE
+from schemas.records import SCHEMAS
 from tests.factories import memory_record, network_record, process_record
 from tests.fuzzing import (BOUNDS, STREAMS, archived_rows, check, host_record_count, iso,
                            load_models, nested, now_s, run_and_check, run_stages)
-from transforms.detect import ARCHIVE, DEAD_LETTERS, DetectAttacks
+from transforms.detect import DetectAttacks
 from transforms.source import SourceMessage
 
 # Per input: a fixed share (one model call of a one-record batch is most of it) plus a share
@@ -137,7 +139,7 @@ def payloads(draw, stream: str) -> bytes:
     # Accepted by the decoder (under its 1024 levels), too deep to re-encode for a dead letter.
     depth = draw(st.sampled_from([200, 300, 1000]))
     field = b'{"machine": "1", "PID": "2", "CMD": "c", "ts": 1, "VSIZE": ' + nested(depth) + b'}'
-    return field if stream == 'network' else b'[' + field + b',' + field + b']'
+    return b'[' + field + b',' + field + b']' if SCHEMAS[stream].is_array else field
   if kind == 'number':
     digits = draw(st.sampled_from([20, 400, 5000]))
     return b'{"duration": 1' + b'0' * digits + b'}'
@@ -151,7 +153,7 @@ def payloads(draw, stream: str) -> bytes:
   if kind == 'many':
     count = draw(st.sampled_from([MAX_RECORDS_PER_MESSAGE, MAX_RECORDS_PER_MESSAGE + 1]))
     return b'[' + b','.join([b'{"PID": "x"}'] * count) + b']'
-  if stream == 'network':
+  if not SCHEMAS[stream].is_array:
     return _dumps(_network(draw, draw(st.integers(0, 999))))
   factory = process_record if stream == 'process' else memory_record
   return _dumps([_host(draw, factory) for _ in range(draw(st.integers(0, 4)))])
@@ -271,7 +273,7 @@ def crafted_long_inputs() -> list[tuple[str, SourceMessage]]:
                          if isinstance(v, str) else '')
 def test_each_crafted_input_is_processed_within_its_time_budget(models, name, message):
   run_and_check([message], models)  # the property, once
-  records = host_record_count(message) if message.stream != 'network' else 1
+  records = host_record_count(message) if SCHEMAS[message.stream].is_array else 1
   budget = BUDGET_S + BUDGET_PER_RECORD_S * min(records or 1, MAX_RECORDS_PER_MESSAGE)
   fastest = math.inf
   for _ in range(3):

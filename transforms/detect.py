@@ -25,8 +25,6 @@ import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
-# Until the last test imports the folder names from schemas.layout.
-from schemas.layout import ARCHIVE  # noqa: F401  pylint: disable=unused-import
 from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, NETWORK, SCHEMAS, STREAMS
 from transforms.alerts import host_attack_alert, network_alert
