@@ -26,7 +26,7 @@ from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber
 from model import registry
 from schemas.outputs import ALERT_SCHEMA
 from tests.helpers import (MALICIOUS, ROOT, SERVICES, Served, dt_utc, kafka_message,
-                           sample_alerts, sample_attack_row, sample_network_alert,
+                           read_dashboard_port, sample_alerts, sample_attack_row, sample_network_alert,
                            write_sample_outputs, write_sample_registry)
 from transforms.redaction import redact_config
 
@@ -360,12 +360,8 @@ def test_cli_serves_prints_url_and_never_prints_secrets(tmp_path):
   lines = []
   try:
     # Warnings (a secret given as a flag) may come first.
-    match = None
-    while match is None and len(lines) < 20:
-      lines.append(proc.stdout.readline())
-      match = re.match(r'Alerts dashboard: (http://127\.0\.0\.1:(\d+)/)', lines[-1])
-    assert match, lines
-    port = int(match.group(2))
+    port = read_dashboard_port(proc, lines, max_lines=20)
+    assert port, lines
     deadline = time.time() + 15
     state = None
     while time.time() < deadline:

@@ -20,7 +20,8 @@ import urllib.parse
 import pytest
 
 from dashboard.server import SESSION_COOKIE, Dashboard, DashboardServer
-from tests.helpers import MALICIOUS, ROOT, Served, forged_alerts, sample_network_alert
+from tests.helpers import (MALICIOUS, ROOT, Served, forged_alerts, read_dashboard_port,
+                           sample_network_alert)
 
 TOKEN = 'test-token-' + 'x' * 20
 
@@ -242,11 +243,7 @@ def test_cli_token_file_and_refusals(tmp_path):
                      '--output', str(tmp_path / 'out'), '--model_dir', str(tmp_path / 'm')])
   lines = []
   try:
-    port = None
-    while port is None and len(lines) < 30:
-      lines.append(proc.stdout.readline())
-      match = re.match(r'Alerts dashboard: http://0\.0\.0\.0:(\d+)/', lines[-1])
-      port = int(match.group(1)) if match else None
+    port = read_dashboard_port(proc, lines, host='0.0.0.0')
     assert port, lines
     assert _request(port, 'GET', '/api/state')[0].status == 401
     assert _request(port, 'GET', '/api/state', {'Authorization': f'Bearer {TOKEN}'}
