@@ -151,8 +151,9 @@ def run(bootstrap: str, stream: str, topic: str, model_dir: str, output: str, *,
 
   from model import registry
   from schemas.outputs import ARCHIVE_SCHEMAS
+  from schemas.records import HOST_STREAMS
   from transforms.source import SourceMessage
-  detectors = ['process', 'memory'] if stream == 'host' else [stream]
+  detectors = list(HOST_STREAMS) if stream == 'host' else [stream]
   streams = detectors
   topics = topic.split(',')
   by_topic = dict(zip(topics, streams))
