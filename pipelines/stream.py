@@ -28,7 +28,7 @@ from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
-from schemas.records import SCHEMAS
+from schemas.records import ALERTS_TOPIC, SCHEMAS
 from transforms import kafka_io
 from transforms.alerts import FormatAlertMessages
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
@@ -54,7 +54,7 @@ class StreamOptions(PipelineOptions):
     for stream, schema in SCHEMAS.items():
       group.add_argument(f'--{stream}_topic', default=schema.default_topic,
                          help=f'Kafka topic of {stream} messages (default: %(default)s).')
-    group.add_argument('--alerts_topic', default='alerts',
+    group.add_argument('--alerts_topic', default=ALERTS_TOPIC,
                        help='Kafka topic alerts are published to (default: %(default)s); '
                        'empty to publish none.')
     group.add_argument('--kafka_config', action='append', default=[], metavar='KEY=VALUE',
