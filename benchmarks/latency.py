@@ -48,8 +48,16 @@ import threading
 import time
 from typing import Any, Optional
 
-from benchmarks import common
+from confluent_kafka import Consumer
+
+from benchmarks import common, report
+from benchmarks.baseline import process_batch
+from generator.messages import network_json_rows, network_message_from_json
+from generator.synthetic_network import generate_network
 from harness import kafka
+from model import registry
+from schemas.records import KDD_FEATURES
+from transforms.source import SourceMessage
 
 DEFAULT_RATES = (500, 1000, 2000, 5000, 10000)
 TARGET_RATE, TARGET_P99_MS = 5000, 1000.0
@@ -61,13 +69,6 @@ TICK_S = 0.005
 
 def record_pool(model_dir: str, size: int, seed: int) -> tuple[list[str], list[bool]]:
   """``size`` network records as JSON text (features + label) and whether the model flags each."""
-  # pylint: disable=import-outside-toplevel
-  from benchmarks.baseline import process_batch
-  from generator.messages import network_json_rows, network_message_from_json
-  from generator.synthetic_network import generate_network
-  from model import registry
-  from schemas.records import KDD_FEATURES
-  from transforms.source import SourceMessage
   frame = generate_network(size, seed=seed)
   rows = network_json_rows(frame[list(KDD_FEATURES) + ['label']])
   rng = random.Random(seed)
@@ -97,7 +98,6 @@ class AlertReader(threading.Thread):
 
   def __init__(self, bootstrap: str, topic: str):
     super().__init__(daemon=True)
-    from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
     self.consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'bench-{topic}',
                               'auto.offset.reset': 'earliest', 'enable.auto.commit': False,
                               'fetch.wait.max.ms': 10, 'fetch.min.bytes': 1})
@@ -136,8 +136,6 @@ class Sender:
     self.sent: dict[Any, int] = {}
 
   def _one(self, tag) -> None:
-    # pylint: disable=import-outside-toplevel
-    from generator.messages import network_message_from_json
     if self.share is None:
       i = self.index % len(self.rows)
     elif self.pick.random() < self.share:
@@ -476,7 +474,6 @@ def main(argv=None) -> dict[str, Any]:
   path = common.write_json(args.results_dir, args.name, _json_safe(result))
   print(table)
   print(f'\nwrote {path} and {png}')
-  from benchmarks import report  # pylint: disable=import-outside-toplevel
   report.refresh_readme(args.results_dir)
   return result
 

@@ -32,10 +32,16 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
 from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT, AlertStore,
                                  AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
 from model import registry, signing
 from schemas.layout import ALERTS, ATTACKS, DEAD_LETTERS, finished_files, output_folder
+from schemas.outputs import ALERT_SCHEMA
 from transforms.redaction import scrub
 
 log = logging.getLogger('dashboard')
@@ -275,6 +281,8 @@ class AlertFeed(Feed):
     return len(messages)
 
   def run(self) -> None:
+    # confluent-kafka is imported where a feed starts, here and below: it is an optional
+    # dependency (the tools extra), and the dashboard's Parquet and registry views run without it.
     from confluent_kafka import Consumer
     try:
       self._consumer = Consumer(self._config)
@@ -400,7 +408,6 @@ _TIME_UNITS = {'s': 1.0, 'ms': 1e3, 'us': 1e6, 'ns': 1e9}
 
 def _readable(data_type) -> bool:
   """Plain types only: a list, struct or map column would become arbitrarily nested values."""
-  import pyarrow as pa
   t = pa.types
   if t.is_dictionary(data_type):
     return _readable(data_type.value_type)
@@ -412,7 +419,6 @@ def _readable(data_type) -> bool:
 
 
 def _is_text(data_type) -> bool:
-  import pyarrow as pa
   t = pa.types
   if t.is_dictionary(data_type):
     return False
@@ -424,8 +430,6 @@ def _plain_columns(batch) -> dict[str, list[Any]]:
   """A record batch -> {column: Python values}, converting what pyarrow's to_pylist would
   raise on for the whole batch: timestamps become Unix seconds (any int64, not only the years
   Python's datetime holds), text is decoded with replacement (invalid UTF-8) and cut."""
-  import pyarrow as pa
-  import pyarrow.compute as pc
   columns = {}
   for name, column in zip(batch.schema.names, batch.columns):
     data_type = column.type
@@ -462,8 +466,6 @@ def iter_parquet_rows(path: str, columns: Sequence[str],
                       limits: ParquetLimits = ParquetLimits()) -> Iterator[list[dict[str, Any]]]:
   """The rows of one Parquet file in batches, only the wanted columns that it has with a plain
   type. Raises TooLarge (before reading any row) when the file's metadata exceeds ``limits``."""
-  import pyarrow.parquet as pq
-  from apache_beam.io.filesystems import FileSystems
   with FileSystems.open(path, mime_type='application/octet-stream',
                         compression_type='uncompressed') as handle:
     parquet = pq.ParquetFile(handle, thrift_string_size_limit=16 * 1024 * 1024,
@@ -537,7 +539,6 @@ class ParquetScanner(Feed):
                lookback_minutes: float = 60.0, max_files_per_scan: int = 100,  # per folder
                limits: ParquetLimits = ParquetLimits()):
     super().__init__(interval)
-    from schemas.outputs import ALERT_SCHEMA
     self.output = output
     self.lookback_s = lookback_minutes * 60
     self.max_files = max_files_per_scan
