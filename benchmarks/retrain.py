@@ -81,17 +81,17 @@ def run_one(archive: str, model_dir: str, extra: list[str]) -> dict:
   started = time.perf_counter()
   outcome = retrain.run(['--detector', 'network', '--input', archive, '--model_dir', model_dir,
                          *extra])
-  result = outcome['result']
+  result = outcome.result
   return {
-      'seconds': time.perf_counter() - started, 'rows': result['stats']['rows'],
-      'duplicates': result['stats']['duplicates'], 'sample': result['sample']['split_rows'],
-      'chosen': result['chosen'], 'params': result['finals'][result['chosen']]['params'],
-      'cv_tasks': result['cv_tasks'],
-      'methods': {m: {**{k: f['metrics'].get(k) for k in HEADLINE},
-                      'fit_seconds': f['fit_seconds'], 'training_rows': f['training_rows']}
-                  for m, f in result['finals'].items()},
-      'cv': [{k: r[k] for k in ('method', 'params', 'mean', 'std')} for r in result['cv']],
-      'published': outcome['decision']['version'],
+      'seconds': time.perf_counter() - started, 'rows': result.stats['rows'],
+      'duplicates': result.stats['duplicates'], 'sample': result.sample['split_rows'],
+      'chosen': result.chosen, 'params': result.finals[result.chosen].params,
+      'cv_tasks': result.cv_tasks,
+      'methods': {m: {**{k: f.metrics.get(k) for k in HEADLINE},
+                      'fit_seconds': f.fit_seconds, 'training_rows': f.training_rows}
+                  for m, f in result.finals.items()},
+      'cv': [{k: r[k] for k in ('method', 'params', 'mean', 'std')} for r in result.cv],
+      'published': outcome.decision.version,
   }
 
 

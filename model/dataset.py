@@ -39,9 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.kdd import kdd_csv_batches  # noqa: F401  (pipelines.retrain reads it here until the split)
 from schemas.outputs import ARCHIVE_SCHEMAS
-from schemas.records import FLOAT, INT, LABEL_COLUMN, SCHEMAS, STR, RecordSchema
+from schemas.records import FLOAT, INT, ISO8601, SCHEMAS, STR, UNIX_SECONDS, RecordSchema
 
 KEY, GROUP, Y, LABEL, TIME = '_key', '_group', '_y', '_label', '_time'
 INTERNAL = (KEY, GROUP, Y, LABEL, TIME)
@@ -54,10 +53,8 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 def archive_columns(detector: str) -> list[str]:
   """The archive columns the retrain job reads (projection: nothing else leaves the file)."""
   schema = SCHEMAS[detector]
-  wanted = list(schema.feature_columns) + [LABEL_COLUMN[detector], 'uuid', 'record_id',
-                                            'event_time']
-  if detector != 'network':
-    wanted += ['machine', 'CMD_PID']
+  wanted = list(schema.feature_columns) + [schema.label_column, 'uuid', 'record_id',
+                                            'event_time'] + list(schema.join_key)
   archive = ARCHIVE_SCHEMAS[detector].names
   return [c for c in dict.fromkeys(wanted) if c in archive]
 
@@ -178,15 +175,15 @@ def prepare_batch(detector: str, table: pa.Table) -> pa.Table:
   if missing.any():
     content = _content_hash(table, list(schema.feature_columns) + ['event_time'])
     key = np.where(missing, mix(content, 0xC0DE), key)
-  if detector == 'network':
+  if not schema.join_key:
     group = key
   else:
-    host_id = pc.binary_join_element_wise(
-        pc.cast(_column(table, 'machine', pa.int64()), pa.string()),
-        _column(table, 'CMD_PID', pa.string()), '|', null_handling='replace',
-        null_replacement='')
-    group = hash_strings(host_id)
-  label, y = normalise_labels(_column(table, LABEL_COLUMN[detector], pa.string()))
+    # The records of one joined entity (a host's process) are alike: one split for all.
+    entity = pc.binary_join_element_wise(
+        *[_column(table, c, pa.string()) for c in schema.join_key], '|',
+        null_handling='replace', null_replacement='')
+    group = hash_strings(entity)
+  label, y = normalise_labels(_column(table, schema.label_column, pa.string()))
   if 'event_time' in table.column_names:
     event_time = pc.cast(table.column('event_time').combine_chunks(), pa.timestamp('us', 'UTC'))
     time = pc.cast(event_time, pa.int64())
@@ -240,16 +237,19 @@ def archive_table(detector: str, frame: pd.DataFrame, *, start: datetime.datetim
   site, event times ``seconds_per_row`` apart from ``start`` (host records use their ``ts``),
   no prediction yet."""
   schema = ARCHIVE_SCHEMAS[detector]
+  records = SCHEMAS[detector]
   n = len(frame)
   frame = frame.reset_index(drop=True)
   index = np.arange(first_index, first_index + n)
   start_us = int(start.timestamp() * 1_000_000)
   data: dict[str, Any] = {}
-  if detector == 'network':
-    micros = start_us + (index * seconds_per_row * 1e6).astype(np.int64)
+  if records.time_format == UNIX_SECONDS:
+    micros = frame[records.time_field].to_numpy(dtype=np.int64) * 1_000_000
   else:
-    micros = frame['ts'].to_numpy(dtype=np.int64) * 1_000_000
-    data['CMD_PID'] = frame['CMD'].astype(str) + '_' + frame['PID'].astype(str)
+    micros = start_us + (index * seconds_per_row * 1e6).astype(np.int64)
+  # The derived join key, as the stream's enrichment writes it (transforms/enrich.py).
+  data['CMD_PID'] = (frame['CMD'].astype(str) + '_' + frame['PID'].astype(str)
+                     if 'CMD_PID' in records.join_key else None)
   event_time = pd.to_datetime(micros, unit='us', utc=True)
   data.update({
       'uuid': [f'{uuid_prefix}{i:012d}' for i in index],
@@ -257,9 +257,10 @@ def archive_table(detector: str, frame: pd.DataFrame, *, start: datetime.datetim
       'prediction': pd.array([None] * n, dtype='Int64'),
       'score': np.full(n, np.nan), 'model_version': None,
   })
-  if detector == 'network':
-    data.update(utc=event_time.strftime('%Y-%m-%dT%H:%M:%S.%fZ'), sequence_id=index,
-                index=index)
+  if records.time_format == ISO8601:
+    data[records.time_field] = event_time.strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+  # Message counters the stream fills when a record has none (only archives that hold them).
+  data.update(sequence_id=index, index=index)
   arrays = []
   for field in schema:
     if field.name in frame.columns:

@@ -30,9 +30,11 @@ from sklearn.metrics import (average_precision_score, confusion_matrix, precisio
                              roc_auc_score, roc_curve)
 
 from model.detector import threshold_for_alert_rate
-from schemas.records import RecordSchema
+from schemas.records import SCHEMAS, RecordSchema
 
-PRIMARY = {'network': 'roc_auc', 'process': 'pr_auc', 'memory': 'pr_auc'}
+# What chooses and gates a detector's model: PR-AUC where attacks are a rare labelled class
+# (supervised detectors), ROC-AUC otherwise.
+PRIMARY = {s.stream: 'pr_auc' if s.supervised_by_default else 'roc_auc' for s in SCHEMAS.values()}
 UNLABELLED_METRIC = 'contrast_auc'
 MIN_CLASS_ROWS = 5  # fewer positives or negatives than this: no AUC is computed
 

@@ -49,7 +49,7 @@ from sklearn.pipeline import Pipeline
 from model import serving
 from model.detector import ScoredDetector
 from model.features import preprocessor
-from schemas.records import RecordSchema
+from schemas.records import SCHEMAS, RecordSchema
 
 UNSUPERVISED = ('rf_synthetic', 'isolation_forest')
 SUPERVISED = ('hgb', 'random_forest')
@@ -97,10 +97,11 @@ def auto_methods(detector: str, has_labels: bool) -> tuple[str, ...]:
   floods as normal (its held-out ROC-AUC on unlabelled synthetic traffic with a few percent of
   floods is far below IsolationForest's: benchmarks/README.md, 'Figures behind the code's
   defaults'); learning from records labelled normal, both work.
-  Host detectors: the supervised classifiers."""
-  if detector == 'network':
-    return UNSUPERVISED if has_labels else ('isolation_forest',)
-  return SUPERVISED
+  Detectors whose schema is supervised by default (the host streams): the supervised
+  classifiers."""
+  if SCHEMAS[detector].supervised_by_default:
+    return SUPERVISED
+  return UNSUPERVISED if has_labels else ('isolation_forest',)
 
 
 def default_params(method: str, has_labels: bool = True) -> dict[str, Any]:

@@ -11,14 +11,19 @@ on ``s3://`` or ``gs://`` works like a local one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
 from typing import Any, Optional
 
 import numpy as np
+from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
+                             roc_curve)
 
 from apache_beam.io.filesystems import FileSystems
+
+from model.results import Decision, TrainingSummary
 
 REPORT_FILE = 'report.html'
 _COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b')
@@ -46,8 +51,6 @@ def _has_both(y) -> bool:
 
 def roc_pr_figure(series: list[tuple[str, np.ndarray, np.ndarray]]) -> Optional[str]:
   """series: (name, y, scores); rows with y < 0 are ignored."""
-  from sklearn.metrics import (average_precision_score, precision_recall_curve, roc_auc_score,
-                               roc_curve)
   plt = _pyplot()
   usable = [(n, np.asarray(y)[np.asarray(y) >= 0], np.asarray(s)[np.asarray(y) >= 0])
             for n, y, s in series]
@@ -161,67 +164,67 @@ _METRICS = ('roc_auc', 'pr_auc', 'precision', 'recall', 'f1', 'alert_rate',
             'false_positive_rate', 'contrast_auc', 'rows', 'attack_rows')
 
 
-def render(result: dict[str, Any], evals: dict[str, dict[str, np.ndarray]],
-           decision: dict[str, Any]) -> str:
-  """The HTML page. ``result`` is the retrain result (see pipelines.retrain), ``evals`` the
+def render(result: TrainingSummary, evals: dict[str, dict[str, np.ndarray]],
+           decision: Decision) -> str:
+  """The HTML page. ``result`` is the retrain result, ``evals`` the
   test-split arrays per model name ('challenger', each method, 'champion')."""
-  chosen = result['chosen']
-  final = result['finals'][chosen]
-  metrics = final['metrics']
+  chosen = result.chosen
+  final = result.final
+  metrics = final.metrics
   challenger = evals[chosen]
-  title = f"{result['detector']} model {decision.get('version') or '(not published)'}"
+  title = f"{result.detector} model {decision.version or '(not published)'}"
   parts = [f'<h1>{html.escape(title)}</h1>',
-           f'<p class="decision {"ok" if decision["publish"] else "refused"}">'
-           f"<b>{'Published' if decision['publish'] else 'Not published'}</b>: "
-           f"{html.escape(decision['reason'])}</p>",
+           f'<p class="decision {"ok" if decision.publish else "refused"}">'
+           f"<b>{'Published' if decision.publish else 'Not published'}</b>: "
+           f"{html.escape(decision.reason)}</p>",
            '<h2>What was chosen and why</h2>',
-           f"<p>{html.escape(result['why'])}</p>",
-           _table([{'parameter': k, 'value': v} for k, v in final['params'].items()],
+           f"<p>{html.escape(result.why)}</p>",
+           _table([{'parameter': k, 'value': v} for k, v in final.params.items()],
                   ['parameter', 'value'])]
   facts = [
-      {'fact': 'input', 'value': result['input']},
-      {'fact': 'rows read', 'value': result['stats']['rows']},
-      {'fact': 'duplicate uuids dropped', 'value': result['stats']['duplicates']},
+      {'fact': 'input', 'value': result.input},
+      {'fact': 'rows read', 'value': result.stats['rows']},
+      {'fact': 'duplicate uuids dropped', 'value': result.stats['duplicates']},
       {'fact': 'event time range', 'value': ' .. '.join(
-          str(t) for t in result['stats']['time_range'])},
+          str(t) for t in result.stats['time_range'])},
       {'fact': 'sample (train / calibration / test)', 'value': ' / '.join(
-          f"{result['sample']['split_rows'][s]:,}" for s in ('train', 'calibration', 'test'))},
-      {'fact': 'rows the model was fit on', 'value': final['training_rows']},
-      {'fact': 'reference rows (unsupervised methods)', 'value': result['sample']['reference']},
-      {'fact': 'alert threshold', 'value': f"{final['threshold']:.6g} ({final['threshold_rule']})"},
-      {'fact': 'fit time, s', 'value': round(final['fit_seconds'], 1)},
+          f"{result.sample['split_rows'][s]:,}" for s in ('train', 'calibration', 'test'))},
+      {'fact': 'rows the model was fit on', 'value': final.training_rows},
+      {'fact': 'reference rows (unsupervised methods)', 'value': result.sample['reference']},
+      {'fact': 'alert threshold', 'value': f"{final.threshold:.6g} ({final.threshold_rule})"},
+      {'fact': 'fit time, s', 'value': round(final.fit_seconds, 1)},
   ]
   parts += ['<h2>Data</h2>', _table(facts, ['fact', 'value'])]
 
   rows = []
-  for name, fin in result['finals'].items():
+  for name, fin in result.finals.items():
     rows.append({'model': f'{name}{" (chosen)" if name == chosen else ""}',
-                 **{k: fin['metrics'].get(k) for k in _METRICS}})
-  champion = result.get('champion')
-  if champion and champion.get('metrics'):
-    rows.append({'model': f"current {champion['version']}",
-                 **{k: champion['metrics'].get(k) for k in _METRICS}})
+                 **{k: fin.metrics.get(k) for k in _METRICS}})
+  champion = result.champion
+  if champion and champion.metrics:
+    rows.append({'model': f"current {champion.version}",
+                 **{k: champion.metrics.get(k) for k in _METRICS}})
   parts += ['<h2>Held-out metrics (test split)</h2>',
             '<p class="note">precision, recall, F1, alert and false-positive rates are at each '
             'model\'s own alert threshold. contrast_auc is label-free: how well the score '
             'separates real test records from synthetic ones with the same column '
             'distributions.</p>', _table(rows, ['model', *_METRICS])]
-  if champion and champion.get('error'):
-    parts.append(f"<p class='note'>Current model {html.escape(str(champion.get('version')))} "
-                 f"could not be evaluated: {html.escape(champion['error'])}</p>")
+  if champion and champion.error:
+    parts.append(f"<p class='note'>Current model {html.escape(str(champion.version))} "
+                 f"could not be evaluated: {html.escape(champion.error)}</p>")
 
   series = [(f'{name} (new)' if name == chosen else name, evals[name]['y'],
-             evals[name]['scores']) for name in result['finals'] if name in evals]
+             evals[name]['scores']) for name in result.finals if name in evals]
   if 'champion' in evals:
-    series.append((f"current {champion['version']}", evals['champion']['y'],
+    series.append((f"current {champion.version}", evals['champion']['y'],
                    evals['champion']['scores']))
   parts += ['<h2>ROC and precision-recall curves</h2>',
             _image(roc_pr_figure(series), 'ROC and PR curves')]
   labelled = challenger['y'] >= 0
   parts += ['<h2>At the alert threshold</h2>',
-            _image(confusion_figure(metrics['confusion_matrix'], final['threshold'])
+            _image(confusion_figure(metrics['confusion_matrix'], final.threshold)
                    if labelled.any() else None, 'confusion matrix'),
-            _image(histogram_figure(challenger['y'], challenger['scores'], final['threshold'],
+            _image(histogram_figure(challenger['y'], challenger['scores'], final.threshold,
                                     challenger.get('contrast_scores')), 'score histogram')]
   if metrics.get('per_label'):
     parts += ['<h3>Detection by label</h3>',
@@ -235,12 +238,13 @@ def render(result: dict[str, Any], evals: dict[str, dict[str, np.ndarray]],
                                                    'alert_rate', 'false_positive_rate',
                                                    'precision', 'recall'])]
   parts += ['<h2>Feature importances</h2>',
-            _image(importance_figure(final['importances']), 'feature importances')]
-  if result.get('cv'):
-    parts += [f"<h2>Grid search ({result['cv_folds']} folds, metric {result['metric']})</h2>",
-              _table(result['cv'], ['method', 'params', 'mean', 'std', 'mean_other', 'folds',
+            _image(importance_figure(final.importances), 'feature importances')]
+  if result.cv:
+    parts += [f"<h2>Grid search ({result.cv_folds} folds, metric {result.metric})</h2>",
+              _table(result.cv, ['method', 'params', 'mean', 'std', 'mean_other', 'folds',
                                     'fit_seconds'])]
-  parts += ['<h2>Gate</h2>', _table([decision], ['publish', 'reason', 'metric', 'tolerance'])]
+  parts += ['<h2>Gate</h2>', _table([dataclasses.asdict(decision)],
+                                    ['publish', 'reason', 'metric', 'tolerance'])]
   style = ('body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}'
            'table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;'
            'padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}'

@@ -5,7 +5,7 @@ retrain pipeline can fan them out as elements over any number of workers.
 1. :func:`stage_sample` writes the deduplicated uniform sample (built by the pipeline) as one
    Parquet file with its split (train / calibration / test) and CV fold, and describes it.
 2. :func:`cv_tasks` / :func:`run_cv_task`: grid point x fold -> validation metrics.
-3. :func:`select`: the best grid point of each method, and the method to publish.
+3. model.selection: the best grid point of each method, and the method to publish.
 4. :func:`fit_final`: one method with its best point on the whole train split; threshold on
    the calibration split; metrics on the test split; model and scores staged.
 5. :func:`evaluate_champion`: the currently published model on the same test split.
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from model import dataset, evaluation, methods, registry
+from model.results import CandidateResult, ChampionResult
 from schemas.records import SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class RetrainConfig:
   def policy(self) -> str:
     if self.threshold_policy != 'auto':
       return self.threshold_policy
-    return 'alert_rate' if self.detector == 'network' else 'f1'
+    return 'f1' if self.schema.supervised_by_default else 'alert_rate'
 
 
 # ---- staged files ----------------------------------------------------------------------------
@@ -163,10 +164,10 @@ def stage_sample(config: RetrainConfig, sample: pa.Table) -> dict[str, Any]:
     if method in methods.SUPERVISED and not supervised_possible:
       raise ValueError(
           f'method {method} learns from labels, but the {config.detector} input has too few '
-          f'labelled attack and normal records (column '
-          f'{"label" if config.detector == "network" else "attack"}); '
-          + ('use --method rf_synthetic or isolation_forest' if config.detector == 'network'
-             else 'host detectors are trained on labelled archives'))
+          f'labelled attack and normal records (column {config.schema.label_column}); '
+          + ('host detectors are trained on labelled archives'
+             if config.schema.supervised_by_default
+             else 'use --method ' + ' or '.join(methods.UNSUPERVISED)))
   if reference == 'normal' and normal_train < MIN_REFERENCE_ROWS and any(
       m in methods.UNSUPERVISED for m in chosen):
     raise ValueError(f'--reference normal needs at least {MIN_REFERENCE_ROWS} records labelled '
@@ -257,50 +258,10 @@ def run_cv_task(config: RetrainConfig, info: dict[str, Any], task: dict[str, Any
           'fit_seconds': fit_seconds}
 
 
-# ---- 3. selection ----------------------------------------------------------------------------
-
-def summarise_cv(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-  """One row per (method, grid point): mean and spread of the metric over folds."""
-  rows: dict[tuple, dict[str, Any]] = {}
-  for r in results:
-    row = rows.setdefault((r['method'], r['point']), {
-        'method': r['method'], 'point': r['point'], 'params': r['params'], 'folds': 0,
-        'values': [], 'other': [], 'fit_seconds': 0.0})
-    row['folds'] += 1
-    row['values'].append(r.get(metric))
-    row['other'].append(r.get('pr_auc' if metric == 'roc_auc' else 'roc_auc'))
-    row['fit_seconds'] += r['fit_seconds']
-  out = []
-  for row in rows.values():
-    values = [v for v in row.pop('values') if v is not None]
-    other = [v for v in row.pop('other') if v is not None]
-    row['mean'] = float(np.mean(values)) if values else None
-    row['std'] = float(np.std(values)) if values else None
-    row['mean_other'] = float(np.mean(other)) if other else None
-    out.append(row)
-  return sorted(out, key=lambda r: (r['method'], -(r['mean'] or -1), r['fit_seconds']))
-
-
-def best_points(config: RetrainConfig, info: dict[str, Any],
-                cv_results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-  """{method: its best grid point's row} (defaults when there was no CV)."""
-  summary = summarise_cv(cv_results, config.metric)
-  best = {}
-  for method in info['methods']:
-    rows = [r for r in summary if r['method'] == method and r['mean'] is not None]
-    if rows:
-      best[method] = max(rows, key=lambda r: (r['mean'], -r['fit_seconds']))
-    else:
-      best[method] = {'method': method,
-                      'params': methods.default_params(method, info['has_labels']),
-                      'mean': None, 'std': None, 'folds': 0}
-  return best
-
-
 # ---- 4. final models -------------------------------------------------------------------------
 
 def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
-              params: dict[str, Any]) -> dict[str, Any]:
+              params: dict[str, Any]) -> CandidateResult:
   """Fits on the whole train split; calibrates; evaluates on the test split; stages the model
   (``candidate-<method>.skops``, see :func:`model.registry.dumps_model`) and its test scores (``eval-<method>.npz``)."""
   schema = config.schema
@@ -344,12 +305,10 @@ def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
   write_bytes(model_path, data)
   eval_path = FileSystems.join(config.staging_dir, f'eval-{method}.npz')
   write_arrays(eval_path, y=y, scores=scores, labels=labels, contrast_scores=contrast_scores)
-  return {
-      'method': method, 'params': params, 'threshold': threshold, 'threshold_rule': rule,
-      'metrics': metrics, 'importances': importances, 'fit_seconds': fit_seconds,
-      'training_rows': int(len(fit_on)), 'model_path': model_path, 'eval_path': eval_path,
-      'model_format': model_format,
-  }
+  return CandidateResult(
+      method=method, params=params, threshold=threshold, threshold_rule=rule, metrics=metrics,
+      importances=importances, fit_seconds=fit_seconds, training_rows=int(len(fit_on)),
+      model_path=model_path, eval_path=eval_path, model_format=model_format)
 
 
 def contrast_frame(config: RetrainConfig, test_X: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +319,7 @@ def contrast_frame(config: RetrainConfig, test_X: pd.DataFrame) -> pd.DataFrame:
 
 # ---- 5. the champion -------------------------------------------------------------------------
 
-def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[dict[str, Any]]:
+def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[ChampionResult]:
   """The published model's metrics on the same test split (None when there is none)."""
   try:
     loaded = registry.load(config.model_dir, config.detector, public_keys=config.public_keys)
@@ -371,11 +330,11 @@ def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[d
     version = max(e.refused, key=registry.version_time)
     error = e.refused[version]
     log.warning('current %s model %s cannot be loaded: %s', config.detector, version, error)
-    return {'version': version, 'error': f'{type(error).__name__}: {error}'}
+    return ChampionResult(version=version, error=f'{type(error).__name__}: {error}')
   except Exception as e:  # pylint: disable=broad-except
     version = registry.latest_version(config.model_dir, config.detector)
     log.warning('current %s model %s cannot be loaded: %s', config.detector, version, e)
-    return {'version': version, 'error': f'{type(e).__name__}: {e}'}
+    return ChampionResult(version=version, error=f'{type(e).__name__}: {e}')
   schema = config.schema
   test = _frames(config, info)
   test = test[test[SPLIT] == 2]
@@ -384,7 +343,7 @@ def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[d
     scores = loaded.estimator.predict_proba(test_X)[:, 1]
     contrast_scores = loaded.estimator.predict_proba(contrast_frame(config, test_X))[:, 1]
   except Exception as e:  # pylint: disable=broad-except
-    return {'version': loaded.version, 'error': f'cannot score the data: {e}'}
+    return ChampionResult(version=loaded.version, error=f'cannot score the data: {e}')
   threshold = getattr(loaded.estimator, 'threshold', None)
   if threshold is None:
     threshold = 0.5
@@ -393,5 +352,5 @@ def evaluate_champion(config: RetrainConfig, info: dict[str, Any]) -> Optional[d
                                 test[dataset.LABEL].to_numpy(dtype=object), contrast_scores)
   eval_path = FileSystems.join(config.staging_dir, 'eval-champion.npz')
   write_arrays(eval_path, y=y, scores=scores, contrast_scores=contrast_scores)
-  return {'version': loaded.version, 'metrics': metrics, 'eval_path': eval_path,
-          'method': loaded.manifest.get('parameters', {}).get('method')}
+  return ChampionResult(version=loaded.version, metrics=metrics, eval_path=eval_path,
+                        method=loaded.manifest.get('parameters', {}).get('method'))

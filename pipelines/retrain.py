@@ -9,6 +9,11 @@
         --model_dir models --runner FlinkRunner --flink_master localhost:8081 \\
         --environment_type LOOPBACK
 
+Where things are: this file is the entry point (options, run, summary); the input is
+pipelines/retrain_input.py, the Beam graph pipelines/retrain_graph.py, the steps
+model/training.py, the choice model/selection.py, the gate and manifest model/publishing.py,
+the typed results model/results.py, the report model/report.py.
+
 The pipeline (the same on every runner; only ``--runner`` changes):
 
     Parquet row groups (ReadFromParquetBatched) | KDD CSV blocks (fileio + pyarrow)
@@ -32,28 +37,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
-import pyarrow as pa
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
 
 from pipelines import options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
-from model import dataset, evaluation, methods, registry, report, sampling, signing, training
+from model import dataset, methods, publishing, registry, signing, training
+from model.results import Decision, RetrainOutcome, TrainingSummary
+from pipelines.retrain_graph import Retrain, read_result
+from pipelines.retrain_input import resolve_input
 
 log = logging.getLogger('pipelines.retrain')
-RESULT_FILE = 'result.json'
 
 
 class RetrainOptions(PipelineOptions):
@@ -136,261 +139,9 @@ class RetrainOptions(PipelineOptions):
                        'pipelines.keys generate` makes one; see docs/model-registry.md).')
 
 
-# ---- reading ---------------------------------------------------------------------------------
-
-def _matches(pattern: str) -> list[str]:
-  try:
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-  except Exception:  # pylint: disable=broad-except
-    return []
-
-
-def resolve_input(path: str, detector: str, input_format: str) -> tuple[str, str]:
-  """(file pattern, format) for ``--input``: a glob or file as given; a folder as the archive
-  of ``detector`` inside it (the stream's --output root, or archive/<detector> itself)."""
-  if any(c in path for c in '*?[') or _is_file(path):
-    candidates = [path]
-  else:
-    candidates = [
-        FileSystems.join(path, 'archive', detector, 'dt=*', '*.parquet'),
-        FileSystems.join(path, 'dt=*', '*.parquet'),
-        FileSystems.join(path, '*.parquet'),
-    ]
-  for pattern in candidates:
-    files = [f for f in _matches(pattern) if is_visible(f)]
-    if files:
-      if input_format == 'auto':
-        input_format = ('parquet' if all(f.endswith('.parquet') for f in files) else 'kdd_csv')
-      if input_format == 'kdd_csv' and detector != 'network':
-        raise SystemExit('KDD CSV input holds network records: use --detector network')
-      return pattern, input_format
-  raise SystemExit(f'--input {path}: no files found (tried {", ".join(candidates)})')
-
-
-def is_visible(path: str) -> bool:
-  """False for names starting with '.': in-progress output files, staging, candidates."""
-  return not path.replace('\\', '/').rstrip('/').rsplit('/', 1)[-1].startswith('.')
-
-
-def _is_file(path: str) -> bool:
-  if '://' not in path:
-    return os.path.isfile(path)
-  files = _matches(path)
-  return len(files) == 1 and files[0].rstrip('/') == path.rstrip('/')
-
-
-class _ReadKddCsv(beam.DoFn):
-
-  def process(self, readable):
-    name = readable.metadata.path
-    handle = FileSystems.open(name, compression_type=CompressionTypes.UNCOMPRESSED)
-    try:
-      yield from dataset.kdd_csv_batches(handle, name)
-    finally:
-      handle.close()
-
-
-class ReadTrainingTables(beam.PTransform):
-  """pyarrow Tables of the archive (projected on the columns training needs) or of KDD CSV
-  files; never one element per record."""
-
-  def __init__(self, detector: str, pattern: str, input_format: str):
-    super().__init__()
-    self._detector = detector
-    self._pattern = pattern
-    self._format = input_format
-
-  def expand(self, pbegin):
-    if self._format == 'parquet':
-      columns = dataset.archive_columns(self._detector)
-      files = _matches(self._pattern)
-      visible = [f for f in files if is_visible(f)]
-      if len(visible) == len(files):
-        return pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
-            self._pattern, columns=columns)
-      # A glob such as dt=*/* also matches the stream's temporary '.<name>.inprogress' files:
-      # half-written on a local disk, or a complete duplicate on S3 for the instant between
-      # its copy and its delete (rename). Read the finished files only.
-      log.info('skipping %d hidden or in-progress files of %s', len(files) - len(visible),
-               self._pattern)
-      return (pbegin
-              | 'VisibleParquet' >> beam.Create(visible)
-              | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(columns=columns))
-    return (pbegin
-            | 'MatchCsv' >> fileio.MatchFiles(self._pattern)
-            | 'SkipHidden' >> beam.Filter(lambda match: is_visible(match.path))
-            | 'OpenCsv' >> fileio.ReadMatches()
-            | 'ReadCsv' >> beam.ParDo(_ReadKddCsv()))
-
-
-class _Prepare(beam.DoFn):
-
-  def __init__(self, detector: str):
-    self._detector = detector
-    self._rows = Metrics.counter('Retrain', 'rows_read')
-
-  def process(self, table: pa.Table):
-    prepared = dataset.prepare_batch(self._detector, table)
-    self._rows.inc(prepared.num_rows)
-    if prepared.num_rows:
-      yield prepared
-
-
-# ---- combining -------------------------------------------------------------------------------
-
-class _SampleBundles(beam.DoFn):
-  """Each bundle of prepared batches -> one part of the sample (files in the staging dir) and
-  its description; the DoFn keeps its cut across bundles (see model.sampling)."""
-
-  def __init__(self, detector: str, k: int, parts_dir: str):
-    self._detector = detector
-    self._k = k
-    self._parts_dir = parts_dir
-    self._cut = None
-    self._part = None
-
-  def start_bundle(self):
-    self._part = sampling.PartWriter(self._detector, self._k, self._parts_dir, self._cut)
-
-  def process(self, table: pa.Table):
-    self._part.add(table)
-
-  def finish_bundle(self):
-    description = self._part.write()
-    self._cut = self._part.sample.cut
-    if description is not None:
-      yield GlobalWindows.windowed_value(description)
-
-
-def _merge_and_stage(parts, config, k):
-  sample, stats = sampling.merge_parts(config.detector, k, parts)
-  info = training.stage_sample(config, sample)
-  info['stats'] = stats
-  sampling.delete_parts(parts)
-  return info
-
-
-# ---- the steps as Beam functions ---------------------------------------------------------------
-
-def _cv_tasks(info, config):
-  return training.cv_tasks(config, info)
-
-
-def _cross_validate(task, info, config):
-  return training.run_cv_task(config, info, task)
-
-
-def _final_tasks(info, cv_results, config):
-  return [(method, row['params'])
-          for method, row in training.best_points(config, info, cv_results).items()]
-
-
-def _fit_final(task, info, config):
-  method, params = task
-  return training.fit_final(config, info, method, params)
-
-
-def _champion(info, config):
-  return training.evaluate_champion(config, info)
-
-
-def conclude(info, cv_results, finals, champion, config, source) -> dict[str, Any]:
-  """Chooses the model to publish and says why; writes ``result.json`` to the staging dir."""
-  stats = info['stats']
-  finals = {f['method']: f for f in finals}
-  best = training.best_points(config, info, cv_results)
-  metric = config.metric
-  reference = info['reference']
-  scored = {m: b['mean'] for m, b in best.items() if b.get('mean') is not None}
-  if scored:
-    chosen = max(scored, key=scored.get)
-    others = ', '.join(f'{m} {v:.4f}' for m, v in sorted(scored.items()) if m != chosen)
-    why = (f'{chosen} ({methods.describe(chosen)}) has the best mean {metric} over '
-           f'{config.folds} cross-validation folds of the train split: {scored[chosen]:.4f}'
-           + (f' (vs {others})' if others else '') + '.')
-  elif info['has_labels'] and len(finals) > 1:
-    by_calibration = {m: f['metrics']['calibration'].get(metric) or -1 for m, f in
-                      finals.items()}
-    chosen = max(by_calibration, key=by_calibration.get)
-    why = f'{chosen} has the best {metric} on the calibration split (no grid search).'
-  else:
-    chosen = info['methods'][0]
-    why = f'{chosen} ({methods.describe(chosen)}): '
-    if len(info['methods']) > 1:
-      why += 'the first method asked for; without labels nothing can tell them apart.'
-    elif config.methods:
-      why += 'the method asked for.'
-    elif not info['has_labels'] and config.detector == 'network':
-      why += ('the default without labels: the real-vs-synthetic forest learns every frequent '
-              'pattern as normal, floods of near-identical attack records included, while '
-              "IsolationForest's small subsamples isolate such clusters. Its parameters are "
-              'the defaults (nothing to judge a grid by).')
-    else:
-      why += 'the only candidate.'
-  if chosen in methods.UNSUPERVISED:
-    if reference == 'normal':
-      why += (f" It learned what normal traffic looks like from the "
-              f"{finals[chosen]['training_rows']:,} train-split records labelled normal "
-              '(reference=normal): it never sees an attack '
-              'while training, so it flags any traffic unlike normal, including attack '
-              'families it has never seen. Learning density from all records would call '
-              'whatever dominates the archive normal; in the KDD Cup data that is the smurf '
-              'and neptune floods (about 80% of records).')
-    else:
-      why += (' It learned from all records (reference=all): this assumes that attacks are a '
-              'small minority of the archive, as on a real network; records labelled normal '
-              'make a better reference when there are any.')
-  else:
-    why += (' A supervised classifier of the labelled attack column, with balanced class '
-            'weights for the rare attack class; unseen categories fall into an '
-            '"infrequent" column.')
-  final = finals[chosen]
-  why += f" Alert threshold {final['threshold']:.6g}: {final['threshold_rule']}."
-  gate_metric = metric if info['has_labels'] else evaluation.UNLABELLED_METRIC
-  result = {
-      'detector': config.detector, 'input': source[0], 'input_format': source[1],
-      'stats': stats, 'sample': info, 'metric': metric, 'gate_metric': gate_metric,
-      'cv': training.summarise_cv(cv_results, metric), 'cv_folds': config.folds,
-      'cv_tasks': len(cv_results), 'finals': finals, 'chosen': chosen, 'why': why,
-      'champion': champion,
-  }
-  training.write_json(FileSystems.join(config.staging_dir, RESULT_FILE), result)
-  return result
-
-
-def build(pipeline: beam.Pipeline, config: training.RetrainConfig, pattern: str,
-          input_format: str, sample_rows: int) -> None:
-  prepared = (pipeline
-              | 'Read' >> ReadTrainingTables(config.detector, pattern, input_format)
-              | 'Prepare' >> beam.ParDo(_Prepare(config.detector)))
-  parts_dir = FileSystems.join(config.staging_dir, 'parts')
-  info = (prepared
-          | 'SampleBundles' >> beam.ParDo(_SampleBundles(config.detector, sample_rows,
-                                                         parts_dir))
-          | 'CollectParts' >> beam.combiners.ToList()
-          | 'MergeAndStage' >> beam.Map(_merge_and_stage, config=config, k=sample_rows))
-  info_side = beam.pvalue.AsSingleton(info)
-  cv_results = (info
-                | 'GridTasks' >> beam.FlatMap(_cv_tasks, config=config)
-                | 'SpreadGrid' >> beam.Reshuffle()
-                | 'CrossValidate' >> beam.Map(_cross_validate, info_side, config=config)
-                | 'CollectCV' >> beam.combiners.ToList())
-  cv_side = beam.pvalue.AsSingleton(cv_results)
-  finals = (info
-            | 'FinalTasks' >> beam.FlatMap(_final_tasks, cv_side, config=config)
-            | 'SpreadFinals' >> beam.Reshuffle()
-            | 'FitFinal' >> beam.Map(_fit_final, info_side, config=config)
-            | 'CollectFinals' >> beam.combiners.ToList())
-  champion = info | 'EvaluateChampion' >> beam.Map(_champion, config=config)
-  _ = info | 'Conclude' >> beam.Map(
-      conclude, cv_side, beam.pvalue.AsSingleton(finals),
-      beam.pvalue.AsSingleton(champion), config=config, source=(pattern, input_format))
-
-
 # ---- the launcher: gate, report, publish ------------------------------------------------------
 
 def config_from(opts: RetrainOptions, staging_dir: str) -> training.RetrainConfig:
-  import json
   chosen = () if opts.method in ('auto', '') else tuple(
       m.strip() for m in opts.method.split(',') if m.strip())
   unknown = [m for m in chosen if m not in methods.METHODS]
@@ -413,94 +164,18 @@ def config_from(opts: RetrainOptions, staging_dir: str) -> training.RetrainConfi
       seed=opts.seed)
 
 
-def publish(result: dict[str, Any], config: training.RetrainConfig, opts: RetrainOptions,
-            signing_key: Optional[signing.SigningKey] = None) -> dict[str, Any]:
-  """The gate, the report and the publication, signed with ``signing_key``. Returns the
-  decision."""
-  chosen = result['chosen']
-  final = result['finals'][chosen]
-  champion = result.get('champion')
-  metric = result['gate_metric']
-  publish_it, reason = evaluation.gate(final['metrics'], (champion or {}).get('metrics')
-                                       if champion and not champion.get('error') else champion,
-                                       metric, opts.gate_tolerance, opts.force)
-  if opts.no_publish:
-    publish_it, reason = False, f'--no_publish (the gate would have said: {reason})'
-  version = registry.new_version()
-  decision = {'publish': publish_it, 'reason': reason, 'metric': metric,
-              'tolerance': opts.gate_tolerance, 'version': version if publish_it else None,
-              'champion': champion.get('version') if champion else None}
-  evals = {name: training.read_arrays(f['eval_path']) for name, f in result['finals'].items()}
-  if champion and champion.get('eval_path'):
-    evals['champion'] = training.read_arrays(champion['eval_path'])
-  detector_dir = FileSystems.join(config.model_dir, config.detector)
-  target = FileSystems.join(detector_dir, version if publish_it else f'.candidates/{version}')
-  page = report.render(result, evals, decision)
-  decision['report'] = report.write(target, page)
-  if publish_it:
-    # A staged candidate is skops (only trusted types are built); a joblib one exists only
-    # when skops cannot hold the model (registry.dumps_model), as its registry copy will be.
-    model_format = final.get('model_format', 'skops')
-    estimator = registry.loads_model(training.read_bytes(final['model_path']), model_format,
-                                     allow_pickle=model_format == 'joblib')
-    decision['version'] = registry.publish(
-        config.model_dir, config.detector, estimator, signing_key=signing_key,
-        feature_columns=list(config.schema.feature_columns),
-        training_rows=final['training_rows'],
-        training_time_range=tuple(result['stats']['time_range']),
-        parameters=_manifest_parameters(result, config, opts),
-        metrics=_manifest_metrics(result, decision), version=version)
-  return decision
-
-
-_HEADLINE = ('roc_auc', 'pr_auc', 'precision', 'recall', 'f1', 'alert_rate',
-             'false_positive_rate', 'contrast_auc')
-
-
-def _manifest_parameters(result, config, opts) -> dict[str, Any]:
-  chosen = result['chosen']
-  final = result['finals'][chosen]
-  return {
-      'method': chosen, 'method_description': methods.describe(chosen),
-      'params': final['params'], 'choice': result['why'],
-      'reference': result['sample']['reference'],
-      'threshold_policy': config.policy, 'alert_rate': config.alert_rate,
-      'threshold_rule': final['threshold_rule'], 'select_metric': result['metric'],
-      'methods_tried': result['sample']['methods'], 'grid': config.grid,
-      'folds': config.folds, 'grid_rows': config.grid_rows, 'sample_rows': opts.sample_rows,
-      'seed': config.seed, 'input': result['input'], 'input_format': result['input_format'],
-      'rows_read': result['stats']['rows'], 'duplicates_dropped': result['stats']['duplicates'],
-      'sample_split_rows': result['sample']['split_rows'],
-      'sample_time_range': result['sample']['sample_time_range'],
-      'report': report.REPORT_FILE,
-  }
-
-
-def _manifest_metrics(result, decision) -> dict[str, Any]:
-  chosen = result['chosen']
-  test = result['finals'][chosen]['metrics']
-  champion = result.get('champion') or {}
-  return {
-      **{k: test.get(k) for k in _HEADLINE},
-      'test': test,
-      'methods': {m: {k: f['metrics'].get(k) for k in _HEADLINE}
-                  for m, f in result['finals'].items()},
-      'cv': result['cv'],
-      'champion': ({'version': champion.get('version'), 'error': champion.get('error'),
-                    **{k: (champion.get('metrics') or {}).get(k) for k in _HEADLINE}}
-                   if champion else None),
-      'gate': {k: decision[k] for k in ('publish', 'reason', 'metric', 'tolerance')},
-  }
-
-
-def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: float,
+def print_summary(result: TrainingSummary, decision: Decision, seconds: float,
                   out=None) -> None:
-  stats, sample = result['stats'], result['sample']
-  chosen = result['chosen']
-  final = result['finals'][chosen]
+  stats, sample = result.stats, result.sample
+  chosen, final = result.chosen, result.final
+  headline = publishing.HEADLINE
+
+  def figures(metrics):
+    return '  '.join(f'{k} {metrics[k]:.4f}' for k in headline if metrics.get(k) is not None)
+
   lines = [
-      f"\nRetrain summary: {result['detector']} detector, {seconds:.0f} s",
-      f"  input           {result['input']} ({result['input_format']})",
+      f"\nRetrain summary: {result.detector} detector, {seconds:.0f} s",
+      f"  input           {result.input} ({result.input_format})",
       f"  rows read       {stats['rows']:,}   duplicate uuids dropped {stats['duplicates']:,}"
       + ('   event time {} .. {}'.format(*stats['time_range']) if stats['time_range'][0]
          else '   event time unknown'),
@@ -509,29 +184,23 @@ def print_summary(result: dict[str, Any], decision: dict[str, Any], seconds: flo
       + f"), labelled {sample['labelled_rows']:,}, attacks {sample['attack_rows']:,}"
       + (f", reference {sample['reference']}" if set(sample['methods']) & set(methods.UNSUPERVISED)
          else ''),
-      f"  grid search     {result['cv_tasks']} fits (grid point x fold)",
-      f"  chosen          {chosen} {final['params']}",
-      f"  why             {result['why']}",
-      '  test metrics    ' + '  '.join(
-          f'{k} {final["metrics"][k]:.4f}' for k in _HEADLINE
-          if final['metrics'].get(k) is not None),
+      f"  grid search     {result.cv_tasks} fits (grid point x fold)",
+      f"  chosen          {chosen} {final.params}",
+      f"  why             {result.why}",
+      '  test metrics    ' + figures(final.metrics),
   ]
-  for method, fin in result['finals'].items():
+  for method, fin in result.finals.items():
     if method != chosen:
-      lines.append(f'  {method:<16} ' + '  '.join(
-          f'{k} {fin["metrics"][k]:.4f}' for k in _HEADLINE
-          if fin['metrics'].get(k) is not None))
-  champion = result.get('champion')
+      lines.append(f'  {method:<16} ' + figures(fin.metrics))
+  champion = result.champion
   if champion:
-    lines.append(f"  current model   {champion.get('version')}: " + (
-        champion.get('error') or '  '.join(
-            f'{k} {champion["metrics"][k]:.4f}' for k in _HEADLINE
-            if champion['metrics'].get(k) is not None)))
-  if decision['publish']:
-    lines.append(f"  PUBLISHED       version {decision['version']} ({decision['reason']})")
+    lines.append(f"  current model   {champion.version}: "
+                 + (champion.error or figures(champion.metrics)))
+  if decision.publish:
+    lines.append(f"  PUBLISHED       version {decision.version} ({decision.reason})")
   else:
-    lines.append(f"  NOT PUBLISHED   {decision['reason']}")
-  lines.append(f"  report          {decision['report']}")
+    lines.append(f"  NOT PUBLISHED   {decision.reason}")
+  lines.append(f"  report          {decision.report}")
   print('\n'.join(lines), file=out or sys.stdout)
 
 
@@ -555,13 +224,13 @@ def _keys(opts: RetrainOptions
   return signing_key, public_keys
 
 
-def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-  """Runs the job; returns ``{'result': ..., 'decision': ..., 'seconds': ...}``."""
+def run(argv: Optional[Sequence[str]] = None) -> RetrainOutcome:
+  """Runs the job: the pipeline, then (once, in the launcher) the gate and the publication."""
   with runners.job_server(runners.with_runner_defaults(argv or [], runners.BATCH)) as args:
     return _run(args)
 
 
-def _run(argv: Sequence[str]) -> dict[str, Any]:
+def _run(argv: Sequence[str]) -> RetrainOutcome:
   options = PipelineOptions(argv)
   opts = options.view_as(RetrainOptions)
   if not opts.detector or not opts.input:
@@ -583,17 +252,19 @@ def _run(argv: Sequence[str]) -> dict[str, Any]:
   started = time.perf_counter()
   try:
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, pattern, input_format, opts.sample_rows)
+    _ = pipeline | 'Retrain' >> Retrain(config, pattern, input_format, opts.sample_rows)
     pipeline.run().wait_until_finish()
     log.info('pipeline done in %.1fs', time.perf_counter() - started)
-    result = training.read_json(FileSystems.join(staging_dir, RESULT_FILE))
-    decision = publish(result, config, opts, signing_key)
+    result = read_result(staging_dir)
+    decision = publishing.publish(result, config, gate_tolerance=opts.gate_tolerance,
+                                  force=opts.force, no_publish=opts.no_publish,
+                                  sample_rows=opts.sample_rows, signing_key=signing_key)
   finally:
     if not opts.keep_staging:
       _remove(staging_dir)
   seconds = time.perf_counter() - started
   print_summary(result, decision, seconds)
-  return {'result': result, 'decision': decision, 'seconds': seconds}
+  return RetrainOutcome(result=result, decision=decision, seconds=seconds)
 
 
 def help_parser() -> argparse.ArgumentParser:

@@ -76,43 +76,43 @@ def network_run(archive, tmp_path_factory):
 
 def test_network_retrain_publishes_a_label_free_model_chosen_on_held_out_labels(network_run):
   model_dir, outcome = network_run
-  result, decision = outcome['result'], outcome['decision']
-  assert result['stats']['rows'] == 4000 + DUPLICATES
-  assert result['stats']['duplicates'] == DUPLICATES
-  assert result['sample']['rows'] == 4000
+  result, decision = outcome.result, outcome.decision
+  assert result.stats['rows'] == 4000 + DUPLICATES
+  assert result.stats['duplicates'] == DUPLICATES
+  assert result.sample['rows'] == 4000
   # The archive is mostly attacks (like KDD): the label-free methods learn from normal rows.
-  assert result['sample']['reference'] == 'normal'
-  assert set(result['finals']) == {'rf_synthetic', 'isolation_forest'}
-  assert result['cv_tasks'] == 2 * 2  # one grid point per method x 2 folds
-  assert decision['publish'] and decision['version'] == registry.latest_version(model_dir,
+  assert result.sample['reference'] == 'normal'
+  assert set(result.finals) == {'rf_synthetic', 'isolation_forest'}
+  assert result.cv_tasks == 2 * 2  # one grid point per method x 2 folds
+  assert decision.publish and decision.version == registry.latest_version(model_dir,
                                                                               'network')
-  chosen = result['finals'][result['chosen']]
-  assert chosen['metrics']['roc_auc'] > 0.85
-  assert chosen['metrics']['false_positive_rate'] < 0.1  # --alert_rate 0.01, 74 rows
-  assert result['chosen'] in result['why']
+  chosen = result.finals[result.chosen]
+  assert chosen.metrics['roc_auc'] > 0.85
+  assert chosen.metrics['false_positive_rate'] < 0.1  # --alert_rate 0.01, 74 rows
+  assert result.chosen in result.why
 
 
 def test_manifest_names_checksum_metrics_parameters_and_training_range(network_run):
   model_dir, outcome = network_run
-  version = outcome['decision']['version']
+  version = outcome.decision.version
   folder = os.path.join(model_dir, 'network', version)
   manifest = registry.read_manifest(model_dir, 'network', version)
   with open(os.path.join(folder, registry.MODEL_FILE), 'rb') as f:
     assert manifest['sha256'] == hashlib.sha256(f.read()).hexdigest()
   assert manifest['feature_columns'] == list(NETWORK.feature_columns)
-  assert manifest['parameters']['method'] == outcome['result']['chosen']
+  assert manifest['parameters']['method'] == outcome.result.chosen
   assert manifest['parameters']['reference'] == 'normal'
   assert manifest['parameters']['duplicates_dropped'] == DUPLICATES
   assert 'choice' in manifest['parameters'] and 'normal' in manifest['parameters']['choice']
   for name in ('roc_auc', 'pr_auc', 'precision', 'recall', 'alert_rate'):
     assert manifest['metrics'][name] is not None
   assert manifest['metrics']['gate']['publish'] is True
-  assert manifest['training_rows'] == outcome['result']['finals'][
-      outcome['result']['chosen']]['training_rows']
+  assert manifest['training_rows'] == outcome.result.finals[
+      outcome.result.chosen].training_rows
   begin, end = manifest['training_time_range']
   assert begin.startswith('2026-03-01T00:00:00') and end > begin
   assert manifest['threshold'] == pytest.approx(
-      outcome['result']['finals'][outcome['result']['chosen']]['threshold'])
+      outcome.result.finals[outcome.result.chosen].threshold)
   # The report sits beside the model, pictures embedded; staging is cleaned up.
   with open(os.path.join(folder, 'report.html'), encoding='utf-8') as f:
     page = f.read()
@@ -144,13 +144,13 @@ def test_the_gate_keeps_a_worse_model_out(network_run, archive, tmp_path):
   # much worse model on the held-out labels.
   worse = _retrain('--detector', 'network', '--input', archive, '--model_dir', model_dir,
                    '--method', 'isolation_forest', '--reference', 'all')
-  decision = worse['decision']
-  assert not decision['publish']
-  assert 'worse than the current model' in decision['reason']
-  assert worse['result']['champion']['version'] == before[-1]
+  decision = worse.decision
+  assert not decision.publish
+  assert 'worse than the current model' in decision.reason
+  assert worse.result.champion.version == before[-1]
   assert registry.list_versions(model_dir, 'network') == before
   # Its report is kept for a person to read, outside the versions.
-  assert '.candidates' in decision['report'] and os.path.exists(decision['report'])
+  assert '.candidates' in decision.report and os.path.exists(decision.report)
 
 
 def test_a_tampered_model_is_refused(network_run, tmp_path):
@@ -158,7 +158,7 @@ def test_a_tampered_model_is_refused(network_run, tmp_path):
   model_dir, outcome = network_run
   copy = str(tmp_path / 'models')
   shutil.copytree(model_dir, copy)
-  version = outcome['decision']['version']
+  version = outcome.decision.version
   path = os.path.join(copy, 'network', version, registry.MODEL_FILE)
   with open(path, 'r+b') as f:
     data = bytearray(f.read())
@@ -171,8 +171,9 @@ def test_a_tampered_model_is_refused(network_run, tmp_path):
   info = {'path': None}
   config = training.RetrainConfig(detector='network', model_dir=copy, staging_dir=str(tmp_path))
   champion = training.evaluate_champion(config, info)
-  assert champion['version'] == version and 'ModelIntegrityError' in champion['error']
-  publish, reason = evaluation.gate({'roc_auc': 0.5}, champion, 'roc_auc', 0.0, False)
+  assert champion.version == version and 'ModelIntegrityError' in champion.error
+  publish, reason = evaluation.gate({'roc_auc': 0.5}, champion.gate_input, 'roc_auc', 0.0,
+                                    False)
   assert publish and 'cannot be evaluated' in reason
 
 
@@ -184,12 +185,12 @@ def test_kdd_csv_input(tmp_path):
     frame.to_csv(f, header=False, index=False)
   outcome = _retrain('--detector', 'network', '--input', str(path), '--model_dir',
                      str(tmp_path / 'models'), '--method', 'isolation_forest')
-  result = outcome['result']
-  assert result['input_format'] == 'kdd_csv'
-  assert result['stats']['rows'] == 2500 and result['stats']['duplicates'] == 0
-  assert result['sample']['label_counts']['smurf'] > 1000  # the trailing dot is gone
-  assert outcome['decision']['publish']
-  assert result['finals']['isolation_forest']['metrics']['roc_auc'] > 0.85
+  result = outcome.result
+  assert result.input_format == 'kdd_csv'
+  assert result.stats['rows'] == 2500 and result.stats['duplicates'] == 0
+  assert result.sample['label_counts']['smurf'] > 1000  # the trailing dot is gone
+  assert outcome.decision.publish
+  assert result.finals['isolation_forest'].metrics['roc_auc'] > 0.85
 
 
 def test_unlabelled_archive_trains_an_isolation_forest_on_all_records(tmp_path):
@@ -200,12 +201,12 @@ def test_unlabelled_archive_trains_an_isolation_forest_on_all_records(tmp_path):
   _write(str(tmp_path), 'network', table, 'site-b-1.parquet')
   outcome = _retrain('--detector', 'network', '--input', str(tmp_path), '--model_dir',
                      str(tmp_path / 'models'))
-  result = outcome['result']
-  assert result['sample']['has_labels'] is False and result['sample']['reference'] == 'all'
-  assert list(result['finals']) == ['isolation_forest'] and result['cv_tasks'] == 0
-  assert result['finals']['isolation_forest']['params']['max_samples'] == 256
-  assert result['gate_metric'] == 'contrast_auc'
-  metrics = result['finals']['isolation_forest']['metrics']
+  result = outcome.result
+  assert result.sample['has_labels'] is False and result.sample['reference'] == 'all'
+  assert list(result.finals) == ['isolation_forest'] and result.cv_tasks == 0
+  assert result.finals['isolation_forest'].params['max_samples'] == 256
+  assert result.gate_metric == 'contrast_auc'
+  metrics = result.finals['isolation_forest'].metrics
   assert metrics['roc_auc'] is None and metrics['contrast_auc'] > 0.7
   assert metrics['alert_rate'] == pytest.approx(0.01, abs=0.02)  # all records are the reference
   # The hidden truth: the attacks score above normal traffic.
@@ -219,12 +220,12 @@ def test_host_detectors_are_supervised_on_attack_labels(archive, tmp_path, detec
   schema = SCHEMAS[detector]
   outcome = _retrain('--detector', detector, '--input', archive, '--model_dir',
                      str(tmp_path / 'models'), '--grid', 'none')
-  result = outcome['result']
-  assert set(result['finals']) == set(methods.SUPERVISED)
-  assert result['chosen'] in methods.SUPERVISED
-  metrics = result['finals'][result['chosen']]['metrics']
+  result = outcome.result
+  assert set(result.finals) == set(methods.SUPERVISED)
+  assert result.chosen in methods.SUPERVISED
+  metrics = result.finals[result.chosen].metrics
   assert metrics['roc_auc'] > 0.85 and metrics['recall'] > 0.3
-  assert 'F1' in result['finals'][result['chosen']]['threshold_rule']
+  assert 'F1' in result.finals[result.chosen].threshold_rule
   loaded = registry.load(str(tmp_path / 'models'), detector)
   # Unknown commands and states are tolerated by the served pipeline.
   row = {c: 1.0 for c in schema.numeric_features}

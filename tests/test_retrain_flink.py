@@ -42,12 +42,12 @@ def test_flink_and_direct_runner_train_the_same_model(flink_ready, tmp_path):
                                  '--runner=FlinkRunner'])
   direct = retrain.run(args + ['--model_dir', str(tmp_path / 'direct')])
   for outcome in (on_flink, direct):
-    assert outcome['result']['stats']['duplicates'] == 200
-    assert outcome['decision']['publish']
-  assert on_flink['result']['chosen'] == direct['result']['chosen']
-  assert on_flink['result']['cv_tasks'] == direct['result']['cv_tasks'] > 0
-  flink_metrics = on_flink['result']['finals'][on_flink['result']['chosen']]['metrics']
-  direct_metrics = direct['result']['finals'][direct['result']['chosen']]['metrics']
+    assert outcome.result.stats['duplicates'] == 200
+    assert outcome.decision.publish
+  assert on_flink.result.chosen == direct.result.chosen
+  assert on_flink.result.cv_tasks == direct.result.cv_tasks > 0
+  flink_metrics = on_flink.result.finals[on_flink.result.chosen].metrics
+  direct_metrics = direct.result.finals[direct.result.chosen].metrics
   assert flink_metrics['roc_auc'] == pytest.approx(direct_metrics['roc_auc'])
   loaded = registry.load(str(tmp_path / 'flink'), 'network')
   assert os.path.exists(os.path.join(str(tmp_path / 'flink'), 'network', loaded.version,

@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model.dataset import archive_table
 from pipelines.bootstrap import synthetic_frames
-from pipelines import monitor, retrain, storage
+from pipelines import monitor, retrain_input, storage
 
 SECRET = 'never-print-this-secret'
 
@@ -77,9 +77,9 @@ def test_gs_and_s3_paths_are_handled_by_their_file_systems():
                               'gs://bucket/models/network/20261123T000000Z/manifest.json')
   assert FileSystems.join('gs://b/out', 'archive/network', 'dt=2026-11-23') == (
       'gs://b/out/archive/network/dt=2026-11-23')
-  assert retrain.is_visible('gs://b/out/archive/network/dt=2026-11-23/edge-1-000000-000.parquet')
-  assert not retrain.is_visible('s3://b/out/dt=2026-11-23/.edge-1-000000-000.parquet.inprogress')
-  assert not retrain.is_visible('s3://b/models/.staging/')
+  assert retrain_input.is_visible('gs://b/out/archive/network/dt=2026-11-23/edge-1-000000-000.parquet')
+  assert not retrain_input.is_visible('s3://b/out/dt=2026-11-23/.edge-1-000000-000.parquet.inprogress')
+  assert not retrain_input.is_visible('s3://b/models/.staging/')
 
 
 def _archive(path, n, start=0):
@@ -99,10 +99,10 @@ def test_retrain_reads_finished_files_only(tmp_path):
   _archive(folder / 'edge-a-000000-000.parquet', 30)
   (folder / '.edge-a-000001-000.parquet.inprogress').write_bytes(b'PAR1 half a file')
   pattern = str(tmp_path / 'archive' / 'network' / 'dt=*' / '*')
-  assert retrain.resolve_input(pattern, 'network', 'auto') == (pattern, 'parquet')
+  assert retrain_input.resolve_input(pattern, 'network', 'auto') == (pattern, 'parquet')
   with TestPipeline() as pipeline:
     rows = (pipeline
-            | retrain.ReadTrainingTables('network', pattern, 'parquet')
+            | retrain_input.ReadTrainingTables('network', pattern, 'parquet')
             | beam.Map(lambda table: table.num_rows)
             | beam.CombineGlobally(sum))
     assert_that(rows, equal_to([30]))

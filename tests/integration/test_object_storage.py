@@ -155,8 +155,8 @@ def test_two_sites_archive_to_one_bucket_and_retrain_reads_both(s3_server, s3_fl
                          f'--model_dir={models}', '--method=isolation_forest', '--grid=none',
                          '--force', *s3_flags_only])
   print(f'[timing] retrain from S3 to S3: {time.monotonic() - started:.1f} s')
-  assert outcome['result']['stats']['rows'] == 1200
-  version = outcome['decision']['version']
+  assert outcome.result.stats['rows'] == 1200
+  version = outcome.decision.version
   assert version and registry.latest_version(models, 'network') == version
   published = sorted(keys(client, bucket, f'models/network/{version}/'))
   assert [k.rsplit('/', 1)[-1] for k in published] == ['manifest.json', 'manifest.sig',
@@ -224,7 +224,7 @@ def test_running_stream_picks_up_a_model_retrained_on_s3(s3_server, s3_flags_onl
                              '--method=isolation_forest', '--grid=none', '--force',
                              *s3_flags_only])
       timings['retrain'] = time.monotonic() - t0
-      v2 = outcome['decision']['version']
+      v2 = outcome.decision.version
       time.sleep(2)  # > --model_refresh_s
       # Workers look for a new version when a batch comes and the refresh interval has
       # passed; while one thread loads it, the others keep scoring with the old one. So the
