@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -47,6 +48,8 @@ class Broker:
       with contextlib.suppress(Exception):
         self._script('stop')
       raise
+    print(f'[harness] Kafka broker on {self.bootstrap}, data in {self.run_dir}', file=sys.stderr,
+          flush=True)
     return self
 
   def stop(self) -> None:
@@ -114,6 +117,14 @@ def make_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITI
                                  for t in topics], operation_timeout=30)
   for f in futures.values():
     f.result(timeout=60)
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
+  """Deletes ``topics``, best effort (a clean-up: failures are ignored)."""
+  admin = AdminClient({'bootstrap.servers': bootstrap})
+  for future in admin.delete_topics(list(topics)).values():
+    with contextlib.suppress(Exception):
+      future.result(30)
 
 
 def topics_for(suffix: str, streams: Iterable[str] = STREAMS) -> dict[str, str]:

@@ -6,8 +6,11 @@ import time
 import uuid as uuid_lib
 
 import pytest
+from confluent_kafka import Consumer, KafkaException
 
+from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
+from harness.kafka import delete_topics, make_topics
 from tests.helpers import START_MS
 
 pytestmark = pytest.mark.integration
@@ -16,16 +19,9 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_every_acknowledged_uuid_is_readable_from_the_topic(kafka_bootstrap):
   KAFKA_BOOTSTRAP = kafka_bootstrap  # pylint: disable=invalid-name
-  from confluent_kafka import Consumer, KafkaException
-  from confluent_kafka.admin import AdminClient, NewTopic
-  from generator.sinks import KafkaSink
-
   suffix = uuid_lib.uuid4().hex[:8]
   topics = {s: f'test_generator_{s}_{suffix}' for s in ('network', 'process', 'memory')}
-  admin = AdminClient({'bootstrap.servers': KAFKA_BOOTSTRAP})
-  for future in admin.create_topics(
-      [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics.values()]).values():
-    future.result(30)
+  make_topics(KAFKA_BOOTSTRAP, topics.values(), partitions=3)
   try:
     sink = KafkaSink(KAFKA_BOOTSTRAP)
     config = SourceConfig(count=3000, seed=4, start_ms=START_MS, machines=4,
@@ -61,8 +57,4 @@ def test_every_acknowledged_uuid_is_readable_from_the_topic(kafka_bootstrap):
     # the Kafka timestamp is the event time
     assert all(found[i] == sent_times[i] for i in acked)
   finally:
-    for future in admin.delete_topics(list(topics.values())).values():
-      try:
-        future.result(30)
-      except Exception:  # clean-up only
-        pass
+    delete_topics(KAFKA_BOOTSTRAP, topics.values())
