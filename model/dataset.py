@@ -225,6 +225,15 @@ def feature_frame(schema: RecordSchema, table_or_frame) -> pd.DataFrame:
   return frame.reset_index(drop=True)
 
 
+def time_range(micros) -> list[Optional[str]]:
+  """[first, last] event time (ISO 8601) of microsecond timestamps; [None, None] if none."""
+  values = pd.to_numeric(pd.Series(micros), errors='coerce').dropna()
+  if values.empty:
+    return [None, None]
+  as_time = pd.to_datetime(values.astype('int64'), unit='us', utc=True)
+  return [as_time.min().isoformat(), as_time.max().isoformat()]
+
+
 # ---- archives for tests, benchmarks and backfills ----------------------------------------------
 
 def archive_table(detector: str, frame: pd.DataFrame, *, start: datetime.datetime,

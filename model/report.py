@@ -30,9 +30,11 @@ _COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b')
 
 
 def _pyplot():
-  import matplotlib
+  # Imported when a report is drawn: only the retrain launcher draws one, and matplotlib is
+  # the heaviest import of the model package (workers and the stream never need it).
+  import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   return plt
 
 

@@ -128,11 +128,10 @@ def merge_parts(detector: str, k: int, parts: Iterable[dict[str, Any]]
   distinct = len(np.unique(np.concatenate(keys))) if keys else 0
   rows = sum(p['rows'] for p in parts)
   times = [t for p in parts for t in (p['min_time'], p['max_time']) if t is not None]
-  from model.training import time_range
   stats = {'rows': rows, 'distinct': distinct, 'duplicates': rows - distinct,
            'labelled_rows': sum(p['labelled'] for p in parts),
            'attack_rows': sum(p['attacks'] for p in parts),
-           'time_range': time_range([min(times), max(times)] if times else []),
+           'time_range': dataset.time_range([min(times), max(times)] if times else []),
            'parts': len(parts), 'part_rows': sum(p['sample_rows'] for p in parts)}
   log.info('merged %d sample parts (%d rows kept of %d read, %d duplicate uuids)', len(parts),
            stats['part_rows'], rows, stats['duplicates'])

@@ -181,19 +181,11 @@ def stage_sample(config: RetrainConfig, sample: pa.Table) -> dict[str, Any]:
       'reference': reference, 'methods': list(chosen),
       'label_counts': {str(k): int(v) for k, v in
                        labels.value_counts(dropna=True).head(30).items()},
-      'sample_time_range': time_range(times),
+      'sample_time_range': dataset.time_range(times),
   }
   log.info('staged %d sample rows at %s (reference: %s, methods: %s)', info['rows'], path,
            reference, ', '.join(chosen))
   return info
-
-
-def time_range(micros) -> list[Optional[str]]:
-  values = pd.to_numeric(pd.Series(micros), errors='coerce').dropna()
-  if values.empty:
-    return [None, None]
-  as_time = pd.to_datetime(values.astype('int64'), unit='us', utc=True)
-  return [as_time.min().isoformat(), as_time.max().isoformat()]
 
 
 # ---- 2. cross-validation ---------------------------------------------------------------------
