@@ -135,6 +135,15 @@ def read_dashboard_port(proc, lines: list, host: str = '127.0.0.1',
   return None
 
 
+def stop_dashboard(proc, lines: list) -> str:
+  """Stops the dashboard CLI (SIGTERM, as an operator would); returns all it printed, with the
+  ``lines`` already read."""
+  proc.terminate()
+  proc.wait(timeout=30)
+  lines.append(proc.stdout.read())
+  return ''.join(lines)
+
+
 def dt_utc(t: float) -> datetime.datetime:
   return datetime.datetime.fromtimestamp(t, UTC)
 

@@ -26,8 +26,9 @@ from dashboard.sources import ModelWatcher, ParquetScanner, Scrubber
 from model import registry
 from schemas.outputs import ALERT_SCHEMA
 from tests.helpers import (MALICIOUS, ROOT, SERVICES, Served, dt_utc, kafka_message,
-                           read_dashboard_port, sample_alerts, sample_attack_row, sample_network_alert,
-                           write_sample_outputs, write_sample_registry)
+                           read_dashboard_port, sample_alerts, sample_attack_row,
+                           sample_network_alert, stop_dashboard, write_sample_outputs,
+                           write_sample_registry)
 from transforms.redaction import redact_config
 
 STATIC = os.path.join(ROOT, 'dashboard', 'static')
@@ -378,10 +379,7 @@ def test_cli_serves_prints_url_and_never_prints_secrets(tmp_path):
     served = json.dumps(state)
     assert 'flag-secret-456' not in served and 'env-secret-123' not in served
   finally:
-    proc.terminate()
-    proc.wait(timeout=30)
-    lines.append(proc.stdout.read())
-  output = ''.join(lines)
+    output = stop_dashboard(proc, lines)
   assert proc.returncode == 0, output
   assert 'flag-secret-456' not in output and 'env-secret-123' not in output
   assert 'sasl.password=***' in output, output

@@ -21,7 +21,7 @@ import pytest
 
 from dashboard.server import SESSION_COOKIE, Dashboard, DashboardServer
 from tests.helpers import (MALICIOUS, ROOT, Served, forged_alerts, read_dashboard_port,
-                           sample_network_alert)
+                           sample_network_alert, stop_dashboard)
 
 TOKEN = 'test-token-' + 'x' * 20
 
@@ -218,10 +218,7 @@ def test_cli_on_all_interfaces_prints_a_generated_token_once(tmp_path):
     assert _request(port, 'POST', '/login', form, f'token={token}')[0].status == 303
     assert _request(port, 'GET', '/api/state', bearer, host='evil.example')[0].status == 403
   finally:
-    proc.terminate()
-    proc.wait(timeout=30)
-    lines.append(proc.stdout.read())
-  output = ''.join(lines)
+    output = stop_dashboard(proc, lines)
   assert proc.returncode == 0, output
   # Once, at start; not in the request logs (DEBUG logs every request line) nor at exit.
   assert output.count(token) == 1, output
@@ -249,10 +246,8 @@ def test_cli_token_file_and_refusals(tmp_path):
     assert _request(port, 'GET', '/api/state', {'Authorization': f'Bearer {TOKEN}'}
                     )[0].status == 200
   finally:
-    proc.terminate()
-    proc.wait(timeout=30)
-    lines.append(proc.stdout.read())
-  assert TOKEN not in ''.join(lines)  # chosen by the operator: never printed
+    output = stop_dashboard(proc, lines)
+  assert TOKEN not in output  # chosen by the operator: never printed
 
 
 def test_garbage_requests_get_an_answer_or_a_closed_socket(capfd):
