@@ -14,6 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from model import dataset
+from schemas import layout
 from schemas.kdd import kdd_csv_batches
 from schemas.records import SCHEMAS
 
@@ -34,25 +35,22 @@ def resolve_input(path: str, detector: str, input_format: str) -> tuple[str, str
     candidates = [path]
   else:
     candidates = [
-        FileSystems.join(path, 'archive', detector, 'dt=*', '*.parquet'),
-        FileSystems.join(path, 'dt=*', '*.parquet'),
-        FileSystems.join(path, '*.parquet'),
+        FileSystems.join(layout.output_folder(path, layout.ARCHIVE_FOLDERS[detector]),
+                         layout.partition_name('*'), '*' + layout.PARQUET_SUFFIX),
+        FileSystems.join(path, layout.partition_name('*'), '*' + layout.PARQUET_SUFFIX),
+        FileSystems.join(path, '*' + layout.PARQUET_SUFFIX),
     ]
   for pattern in candidates:
-    files = [f for f in _matches(pattern) if is_visible(f)]
+    files = [f for f in _matches(pattern) if not layout.is_hidden(f)]
     if files:
       if input_format == 'auto':
-        input_format = ('parquet' if all(f.endswith('.parquet') for f in files) else 'kdd_csv')
+        input_format = ('parquet' if all(f.endswith(layout.PARQUET_SUFFIX) for f in files)
+                        else 'kdd_csv')
       if input_format == 'kdd_csv' and not SCHEMAS[detector].kdd_records:
         kdd = ', '.join(s.stream for s in SCHEMAS.values() if s.kdd_records)
         raise SystemExit(f'KDD CSV input holds {kdd} records: use --detector {kdd}')
       return pattern, input_format
   raise SystemExit(f'--input {path}: no files found (tried {", ".join(candidates)})')
-
-
-def is_visible(path: str) -> bool:
-  """False for names starting with '.': in-progress output files, staging, candidates."""
-  return not path.replace('\\', '/').rstrip('/').rsplit('/', 1)[-1].startswith('.')
 
 
 def _is_file(path: str) -> bool:
@@ -88,7 +86,7 @@ class ReadTrainingTables(beam.PTransform):
     if self._format == 'parquet':
       columns = dataset.archive_columns(self._detector)
       files = _matches(self._pattern)
-      visible = [f for f in files if is_visible(f)]
+      visible = [f for f in files if not layout.is_hidden(f)]
       if len(visible) == len(files):
         return pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
             self._pattern, columns=columns)
@@ -102,6 +100,6 @@ class ReadTrainingTables(beam.PTransform):
               | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(columns=columns))
     return (pbegin
             | 'MatchCsv' >> fileio.MatchFiles(self._pattern)
-            | 'SkipHidden' >> beam.Filter(lambda match: is_visible(match.path))
+            | 'SkipHidden' >> beam.Filter(lambda match: not layout.is_hidden(match.path))
             | 'OpenCsv' >> fileio.ReadMatches()
             | 'ReadCsv' >> beam.ParDo(_ReadKddCsv()))

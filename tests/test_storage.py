@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from model.dataset import archive_table
 from pipelines.bootstrap import synthetic_frames
 from pipelines import monitor, retrain_input, storage
+from schemas import layout
 
 SECRET = 'never-print-this-secret'
 
@@ -77,9 +78,9 @@ def test_gs_and_s3_paths_are_handled_by_their_file_systems():
                               'gs://bucket/models/network/20261123T000000Z/manifest.json')
   assert FileSystems.join('gs://b/out', 'archive/network', 'dt=2026-11-23') == (
       'gs://b/out/archive/network/dt=2026-11-23')
-  assert retrain_input.is_visible('gs://b/out/archive/network/dt=2026-11-23/edge-1-000000-000.parquet')
-  assert not retrain_input.is_visible('s3://b/out/dt=2026-11-23/.edge-1-000000-000.parquet.inprogress')
-  assert not retrain_input.is_visible('s3://b/models/.staging/')
+  assert not layout.is_hidden('gs://b/out/archive/network/dt=2026-11-23/edge-1-000000-000.parquet')
+  assert layout.is_hidden('s3://b/out/dt=2026-11-23/.edge-1-000000-000.parquet.inprogress')
+  assert layout.is_hidden('s3://b/models/.staging/')
 
 
 def _archive(path, n, start=0):
