@@ -230,7 +230,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except OSError as e:
     print(f'dashboard: cannot listen on {args.host}:{args.port}: {e.strerror}', file=sys.stderr)
     return 2
-  dashboard.start()
   info = dashboard.info
   print(f'Alerts dashboard: {server.url}', flush=True)
   if info['bootstrap_servers']:
@@ -250,6 +249,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Printed once, here, to the terminal that started it; never logged.
     print(f'  access token (shown only now; pass --token_file or ${TOKEN_ENV} to choose it): '
           f'{generated_token}', flush=True)
+  # Only now: the feeds' log lines must not come between the address and the token.
+  dashboard.start()
 
   def _terminate(signum, frame):  # pylint: disable=unused-argument
     threading.Thread(target=server.shutdown, daemon=True).start()
