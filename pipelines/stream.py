@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, PipelineOptions,
                                                   SetupOptions, StandardOptions)
 
+from model import signing
 from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary
@@ -164,7 +165,9 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
       model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
       allowed_lateness_s=opts.allowed_lateness_s, batch_size=opts.batch_size,
-      event_time_bounds=EventTimeBounds(opts.max_event_age_s, opts.max_event_lead_s))
+      event_time_bounds=EventTimeBounds(opts.max_event_age_s, opts.max_event_lead_s),
+      public_keys=signing.reader_keys(
+          opts.view_as(ModelRegistryOptions).model_public_key))
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:

@@ -19,11 +19,12 @@ TestStream or files on the DirectRunner.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
+from model import signing
 from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
 from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, NETWORK, SCHEMAS, STREAMS
@@ -67,9 +68,11 @@ class DetectAttacks(beam.PTransform):
 
   def __init__(self, model_dir: str, *, site: str = 'local', model_refresh_s: float = 10.0,
                allowed_lateness_s: int = MAX_LATENESS_S, batch_size: int = DEFAULT_BATCH_SIZE,
-               event_time_bounds: EventTimeBounds = EventTimeBounds()):
+               event_time_bounds: EventTimeBounds = EventTimeBounds(),
+               public_keys: Optional[signing.PublicKeys] = None):
     super().__init__()
     self._event_time_bounds = event_time_bounds
+    self._public_keys = public_keys  # None: the default key file (model/signing.py)
     self._batch_size = batch_size
     self._model_dir = model_dir
     self._site = site
@@ -83,7 +86,8 @@ class DetectAttacks(beam.PTransform):
     for stream in STREAMS:
       schema = SCHEMAS[stream]
       enriched = parsed[stream] | Enrich(schema, self._site, self._event_time_bounds)
-      result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s)
+      result = enriched['records'] | Score(schema, self._model_dir, self._model_refresh_s,
+                                          self._public_keys)
       scored[stream] = result['records']
       dead_letters += [enriched[DEAD_LETTER], result[DEAD_LETTER]]
 

@@ -27,7 +27,6 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from model import registry, signing
 from model.features import frame_from_columns
-from pipelines.options import ModelRegistryOptions
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
@@ -218,11 +217,8 @@ class Score(beam.PTransform):
     self._public_keys = public_keys
 
   def expand(self, records):
-    keys = self._public_keys
-    if keys is None:
-      # --model_public_key of the pipeline being built, else the default key file.
-      keys = signing.reader_keys(
-          records.pipeline.options.view_as(ModelRegistryOptions).model_public_key)
+    # Read here, where the job is built: the handler carries the keys to the workers.
+    keys = self._public_keys if self._public_keys is not None else signing.reader_keys()
     handler = RegistryModelHandler(self._schema, self._model_dir, self._refresh_seconds, keys)
     scored, failed = records | RunInference(handler).with_exception_handling()
     # RunInference declares no output type, so its results would get the generic coder,
