@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from harness.procs import children, cmdline, descendants, status_kb
 from harness.scripts import ROOT
 from model import registry
-from pipelines import options as pipeline_options
+from pipelines import runners
 from pipelines import stream
 from transforms import jvm
 
@@ -372,11 +372,10 @@ def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
   its own defaults for Flink applied (environment, bundle time, ...); Flink's runner defaults
   named where nothing sets them."""
   try:
-    with_defaults = (getattr(stream, 'with_stream_defaults', None) or
-                     getattr(pipeline_options, 'with_flink_defaults'))
-    argv = with_defaults(['--runner=FlinkRunner', '--flink_master=[local]', *args])
+    argv = stream.with_stream_defaults(['--runner=FlinkRunner', '--flink_master=[local]', *args])
   except Exception as e:  # pylint: disable=broad-except
     return {'error': f'{type(e).__name__}: {e}'}
+  runners.remove_temporary_storage(argv)  # only looked at: no job uses its state folder
   out = {}
   for arg in argv:
     if arg.startswith('--'):
