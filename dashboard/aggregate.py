@@ -35,6 +35,7 @@ import time
 from typing import Any, Iterable, Mapping, Optional
 
 from schemas.outputs import ALERT_KINDS
+from schemas.records import STREAMS
 
 WINDOW_MINUTES = 60
 OTHER = '(other)'
@@ -51,7 +52,6 @@ PREVIEW_LIMIT = 400  # characters of details / payload / error sent with each ta
 TIME_TEXT_LIMIT = 64  # an ISO-8601 time is about 32 characters
 MAX_DEPTH = 32  # nesting of a JSON alert (the stream job's are 3 deep)
 MAX_VALUES = 20_000  # values in one JSON alert
-STREAMS = ('network', 'process', 'memory')
 
 
 class Rejected(ValueError):

@@ -193,6 +193,3 @@ ALERTS_TOPIC = 'alerts'
 STREAMS: tuple[str, ...] = tuple(SCHEMAS)
 # The streams joined with each other (host attacks need both).
 HOST_STREAMS = tuple(s.stream for s in SCHEMAS.values() if s.joined)
-
-# Kept until every user reads RecordSchema.label_column.
-LABEL_COLUMN = {s.stream: s.label_column for s in SCHEMAS.values()}
