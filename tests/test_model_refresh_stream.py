@@ -38,23 +38,29 @@ class PublishOnMarker(beam.DoFn):
     yield element
 
 
+def _timed(indices, **overrides):
+  return [TimestampedValue(message('network', network_record(i, **overrides), offset=i),
+                           BASE_TS + i) for i in indices]
+
+
+def _records_around_a_publish() -> TestStream:
+  """Records 0-9, the marker record 20 (which publishes a new version), then records 40-49."""
+  return (TestStream()
+          .advance_watermark_to(BASE_TS)
+          .add_elements(_timed(range(0, 10)))
+          .advance_watermark_to(BASE_TS + 20)
+          .add_elements(_timed([20], uuid=PUBLISH_MARKER.decode()))
+          .advance_watermark_to(BASE_TS + 30)
+          .add_elements(_timed(range(40, 50)))
+          .advance_watermark_to_infinity())
+
+
 def test_rows_after_a_publish_carry_the_new_version(model_dir, tmp_path):
   models = str(tmp_path / 'models')
   shutil.copytree(model_dir, models)
   v1 = registry.latest_version(models, 'network')
 
-  def timed(indices, **overrides):
-    return [TimestampedValue(message('network', network_record(i, **overrides), offset=i),
-                             BASE_TS + i) for i in indices]
-
-  events = (TestStream()
-            .advance_watermark_to(BASE_TS)
-            .add_elements(timed(range(0, 10)))
-            .advance_watermark_to(BASE_TS + 20)
-            .add_elements(timed([20], uuid=PUBLISH_MARKER.decode()))
-            .advance_watermark_to(BASE_TS + 30)
-            .add_elements(timed(range(40, 50)))
-            .advance_watermark_to_infinity())
+  events = _records_around_a_publish()
 
   def check_versions(rows):
     by_sequence = {r['sequence_id']: r['model_version'] for r in rows}
@@ -87,18 +93,7 @@ def test_a_broken_newest_version_is_refused_and_a_later_good_one_served(model_di
   shutil.copytree(f'{models}/network/{v1}', f'{models}/network/{forged}')
   os.remove(f'{models}/network/{forged}/{registry.SIGNATURE_FILE}')
 
-  def timed(indices, **overrides):
-    return [TimestampedValue(message('network', network_record(i, **overrides), offset=i),
-                             BASE_TS + i) for i in indices]
-
-  events = (TestStream()
-            .advance_watermark_to(BASE_TS)
-            .add_elements(timed(range(0, 10)))
-            .advance_watermark_to(BASE_TS + 20)
-            .add_elements(timed([20], uuid=PUBLISH_MARKER.decode()))
-            .advance_watermark_to(BASE_TS + 30)
-            .add_elements(timed(range(40, 50)))
-            .advance_watermark_to_infinity())
+  events = _records_around_a_publish()
 
   def check_versions(rows):
     by_sequence = {r['sequence_id']: r['model_version'] for r in rows}
