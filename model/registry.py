@@ -277,6 +277,37 @@ def read_manifest(model_dir: str, detector: str, version: str,
   return manifest
 
 
+def _check_file_name(name: Any) -> str:
+  if (not isinstance(name, str) or not _FILE_NAME_PATTERN.fullmatch(name) or '..' in name
+      or name in (MANIFEST_FILE, SIGNATURE_FILE) or name in FORMATS.values()):
+    raise ModelIntegrityError(
+        f'{str(name)[:100]!r} is not a plain file name for a version folder')
+  return name
+
+
+def read_version_file(model_dir: str, detector: str, version: str, name: str,
+                      manifest: dict[str, Any]) -> Optional[bytes]:
+  """A file the (already verified) ``manifest`` lists in its ``files``, after its size and
+  sha256 check out; None when the manifest lists no such file (a version published before
+  it existed). ModelIntegrityError when the file is missing, larger or altered."""
+  entry = (manifest.get('files') or {}).get(_check_file_name(name))
+  if entry is None:
+    return None
+  if not (isinstance(entry, dict) and isinstance(entry.get('sha256'), str)
+          and _SHA256_PATTERN.fullmatch(entry['sha256'])
+          and isinstance(entry.get('size_bytes'), int) and entry['size_bytes'] >= 0):
+    raise ModelIntegrityError(f'refusing {name} of {detector} {version}: no valid sha256 and '
+                              'size_bytes in its manifest')
+  path = FileSystems.join(_version_dir(model_dir, detector, version), name)
+  data = _read(path, entry['size_bytes'], refuse_larger=False)
+  digest = hashlib.sha256(data).hexdigest()
+  if digest != entry['sha256']:
+    raise ModelIntegrityError(
+        f'refusing {path}: its sha256 is {digest} but the signed manifest says '
+        f"{entry['sha256']} (the file was modified or partly copied)")
+  return data
+
+
 def dumps_model(estimator: Any) -> tuple[bytes, str]:
   """``(bytes, format)``: skops when every type in it is trusted, else a joblib pickle."""
   try:
@@ -444,13 +475,21 @@ def publish(model_dir: str, detector: str, estimator: Any, *,
             training_time_range: tuple[Optional[str], Optional[str]] = (None, None),
             parameters: Optional[dict[str, Any]] = None,
             metrics: Optional[dict[str, Any]] = None,
-            version: Optional[str] = None) -> str:
+            version: Optional[str] = None,
+            extra_files: Optional[dict[str, bytes]] = None) -> str:
   """Publishes ``estimator`` as a new version, its manifest signed with ``signing_key``
-  (default: the publisher's key file, see model/signing.py); returns the version name."""
+  (default: the publisher's key file, see model/signing.py); returns the version name.
+
+  ``extra_files`` ({plain file name: bytes}, e.g. the normal profile) are written into the
+  version folder and listed with their sha256 in the manifest's ``files``, so the signature
+  covers them too (read back with :func:`read_version_file`)."""
   key = signing_key if signing_key is not None else signing.SigningKey.load()
   version = _check_version(version or new_version())
   version_dir = _version_dir(model_dir, detector, version)
   data, model_format = dumps_model(estimator)
+  extra_files = dict(extra_files or {})
+  for name in extra_files:
+    _check_file_name(name)
   manifest = {
       'detector': detector,
       'version': version,
@@ -467,11 +506,15 @@ def publish(model_dir: str, detector: str, estimator: Any, *,
       'feature_columns': list(feature_columns),
       'threshold': getattr(estimator, 'threshold', None),
       'library_versions': library_versions(),
+      'files': {name: {'sha256': hashlib.sha256(content).hexdigest(), 'size_bytes': len(content)}
+                for name, content in sorted(extra_files.items())},
   }
   manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode('utf-8')
   if not FileSystems.exists(version_dir):
     FileSystems.mkdirs(version_dir)
   _write(FileSystems.join(version_dir, FORMATS[model_format]), data)
+  for name, content in extra_files.items():
+    _write(FileSystems.join(version_dir, name), content)
   _write(FileSystems.join(version_dir, SIGNATURE_FILE), key.sign(manifest_bytes))
   staging = FileSystems.join(version_dir, '.' + MANIFEST_FILE + '.tmp')
   _write(staging, manifest_bytes)
