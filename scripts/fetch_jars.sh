@@ -5,6 +5,7 @@
 #   .cache/jars/beam-sdks-java-io-expansion-service-2.62.0.jar     Beam IO expansion service (KafkaIO)
 #   .cache/jars/kafka/lib/*.jar                                   Kafka 3.9.2 broker (KRaft) + tools
 #   .cache/jars/flink/lib/*.jar                                   Flink 1.19.3 standalone session cluster
+#   .cache/jars/flink/plugins/*/                                  its Prometheus reporter and S3 file system
 # Versions live in jvm/pom.xml, whose header says why (in short: the Maven Central mirror here has no
 # Beam 2.77 Java artifacts and no published job-server / expansion-service shadow jars, so the Beam
 # jars are shaded here from Beam Java 2.62.0 modules; that fixes Flink to 1.19).
@@ -28,6 +29,8 @@ outputs=(
   "$JARS_DIR/beam-sdks-java-io-expansion-service-2.62.0.jar"
   "$JARS_DIR/kafka/lib/kafka_2.13-3.9.2.jar"
   "$JARS_DIR/flink/lib/flink-runtime-1.19.3.jar"
+  "$JARS_DIR/flink/plugins/metrics-prometheus/loopback-prometheus-reporter.jar"
+  "$JARS_DIR/flink/plugins/s3-fs-hadoop/flink-s3-fs-hadoop-1.19.3.jar"
 )
 
 pom_hash() {
