@@ -392,7 +392,7 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
     cmd, endpoint = super().subprocess_cmd_and_endpoint()
     at = cmd.index('-jar')
     jar = cmd[at + 1]
-    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, [jvm.SERVER_FACTORY_SOURCE])
+    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, jvm.JOB_SERVER_SOURCES)
     # -cp, not a launcher jar's manifest: the job server stages its class path as the job's
     # jars for a remote cluster, and both must be on it.
     cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', FLINK_JOB_SERVER_MAIN]

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from typing import List, Optional
+from typing import List, Mapping, Optional, Sequence
 
 # The pinned JVM side (jvm/pom.xml). Keep in step with scripts/fetch_jars.sh.
 JAVA_BEAM_VERSION = '2.62.0'
@@ -38,6 +38,16 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LOOPBACK_SOURCES = os.path.join(_REPO_ROOT, 'jvm', 'loopback')
 SERVER_FACTORY_SOURCE = 'org/apache/beam/sdk/fn/server/ServerFactory.java'
 EXPANSION_MAIN_SOURCE = 'LoopbackExpansionService.java'
+# The project's own Java transform (Kafka records handed to Python in batches, see
+# transforms/kafka_io.py). The expansion service builds it, the job server's embedded harness
+# runs its DoFn: both class paths carry it.
+KAFKA_BATCHES_SOURCE = 'attackdetection/kafka/ReadKafkaBatches.java'
+KAFKA_BATCHES_SERVICES = {
+    'org.apache.beam.sdk.expansion.ExternalTransformRegistrar':
+        ['attackdetection.kafka.ReadKafkaBatches$Registrar'],
+}
+# What the job server runs with, before its own jar (pipelines/runners.py).
+JOB_SERVER_SOURCES = (SERVER_FACTORY_SOURCE, KAFKA_BATCHES_SOURCE)
 
 
 def jars_dir(path: Optional[str] = None) -> str:
@@ -65,16 +75,21 @@ def io_expansion_service_jar(jars_dir: Optional[str] = None) -> str:  # pylint: 
   return _jar(EXPANSION_SERVICE_JAR, jars_dir)
 
 
-def loopback_jar(name: str, against: str, sources: List[str],
-                 main_class: Optional[str] = None) -> str:
+def loopback_jar(name: str, against: str, sources: Sequence[str],
+                 main_class: Optional[str] = None,
+                 services: Optional[Mapping[str, List[str]]] = None) -> str:
   """``sources`` (paths under jvm/loopback/) compiled against the jar ``against``, once, into
   ``<name>-<hash>.jar`` beside it. With ``main_class`` the jar runs with ``java -jar`` (its
-  manifest puts ``against`` on the class path). Raises FileNotFoundError without ``javac``."""
+  manifest puts ``against`` on the class path); ``services`` ({interface: [classes]}) become
+  ``META-INF/services`` files, as Java's ServiceLoader finds them. Raises FileNotFoundError
+  without ``javac``."""
   paths = [os.path.join(_LOOPBACK_SOURCES, source) for source in sources]
+  services = dict(services or {})
   digest = hashlib.sha256(os.path.basename(against).encode())
   for path in paths:
     with open(path, 'rb') as f:
       digest.update(f.read())
+  digest.update(repr(sorted(services.items())).encode())
   jar = os.path.join(os.path.dirname(against), f'{name}-{digest.hexdigest()[:12]}.jar')
   if os.path.isfile(jar):
     return jar
@@ -94,6 +109,8 @@ def loopback_jar(name: str, against: str, sources: List[str],
     tmp = f'{jar}.{os.getpid()}.tmp'
     with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as out:
       out.writestr('META-INF/MANIFEST.MF', manifest)
+      for interface, implementations in sorted(services.items()):
+        out.writestr(f'META-INF/services/{interface}', ''.join(f'{c}\n' for c in implementations))
       for root, _, files in os.walk(classes):
         for file in sorted(files):
           out.write(os.path.join(root, file),

@@ -5,9 +5,10 @@ see transforms/jvm.py) and the Flink runner executes it. How it runs with no Doc
 
 * the expansion service is started with ``--defaultEnvironmentType=EMBEDDED`` and
   ``--experiments=use_deprecated_read``: the Kafka reader becomes Flink's native unbounded source
-  (``UnboundedSourceWrapper``) and the few Java DoFns around it (KafkaRecord -> Row, the writer) run
-  in a Java SDK harness *inside the Flink JVM*. Their classes come from the job server jar, which
-  Flink gets as the job's user jar (on a remote cluster the job server uploads it with the job);
+  (``UnboundedSourceWrapper``) and the few Java DoFns around it (the batching of records, the
+  writer) run in a Java SDK harness *inside the Flink JVM*. Their classes come from the job
+  server's class path (its jar and the project's classes, see transforms/jvm.py), which Flink
+  gets as the job's user jars (on a remote cluster the job server uploads them with the job);
 * the Python DoFns run wherever the job's environment says. The stream and retrain jobs use
   ``PROCESS`` (SDK worker processes started by scripts/sdk_worker.sh); the job server, the
   environments and every other Flink default live in pipelines/runners.py.
@@ -15,11 +16,18 @@ see transforms/jvm.py) and the Flink runner executes it. How it runs with no Doc
 The expansion service listens on loopback only (:func:`expansion_service`; Beam itself binds all
 interfaces, see docs/RUNTIME.md).
 
-Beam Python 2.77's ``ReadFromKafka`` sends fields the Java 2.62 expansion service does not know;
-:func:`_read_from_kafka` leaves them out.
+Reading: the project's own Java transform (jvm/loopback/attackdetection/kafka/ReadKafkaBatches.java,
+registered with the expansion service under :data:`READ_BATCHES_URN`) runs KafkaIO and packs the
+records of each Flink bundle into a few byte strings, up to ``max_batch_records`` records each;
+:func:`decode_batch` turns one into a :class:`transforms.source.MessageBatch` with numpy. Beam's
+own ``ReadFromKafka`` hands Python one element per record, each first turned into a Row in the
+Java harness: two Fn API crossings and a Row per message (benchmarks/README.md). Element types:
+:class:`ReadKafkaBatches` -> MessageBatch (timestamped by the latest record in it);
+:class:`ReadKafkaMessages` -> SourceMessage, timestamped by its Kafka record time.
 
-Element type out of :class:`ReadKafkaMessages`: :class:`transforms.source.SourceMessage`, with the
-element timestamp set from the Kafka record timestamp.
+Beam Python 2.77's ``WriteToKafka`` works with the Java 2.62 expansion service as it is. (Its
+``ReadFromKafka`` sends fields Java 2.62 does not know; the payload of ReadKafkaBatches, which
+takes KafkaIO's field names, leaves out every unset field for the same reason.)
 
 Secrets (SASL passwords, JAAS lines, key store passwords) are passed through to Kafka untouched and
 never logged by this module (the transforms' reprs show topics only).
@@ -27,19 +35,22 @@ never logged by this module (the transforms' reprs show topics only).
 
 from __future__ import annotations
 
-import inspect
 import os
+import struct
 import typing
 import zipfile
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+
+import numpy as np
 
 import apache_beam as beam
-from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, WriteToKafka
-from apache_beam.transforms.external import JavaJarExpansionService, NamedTupleBasedPayloadBuilder
+from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+from apache_beam.transforms.external import (ExternalTransform, JavaJarExpansionService,
+                                             NamedTupleBasedPayloadBuilder)
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms import jvm
-from transforms.source import SourceMessage
+from transforms.source import MessageBatch, SourceMessage
 
 # Arguments that make the expanded KafkaIO runnable inside the Flink JVM (no Docker, no `boot`).
 EXPANSION_SERVICE_ARGS = ('--defaultEnvironmentType=EMBEDDED', '--experiments=use_deprecated_read')
@@ -57,8 +68,11 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
   service = _EXPANSION_SERVICES.get(jar)
   if service is None:
     # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
-    launcher = jvm.loopback_jar('expansion-service-loopback', jar, [jvm.EXPANSION_MAIN_SOURCE],
-                                main_class='LoopbackExpansionService')
+    # It also carries the project's ReadKafkaBatches transform and registers it.
+    launcher = jvm.loopback_jar('expansion-service-loopback', jar,
+                                [jvm.EXPANSION_MAIN_SOURCE, jvm.KAFKA_BATCHES_SOURCE],
+                                main_class='LoopbackExpansionService',
+                                services=jvm.KAFKA_BATCHES_SERVICES)
     # ``{{PORT}}`` is filled in by Beam. ``--filesToStage`` names what the expanded environment
     # declares as its artifacts; an EMBEDDED environment never loads them (its classes come from
     # the job server jar), so staging the 130 MB expansion jar itself would only cost time at each
@@ -102,20 +116,6 @@ def _payload_without_unset_fields(schema_instance: typing.NamedTuple) -> bytes:
   return NamedTupleBasedPayloadBuilder(reduced(**kept)).payload()
 
 
-def _read_from_kafka(**kwargs) -> ReadFromKafka:
-  """``ReadFromKafka(**kwargs)`` whose payload the pinned Java expansion service accepts."""
-  transform = ReadFromKafka(**kwargs)
-  defaults = {
-      name: p.default
-      for name, p in inspect.signature(ReadFromKafka.__init__).parameters.items()
-      if p.default is not inspect.Parameter.empty
-  }
-  values = {**defaults, **kwargs}
-  schema = ReadFromKafkaSchema(**{f: values[f] for f in ReadFromKafkaSchema._fields})
-  transform._payload = _payload_without_unset_fields(schema)  # pylint: disable=protected-access
-  return transform
-
-
 # --------------------------------------------------------------------------------------------
 # Transforms
 # --------------------------------------------------------------------------------------------
@@ -129,26 +129,86 @@ def _client_config(bootstrap_servers: str, extra: Optional[Mapping[str, str]]) -
   return config
 
 
-def _to_source_message(record, stream_by_topic: Mapping[str, str]):
-  """A KafkaIO metadata Row -> a timestamped SourceMessage."""
-  topic = record.topic
-  timestamp_ms = int(record.timestamp) if record.timestamp is not None else None
-  message = SourceMessage(
-      stream=stream_by_topic.get(topic, topic),
-      value=bytes(record.value) if record.value is not None else b'',
-      source=topic,
-      partition=int(record.partition),
-      offset=int(record.offset),
-      timestamp_ms=timestamp_ms,
-      key=bytes(record.key) if record.key is not None else None,
-  )
-  if timestamp_ms is None or timestamp_ms < 0:
-    return message
-  return TimestampedValue(message, timestamp_ms / 1000.0)
+# The URN and layout of jvm/loopback/attackdetection/kafka/ReadKafkaBatches.java.
+READ_BATCHES_URN = 'attackdetection:kafka:read_batches:v1'
+_BATCH_VERSION = 1
+_HEADER = struct.Struct('<iii')
+_LENGTH = struct.Struct('<i')
+# Records per batch out of the Java side: a Flink bundle (up to 5 x --batch_size records, see
+# pipelines/runners.py) is a few elements, and one batch's bytes stay far below gRPC's limits.
+DEFAULT_MAX_BATCH_RECORDS = 5000
+DEFAULT_MAX_BATCH_BYTES = 4 << 20
 
 
-class ReadKafkaMessages(beam.PTransform):
-  """Reads Kafka topics into :class:`SourceMessage` elements, timestamped by the Kafka record time.
+class _ReadKafkaBatchesSchema(NamedTuple):
+  consumer_config: Mapping[str, str]
+  topics: List[str]
+  timestamp_policy: str
+  commit_offset_in_finalize: bool
+  max_num_records: Optional[int]
+  max_read_time: Optional[int]
+  max_batch_records: int
+  max_batch_bytes: int
+
+
+def decode_batch(data: bytes, stream_by_topic: Mapping[str, str]) -> MessageBatch:
+  """One batch in ReadKafkaBatches.java's layout -> a MessageBatch of SourceMessages, in the
+  order the records were read. A topic not in ``stream_by_topic`` is its own stream name
+  (BatchByStream dead-letters it). Raises ValueError on bytes of any other layout."""
+  if len(data) < _HEADER.size:
+    raise ValueError(f'Kafka batch of {len(data)} bytes has no header')
+  version, n, topic_count = _HEADER.unpack_from(data, 0)
+  if version != _BATCH_VERSION or n < 0 or topic_count < 0:
+    raise ValueError(f'not a Kafka batch of version {_BATCH_VERSION}: header '
+                     f'{(version, n, topic_count)}')
+  position = _HEADER.size
+  topics = []
+  for _ in range(topic_count):
+    length, = _LENGTH.unpack_from(data, position)
+    position += _LENGTH.size
+    topics.append(data[position:position + length].decode('utf-8'))
+    position += length
+  columns = {}
+  for name, dtype in (('topic', '<i4'), ('partition', '<i4'), ('offset', '<i8'),
+                      ('timestamp', '<i8'), ('key_length', '<i4'), ('value_length', '<i4')):
+    array = np.frombuffer(data, dtype=dtype, count=n, offset=position)
+    position += array.nbytes
+    columns[name] = array
+  key_lengths, value_lengths = columns['key_length'], columns['value_length']
+  key_ends = position + np.cumsum(np.maximum(key_lengths, 0))
+  keys_end = int(key_ends[-1]) if n else position
+  value_ends = keys_end + np.cumsum(np.maximum(value_lengths, 0))
+  if (int(value_ends[-1]) if n else keys_end) != len(data):
+    raise ValueError(f'Kafka batch of {len(data)} bytes does not add up')
+  streams = [stream_by_topic.get(topic, topic) for topic in topics]
+  messages = []
+  append = messages.append
+  key_start, value_start = position, keys_end
+  for topic, partition, offset, timestamp, key_length, value_length, key_end, value_end in zip(
+      columns['topic'].tolist(), columns['partition'].tolist(), columns['offset'].tolist(),
+      columns['timestamp'].tolist(), key_lengths.tolist(), value_lengths.tolist(),
+      key_ends.tolist(), value_ends.tolist()):
+    append(SourceMessage(streams[topic], data[value_start:value_end] if value_length >= 0 else b'',
+                         topics[topic], partition, offset, timestamp,
+                         data[key_start:key_end] if key_length >= 0 else None))
+    key_start, value_start = key_end, value_end
+  return MessageBatch(messages, value_start - keys_end)
+
+
+def _timestamped_messages(batch: MessageBatch):
+  """A MessageBatch -> its SourceMessages, each stamped with its Kafka record time."""
+  for message in batch.messages:
+    if message.timestamp_ms is None or message.timestamp_ms < 0:
+      yield message
+    else:
+      yield TimestampedValue(message, message.timestamp_ms / 1000.0)
+
+
+class ReadKafkaBatches(beam.PTransform):
+  """Reads Kafka topics into :class:`MessageBatch` elements: the messages of a Flink bundle in
+  a few batches of up to ``max_batch_records`` messages (or ``max_batch_bytes`` of values), each
+  stamped with its latest record's time. Each message keeps its raw bytes, topic, partition,
+  offset, Kafka timestamp and key.
 
   Args:
     bootstrap_servers: ``host:port[,host:port]``.
@@ -161,10 +221,12 @@ class ReadKafkaMessages(beam.PTransform):
     start_offset: ``earliest`` or ``latest``: where to start without a committed offset
       (``auto.offset.reset``; an explicit value in ``consumer_config`` wins).
     commit_offsets: commit consumed offsets when Flink finalizes a checkpoint (needs ``group_id``
-      and checkpointing, see pipelines/runners.py).
+      and checkpointing, see pipelines/runners.py). Batches close with the bundle, and Flink ends
+      a bundle before a checkpoint, so no record a committed offset covers is still in a batch.
     timestamp_policy: ``CreateTime`` (default: the producer's record time, which the generator
       sets to the event time), ``LogAppendTime`` or ``ProcessingTime``.
     max_num_records / max_read_time_s: make the read bounded (demos and tests only).
+    max_batch_records / max_batch_bytes: the batch bounds.
     expansion_service: defaults to :func:`expansion_service`.
   """
 
@@ -180,6 +242,8 @@ class ReadKafkaMessages(beam.PTransform):
       timestamp_policy: str = ReadFromKafka.create_time_policy,
       max_num_records: Optional[int] = None,
       max_read_time_s: Optional[int] = None,
+      max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
+      max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
       expansion_service: Optional[JavaJarExpansionService] = None,  # pylint: disable=redefined-outer-name
       label: Optional[str] = None):
     super().__init__(label)
@@ -189,6 +253,11 @@ class ReadKafkaMessages(beam.PTransform):
       raise ValueError("start_offset must be 'earliest' or 'latest'")
     if commit_offsets and not (group_id or (consumer_config or {}).get('group.id')):
       raise ValueError('commit_offsets needs a group_id')
+    if timestamp_policy not in (ReadFromKafka.create_time_policy,
+                                ReadFromKafka.log_append_time, ReadFromKafka.processing_time_policy):
+      raise ValueError(f'unknown timestamp_policy {timestamp_policy!r}')
+    if max_batch_records < 1 or max_batch_bytes < 1:
+      raise ValueError('max_batch_records and max_batch_bytes must be positive')
     self._topics = dict(topics)
     config = _client_config(bootstrap_servers, consumer_config)
     config.setdefault('auto.offset.reset', start_offset)
@@ -203,27 +272,39 @@ class ReadKafkaMessages(beam.PTransform):
     self._timestamp_policy = timestamp_policy
     self._max_num_records = max_num_records
     self._max_read_time_s = max_read_time_s
+    self._max_batch_records = max_batch_records
+    self._max_batch_bytes = max_batch_bytes
     self._expansion_service = expansion_service
 
   def __repr__(self):  # never show the consumer config (secrets)
-    return f'ReadKafkaMessages(topics={sorted(self._topics)})'
+    return f'{type(self).__name__}(topics={sorted(self._topics)})'
 
   def expand(self, pbegin):
-    read = _read_from_kafka(
+    payload = _payload_without_unset_fields(_ReadKafkaBatchesSchema(
         consumer_config=self._config,
         topics=sorted(self._topics),
-        with_metadata=True,
         timestamp_policy=self._timestamp_policy,
         commit_offset_in_finalize=self._commit,
         max_num_records=self._max_num_records,
         max_read_time=self._max_read_time_s,
-        expansion_service=self._expansion_service or expansion_service(),
-    )
-    topics = self._topics
+        max_batch_records=self._max_batch_records,
+        max_batch_bytes=self._max_batch_bytes))
+    read = ExternalTransform(READ_BATCHES_URN, payload,
+                             self._expansion_service or expansion_service())
     return (
         pbegin
-        | 'ReadFromKafka' >> read
-        | 'ToSourceMessage' >> beam.Map(_to_source_message, topics).with_output_types(SourceMessage))
+        | 'ReadKafkaBatches' >> read.with_output_types(bytes)
+        | 'Decode' >> beam.Map(decode_batch, self._topics).with_output_types(MessageBatch))
+
+
+class ReadKafkaMessages(ReadKafkaBatches):
+  """:class:`ReadKafkaBatches` one :class:`SourceMessage` per element, each timestamped by its
+  Kafka record time (same arguments)."""
+
+  def expand(self, pbegin):
+    return (super().expand(pbegin)
+            | 'ToSourceMessages' >> beam.FlatMap(_timestamped_messages).with_output_types(
+                SourceMessage))
 
 
 def _as_kv_bytes(element) -> Tuple[bytes, bytes]:
@@ -271,5 +352,6 @@ class PublishToKafka(beam.PTransform):
             expansion_service=self._expansion_service or expansion_service()))
 
 
-__all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'PublishToKafka', 'ReadKafkaMessages',
+__all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'PublishToKafka', 'READ_BATCHES_URN',
+                         'ReadKafkaBatches', 'ReadKafkaMessages', 'decode_batch',
                          'expansion_service')

@@ -1,4 +1,5 @@
-"""BatchByStream: SourceMessages of any stream -> lists of messages, one output per stream.
+"""BatchByStream: SourceMessages (or MessageBatches of them) of any stream -> lists of
+messages, one output per stream.
 
 Every message crosses this step, so it is one DoFn: routing by stream and batching in the
 same call. (A Partition and a BatchElements per stream were two more DoFn calls per message, a
@@ -17,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from schemas.limits import MAX_BATCH_BYTES
 from transforms.dead_letter import DEAD_LETTER, dead_letter_row
-from transforms.source import SourceMessage
+from transforms.source import MessageBatch, SourceMessage
 
 ROUTE_STAGE = 'route'
 
@@ -26,7 +27,7 @@ class _BatchByStreamFn(beam.DoFn):
   """A message of a known stream -> its stream's pending list, output when it holds
   ``batch_size`` messages or ``max_batch_bytes`` of them, or when the bundle ends; a message of
   any other stream, or anything that is not a message at all -> a dead letter (stage
-  ``route``)."""
+  ``route``). A :class:`MessageBatch` is routed message by message in one call."""
 
   def __init__(self, streams: Iterable[str], batch_size: int,
                max_batch_bytes: int = MAX_BATCH_BYTES):
@@ -39,25 +40,27 @@ class _BatchByStreamFn(beam.DoFn):
     self._pending = {stream: [] for stream in self._streams}
     self._bytes = dict.fromkeys(self._streams, 0)
 
-  def process(self, message: SourceMessage):
-    try:
-      pending = self._pending.get(message.stream)
-      size = len(message.value or b'')
-    except Exception as e:  # pylint: disable=broad-except
-      pending, error = None, e  # not a SourceMessage at all
-    else:
-      error = f'unknown stream {message.stream!r}'
-    if pending is None:
-      self._unrouted.inc()
-      yield TaggedOutput(DEAD_LETTER, dead_letter_row(message, ROUTE_STAGE, error))
-      return
-    pending.append(message)
-    stream = message.stream
-    self._bytes[stream] += size
-    if len(pending) >= self._batch_size or self._bytes[stream] >= self._max_batch_bytes:
-      self._pending[stream] = []
-      self._bytes[stream] = 0
-      yield TaggedOutput(stream, pending)
+  def process(self, element):
+    messages = element.messages if isinstance(element, MessageBatch) else (element,)
+    for message in messages:
+      try:
+        pending = self._pending.get(message.stream)
+        size = len(message.value or b'')
+      except Exception as e:  # pylint: disable=broad-except
+        pending, error = None, e  # not a SourceMessage at all
+      else:
+        error = f'unknown stream {message.stream!r}'
+      if pending is None:
+        self._unrouted.inc()
+        yield TaggedOutput(DEAD_LETTER, dead_letter_row(message, ROUTE_STAGE, error))
+        continue
+      pending.append(message)
+      stream = message.stream
+      self._bytes[stream] += size
+      if len(pending) >= self._batch_size or self._bytes[stream] >= self._max_batch_bytes:
+        self._pending[stream] = []
+        self._bytes[stream] = 0
+        yield TaggedOutput(stream, pending)
 
   def finish_bundle(self):
     # Batches never wait for more input: the last ones are flushed with the bundle. Like
@@ -68,7 +71,8 @@ class _BatchByStreamFn(beam.DoFn):
 
 
 class BatchByStream(beam.PTransform):
-  """PCollection[SourceMessage] in the global window -> ``result[stream]``: lists of up to
+  """PCollection[SourceMessage] or PCollection[MessageBatch] in the global window ->
+  ``result[stream]``: lists of up to
   ``batch_size`` messages and about ``max_batch_bytes`` (one message may pass it) of that
   stream (one list per stream and bundle at least), and ``result[DEAD_LETTER]``: a dead-letter
   row for each message of a stream not in ``streams``.

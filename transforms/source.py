@@ -1,10 +1,11 @@
-"""The one element type every source produces, so the graph downstream does not care where
-messages come from (Kafka in production, files or TestStream in tests).
+"""The element types every source produces, so the graph downstream does not care where
+messages come from (Kafka in production, files or TestStream in tests): single messages, or
+batches of them (:class:`MessageBatch`, the Kafka source's).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import apache_beam as beam
 
@@ -52,3 +53,36 @@ class SourceMessageCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(SourceMessage, SourceMessageCoder)
+
+
+class MessageBatch(NamedTuple):
+  """Messages that arrived together, of any streams: what the Kafka source hands on per
+  element (one Fn API element per batch, not per message; see transforms/kafka_io.py).
+  ``nbytes`` is the sum of the messages' value sizes."""
+  messages: List[SourceMessage]
+  nbytes: int
+
+
+class MessageBatchCoder(beam.coders.Coder):
+  """MessageBatch as lists of primitives; its size is ``nbytes``, known without encoding."""
+
+  _TUPLE = beam.coders.FastPrimitivesCoder()
+
+  def encode(self, value: MessageBatch) -> bytes:
+    return self._TUPLE.encode(([tuple(m) for m in value.messages], value.nbytes))
+
+  def decode(self, encoded: bytes) -> MessageBatch:
+    messages, nbytes = self._TUPLE.decode(encoded)
+    return MessageBatch([SourceMessage(*m) for m in messages], nbytes)
+
+  def is_deterministic(self) -> bool:
+    return False  # never a grouping key
+
+  def estimate_size(self, value: MessageBatch) -> int:
+    return value.nbytes + 48 * len(value.messages)
+
+  def to_type_hint(self):
+    return MessageBatch
+
+
+beam.coders.registry.register_coder(MessageBatch, MessageBatchCoder)
