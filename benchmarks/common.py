@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.procs import children, cmdline, descendants, status_kb
+from harness.procs import children, cmdline, cpu_ticks, descendants, status_kb
 from harness.scripts import ROOT
 from model import registry
 from pipelines import runners
@@ -199,7 +199,8 @@ class MemorySampler:
 
   ``roots``: ``{label: pid}``; every descendant is sampled too, under the role its command line
   shows (a root's own role is its label). Per role it keeps the peak of the summed RSS, the
-  largest VmHWM seen and the processes seen.
+  largest VmHWM seen and the processes seen; per process its CPU time at the last sample
+  (``cpu_s``: their sum, less what a process used after its last sample).
   """
 
   def __init__(self, roots: dict[str, int], every_s: float = 0.5):
@@ -258,6 +259,7 @@ class MemorySampler:
       totals[role] = totals.get(role, 0) + status.get('VmRSS', 0)
       self.peak_hwm_kb[role] = max(self.peak_hwm_kb.get(role, 0), status.get('VmHWM', 0))
       info['hwm_kb'] = max(info.get('hwm_kb', 0), status.get('VmHWM', 0))
+      info['cpu_ticks'] = max(info.get('cpu_ticks', 0), cpu_ticks(pid))
     for role, kb in totals.items():
       self.peak_rss_kb[role] = max(self.peak_rss_kb.get(role, 0), kb)
     return {role: round(kb / 1024, 1) for role, kb in sorted(totals.items())}
@@ -281,9 +283,15 @@ class MemorySampler:
     return sum(1 for i in self.processes.values()
                if i['role'] == 'python_sdk_worker' and i.get('hwm_kb', 0) > 0)
 
+  def cpu_s(self, exclude: Sequence[str] = ('kafka_broker',)) -> float:
+    """CPU seconds (user + system) of the sampled processes, less the roles in ``exclude``."""
+    ticks = sum(i.get('cpu_ticks', 0) for i in self.processes.values()
+                if i['role'] not in exclude)
+    return ticks / os.sysconf('SC_CLK_TCK')
+
   def result(self) -> dict[str, Any]:
     return {
-        'python_sdk_worker_processes': self.sdk_workers(),
+        'python_sdk_worker_processes': self.sdk_workers(), 'cpu_s': round(self.cpu_s(), 1),
         'peak_rss_mb': {r: round(kb / 1024) for r, kb in sorted(self.peak_rss_kb.items())},
         'peak_hwm_mb': {r: round(kb / 1024) for r, kb in sorted(self.peak_hwm_kb.items())},
         'processes': [{'pid': p, 'role': i['role'], 'hwm_mb': round(i.get('hwm_kb', 0) / 1024),
