@@ -29,6 +29,8 @@ REQUIRED = [
     'cryptography>=42',
     # Kafka client .properties files read as Java reads them (pipelines/kafka_config.py).
     'javaproperties>=0.8',
+    # Avro message values, bare or in the Confluent wire format (transforms/avro_decode.py).
+    'fastavro>=1.9',
 ]
 
 setuptools.setup(

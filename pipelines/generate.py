@@ -26,11 +26,13 @@ import sys
 import time
 from typing import Mapping, Optional, Sequence
 
+from generator.avro_messages import AvroEncoder
 from generator.rate import TokenBucket
 from generator.sinks import JsonLinesSink, KafkaSink
 from generator.source import DEFAULT_TOPICS, STREAMS, SourceConfig, generate_messages
 from generator.synthetic_host import DEFAULT_ATTACK_FRACTION
 from pipelines.kafka_config import from_environment
+from schemas.records import SCHEMAS
 from transforms.redaction import scrub
 
 ENV_PREFIX = 'KAFKA_PRODUCER_'
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
   for stream in STREAMS:
     out.add_argument(f'--{stream}_topic', default=DEFAULT_TOPICS[stream],
                      help=f'(default {DEFAULT_TOPICS[stream]})')
+    out.add_argument(f'--{stream}_format', choices=('json', 'avro'), default='json',
+                     help='message encoding (default json; avro: docs/avro.md)')
+  out.add_argument('--schema_registry_url',
+                   help='Avro messages in the Confluent wire format, their schemas registered '
+                        'here (default: bare Avro bodies of the streams\' own schemas)')
   out.add_argument('--flush_timeout_s', type=float, default=60.0,
                    help='wait this long for outstanding Kafka acknowledgements at the end')
   out.add_argument('--no_progress', action='store_true', help='no progress line on stderr')
@@ -179,6 +186,10 @@ def run(args: argparse.Namespace) -> dict:
   if config.start_ms is None:
     config.start_ms = int(time.time() * 1000)
   stream_of = {topics[s]: s for s in config.streams}
+  avro = {topics[s]: SCHEMAS[s] for s in config.streams if getattr(args, f'{s}_format') == 'avro'}
+  if avro and args.output_dir:
+    raise ValueError('--output_dir writes JSON lines; Avro messages go to Kafka')
+  encoder = AvroEncoder(avro, args.schema_registry_url, args.seed) if avro else None
   if args.output_dir:
     sink = JsonLinesSink(args.output_dir,
                          {topics[s]: f'{s}.jsonl' for s in config.streams})
@@ -204,7 +215,7 @@ def run(args: argparse.Namespace) -> dict:
         ahead = event_s - (time.monotonic() - started_wall)
         if ahead > 0.001:
           time.sleep(ahead)
-      sink.send(message)
+      sink.send(encoder.encode(message) if encoder else message)
       counts = per_stream[stream_of[message.topic]]
       counts['sent'] += 1
       if message.malformed:

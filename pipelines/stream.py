@@ -27,10 +27,11 @@ from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, Pip
 from model import signing
 from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
-from pipelines.summary import print_summary
+from pipelines.summary import print_summary, watch
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import ALERTS_TOPIC, SCHEMAS
 from transforms import kafka_io
+from transforms.avro_decode import avro_decoders
 from transforms.alerts import FormatAlertMessages
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
 from transforms.enrich import EventTimeBounds
@@ -39,6 +40,7 @@ from transforms.parse import DEFAULT_BATCH_SIZE
 from transforms.sources import ReadMessageFiles
 
 log = logging.getLogger('pipelines.stream')
+MESSAGE_FORMATS = ('json', 'avro')
 
 
 class StreamOptions(PipelineOptions):
@@ -55,6 +57,18 @@ class StreamOptions(PipelineOptions):
     for stream, schema in SCHEMAS.items():
       group.add_argument(f'--{stream}_topic', default=schema.default_topic,
                          help=f'Kafka topic of {stream} messages (default: %(default)s).')
+      group.add_argument(f'--{stream}_format', choices=MESSAGE_FORMATS, default='json',
+                         help=f'How {stream} messages are encoded (default: %(default)s; '
+                         'avro: see docs/avro.md).')
+    group.add_argument('--schema_registry_url', default=None,
+                       help='Avro topics are in the Confluent wire format (magic byte, schema '
+                       'id) and writer schemas come from this Confluent-compatible schema '
+                       'registry, e.g. http://registry:8081 (Apicurio: .../apis/ccompat/v7).')
+    group.add_argument('--avro_schema_file', action='append', default=[],
+                       metavar='[STREAM=]PATH',
+                       help='Avro messages of STREAM are bare Avro bodies written with the '
+                       'schema in this .avsc file (read at launch), repeatable; without it or '
+                       'a registry, with the stream\'s own schema (python -m schemas.avro).')
     group.add_argument('--alerts_topic', default=ALERTS_TOPIC,
                        help='Kafka topic alerts are published to (default: %(default)s); '
                        'empty to publish none.')
@@ -72,7 +86,13 @@ class StreamOptions(PipelineOptions):
                        help='With --checkpointing_interval on a Flink cluster: keep checkpoints '
                        'here, also after a cancel, and resume from the newest one at start '
                        '(the committed offsets alone lose the records of the unwritten '
-                       'output roll; see pipelines/runners.py).')
+                       'output roll; see pipelines/runners.py). A local path or s3://... '
+                       '(docs/operations.md, "Checkpoints and savepoints").')
+    group.add_argument('--stop_with_savepoint', action='store_true',
+                       help='On Flink, with --checkpoint_dir: when the job is stopped '
+                       '(--run_for_s, Ctrl-C), stop it with a savepoint under '
+                       '<checkpoint_dir>/savepoints instead of cancelling it; the next run '
+                       'with the same --checkpoint_dir resumes from it.')
     group.add_argument('--run_for_s', type=float, default=None,
                        help='Run this long, then stop the job (reading stops at once: records '
                        'not yet in a rolled file are not written, and their offsets are not '
@@ -138,6 +158,17 @@ def kafka_client_config(opts: StreamOptions) -> dict[str, str]:
   return kafka_config.client_config(opts.kafka_config, opts.kafka_config_file)
 
 
+def message_decoders(opts: StreamOptions) -> dict:
+  """stream -> decoder of the streams whose --<stream>_format is not json."""
+  formats = {s: getattr(opts, f'{s}_format') for s in SCHEMAS}
+  if opts.source == 'files' and 'avro' in formats.values():
+    raise SystemExit('--source=files reads JSON lines; Avro messages are read from Kafka')
+  try:
+    return avro_decoders(formats, SCHEMAS, opts.schema_registry_url, opts.avro_schema_file)
+  except (OSError, ValueError) as e:
+    raise SystemExit(str(e)) from None
+
+
 def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   if opts.source == 'files':
     if not opts.input_dir:
@@ -147,7 +178,8 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   # --checkpointing_interval is the Flink runner's own (Java) option: Python passes it through.
   interval = opts.get_all_options(retain_unknown_options=True).get('checkpointing_interval')
   checkpointing = int(interval or -1) > 0
-  return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
+  # Batches of messages, not one element per message: DetectAttacks routes them in one call.
+  return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaBatches(
       bootstrap_servers(opts), topics, kafka_client_config(opts),
       group_id=opts.consumer_group, commit_offsets=checkpointing,
       max_num_records=opts.max_records, max_read_time_s=opts.max_read_time_s)
@@ -167,7 +199,8 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
       allowed_lateness_s=opts.allowed_lateness_s, batch_size=opts.batch_size,
       event_time_bounds=EventTimeBounds(opts.max_event_age_s, opts.max_event_lead_s),
       public_keys=signing.reader_keys(
-          opts.view_as(ModelRegistryOptions).model_public_key))
+          opts.view_as(ModelRegistryOptions).model_public_key),
+      decoders=message_decoders(opts))
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:
@@ -189,7 +222,8 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  with runners.job_server(with_stream_defaults(argv or [])) as args:
+  argv = with_stream_defaults(argv or [])
+  with _expansion_started_early(argv), runners.job_server(argv) as args:
     return _run(PipelineOptions(args))
 
 
@@ -197,6 +231,8 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   """Builds and starts the job; returns at once (fault tests and benchmarks stop it with
   :func:`stop`)."""
   opts = options.view_as(StreamOptions)
+  if opts.stop_with_savepoint and not (opts.checkpoint_dir and runners.is_flink(options)):
+    raise SystemExit('--stop_with_savepoint needs --runner=FlinkRunner and --checkpoint_dir')
   if opts.source == 'kafka':
     options.view_as(StandardOptions).streaming = True
   # The job imports its own packages on workers; they are installed there from setup.py.
@@ -220,11 +256,20 @@ def _expansion_scope(opts: StreamOptions):
   return kafka_io.expansion_service()
 
 
+def _expansion_started_early(argv: Sequence[str]):
+  """The expansion-service JVM started while the job server starts, not after it (both take
+  seconds; benchmarks/README.md, "Startup")."""
+  if PipelineOptions(list(argv)).view_as(StreamOptions).source != 'kafka':
+    return contextlib.nullcontext()
+  return kafka_io.started_early()
+
+
 @contextlib.contextmanager
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  with runners.job_server(with_stream_defaults(argv)) as args:
+  argv = with_stream_defaults(argv)
+  with _expansion_started_early(argv), runners.job_server(argv) as args:
     options = PipelineOptions(args)
     result = submit(options)
     try:
@@ -236,19 +281,31 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
 def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   opts = options.view_as(StreamOptions)
   result = submit(options)
-  if opts.run_for_s:
-    result.wait_until_finish(duration=int(opts.run_for_s * 1000))
+  # A stopped portable job reports no counters: read them from Flink while it runs.
+  with watch(result, options) as counts:
+    try:
+      if opts.run_for_s:
+        result.wait_until_finish(duration=int(opts.run_for_s * 1000))
+      else:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+      log.info('interrupted: stopping the job')
     if not PipelineState.is_terminal(result.state):
       log.info('stopping the job after --run_for_s=%s', opts.run_for_s)
+      counts.read()
       stop(result, options)
-  else:
-    result.wait_until_finish()
-  print_summary(result, opts)
+  print_summary(result, opts, fallback=counts.last)
   return result
 
 
 def stop(result, options: PipelineOptions) -> None:
-  """Cancels a running job (on a Flink session cluster too)."""
+  """Cancels a running job (on a Flink session cluster too), or, with
+  ``--stop_with_savepoint``, stops it with a savepoint under ``<checkpoint_dir>/savepoints``."""
+  opts = options.view_as(StreamOptions)
+  if opts.stop_with_savepoint:
+    target = FileSystems.join(opts.checkpoint_dir, runners.SAVEPOINTS)
+    print(f'savepoint: {runners.stop_with_savepoint(result, options, target)}', file=sys.stderr)
+    return
   runners.cancel(result, options)
 
 

@@ -14,6 +14,13 @@ except the batch bounds, which only cut batches short.
 | ``MAX_STRING_LENGTH``        | 4,096   | the string field is refused (stage ``clean``)            |
 | ``MAX_ABS_VALUE``            | 2**62   | the number is refused (stage ``clean``)                  |
 | ``MAX_ERROR_LENGTH``         | 500     | a dead letter's error text is cut                        |
+| ``MAX_AVRO_SCHEMA_BYTES``    | 256 KiB | the writer schema is refused: its messages dead letters  |
+| ``MAX_AVRO_SCHEMA_DEPTH``    | 32      | the same (nesting of the writer schema's types)          |
+| ``MAX_CACHED_AVRO_SCHEMAS``  | 1,000   | the least recently used writer schema is forgotten       |
+
+Avro writer schemas (transforms/avro_decode.py) are refused too when a type refers to itself
+(data nested as deep as the message is long) or when an array's items can take no bytes (a
+count of 2**62 items in a few bytes): with neither, decoding costs at most a step per byte.
 
 Event time is bounded relative to the processing time (stage ``enrich`` dead-letters what lies
 outside; flags ``--max_event_age_s`` and ``--max_event_lead_s`` of the stream job, 0 turns a
@@ -39,6 +46,12 @@ MAX_STRING_LENGTH = 4096
 MAX_ABS_VALUE = 2.0**62
 # Long enough to debug, short enough that a hostile 1 MB message cannot bloat every row twice.
 MAX_ERROR_LENGTH = 500
+# Writer schemas of Avro messages, from a schema registry or a file. The streams' own schemas
+# (schemas/avro.py) are a few KiB and three levels deep.
+MAX_AVRO_SCHEMA_BYTES = 256 << 10
+MAX_AVRO_SCHEMA_DEPTH = 32
+# Per stream and worker: a producer sending random schema ids must not grow the cache.
+MAX_CACHED_AVRO_SCHEMAS = 1000
 
 DEFAULT_MAX_EVENT_AGE_S = 7 * 24 * 3600
 DEFAULT_MAX_EVENT_LEAD_S = 5 * 60

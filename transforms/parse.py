@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import orjson
 
@@ -78,8 +78,14 @@ def _clean_chunk(schema: RecordSchema, raws: list, owners: list, indexes: list,
                      [indexes[p] for p in kept])
 
 
+# A message's bytes -> a record (OBJECT streams) or a list of records (ARRAY streams); raises
+# for bytes that are neither. decode_json, or transforms.avro_decode.AvroDecoder.
+Decoder = Callable[[bytes], Any]
+
+
 def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
-                 max_records: Optional[int] = MAX_BATCH_RECORDS
+                 max_records: Optional[int] = MAX_BATCH_RECORDS,
+                 decode: Decoder = decode_json
                  ) -> Iterator[tuple[RecordBatch, list[dict[str, Any]]]]:
   """Messages of ``schema.stream`` -> (the records that cleaned, dead-letter rows), one pair
   per chunk of about ``max_records`` records (host arrays add up; None: one chunk).
@@ -97,13 +103,14 @@ def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
   ``MAX_RECORDS_PER_MESSAGE`` records, is dead-lettered whole (stage ``parse``, the message's
   bytes); a record that fails cleaning alone (stage ``clean``, the record's JSON when it came
   in an array). Whatever goes wrong for one message, it becomes that message's dead letter.
+  ``decode`` reads other formats into the same shapes (Avro: transforms/avro_decode.py).
   """
   is_array = schema.is_array
   dead: list[dict[str, Any]] = []
   raws, owners, indexes = [], [], []
   for message in messages:
     try:
-      decoded = decode_json(message.value or b'')
+      decoded = decode(message.value or b'')
       if not is_array:
         raws.append(decoded)
         owners.append(message)
@@ -149,8 +156,9 @@ class ParseAndCleanFn(beam.DoFn):
   """A list of messages -> one :class:`RecordBatch`, and a dead-letter row for each message or
   record that failed (see :func:`parse_messages`)."""
 
-  def __init__(self, schema: RecordSchema):
+  def __init__(self, schema: RecordSchema, decode: Optional[Decoder] = None):
     self._schema = schema
+    self._decode = decode or decode_json
     self._messages = Metrics.counter('ParseAndClean', f'{schema.stream}_messages')
     self._cleaned = Metrics.counter('ParseAndClean', f'{schema.stream}_cleaned')
     self._dead = dead_letter_counter('ParseAndClean', schema.stream)
@@ -158,7 +166,7 @@ class ParseAndCleanFn(beam.DoFn):
   def process(self, messages: list[SourceMessage]):
     self._messages.inc(len(messages))
     try:
-      chunks = list(parse_chunks(self._schema, messages))
+      chunks = list(parse_chunks(self._schema, messages, decode=self._decode))
     except Exception:  # pylint: disable=broad-except
       chunks = self._message_by_message(messages)
     for batch, dead in chunks:
@@ -177,7 +185,7 @@ class ParseAndCleanFn(beam.DoFn):
     chunks = []
     for message in messages:
       try:
-        chunks.extend(parse_chunks(self._schema, [message]))
+        chunks.extend(parse_chunks(self._schema, [message], decode=self._decode))
       except Exception as e:  # pylint: disable=broad-except
         chunks.append((empty_batch(self._schema), [dead_letter_row(message, PARSE_STAGE, e)]))
     return chunks
@@ -188,12 +196,14 @@ class ParseBatches(beam.PTransform):
   RecordBatches (``result['records']``), plus ``DEAD_LETTER`` rows. The per-stream step of
   :class:`ParseAndClean`."""
 
-  def __init__(self, schema: RecordSchema):
+  def __init__(self, schema: RecordSchema, decode: Optional[Decoder] = None):
     super().__init__(label=f'Parse[{schema.stream}]')
     self._schema = schema
+    self._decode = decode
 
   def expand(self, batches):
-    return batches | 'Parse' >> beam.ParDo(ParseAndCleanFn(self._schema)).with_output_types(
+    return batches | 'Parse' >> beam.ParDo(
+        ParseAndCleanFn(self._schema, self._decode)).with_output_types(
         RecordBatch).with_outputs(DEAD_LETTER, main='records')
 
 
@@ -206,22 +216,26 @@ class ParseAndClean(beam.PTransform):
   what the archive writes as one table); then :class:`ParseBatches` parses and cleans each
   stream's batches. A message of a stream not in ``schemas`` is dead-lettered (stage
   ``route``). Returns ``result[stream]``, the batches of each stream, and
-  ``result[DEAD_LETTER]``, every dead letter of both steps.
+  ``result[DEAD_LETTER]``, every dead letter of both steps. ``decoders``: stream -> the
+  :data:`Decoder` of a stream whose messages are not JSON.
   """
 
   def __init__(self, schemas: Union[RecordSchema, Iterable[RecordSchema]],
-               batch_size: int = DEFAULT_BATCH_SIZE):
+               batch_size: int = DEFAULT_BATCH_SIZE,
+               decoders: Optional[Mapping[str, Decoder]] = None):
     self._schemas = (schemas,) if isinstance(schemas, RecordSchema) else tuple(schemas)
     super().__init__(label='ParseAndClean' if len(self._schemas) > 1
                      else f'ParseAndClean[{self._schemas[0].stream}]')
     self._batch_size = batch_size
+    self._decoders = dict(decoders or {})
 
   def expand(self, messages):
     batches = messages | 'ByStream' >> BatchByStream(
         [schema.stream for schema in self._schemas], self._batch_size)
     outputs, dead = {}, [batches[DEAD_LETTER]]
     for schema in self._schemas:
-      parsed = batches[schema.stream] | ParseBatches(schema)
+      parsed = batches[schema.stream] | ParseBatches(
+          schema, self._decoders.get(schema.stream))
       outputs[schema.stream] = parsed['records']
       dead.append(parsed[DEAD_LETTER])
     outputs[DEAD_LETTER] = dead | 'AllDeadLetters' >> beam.Flatten()
