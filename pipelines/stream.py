@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, Pip
 from model import signing
 from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
-from pipelines.summary import print_summary, watch
+from pipelines.summary import print_summary
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import ALERTS_TOPIC, SCHEMAS
 from transforms import kafka_io
@@ -86,13 +86,7 @@ class StreamOptions(PipelineOptions):
                        help='With --checkpointing_interval on a Flink cluster: keep checkpoints '
                        'here, also after a cancel, and resume from the newest one at start '
                        '(the committed offsets alone lose the records of the unwritten '
-                       'output roll; see pipelines/runners.py). A local path or s3://... '
-                       '(docs/operations.md, "Checkpoints and savepoints").')
-    group.add_argument('--stop_with_savepoint', action='store_true',
-                       help='On Flink, with --checkpoint_dir: when the job is stopped '
-                       '(--run_for_s, Ctrl-C), stop it with a savepoint under '
-                       '<checkpoint_dir>/savepoints instead of cancelling it; the next run '
-                       'with the same --checkpoint_dir resumes from it.')
+                       'output roll; see pipelines/runners.py).')
     group.add_argument('--run_for_s', type=float, default=None,
                        help='Run this long, then stop the job (reading stops at once: records '
                        'not yet in a rolled file are not written, and their offsets are not '
@@ -178,8 +172,7 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   # --checkpointing_interval is the Flink runner's own (Java) option: Python passes it through.
   interval = opts.get_all_options(retain_unknown_options=True).get('checkpointing_interval')
   checkpointing = int(interval or -1) > 0
-  # Batches of messages, not one element per message: DetectAttacks routes them in one call.
-  return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaBatches(
+  return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaMessages(
       bootstrap_servers(opts), topics, kafka_client_config(opts),
       group_id=opts.consumer_group, commit_offsets=checkpointing,
       max_num_records=opts.max_records, max_read_time_s=opts.max_read_time_s)
@@ -222,8 +215,7 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  argv = with_stream_defaults(argv or [])
-  with _expansion_started_early(argv), runners.job_server(argv) as args:
+  with runners.job_server(with_stream_defaults(argv or [])) as args:
     return _run(PipelineOptions(args))
 
 
@@ -231,8 +223,6 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   """Builds and starts the job; returns at once (fault tests and benchmarks stop it with
   :func:`stop`)."""
   opts = options.view_as(StreamOptions)
-  if opts.stop_with_savepoint and not (opts.checkpoint_dir and runners.is_flink(options)):
-    raise SystemExit('--stop_with_savepoint needs --runner=FlinkRunner and --checkpoint_dir')
   if opts.source == 'kafka':
     options.view_as(StandardOptions).streaming = True
   # The job imports its own packages on workers; they are installed there from setup.py.
@@ -256,20 +246,11 @@ def _expansion_scope(opts: StreamOptions):
   return kafka_io.expansion_service()
 
 
-def _expansion_started_early(argv: Sequence[str]):
-  """The expansion-service JVM started while the job server starts, not after it (both take
-  seconds; benchmarks/README.md, "Startup")."""
-  if PipelineOptions(list(argv)).view_as(StreamOptions).source != 'kafka':
-    return contextlib.nullcontext()
-  return kafka_io.started_early()
-
-
 @contextlib.contextmanager
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  argv = with_stream_defaults(argv)
-  with _expansion_started_early(argv), runners.job_server(argv) as args:
+  with runners.job_server(with_stream_defaults(argv)) as args:
     options = PipelineOptions(args)
     result = submit(options)
     try:
@@ -281,31 +262,19 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
 def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   opts = options.view_as(StreamOptions)
   result = submit(options)
-  # A stopped portable job reports no counters: read them from Flink while it runs.
-  with watch(result, options) as counts:
-    try:
-      if opts.run_for_s:
-        result.wait_until_finish(duration=int(opts.run_for_s * 1000))
-      else:
-        result.wait_until_finish()
-    except KeyboardInterrupt:
-      log.info('interrupted: stopping the job')
+  if opts.run_for_s:
+    result.wait_until_finish(duration=int(opts.run_for_s * 1000))
     if not PipelineState.is_terminal(result.state):
       log.info('stopping the job after --run_for_s=%s', opts.run_for_s)
-      counts.read()
       stop(result, options)
-  print_summary(result, opts, fallback=counts.last)
+  else:
+    result.wait_until_finish()
+  print_summary(result, opts)
   return result
 
 
 def stop(result, options: PipelineOptions) -> None:
-  """Cancels a running job (on a Flink session cluster too), or, with
-  ``--stop_with_savepoint``, stops it with a savepoint under ``<checkpoint_dir>/savepoints``."""
-  opts = options.view_as(StreamOptions)
-  if opts.stop_with_savepoint:
-    target = FileSystems.join(opts.checkpoint_dir, runners.SAVEPOINTS)
-    print(f'savepoint: {runners.stop_with_savepoint(result, options, target)}', file=sys.stderr)
-    return
+  """Cancels a running job (on a Flink session cluster too)."""
   runners.cancel(result, options)
 
 
