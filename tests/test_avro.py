@@ -3,15 +3,13 @@ Confluent wire format with a schema registry), and bad Avro of every kind dead-l
 raw bytes, counted, never raised.
 
 No Confluent-compatible registry runs on this machine (docs/avro.md says why): the registry
-tests use :class:`_Registry`, a few lines of http.server answering the two calls of Confluent's
-REST API the product makes. "Registry down" is a real closed port.
+tests use tests/registry_stub.py, a few lines of http.server answering the two calls of
+Confluent's REST API the product makes. "Registry down" is a real closed port.
 """
 
-import http.server
 import json
 import pickle
 import socket
-import threading
 import time
 
 import apache_beam as beam
@@ -27,6 +25,7 @@ from generator.source import SourceConfig, generate_messages
 from schemas import avro as avro_schemas
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RECORDS_PER_MESSAGE
 from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS, STR
+from tests.registry_stub import RegistryStub
 from tests.factories import BASE_TS, memory_record, network_record, process_record
 from transforms import avro_decode
 from transforms.avro_decode import AvroDecodeError, AvroDecoder, avro_decoders
@@ -44,62 +43,9 @@ def _msg(stream, value, offset=0):
   return SourceMessage(stream, value, source=f'avro-{stream}', partition=0, offset=offset)
 
 
-class _Registry:
-  """Confluent's GET /schemas/ids/<id> and POST /subjects/<subject>/versions, in memory;
-  ``requests`` counts the GETs, ``delay_s`` slows every answer."""
-
-  def __init__(self):
-    self.schemas: dict[int, dict] = {}
-    self.requests = 0
-    self.delay_s = 0.0
-    registry = self
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-      def log_message(self, *args):
-        pass
-
-      def _answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header('Content-Type', 'application/vnd.schemaregistry.v1+json')
-        self.send_header('Content-Length', str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-      def do_GET(self):
-        registry.requests += 1
-        time.sleep(registry.delay_s)
-        schema_id = self.path.rsplit('/', 1)[-1]
-        found = registry.schemas.get(int(schema_id)) if schema_id.isdigit() else None
-        if found is None:
-          self._answer(404, {'error_code': 40403, 'message': 'Schema not found'})
-        else:
-          self._answer(200, found)
-
-      def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
-        self._answer(200, {'id': registry.add(body['schema'])})
-
-    self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    self.url = f'http://127.0.0.1:{self._server.server_address[1]}'
-    threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-  def add(self, schema_text, **extra) -> int:
-    for schema_id, known in self.schemas.items():
-      if known['schema'] == schema_text and not extra:
-        return schema_id
-    schema_id = len(self.schemas) + 1
-    self.schemas[schema_id] = {'schema': schema_text, **extra}
-    return schema_id
-
-  def close(self):
-    self._server.shutdown()
-    self._server.server_close()
-
-
 @pytest.fixture
 def registry():
-  server = _Registry()
+  server = RegistryStub()
   yield server
   server.close()
 
