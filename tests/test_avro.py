@@ -14,6 +14,8 @@ import time
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from hypothesis import HealthCheck, given, settings, strategies as st
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -22,6 +24,7 @@ from generator.avro_messages import (AVRO_KINDS, FRAMED_KINDS, HUGE_VARINT, Avro
                                      avro_body, confluent_header, typed_records)
 from generator.messages import Message
 from generator.source import SourceConfig, generate_messages
+from pipelines import generate, stream as stream_job
 from schemas import avro as avro_schemas
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RECORDS_PER_MESSAGE
 from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS, STR
@@ -348,3 +351,68 @@ def test_generator_sends_avro_and_breaks_it_unreadably(registry):
     assert len(kinds) > 2
   assert set(AVRO_KINDS).isdisjoint(FRAMED_KINDS)
   assert Message('t', None, b'x', 0) == AvroEncoder({}).encode(Message('t', None, b'x', 0))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=200), stream=st.sampled_from(sorted(SCHEMAS)),
+       framed=st.booleans())
+def test_any_bytes_decode_or_raise_avro_decode_error_quickly(data, stream, framed):
+  """Whatever the bytes, the decoder returns records or raises AvroDecodeError (what parsing
+  dead-letters), in bounded time; with the header, ids resolve to the stream's own schema."""
+  decoder = AvroDecoder(SCHEMAS[stream])
+  if framed:
+    decoder = AvroDecoder(SCHEMAS[stream], 'http://unused')
+    decoder._resolution = lambda schema_id: avro_decode._Resolution(  # no registry: a fixed id
+        avro_schemas.message_schema(SCHEMAS[stream]), SCHEMAS[stream])
+    data = confluent_header(1) + data
+  started = time.monotonic()
+  try:
+    decoded = decoder(data)
+  except AvroDecodeError:
+    decoded = None
+  assert time.monotonic() - started < 1.0
+  if decoded is not None:
+    assert isinstance(decoded, list if SCHEMAS[stream].is_array else dict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
+def test_a_changed_byte_of_a_host_message_is_decoded_or_refused(position, byte):
+  good = avro_body(PROCESS, typed_records(PROCESS, _process_records(20)))
+  value = bytearray(good)
+  value[position % len(value)] = byte
+  batch, dead = _parse_avro(PROCESS, [bytes(value)])
+  if any(row['stage'] == 'parse' for row in dead):  # the message, whole
+    assert batch is None and [row['payload'] for row in dead] == [bytes(value)]
+  else:  # decoded: each record archived or, alone, a dead letter of stage clean
+    assert all(row['stage'] == 'clean' and row['record_index'] is not None for row in dead)
+    assert sorted((batch.record_indexes if batch else []) +
+                  [row['record_index'] for row in dead]) == list(range(20)) or (
+                      value[0] != good[0])  # a changed count: another number of records
+
+
+def test_stream_job_flags_build_the_decoders(tmp_path):
+  path = tmp_path / 'process.avsc'
+  path.write_text(avro_schemas.message_schema_json(PROCESS))
+  opts = PipelineOptions(['--network_format=avro', '--schema_registry_url=http://r:8081',
+                          '--process_format=avro', '--memory_format=avro',
+                          f'--avro_schema_file=process={path}']
+                         ).view_as(stream_job.StreamOptions)
+  decoders = stream_job.message_decoders(opts)
+  assert {s: d.framing for s, d in decoders.items()} == {
+      'network': 'confluent', 'process': 'bare', 'memory': 'confluent'}
+  assert stream_job.message_decoders(PipelineOptions([]).view_as(stream_job.StreamOptions)) == {}
+  files = PipelineOptions(['--source=files', f'--input_dir={tmp_path}',
+                           '--memory_format=avro']).view_as(stream_job.StreamOptions)
+  with pytest.raises(SystemExit, match='JSON lines'):
+    stream_job.message_decoders(files)
+  missing = PipelineOptions(['--memory_format=avro', f'--avro_schema_file={tmp_path}/none.avsc']
+                            ).view_as(stream_job.StreamOptions)
+  with pytest.raises(SystemExit, match='No such file'):
+    stream_job.message_decoders(missing)
+
+
+def test_generator_cli_refuses_avro_into_files(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    generate.main(['--output_dir', str(tmp_path), '--count', '3', '--network_format', 'avro'])
+  assert 'Avro messages go to Kafka' in capsys.readouterr().err
