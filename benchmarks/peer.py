@@ -303,22 +303,33 @@ def run_peer(bootstrap: str, topic: str, expected: int, args, work: str, python:
   }
 
 
+def after_first_output(run: dict[str, Any]) -> Optional[float]:
+  """Records/s from the first archived rows to the last, leaving those first rows out: the
+  peer's first output is a whole micro-batch, which ``overall`` counts without its time."""
+  samples, first, done = run['samples'], run['first_output_s'], run['all_archived_s']
+  if first is None or not done or done <= first:
+    return None
+  first_rows = next(r for t, r in samples if t >= first)
+  return (run['records_archived'] - first_rows) / (done - first)
+
+
 # ---- comparing outputs ------------------------------------------------------------------------
 
 
+_COMPARED = pa.schema([('uuid', pa.string()), ('prediction', pa.int64()), ('score', pa.float64()),
+                       ('model_version', pa.string())])
+
+
 def read_predictions(folder: str) -> pa.Table:
-  """uuid, prediction, score of every finished Parquet file under ``folder``."""
+  """uuid, prediction, score, model_version of every finished Parquet file under ``folder``."""
   tables = []
   for root, _dirs, files in os.walk(folder):
     for name in sorted(files):
       if name.endswith('.parquet') and not name.startswith('.'):
-        tables.append(pq.read_table(os.path.join(root, name),
-                                    columns=['uuid', 'prediction', 'score']))
+        tables.append(pq.read_table(os.path.join(root, name), columns=_COMPARED.names))
   if not tables:
-    return pa.table({'uuid': pa.array([], pa.string()), 'prediction': pa.array([], pa.int64()),
-                     'score': pa.array([], pa.float64())})
-  return pa.concat_tables([t.cast(pa.schema([('uuid', pa.string()), ('prediction', pa.int64()),
-                                             ('score', pa.float64())])) for t in tables])
+    return _COMPARED.empty_table()
+  return pa.concat_tables([t.cast(_COMPARED) for t in tables])
 
 
 def compare(reference: pa.Table, other: pa.Table) -> dict[str, Any]:
@@ -335,9 +346,12 @@ def compare(reference: pa.Table, other: pa.Table) -> dict[str, Any]:
       'predictions_equal': equal, 'predictions_differ': joined.num_rows - equal,
       'max_score_difference': diff,
       'alerts': pc.sum(pc.equal(other['prediction'], 1)).as_py() or 0,
+      'model_versions': sorted(v for v in pc.unique(other['model_version']).to_pylist() if v),
   }
+  result['same_model'] = result['model_versions'] == sorted(
+      v for v in pc.unique(reference['model_version']).to_pylist() if v)
   result['identical'] = (other.num_rows == reference.num_rows == joined.num_rows ==
-                         unique_other == equal)
+                         unique_other == equal) and result['same_model']
   return result
 
 
@@ -350,8 +364,9 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-  metrics = ('first_output_s', 'records_per_s_steady', 'records_per_s_overall', 'all_archived_s',
-             'cpu_s', 'cpu_us_per_record', 'peak_rss_mb')
+  metrics = ('first_output_s', 'records_per_s_steady', 'records_per_s_overall',
+             'records_per_s_after_first', 'all_archived_s', 'cpu_s', 'cpu_us_per_record',
+             'peak_rss_mb')
   out: dict[str, Any] = {}
   for system in ('product', 'peer'):
     mine = [r for r in runs if r['system'] == system]
@@ -375,7 +390,8 @@ def _table(result: dict[str, Any]) -> str:
            f"Streaming, local[2], availableNow, maxOffsetsPerTrigger "
            f"{s['max_offsets_per_trigger']:,}",
            '',
-           f"{'run':<10} {'startup s':>9} {'sustained/s':>11} {'overall/s':>10} {'whole s':>8} "
+           f"{'run':<10} {'startup s':>9} {'sustained/s':>11} {'overall/s':>10} {'(excl.1st)':>10} "
+           f"{'whole s':>8} "
            f"{'CPU s':>7} {'us/rec':>7} {'peak RSS MB':>11} {'rows':>9}  outputs vs product #1"]
   for r in result['runs']:
     c = r.get('comparison') or {}
@@ -390,6 +406,7 @@ def _table(result: dict[str, Any]) -> str:
     lines.append(
         f"{r['system'] + ' #' + str(r['round']):<10} {common.fmt(r['first_output_s'], 1):>9} "
         f"{common.fmt(r['records_per_s_steady']):>11} {common.fmt(r['records_per_s_overall']):>10} "
+        f"{common.fmt(r['records_per_s_after_first']):>10} "
         f"{common.fmt(r['all_archived_s'], 1):>8} {common.fmt(r['cpu_s'], 1):>7} "
         f"{common.fmt(r['cpu_us_per_record']):>7} {common.fmt(r['peak_rss_mb']):>11} "
         f"{r['records_archived']:>9,}  {verdict}" + ('' if r['status'] == 'complete'
@@ -401,6 +418,7 @@ def _table(result: dict[str, Any]) -> str:
     lines.append(
         f"{name + ' mean':<10} {common.fmt(m['first_output_s'], 1):>9} "
         f"{common.fmt(m['records_per_s_steady']):>11} {common.fmt(m['records_per_s_overall']):>10} "
+        f"{common.fmt(m['records_per_s_after_first']):>10} "
         f"{common.fmt(m['all_archived_s'], 1):>8} {common.fmt(m['cpu_s'], 1):>7} "
         f"{common.fmt(m['cpu_us_per_record']):>7} {common.fmt(m['peak_rss_mb']):>11}")
   ratio = summary['ratio_product_over_peer']
@@ -408,6 +426,7 @@ def _table(result: dict[str, Any]) -> str:
       f"{'ratio':<10} {common.fmt(ratio['first_output_s'], 2):>9} "
       f"{common.fmt(ratio['records_per_s_steady'], 2):>11} "
       f"{common.fmt(ratio['records_per_s_overall'], 2):>10} "
+      f"{common.fmt(ratio['records_per_s_after_first'], 2):>10} "
       f"{common.fmt(ratio['all_archived_s'], 2):>8} {common.fmt(ratio['cpu_s'], 2):>7} "
       f"{common.fmt(ratio['cpu_us_per_record'], 2):>7} {common.fmt(ratio['peak_rss_mb'], 2):>11}"
       "  (product / peer; rates: higher is better, the rest: lower)")
@@ -423,7 +442,7 @@ def _table(result: dict[str, Any]) -> str:
          f"{common.fmt(goal['overall_needed_per_s'])}/s overall "
          f"({common.fmt(goal['overall_factor_short'], 2)}x)"))
   lines.append('startup: process start -> first archived row; overall: first archived row -> '
-               'all archived; whole: process start -> all archived; CPU: every process of the '
+               'all archived; (excl.1st): the same without the first output\'s rows; whole: process start -> all archived; CPU: every process of the '
                'job (JVMs, Python), sampled every poll; peak RSS: summed per-role peaks')
   return '\n'.join(lines)
 
@@ -561,6 +580,7 @@ def main(argv=None) -> dict[str, Any]:
           run.update(system=system, round=round_)
           rows = run['records_archived']
           run['cpu_us_per_record'] = run['cpu_s'] / rows * 1e6 if rows else None
+          run['records_per_s_after_first'] = after_first_output(run)
           run['peak_rss_mb'] = sum(v for k, v in run['memory']['peak_rss_mb'].items()
                                    if k != 'kafka_broker')
           table = read_predictions(run['output'])

@@ -63,16 +63,30 @@ def output_schema() -> T.StructType:
                        for f in ARCHIVE_SCHEMAS[STREAM] if f.name not in _LEFT_OUT])
 
 
+_MODELS: dict = {}
+
+
+def serving_model(model_dir: str):
+  """The registry's newest network model, verified and compiled once per Python worker (Spark
+  reuses its workers from task to task, as Beam reuses the product's)."""
+  # pylint: disable=import-outside-toplevel
+  from model import registry
+  from transforms.inference import _one_native_thread_per_worker
+  _one_native_thread_per_worker()
+  if model_dir not in _MODELS:
+    _MODELS[model_dir] = registry.load_for_serving(model_dir, STREAM)
+  return _MODELS[model_dir]
+
+
 def make_scorer(model_dir: str):
-  """The mapInPandas function: each Python worker loads the verified model once."""
+  """The mapInPandas function."""
   def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     # pylint: disable=import-outside-toplevel
-    # Imported in the Python worker, where mapInPandas runs this.
-    from model import registry
+    # Imported in the Python worker, by name: the driver runs this file as __main__, and a
+    # function of __main__ travels by value, with a fresh copy of its globals every task.
+    from benchmarks import peer_spark_job
     from model.features import frame_from_columns
-    from transforms.inference import _one_native_thread_per_worker
-    _one_native_thread_per_worker()
-    loaded = registry.load_for_serving(model_dir, STREAM)
+    loaded = peer_spark_job.serving_model(model_dir)
     threshold = getattr(loaded.estimator, 'threshold', None)
     required = [f.name for f in SCHEMA.fields if f.required]
     for frame in batches:
