@@ -39,13 +39,16 @@ import os
 import shutil
 import sys
 import tempfile
+import re
 import time
+import urllib.parse
 import urllib.request
 from typing import Iterator, List, Optional, Sequence
 
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions,
                                                   PortableOptions, StandardOptions)
 from apache_beam.runners.portability.flink_runner import FlinkJarJobServer, FlinkRunner
+from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, SparkJarJobServer
 from apache_beam.utils.subprocess_server import pick_port
 
 from transforms import jvm
@@ -159,6 +162,8 @@ def with_runner_defaults(argv: Sequence[str], kind: str) -> list[str]:
   options = PipelineOptions(argv)
   if not options.view_as(StandardOptions).runner:
     argv.append('--runner=DirectRunner')
+  if is_spark(options):
+    return with_spark_defaults(argv, kind)
   flink = is_flink(options)
   if flink and kind == STREAMING and '--checkpointing_interval' not in _given(argv):
     argv.append(f'--checkpointing_interval={STREAM_CHECKPOINTING_MS}')
@@ -363,8 +368,12 @@ def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
   argv = list(argv)
   try:
     options = PipelineOptions(argv)
-    if not is_flink(options) or options.view_as(PortableOptions).job_endpoint:
+    if options.view_as(PortableOptions).job_endpoint or not (is_flink(options) or
+                                                             is_spark(options)):
       yield argv
+    elif is_spark(options):
+      with spark_job_server(argv) as with_endpoint:
+        yield with_endpoint
     else:
       with flink_job_server(argv) as with_endpoint:
         yield with_endpoint
@@ -441,6 +450,131 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
         shutil.rmtree(temp_root, ignore_errors=True)
     if conf_dir:
       shutil.rmtree(conf_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Spark: Beam's portable Spark 3 runner (batch jobs only; docs/spark.md)
+# --------------------------------------------------------------------------------------------
+#
+# ``--runner=SparkRunner`` runs a job on the pinned Spark job server jar (jvm/beam-spark-job-server,
+# Spark 3.5 inside): by default on an embedded ``local[2]`` Spark in the job server JVM, or, with
+# ``--spark_master_url=spark://host:7077``, on a standalone cluster (scripts/spark_cluster.sh).
+# The Python SDK workers are local processes as on Flink (PROCESS with scripts/sdk_worker.sh, or
+# ``--environment_type=LOOPBACK``), never Docker.
+
+SPARK_JOB_SERVER_JAR = f'beam-runners-spark-3-job-server-{jvm.JAVA_BEAM_VERSION}.jar'
+SPARK_JOB_SERVER_MAIN = 'org.apache.beam.runners.spark.SparkJobServerDriver'
+EMBEDDED_SPARK_MASTER = 'local[2]'
+# What a Spark driver on this host binds (scripts/spark_cluster.sh binds the same).
+SPARK_LOCAL_IP = '127.0.0.1'
+
+# Why the streaming (Kafka) job cannot run on Beam's portable Spark runner, said before anything
+# starts: tried for real with Beam 2.62's job server (docs/spark.md has the log).
+SPARK_STREAMING_REFUSAL = (
+    'The streaming job (--source=kafka) cannot run on the SparkRunner: Beam\'s portable Spark '
+    'runner has no support, in streaming mode, for user state (apache/beam#20396) and timers '
+    '(apache/beam#20397), which the host join and the Parquet sink use, nor for checkpointing '
+    'the unbounded splittable DoFn that the cross-language KafkaIO read is '
+    '(apache/beam#20979). Run the stream job on Flink (--runner=FlinkRunner), or on Spark as a '
+    'bounded job with --source=files; see docs/spark.md.')
+
+
+def is_spark(options: PipelineOptions) -> bool:
+  return (options.view_as(StandardOptions).runner or '').lower() in ('sparkrunner', 'spark')
+
+
+def is_local_spark(master_url: Optional[str]) -> bool:
+  """Whether ``--spark_master_url`` is Spark inside the job server JVM (``local``, ``local[N]``,
+  ``local[*]``) rather than a cluster's master."""
+  return re.match(LOCAL_MASTER_PATTERN, (master_url or EMBEDDED_SPARK_MASTER).strip()) is not None
+
+
+def spark_job_server_jar(jars_dir: Optional[str] = None) -> str:
+  """Path of the pinned Beam Spark 3 job server jar (``--spark_job_server_jar``); raises
+  FileNotFoundError, saying how to build it, when it is missing."""
+  jar = os.path.join(jvm.jars_dir(jars_dir), SPARK_JOB_SERVER_JAR)
+  if not os.path.isfile(jar):
+    raise FileNotFoundError(f'{jar} is missing: run scripts/fetch_jars.sh (builds the pinned '
+                            'Beam Spark job server with Maven into .cache/jars)')
+  return jar
+
+
+def with_spark_defaults(argv: Sequence[str], kind: str) -> list[str]:
+  """The Spark branch of :func:`with_runner_defaults`: the pinned job server jar, the embedded
+  ``local[2]`` master, and Python SDK workers as local processes (PROCESS with
+  scripts/sdk_worker.sh, one per core), unless the command line says otherwise. Raises
+  SystemExit with :data:`SPARK_STREAMING_REFUSAL` for a streaming job, and FileNotFoundError
+  (saying how to build it) when the pinned jar is missing."""
+  if kind == STREAMING:
+    raise SystemExit(SPARK_STREAMING_REFUSAL)
+  argv = list(argv)
+  given = _given(argv)
+  defaults = {
+      '--spark_job_server_jar': spark_job_server_jar,
+      '--spark_master_url': lambda: EMBEDDED_SPARK_MASTER,
+      '--environment_type': lambda: 'PROCESS',
+  }
+  argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
+  environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
+  if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
+    # As on Flink (with_flink_defaults): worker processes rather than LOOPBACK's threads of this
+    # process, which share one interpreter lock.
+    os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
+    argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
+    if '--sdk_worker_parallelism' not in given:
+      # Each Spark executor runs its tasks on this many workers; with one, the tasks of all its
+      # cores queued on one interpreter.
+      argv.append(f'--sdk_worker_parallelism={os.cpu_count() or 1}')
+  return argv
+
+
+class _LoopbackSparkJobServer(SparkJarJobServer):
+  """Beam's Spark job server with its own servers bound to loopback (the ServerFactory of
+  jvm/loopback/, as for Flink) and, for an embedded Spark or a master on this host, Spark's
+  driver too (SPARK_LOCAL_IP: RPC, block manager and web UI ports). A master elsewhere must
+  reach the driver, so there Spark's own binding (or the user's SPARK_LOCAL_IP) stays."""
+
+  def java_arguments(self, job_port, artifact_port, expansion_port, artifacts_dir):
+    # The job server's own expansion service: unused (KafkaIO has its own).
+    return super().java_arguments(job_port, artifact_port, -1, artifacts_dir)
+
+  def subprocess_cmd_and_endpoint(self):
+    cmd, endpoint = super().subprocess_cmd_and_endpoint()
+    at = cmd.index('-jar')
+    jar = cmd[at + 1]
+    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, [jvm.SERVER_FACTORY_SOURCE])
+    cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', SPARK_JOB_SERVER_MAIN]
+    master = self._master_url or ''
+    if is_local_spark(master) or _on_this_host(master):
+      cmd[:0] = ['env', f'SPARK_LOCAL_IP={SPARK_LOCAL_IP}']
+    return cmd, endpoint
+
+
+def _on_this_host(spark_master_url: str) -> bool:
+  host = urllib.parse.urlparse(spark_master_url).hostname or ''
+  return host in ('localhost', SPARK_LOCAL_IP)
+
+
+@contextlib.contextmanager
+def spark_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
+  """Runs the pinned Spark job server for the span of a ``with`` block: yields
+  ``pipeline_args`` plus ``--job_endpoint=...`` and stops the JVM when the block ends (the same
+  reasons and the same stop order as :func:`flink_job_server`)."""
+  job_port, = pick_port(None)
+  options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
+  server = _LoopbackSparkJobServer(options)
+  server.start()  # returns once the job service answers on job_port
+  try:
+    yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
+  finally:
+    process = getattr(server, '_server', None)
+    temp_root = getattr(server, '_local_temp_root', None)
+    if process is None:
+      server.stop()
+    else:
+      process.stop()
+      if temp_root:
+        shutil.rmtree(temp_root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 # Fetch the product's PINNED JVM artifacts with Maven (from Maven Central, through ~/.m2) into
 # .cache/jars/:
 #   .cache/jars/beam-runners-flink-1.19-job-server-2.62.0.jar      Beam Flink job server (+ KafkaIO)
+#   .cache/jars/beam-runners-spark-3-job-server-2.62.0.jar         Beam Spark 3 job server (Spark 3.5.0;
+#                                                                 also runs scripts/spark_cluster.sh)
 #   .cache/jars/beam-sdks-java-io-expansion-service-2.62.0.jar     Beam IO expansion service (KafkaIO)
 #   .cache/jars/kafka/lib/*.jar                                   Kafka 3.9.2 broker (KRaft) + tools
 #   .cache/jars/flink/lib/*.jar                                   Flink 1.19.3 standalone session cluster
@@ -26,6 +28,7 @@ die() { echo "fetch_jars: $*" >&2; exit 1; }
 
 outputs=(
   "$JARS_DIR/beam-runners-flink-1.19-job-server-2.62.0.jar"
+  "$JARS_DIR/beam-runners-spark-3-job-server-2.62.0.jar"
   "$JARS_DIR/beam-sdks-java-io-expansion-service-2.62.0.jar"
   "$JARS_DIR/kafka/lib/kafka_2.13-3.9.2.jar"
   "$JARS_DIR/flink/lib/flink-runtime-1.19.3.jar"
