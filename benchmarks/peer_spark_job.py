@@ -94,9 +94,8 @@ def make_scorer(model_dir: str):
       prediction = pd.Series(pd.NA, index=frame.index, dtype='Int64')
       score = pd.Series(np.nan, index=frame.index, dtype='float64')
       if usable.any():
-        part = frame[usable]
-        features = frame_from_columns(SCHEMA, {c: part[c].tolist()
-                                               for c in SCHEMA.feature_columns})
+        part = frame[usable].reset_index(drop=True)
+        features = frame_from_columns(SCHEMA, part)
         scores = np.asarray(loaded.estimator.predict_proba(features)[:, 1], dtype='float64')
         if threshold is None:
           predicted = np.asarray(loaded.estimator.predict(features), dtype='int64')
