@@ -98,7 +98,7 @@ def test_the_expansion_launcher_carries_and_registers_the_batching_transform(tmp
   jar = tmp_path / 'beam-sdks-java-io-expansion-service.jar'
   jar.symlink_to(_pinned(jvm.io_expansion_service_jar))
   built = jvm.loopback_jar('launcher', str(jar),
-                           [jvm.EXPANSION_MAIN_SOURCE, jvm.KAFKA_BATCHES_SOURCE],
+                           [jvm.EXPANSION_MAIN_SOURCE, *jvm.KAFKA_BATCHES_SOURCES],
                            main_class='LoopbackExpansionService',
                            services=jvm.KAFKA_BATCHES_SERVICES)
   with zipfile.ZipFile(built) as z:
@@ -107,8 +107,9 @@ def test_the_expansion_launcher_carries_and_registers_the_batching_transform(tmp
                         'ExternalTransformRegistrar').decode().split()
   assert registered == ['attackdetection.kafka.ReadKafkaBatches$Registrar']
   for cls in ('ReadKafkaBatches', 'ReadKafkaBatches$BatchFn', 'ReadKafkaBatches$Registrar',
-              'ReadKafkaBatches$Configuration'):
+              'ReadKafkaBatches$Configuration', 'KafkaBatchSource', 'KafkaBatchSource$Reader'):
     assert f'attackdetection/kafka/{cls}.class' in names
+  assert 'org/apache/beam/sdk/io/kafka/KafkaSources.class' in names
 
 
 def test_bad_batch_bounds_are_refused():
@@ -136,3 +137,27 @@ def test_an_early_started_expansion_service_is_the_one_the_pipeline_enters():
     assert _expansion_processes(service) == processes
   assert _expansion_processes(service) == []
   processes[0].wait(timeout=30)
+
+
+def _expanded(**kwargs) -> list:
+  """(urn, environment urn) of every primitive of ReadKafkaBatches as the expansion service
+  expands it."""
+  pipeline = beam.Pipeline()
+  _ = pipeline | kafka_io.ReadKafkaBatches('localhost:9', TOPICS, **kwargs)
+  components = pipeline.to_runner_api().components
+  return [(t.spec.urn, components.environments[t.environment_id].urn if t.environment_id
+           else None) for t in components.transforms.values() if not t.subtransforms]
+
+
+def test_an_unbounded_read_is_flinks_own_read_of_the_batching_source():
+  """Flink reads one element per batch: a primitive Read (of KafkaBatchSource) and no Java
+  DoFn after it, so no record enters the Java harness; a bounded read (counted in records)
+  batches in a Java DoFn after KafkaIO's read instead."""
+  _pinned(jvm.io_expansion_service_jar)
+  with kafka_io.expansion_service():
+    unbounded = _expanded()
+    bounded = _expanded(max_num_records=10)
+  python = 'beam:env:default:v1'
+  assert sorted(unbounded) == [('beam:transform:pardo:v1', python),
+                               ('beam:transform:read:v1', None)]
+  assert ('beam:transform:pardo:v1', 'EMBEDDED') in bounded

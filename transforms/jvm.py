@@ -41,13 +41,15 @@ EXPANSION_MAIN_SOURCE = 'LoopbackExpansionService.java'
 # The project's own Java transform (Kafka records handed to Python in batches, see
 # transforms/kafka_io.py). The expansion service builds it, the job server's embedded harness
 # runs its DoFn: both class paths carry it.
-KAFKA_BATCHES_SOURCE = 'attackdetection/kafka/ReadKafkaBatches.java'
+KAFKA_BATCHES_SOURCES = ('attackdetection/kafka/ReadKafkaBatches.java',
+                         'attackdetection/kafka/KafkaBatchSource.java',
+                         'org/apache/beam/sdk/io/kafka/KafkaSources.java')
 KAFKA_BATCHES_SERVICES = {
     'org.apache.beam.sdk.expansion.ExternalTransformRegistrar':
         ['attackdetection.kafka.ReadKafkaBatches$Registrar'],
 }
 # What the job server runs with, before its own jar (pipelines/runners.py).
-JOB_SERVER_SOURCES = (SERVER_FACTORY_SOURCE, KAFKA_BATCHES_SOURCE)
+JOB_SERVER_SOURCES = (SERVER_FACTORY_SOURCE, *KAFKA_BATCHES_SOURCES)
 
 
 def jars_dir(path: Optional[str] = None) -> str:

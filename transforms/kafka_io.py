@@ -17,9 +17,10 @@ The expansion service listens on loopback only (:func:`expansion_service`; Beam 
 interfaces, see docs/RUNTIME.md).
 
 Reading: the project's own Java transform (jvm/loopback/attackdetection/kafka/ReadKafkaBatches.java,
-registered with the expansion service under :data:`READ_BATCHES_URN`) runs KafkaIO and packs the
-records of each Flink bundle into a few byte strings, up to ``max_batch_records`` records each;
-:func:`decode_batch` turns one into a :class:`transforms.source.MessageBatch` with numpy. Beam's
+registered with the expansion service under :data:`READ_BATCHES_URN`) wraps KafkaIO's unbounded
+source so that each element Flink reads is a batch of records (KafkaBatchSource.java), up to
+``max_batch_records`` records each; :func:`decode_batch` turns one into a
+:class:`transforms.source.MessageBatch` with numpy. Beam's
 own ``ReadFromKafka`` hands Python one element per record, each first turned into a Row in the
 Java harness: two Fn API crossings and a Row per message (benchmarks/README.md). Element types:
 :class:`ReadKafkaBatches` -> MessageBatch (timestamped by the latest record in it);
@@ -92,7 +93,7 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
     # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
     # It also carries the project's ReadKafkaBatches transform and registers it.
     launcher = jvm.loopback_jar('expansion-service-loopback', jar,
-                                [jvm.EXPANSION_MAIN_SOURCE, jvm.KAFKA_BATCHES_SOURCE],
+                                [jvm.EXPANSION_MAIN_SOURCE, *jvm.KAFKA_BATCHES_SOURCES],
                                 main_class='LoopbackExpansionService',
                                 services=jvm.KAFKA_BATCHES_SERVICES)
     # ``{{PORT}}`` is filled in by Beam. ``--filesToStage`` names what the expanded environment
@@ -181,10 +182,13 @@ READ_BATCHES_URN = 'attackdetection:kafka:read_batches:v1'
 _BATCH_VERSION = 1
 _HEADER = struct.Struct('<iii')
 _LENGTH = struct.Struct('<i')
-# Records per batch out of the Java side: a Flink bundle (up to 5 x --batch_size records, see
-# pipelines/runners.py) is a few elements, and one batch's bytes stay far below gRPC's limits.
+# Records per batch out of the Java side: a few thousand records per element into Python, and
+# one batch's bytes stay far below gRPC's limits.
 DEFAULT_MAX_BATCH_RECORDS = 5000
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
+# How long the source may keep filling one batch while records keep coming: bounds what a
+# batch adds to an alert's latency at a steady trickle (100 ms bundles follow it).
+DEFAULT_MAX_BATCH_MS = 20
 
 
 class _ReadKafkaBatchesSchema(NamedTuple):
@@ -196,6 +200,7 @@ class _ReadKafkaBatchesSchema(NamedTuple):
   max_read_time: Optional[int]
   max_batch_records: int
   max_batch_bytes: int
+  max_batch_millis: int
 
 
 def decode_batch(data: bytes, stream_by_topic: Mapping[str, str]) -> MessageBatch:
@@ -252,9 +257,9 @@ def _timestamped_messages(batch: MessageBatch):
 
 
 class ReadKafkaBatches(beam.PTransform):
-  """Reads Kafka topics into :class:`MessageBatch` elements: the messages of a Flink bundle in
-  a few batches of up to ``max_batch_records`` messages (or ``max_batch_bytes`` of values), each
-  stamped with its latest record's time. Each message keeps its raw bytes, topic, partition,
+  """Reads Kafka topics into :class:`MessageBatch` elements: the messages the reader has ready,
+  in batches of up to ``max_batch_records`` messages (or ``max_batch_bytes`` of values, or what
+  came in ``max_batch_ms``), each stamped with its latest record's time. Each message keeps its raw bytes, topic, partition,
   offset, Kafka timestamp and key.
 
   Args:
@@ -268,12 +273,14 @@ class ReadKafkaBatches(beam.PTransform):
     start_offset: ``earliest`` or ``latest``: where to start without a committed offset
       (``auto.offset.reset``; an explicit value in ``consumer_config`` wins).
     commit_offsets: commit consumed offsets when Flink finalizes a checkpoint (needs ``group_id``
-      and checkpointing, see pipelines/runners.py). Batches close with the bundle, and Flink ends
-      a bundle before a checkpoint, so no record a committed offset covers is still in a batch.
+      and checkpointing, see pipelines/runners.py). Flink takes the reader's checkpoint between
+      two batches, so no record a committed offset covers is still in an unsent batch.
     timestamp_policy: ``CreateTime`` (default: the producer's record time, which the generator
       sets to the event time), ``LogAppendTime`` or ``ProcessingTime``.
     max_num_records / max_read_time_s: make the read bounded (demos and tests only).
-    max_batch_records / max_batch_bytes: the batch bounds.
+    max_batch_records / max_batch_bytes / max_batch_ms: the batch bounds (a batch also closes
+      when the reader has no more records ready; with ``max_num_records`` or
+      ``max_read_time_s``, at each bundle's end, and ``max_batch_ms`` does not apply).
     expansion_service: defaults to :func:`expansion_service`.
   """
 
@@ -291,6 +298,7 @@ class ReadKafkaBatches(beam.PTransform):
       max_read_time_s: Optional[int] = None,
       max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
       max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+      max_batch_ms: int = DEFAULT_MAX_BATCH_MS,
       expansion_service: Optional[JavaJarExpansionService] = None,  # pylint: disable=redefined-outer-name
       label: Optional[str] = None):
     super().__init__(label)
@@ -303,8 +311,9 @@ class ReadKafkaBatches(beam.PTransform):
     if timestamp_policy not in (ReadFromKafka.create_time_policy,
                                 ReadFromKafka.log_append_time, ReadFromKafka.processing_time_policy):
       raise ValueError(f'unknown timestamp_policy {timestamp_policy!r}')
-    if max_batch_records < 1 or max_batch_bytes < 1:
-      raise ValueError('max_batch_records and max_batch_bytes must be positive')
+    if max_batch_records < 1 or max_batch_bytes < 1 or max_batch_ms < 0:
+      raise ValueError('max_batch_records and max_batch_bytes must be positive, max_batch_ms '
+                       'not negative')
     self._topics = dict(topics)
     config = _client_config(bootstrap_servers, consumer_config)
     config.setdefault('auto.offset.reset', start_offset)
@@ -321,6 +330,7 @@ class ReadKafkaBatches(beam.PTransform):
     self._max_read_time_s = max_read_time_s
     self._max_batch_records = max_batch_records
     self._max_batch_bytes = max_batch_bytes
+    self._max_batch_ms = max_batch_ms
     self._expansion_service = expansion_service
 
   def __repr__(self):  # never show the consumer config (secrets)
@@ -335,7 +345,8 @@ class ReadKafkaBatches(beam.PTransform):
         max_num_records=self._max_num_records,
         max_read_time=self._max_read_time_s,
         max_batch_records=self._max_batch_records,
-        max_batch_bytes=self._max_batch_bytes))
+        max_batch_bytes=self._max_batch_bytes,
+        max_batch_millis=self._max_batch_ms))
     read = ExternalTransform(READ_BATCHES_URN, payload,
                              self._expansion_service or expansion_service())
     return (

@@ -4,9 +4,11 @@
  * Read through Beam's own KafkaIO from Python, every Kafka record crosses the Fn API into the
  * Java harness, becomes a Row there (KafkaIO's metadata Row: topic, partition, offset,
  * timestamp, key, value, headers), and crosses the Fn API again into Python, one element each.
- * Here the Java harness packs the records of a bundle into a few elements in a compact
- * layout that Python decodes with numpy (transforms/kafka_io.py, decode_batch), so Python
- * pays its per-element cost once per batch, not once per message.
+ * Here the records are packed into batches in a compact layout that Python decodes with numpy
+ * (transforms/kafka_io.py, decode_batch), so Python pays its per-element cost once per batch,
+ * not once per message: by KafkaBatchSource, KafkaIO's source wrapped so that Flink itself reads
+ * one element per batch (no record crosses the Fn API at all); or, for a bounded read
+ * (maxNumRecords, maxReadTime count records, not batches), by a Java DoFn after KafkaIO's read.
  *
  * Layout of one batch, little-endian:
  *
@@ -17,8 +19,9 @@
  *   the keys' bytes one after the other, then the values' bytes.
  *
  * Batches never wait for more input: a batch closes when it holds maxBatchRecords records or
- * maxBatchBytes bytes of keys and values, and whatever is left goes out when the bundle ends.
- * The Flink runner ends a bundle before it takes a checkpoint, so every record a checkpoint's
+ * maxBatchBytes bytes of keys and values, when the reader has no more records ready or has
+ * filled it for maxBatchMillis (KafkaBatchSource), or when the bundle ends (the DoFn; the Flink
+ * runner ends a bundle before it takes a checkpoint). Either way every record a checkpoint's
  * offsets cover has been handed on before those offsets are committed (commitOffsetInFinalize),
  * as with KafkaIO alone.
  *
@@ -37,8 +40,10 @@ import java.util.List;
 import java.util.Map;
 import org.apache.beam.sdk.coders.ByteArrayCoder;
 import org.apache.beam.sdk.expansion.ExternalTransformRegistrar;
+import org.apache.beam.sdk.io.Read;
 import org.apache.beam.sdk.io.kafka.KafkaIO;
 import org.apache.beam.sdk.io.kafka.KafkaRecord;
+import org.apache.beam.sdk.io.kafka.KafkaSources;
 import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.ExternalTransformBuilder;
 import org.apache.beam.sdk.transforms.PTransform;
@@ -46,6 +51,7 @@ import org.apache.beam.sdk.transforms.ParDo;
 import org.apache.beam.sdk.transforms.windowing.GlobalWindow;
 import org.apache.beam.sdk.values.PBegin;
 import org.apache.beam.sdk.values.PCollection;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.joda.time.Duration;
 import org.joda.time.Instant;
 
@@ -65,7 +71,11 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
     Map<String, Object> consumer = new HashMap<>(config.consumerConfig);
     String servers = (String) consumer.remove("bootstrap.servers");
     KafkaIO.Read<byte[], byte[]> read =
-        KafkaIO.readBytes().withBootstrapServers(servers).withTopics(config.topics)
+        KafkaIO.<byte[], byte[]>read()
+            .withKeyDeserializerAndCoder(ByteArrayDeserializer.class, ByteArrayCoder.of())
+            .withValueDeserializerAndCoder(ByteArrayDeserializer.class, ByteArrayCoder.of())
+            .withBootstrapServers(servers)
+            .withTopics(config.topics)
             .withConsumerConfigUpdates(consumer);
     String policy = config.timestampPolicy == null ? "CreateTime" : config.timestampPolicy;
     switch (policy) {
@@ -83,6 +93,16 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
     }
     if (Boolean.TRUE.equals(config.commitOffsetInFinalize)) {
       read = read.commitOffsetsInFinalize();
+    }
+    if (config.maxNumRecords == null && config.maxReadTime == null) {
+      return input.apply(
+          "Read",
+          Read.from(
+              new KafkaBatchSource(
+                  KafkaSources.unboundedSource(read),
+                  config.maxBatchRecords,
+                  config.maxBatchBytes,
+                  config.maxBatchMillis)));
     }
     if (config.maxNumRecords != null) {
       read = read.withMaxNumRecords(config.maxNumRecords);
@@ -147,7 +167,8 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
     }
   }
 
-  static byte[] encode(List<KafkaRecord<byte[], byte[]>> records) {
+  /** The records in the layout above. */
+  public static byte[] encode(List<KafkaRecord<byte[], byte[]>> records) {
     int n = records.size();
     Map<String, Integer> topicIndex = new HashMap<>();
     List<byte[]> topicNames = new ArrayList<>();
@@ -224,6 +245,7 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
     Long maxReadTime;
     long maxBatchRecords = 5000;
     long maxBatchBytes = 4L << 20;
+    long maxBatchMillis = 20;
 
     public void setConsumerConfig(Map<String, String> consumerConfig) {
       this.consumerConfig = consumerConfig;
@@ -255,6 +277,10 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
 
     public void setMaxBatchBytes(Long maxBatchBytes) {
       this.maxBatchBytes = maxBatchBytes;
+    }
+
+    public void setMaxBatchMillis(Long maxBatchMillis) {
+      this.maxBatchMillis = maxBatchMillis;
     }
   }
 

@@ -1,0 +1,187 @@
+/*
+ * KafkaIO's unbounded source with its records handed on in batches (ReadKafkaBatches' layout).
+ *
+ * With Beam's use_deprecated_read, Flink runs an UnboundedSource natively
+ * (UnboundedSourceWrapper): it calls advance() and emits getCurrent() once per element, and
+ * updates its reader metrics after every advance(). This source wraps KafkaIO's own: one
+ * advance() takes as many records as the inner reader has ready, up to a batch's bounds, so
+ * Flink emits, meters and hands on one element per batch. No Java DoFn is needed after it, so
+ * no record crosses the Fn API into the Java harness either.
+ *
+ * Exactly-once is KafkaIO's: the checkpoint mark is the inner reader's, taken by Flink between
+ * two advance() calls, when every record the inner reader has consumed is in an emitted batch;
+ * finalizing it commits the offsets (commitOffsetsInFinalize) as KafkaIO alone does.
+ */
+package attackdetection.kafka;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.NoSuchElementException;
+import org.apache.beam.sdk.coders.ByteArrayCoder;
+import org.apache.beam.sdk.coders.Coder;
+import org.apache.beam.sdk.io.UnboundedSource;
+import org.apache.beam.sdk.io.kafka.KafkaCheckpointMark;
+import org.apache.beam.sdk.io.kafka.KafkaRecord;
+import org.apache.beam.sdk.options.PipelineOptions;
+import org.joda.time.Instant;
+
+public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark> {
+  private static final long serialVersionUID = 1L;
+
+  private final UnboundedSource<KafkaRecord<byte[], byte[]>, KafkaCheckpointMark> inner;
+  private final int maxRecords;
+  private final long maxBytes;
+  private final long maxFillNanos;
+
+  KafkaBatchSource(
+      UnboundedSource<KafkaRecord<byte[], byte[]>, KafkaCheckpointMark> inner,
+      long maxRecords,
+      long maxBytes,
+      long maxFillMillis) {
+    this.inner = inner;
+    this.maxRecords = (int) Math.max(1, Math.min(maxRecords, Integer.MAX_VALUE));
+    this.maxBytes = Math.max(1, maxBytes);
+    this.maxFillNanos = Math.max(0, maxFillMillis) * 1_000_000L;
+  }
+
+  @Override
+  public List<KafkaBatchSource> split(int desiredNumSplits, PipelineOptions options)
+      throws Exception {
+    List<KafkaBatchSource> splits = new ArrayList<>();
+    for (UnboundedSource<KafkaRecord<byte[], byte[]>, KafkaCheckpointMark> split :
+        inner.split(desiredNumSplits, options)) {
+      splits.add(new KafkaBatchSource(split, maxRecords, maxBytes, maxFillNanos / 1_000_000L));
+    }
+    return splits;
+  }
+
+  @Override
+  public UnboundedReader<byte[]> createReader(
+      PipelineOptions options, KafkaCheckpointMark checkpointMark) throws IOException {
+    return new Reader(this, inner.createReader(options, checkpointMark));
+  }
+
+  @Override
+  public Coder<KafkaCheckpointMark> getCheckpointMarkCoder() {
+    return inner.getCheckpointMarkCoder();
+  }
+
+  @Override
+  public boolean requiresDeduping() {
+    return inner.requiresDeduping();
+  }
+
+  @Override
+  public Coder<byte[]> getOutputCoder() {
+    return ByteArrayCoder.of();
+  }
+
+  @Override
+  public void validate() {
+    inner.validate();
+  }
+
+  /**
+   * One batch per advance(): the inner reader's next record, then more while it has them ready
+   * without waiting long, up to maxRecords records, maxBytes bytes of keys and values, or
+   * maxFillNanos of filling (so that a steady trickle does not hold a batch back).
+   */
+  static final class Reader extends UnboundedReader<byte[]> {
+    private final KafkaBatchSource source;
+    private final UnboundedReader<KafkaRecord<byte[], byte[]>> inner;
+    private final List<KafkaRecord<byte[], byte[]>> pending = new ArrayList<>();
+    private byte[] current;
+    private Instant currentTimestamp;
+
+    Reader(KafkaBatchSource source, UnboundedReader<KafkaRecord<byte[], byte[]>> inner) {
+      this.source = source;
+      this.inner = inner;
+    }
+
+    @Override
+    public boolean start() throws IOException {
+      return inner.start() && fill();
+    }
+
+    @Override
+    public boolean advance() throws IOException {
+      return inner.advance() && fill();
+    }
+
+    /** Called with the inner reader on a record; leaves it on the batch's last one. */
+    private boolean fill() throws IOException {
+      pending.clear();
+      long bytes = 0;
+      Instant latest = null;
+      long started = System.nanoTime();
+      while (true) {
+        KafkaRecord<byte[], byte[]> record = inner.getCurrent();
+        Instant timestamp = inner.getCurrentTimestamp();
+        pending.add(record);
+        byte[] key = record.getKV().getKey();
+        byte[] value = record.getKV().getValue();
+        bytes += (key == null ? 0 : key.length) + (value == null ? 0 : value.length);
+        if (latest == null || timestamp.isAfter(latest)) {
+          latest = timestamp;
+        }
+        if (pending.size() >= source.maxRecords
+            || bytes >= source.maxBytes
+            || System.nanoTime() - started >= source.maxFillNanos
+            || !inner.advance()) {
+          break;
+        }
+      }
+      current = ReadKafkaBatches.encode(pending);
+      currentTimestamp = latest;
+      pending.clear();
+      return true;
+    }
+
+    @Override
+    public byte[] getCurrent() throws NoSuchElementException {
+      if (current == null) {
+        throw new NoSuchElementException();
+      }
+      return current;
+    }
+
+    @Override
+    public Instant getCurrentTimestamp() throws NoSuchElementException {
+      if (currentTimestamp == null) {
+        throw new NoSuchElementException();
+      }
+      return currentTimestamp;
+    }
+
+    @Override
+    public Instant getWatermark() {
+      return inner.getWatermark();
+    }
+
+    @Override
+    public CheckpointMark getCheckpointMark() {
+      return inner.getCheckpointMark();
+    }
+
+    @Override
+    public long getSplitBacklogBytes() {
+      return inner.getSplitBacklogBytes();
+    }
+
+    @Override
+    public long getTotalBacklogBytes() {
+      return inner.getTotalBacklogBytes();
+    }
+
+    @Override
+    public UnboundedSource<byte[], ?> getCurrentSource() {
+      return source;
+    }
+
+    @Override
+    public void close() throws IOException {
+      inner.close();
+    }
+  }
+}
