@@ -416,3 +416,18 @@ def test_generator_cli_refuses_avro_into_files(tmp_path, capsys):
   with pytest.raises(SystemExit):
     generate.main(['--output_dir', str(tmp_path), '--count', '3', '--network_format', 'avro'])
   assert 'Avro messages go to Kafka' in capsys.readouterr().err
+
+
+def test_malformed_registry_urls_schema_texts_and_ids_are_refused():
+  with pytest.raises(ValueError, match='not http'):
+    AvroDecoder(NETWORK, 'registry:8081')
+  with pytest.raises(SystemExit, match='not http'):
+    stream_job.message_decoders(PipelineOptions(
+        ['--network_format=avro', '--schema_registry_url=ftp://x']).view_as(
+            stream_job.StreamOptions))
+  with pytest.raises(AvroDecodeError, match='not JSON'):
+    avro_decode.check_writer_schema('[' * 200_000, NETWORK)
+  decoder = AvroDecoder(NETWORK, _closed_port_url())
+  with pytest.raises(AvroDecodeError, match='negative'):
+    decoder(b'\x00\xff\xff\xff\xfe' + _bare_network())
+  assert decoder._state is None, 'refused without asking the registry'

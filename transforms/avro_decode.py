@@ -137,8 +137,8 @@ def check_writer_schema(text: str, schema: RecordSchema) -> dict[str, Any]:
                           f'{MAX_AVRO_SCHEMA_BYTES}')
   try:
     writer = json.loads(text)
-  except ValueError as e:
-    raise AvroDecodeError(f'writer schema is not JSON: {e}') from None
+  except (ValueError, RecursionError) as e:
+    raise AvroDecodeError(f'writer schema is not JSON: {type(e).__name__}: {e}') from None
   if isinstance(writer, str):
     writer = {'type': writer}
   try:
@@ -261,6 +261,9 @@ class SchemaRegistry:
   """A Confluent-compatible schema registry's REST API: the two calls this product needs."""
 
   def __init__(self, url: str, timeout_s: Optional[float] = None):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.netloc:
+      raise ValueError(f'schema registry URL {url!r} is not http(s)://host[:port][/path]')
     self.url = url.rstrip('/')
     self._timeout_s = REGISTRY_TIMEOUT_S if timeout_s is None else timeout_s
 
@@ -274,8 +277,10 @@ class SchemaRegistry:
       with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
         answer = _read_bounded(response, 2 * MAX_AVRO_SCHEMA_BYTES, deadline)
     except urllib.error.HTTPError as e:
-      if e.code == 404:
-        raise UnknownSchemaId(f'schema registry {self.url} has no {path}') from None
+      if 400 <= e.code < 500 and e.code not in (401, 403, 408, 429):
+        # The registry's answer about this id or subject, not about itself.
+        raise UnknownSchemaId(f'schema registry {self.url} answered HTTP {e.code} for '
+                              f'{path}') from None
       raise RegistryUnavailable(f'schema registry {self.url} answered HTTP {e.code} '
                                 f'for {path}') from None
     except (OSError, http.client.HTTPException, ValueError) as e:
@@ -283,7 +288,7 @@ class SchemaRegistry:
                                 f'{type(e).__name__}: {e}') from None
     try:
       return json.loads(answer)
-    except ValueError:
+    except (ValueError, RecursionError):
       raise RegistryUnavailable(f'schema registry {self.url} answered no JSON for '
                                 f'{path}') from None
 
@@ -323,7 +328,9 @@ class AvroDecoder:
     self.schema = schema
     self.registry_url = None if writer_schema is not None else registry_url
     self.writer_schema = writer_schema
-    if self.registry_url is None:
+    if self.registry_url is not None:
+      SchemaRegistry(self.registry_url)  # a malformed URL fails at start
+    else:
       text = writer_schema if writer_schema is not None else json.dumps(message_schema(schema))
       self._fixed = _Resolution(check_writer_schema(text, schema), schema)  # fails at start
     self._state = None
@@ -362,6 +369,8 @@ class AvroDecoder:
       raise AvroDecodeError(f'magic byte 0x{payload[0]:02x}, not 0x00: not the Confluent '
                             f'wire format{hint}')
     schema_id = struct.unpack_from('>i', payload, 1)[0]
+    if schema_id < 0:
+      raise AvroDecodeError(f'schema id {schema_id} is negative')
     return _read_body(payload[HEADER_BYTES:], self._resolution(schema_id), self.schema.stream)
 
   def _resolution(self, schema_id: int) -> _Resolution:
