@@ -4,7 +4,8 @@ Kafka broker into ``python -m pipelines.stream --runner=FlinkRunner`` on an embe
 Network messages are in the Confluent wire format, their schema registered in a schema
 registry (tests/registry_stub.py: no real registry runs here, docs/avro.md); host messages are
 bare Avro bodies read with a schema file. The archive holds exactly the valid records sent, and
-dead_letter/ exactly the broken messages, whole, with their bytes.
+dead_letter/ exactly the broken messages, whole, with their bytes. And the generator's command
+line sends Avro with a registry.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import Consumer
 
 from generator.avro_messages import AvroEncoder
 from generator.messages import Message
 from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
 from harness.kafka import make_topics
-from pipelines import stream as stream_job
+from pipelines import generate, stream as stream_job
 from schemas import avro as avro_schemas
 from schemas.records import SCHEMAS
 from tests.helpers import read_output
 from tests.registry_stub import RegistryStub
+from transforms.avro_decode import AvroDecodeError, AvroDecoder
 
 pytestmark = [
     pytest.mark.integration,
@@ -110,3 +113,51 @@ def test_avro_messages_through_kafka_on_flink(kafka_bootstrap, synthetic_model_d
   assert registry.requests >= 1, 'the network schema came from the registry'
   print(f'[accounting] sent {len(sent)} Avro messages (broken {len(malformed)}): archived '
         f'network {len(network)}, host records {host_records}; dead letters {len(dead)}')
+
+
+def _read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[bytes]:
+  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': f'check-{uuid.uuid4().hex}',
+                       'auto.offset.reset': 'earliest', 'enable.auto.commit': False})
+  consumer.subscribe([topic])
+  values, deadline = [], time.monotonic() + timeout_s
+  try:
+    while len(values) < count and time.monotonic() < deadline:
+      msg = consumer.poll(0.5)
+      if msg is not None and not msg.error():
+        values.append(msg.value())
+  finally:
+    consumer.close()
+  return values
+
+
+def test_generator_cli_sends_avro_with_a_registry(kafka_bootstrap, tmp_path):
+  """python -m pipelines.generate --network_format=avro --schema_registry_url=...: the schema is
+  registered under <topic>-value, every message is in the wire format with its id, and exactly
+  the messages the report calls malformed are refused by the job's decoder."""
+  topic = f'avro_gen_{uuid.uuid4().hex[:8]}'
+  make_topics(kafka_bootstrap, [topic])
+  registry = RegistryStub()
+  try:
+    report_path = tmp_path / 'report.json'
+    assert generate.main([
+        '--bootstrap_servers', kafka_bootstrap, '--streams', 'network', '--network_topic', topic,
+        '--network_format', 'avro', '--schema_registry_url', registry.url, '--count', '200',
+        '--rate', '0', '--malformed_fraction', '0.1', '--seed', '5', '--no_progress',
+        '--report_json', str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    values = _read_topic(kafka_bootstrap, topic, 200)
+    assert len(values) == 200
+    decoder = AvroDecoder(SCHEMAS['network'], registry.url)
+    refused = 0
+    for value in values:
+      try:
+        record = decoder(value)
+      except AvroDecodeError:
+        refused += 1
+      else:
+        assert record['uuid'] and record['protocol_type'] in ('tcp', 'udp', 'icmp')
+    assert refused == report['malformed'] > 0
+    assert [s['schema'] for s in registry.schemas.values()] == [
+        json.dumps(avro_schemas.message_schema(SCHEMAS['network']))]
+  finally:
+    registry.close()
