@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,11 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   </dependencies>
 </project>
 """
+
+
+# name-version.jar, the version from the first dash-separated part that starts with a digit and
+# runs to the end (the shortest name for which it does).
+_VERSIONED_JAR = re.compile(r'^(.+?)-(\d[\w.]*(?:-\d+)*)\.jar$')
 
 
 class PeerUnavailable(RuntimeError):
@@ -169,11 +175,9 @@ def _pyspark_jars(python: str) -> str:
 
 
 def _artifact(jar: str) -> str:
-  """``kafka-clients-3.9.2.jar`` -> ``kafka-clients``."""
-  parts = jar[:-len('.jar')].split('-')
-  while parts and parts[-1][:1].isdigit():
-    parts.pop()
-  return '-'.join(parts)
+  """``kafka-clients-3.9.2.jar`` -> ``kafka-clients`` (and ``spark-sql-kafka-0-10_2.13``)."""
+  match = _VERSIONED_JAR.match(jar)
+  return match.group(1) if match else jar
 
 
 def java_major() -> int:
@@ -410,7 +414,8 @@ def _table(result: dict[str, Any]) -> str:
         f"{common.fmt(r['all_archived_s'], 1):>8} {common.fmt(r['cpu_s'], 1):>7} "
         f"{common.fmt(r['cpu_us_per_record']):>7} {common.fmt(r['peak_rss_mb']):>11} "
         f"{r['records_archived']:>9,}  {verdict}" + ('' if r['status'] == 'complete'
-                                                     else f" ({r['status']})"))
+                                                     else f" ({r['status']})") +
+        (f"; load {r['load_avg_at_start'][0]}" if r.get('load_avg_at_start') else ''))
   summary = result['summary']
   lines.append('')
   for name in ('product', 'peer'):
@@ -441,6 +446,10 @@ def _table(result: dict[str, Any]) -> str:
          f"({common.fmt(goal['sustained_factor_short'], 2)}x its rate here) and "
          f"{common.fmt(goal['overall_needed_per_s'])}/s overall "
          f"({common.fmt(goal['overall_factor_short'], 2)}x)"))
+  lines.append(
+      f"CPU per record, product / peer: {common.fmt(ratio['cpu_us_per_record'], 2)} (what a busy "
+      f"machine changes least: there the rates are each job's share of contested cores, "
+      f"load {result['machine']['load_avg_at_start']} at start)")
   lines.append('startup: process start -> first archived row; overall: first archived row -> '
                'all archived; (excl.1st): the same without the first output\'s rows; whole: process start -> all archived; CPU: every process of the '
                'job (JVMs, Python), sampled every poll; peak RSS: summed per-role peaks')
@@ -573,11 +582,12 @@ def main(argv=None) -> dict[str, Any]:
         for system in ('product', 'peer'):
           work = tempfile.mkdtemp(prefix=f'{system}-{round_}-', dir=work_root)
           common.log(f'run {round_}/{args.runs}: {system}')
+          load = [round(x, 1) for x in os.getloadavg()]
           if system == 'product':
             run = run_product(bootstrap, topics, expected, args, work, extra)
           else:
             run = run_peer(bootstrap, topics['network'], expected, args, work, python, jars)
-          run.update(system=system, round=round_)
+          run.update(system=system, round=round_, load_avg_at_start=load)
           rows = run['records_archived']
           run['cpu_us_per_record'] = run['cpu_s'] / rows * 1e6 if rows else None
           run['records_per_s_after_first'] = after_first_output(run)

@@ -1,0 +1,59 @@
+"""benchmarks.peer's own logic without Kafka, Flink or Spark: the row-for-row comparison of two
+archives, and the jar names it leaves out because pyspark ships them."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks import peer
+
+
+def _archive(uuids, predictions, version='v1'):
+  return pa.table({'uuid': pa.array(uuids, pa.string()),
+                   'prediction': pa.array(predictions, pa.int64()),
+                   'score': pa.array([0.9 if p else 0.1 for p in predictions], pa.float64()),
+                   'model_version': pa.array([version] * len(uuids), pa.string())})
+
+
+REFERENCE = _archive(['a', 'b', 'c', 'd'], [0, 1, 0, 1])
+
+
+def test_identical_outputs_in_another_order_compare_equal(tmp_path):
+  pq.write_table(_archive(['d', 'c'], [1, 0]), tmp_path / 'part-1.parquet')
+  pq.write_table(_archive(['b', 'a'], [1, 0]), tmp_path / 'part-0.parquet')
+  pq.write_table(_archive(['x'], [1]), tmp_path / '.part-2.parquet.inprogress')  # not finished
+  result = peer.compare(REFERENCE, peer.read_predictions(str(tmp_path)))
+  assert result['identical'], result
+  assert result['alerts'] == 2 and result['max_score_difference'] == 0
+
+
+@pytest.mark.parametrize('other, broken', [
+    (_archive(['a', 'b', 'c', 'd'], [0, 1, 1, 1]), 'predictions_differ'),
+    (_archive(['a', 'b', 'c'], [0, 1, 0]), 'only_in_reference'),
+    (_archive(['a', 'b', 'c', 'd', 'd'], [0, 1, 0, 1, 1]), 'duplicates'),
+    (_archive(['a', 'b', 'c', 'e'], [0, 1, 0, 1]), 'only_in_reference'),
+])
+def test_a_flipped_missing_duplicated_or_foreign_row_is_a_difference(other, broken):
+  result = peer.compare(REFERENCE, other)
+  assert not result['identical']
+  assert result[broken] == 1, result
+
+
+def test_another_model_version_is_a_difference():
+  result = peer.compare(REFERENCE, _archive(['a', 'b', 'c', 'd'], [0, 1, 0, 1], version='v2'))
+  assert not result['same_model'] and not result['identical']
+
+
+def test_jar_names_lose_their_versions_only():
+  assert peer._artifact('kafka-clients-3.9.2.jar') == 'kafka-clients'
+  assert peer._artifact('spark-sql-kafka-0-10_2.13-4.2.0.jar') == 'spark-sql-kafka-0-10_2.13'
+  assert peer._artifact('zstd-jni-1.5.7-7.jar') == 'zstd-jni'
+
+
+def test_overall_rate_without_the_first_output():
+  run = {'samples': [(1.0, 0), (2.0, 50), (3.0, 50), (4.0, 100)], 'first_output_s': 2.0,
+         'all_archived_s': 4.0, 'records_archived': 100}
+  assert peer.after_first_output(run) == 25.0
+  assert peer.after_first_output(dict(run, first_output_s=None)) is None
