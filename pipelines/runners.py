@@ -21,9 +21,9 @@ Flink it makes ``--runner=FlinkRunner`` alone run here, with no Docker and no do
   backend, and the bundle settings of :data:`STREAMING_FLINK_DEFAULTS`;
 * with ``--checkpoint_dir``: checkpoints kept there and the job resumed from the newest one.
 
-A flag the command line gives always wins. Only the Flink runner is set up here (the
-DirectRunner needs nothing); another runner (Spark) would get its own section and its own
-branch in :func:`with_runner_defaults`.
+A flag the command line gives always wins. The DirectRunner needs nothing; the SparkRunner
+has its own section below (:func:`with_spark_defaults`, :func:`spark_job_server`; batch jobs
+only, docs/spark.md).
 
 Every server the Flink JVMs start listens on loopback only (:func:`flink_job_server`; Beam
 itself binds all interfaces, see docs/RUNTIME.md).
@@ -473,8 +473,10 @@ SPARK_LOCAL_IP = '127.0.0.1'
 SPARK_STREAMING_REFUSAL = (
     'The streaming job (--source=kafka) cannot run on the SparkRunner: Beam\'s portable Spark '
     'runner has no support, in streaming mode, for user state (apache/beam#20396) and timers '
-    '(apache/beam#20397), which the host join and the Parquet sink use, nor for checkpointing '
-    'the unbounded splittable DoFn that the cross-language KafkaIO read is '
+    '(apache/beam#20397), which the host join, the incidents and the volume baselines use, '
+    'nor for the unbounded Kafka read: its streaming translator has no translation for a read '
+    '(beam:transform:read:v1: the job fails there) and portable runners cannot checkpoint the '
+    'unbounded splittable DoFn that the cross-language KafkaIO read is otherwise '
     '(apache/beam#20979). Run the stream job on Flink (--runner=FlinkRunner), or on Spark as a '
     'bounded job with --source=files; see docs/spark.md.')
 
