@@ -16,13 +16,20 @@ rows, the method and its hyperparameters, and measure the result):
   category never seen, so records outside the training support are scored as anomalous
   instead of inheriting the score of the nearest edge leaf.
 * ``isolation_forest`` -- IsolationForest (Liu et al. 2008) on the same features.
+* ``gaussian_mixture`` -- a Gaussian mixture (diagonal covariances) on the scaled features of
+  the *distinct* records, and minus its log-likelihood as the anomaly score. Each record first
+  falls into a coarse cell (every log-scaled number rounded to :data:`CELL_WIDTH`); the mixture
+  learns one record per cell, so a flood of near-identical records (smurf, neptune: thousands
+  of copies of a few cells) weighs as much as a handful of normal connections instead of
+  becoming "normal traffic". No label is needed for that: it is the records' own rarity.
 
 What they learn as normal traffic matters more than which one it is (see
 :func:`auto_methods` and ``--reference``): the records labelled normal when the archive has
 labels (KDD Cup data is ~80% smurf / neptune floods, so density learned from all records calls
 the floods normal), all records otherwise. With labels, cross-validation on the held-out
-labels picks the method and its grid point; without, IsolationForest (floods are frequent
-patterns, which the real-vs-synthetic forest learns as normal).
+labels picks the method and its grid point; without, a label-free criterion does (the area
+under the mass-volume curve, model/criteria.py) among the Gaussian mixtures and
+IsolationForest (the real-vs-synthetic forest learns floods, frequent patterns, as normal).
 
 Supervised (labels needed; the process and memory detectors, or ``--method`` for network):
 
@@ -44,6 +51,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import (HistGradientBoostingClassifier, IsolationForest,
                               RandomForestClassifier)
+from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 
 from model import serving
@@ -51,7 +59,7 @@ from model.detector import ScoredDetector
 from model.features import preprocessor
 from schemas.records import SCHEMAS, RecordSchema
 
-UNSUPERVISED = ('rf_synthetic', 'isolation_forest')
+UNSUPERVISED = ('gaussian_mixture', 'rf_synthetic', 'isolation_forest')
 SUPERVISED = ('hgb', 'random_forest')
 METHODS = UNSUPERVISED + SUPERVISED
 
@@ -61,6 +69,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      'max_samples': 50_000, 'uniform_share': 0.1, 'widen': 0.5,
                      'synthetic_ratio': 1.0},
     'isolation_forest': {'n_estimators': 200, 'max_samples': 1024, 'max_features': 1.0},
+    'gaussian_mixture': {'n_components': 8, 'reg_covar': 0.1, 'cell_width': 0.5,
+                         'max_cells': 50_000},
     'hgb': {'learning_rate': 0.1, 'max_leaf_nodes': 31, 'l2_regularization': 0.0,
             'max_iter': 300},
     'random_forest': {'n_estimators': 150, 'min_samples_leaf': 2, 'max_features': 'sqrt',
@@ -72,12 +82,14 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
     'default': {
         'rf_synthetic': {'uniform_share': [0.1, 0.25], 'min_samples_leaf': [2, 10]},
         'isolation_forest': {'max_samples': [256, 1024, 4096], 'max_features': [1.0, 0.5]},
+        'gaussian_mixture': {'n_components': [4, 8, 16]},
         'hgb': {'max_leaf_nodes': [15, 63], 'l2_regularization': [0.0, 1.0]},
         'random_forest': {'min_samples_leaf': [1, 5]},
     },
     'small': {
         'rf_synthetic': {'min_samples_leaf': [2]},
         'isolation_forest': {'max_samples': [256, 1024]},
+        'gaussian_mixture': {'n_components': [4, 8]},
         'hgb': {'max_leaf_nodes': [15, 31]},
         'random_forest': {'min_samples_leaf': [2]},
     },
@@ -89,19 +101,24 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
 UNLABELLED_DEFAULTS: dict[str, dict[str, Any]] = {'isolation_forest': {'max_samples': 256}}
 
 
+# What ``--method auto`` fits without labels: the mixture, whose grid point the label-free
+# criterion (model/criteria.py) chooses, and IsolationForest beside it as the baseline.
+LABEL_FREE = ('gaussian_mixture', 'isolation_forest')
+LABEL_FREE_BASELINE = 'isolation_forest'
+
+
 def auto_methods(detector: str, has_labels: bool) -> tuple[str, ...]:
-  """What ``--method auto`` tries. Network: both label-free methods when held-out labels can
-  choose between them; without labels, IsolationForest alone. The real-vs-synthetic forest
-  learns every frequent pattern as normal, and a flood (thousands of near-identical attack
-  records: neptune, smurf) is a frequent pattern, so on an unlabelled archive it scores
-  floods as normal (its held-out ROC-AUC on unlabelled synthetic traffic with a few percent of
-  floods is far below IsolationForest's: benchmarks/README.md, 'Figures behind the code's
-  defaults'); learning from records labelled normal, both work.
-  Detectors whose schema is supervised by default (the host streams): the supervised
-  classifiers."""
+  """What ``--method auto`` tries. Network: all label-free methods when held-out labels can
+  choose between them; without labels, :data:`LABEL_FREE`, chosen by the mass-volume
+  criterion. The real-vs-synthetic forest is left out then: it learns every frequent pattern
+  as normal, and a flood (thousands of near-identical attack records: neptune, smurf) is a
+  frequent pattern, so on an unlabelled archive it scores floods as normal (benchmarks/
+  README.md, 'Figures behind the code's defaults'); learning from records labelled normal,
+  all work. Detectors whose schema is supervised by default (the host streams): the
+  supervised classifiers."""
   if SCHEMAS[detector].supervised_by_default:
     return SUPERVISED
-  return UNSUPERVISED if has_labels else ('isolation_forest',)
+  return UNSUPERVISED if has_labels else LABEL_FREE
 
 
 def default_params(method: str, has_labels: bool = True) -> dict[str, Any]:
@@ -234,6 +251,80 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     return self.forest_.feature_importances_
 
 
+# ---- the Gaussian mixture on distinct records -----------------------------------------------
+
+# Cell width on the log scale of the features: records closer than this in every feature are
+# one pattern (a flood's copies, a scan's probes), learned once.
+CELL_WIDTH = 0.5
+# The least scale of a feature (its spread among the distinct records): a feature constant in
+# training keeps a finite, large weight for the values it never took.
+SCALE_FLOOR = 0.05
+
+
+def distinct_cells(X: np.ndarray, cell_width: float) -> np.ndarray:
+  """Indices of one row per coarse cell of ``X`` (each value rounded to ``cell_width``), in
+  row order: a flood of near-identical rows keeps one."""
+  X = np.asarray(X, dtype=float)
+  if len(X) == 0:
+    return np.zeros(0, dtype=np.int64)
+  cells = np.round(X / cell_width) if cell_width > 0 else X
+  _, first = np.unique(cells, axis=0, return_index=True)
+  return np.sort(first)
+
+
+class DensityMixture(ClassifierMixin, BaseEstimator):
+  """A diagonal Gaussian mixture of the distinct cells of its training rows; the anomaly score
+  is a monotone map of minus the log-likelihood into [0, 1).
+
+  ``predict_proba(X)[:, 1]`` is ``0.5 + atan((nll - center) / spread) / pi``: ``center`` and
+  ``spread`` are the median and the interquartile range of the training cells' nll, so half
+  the training cells score below 0.5, and the map is strictly increasing (a record twice as
+  far out always scores higher: no two distinct likelihoods tie at 1.0, unlike a logistic).
+  """
+
+  def __init__(self, n_components=8, reg_covar=0.1, cell_width=CELL_WIDTH, max_cells=50_000,
+               scale_floor=SCALE_FLOOR, max_iter=200, random_state=0):
+    self.n_components = n_components
+    self.reg_covar = reg_covar
+    self.cell_width = cell_width
+    self.max_cells = max_cells
+    self.scale_floor = scale_floor
+    self.max_iter = max_iter
+    self.random_state = random_state
+
+  def fit(self, X, y=None):
+    X = np.asarray(X, dtype=float)
+    cells = distinct_cells(X, self.cell_width)
+    if self.max_cells and len(cells) > self.max_cells:
+      rng = np.random.default_rng(self.random_state)
+      cells = np.sort(rng.choice(cells, int(self.max_cells), replace=False))
+    reference = X[cells]
+    self.scale_ = reference.std(axis=0) + self.scale_floor
+    scaled = reference / self.scale_
+    components = int(max(1, min(self.n_components, len(cells))))
+    self.mixture_ = GaussianMixture(
+        components, covariance_type='diag', reg_covar=self.reg_covar, max_iter=self.max_iter,
+        random_state=self.random_state).fit(scaled)
+    nll = -self.mixture_.score_samples(scaled)
+    low, self.center_, high = np.percentile(nll, [25, 50, 75])
+    self.spread_ = float(max(high - low, 1e-6))
+    self.center_ = float(self.center_)
+    self.cells_ = int(len(cells))
+    self.classes_ = np.array([0, 1])
+    self.n_features_in_ = X.shape[1]
+    return self
+
+  def negative_log_likelihood(self, X) -> np.ndarray:
+    return -self.mixture_.score_samples(np.asarray(X, dtype=float) / self.scale_)
+
+  def predict_proba(self, X):
+    score = 0.5 + np.arctan((self.negative_log_likelihood(X) - self.center_) / self.spread_) / np.pi
+    return np.column_stack([1.0 - score, score])
+
+  def predict(self, X):
+    return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+
 def column_blocks(features, feature_columns) -> dict[str, list[int]]:
   """Matrix columns of each raw column, from a fitted preprocessor's output names
   (``numeric__src_bytes``, ``categorical__service_http``)."""
@@ -279,6 +370,10 @@ def fit(schema: RecordSchema, method: str, params: dict[str, Any], X, y=None, *,
     pipeline = Pipeline([('features', features.set_output(transform='pandas')),
                          ('model', model)]).fit(X)
     return ScoredDetector(_serving(pipeline), 'predict_proba', 0.5)
+  if method == 'gaussian_mixture':
+    model = DensityMixture(random_state=random_state, **params)
+    pipeline = Pipeline([('features', features), ('model', model)]).fit(X)
+    return ScoredDetector(pipeline, 'predict_proba', 0.5)
   if method == 'isolation_forest':
     params = dict(params)
     max_samples = min(int(params.pop('max_samples')), len(X))
@@ -322,6 +417,7 @@ def describe(method: str) -> str:
   return {
       'rf_synthetic': 'RandomForest real-vs-synthetic (product of marginals, widened)',
       'isolation_forest': 'IsolationForest',
+      'gaussian_mixture': 'Gaussian mixture of the distinct records (floods learned once)',
       'hgb': 'HistGradientBoosting, balanced class weights',
       'random_forest': 'RandomForest, balanced class weights',
   }[method]

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
+import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
-from model import evaluation, methods, registry, report, signing, training
+from model import criteria, dataset, evaluation, methods, registry, report, signing, training
+from model.profile import PROFILE_FILE, NormalProfile
 from model.results import Decision, TrainingSummary
 
 # The metrics the manifest, the summary and the report show first.
@@ -44,14 +47,42 @@ def publish(result: TrainingSummary, config: training.RetrainConfig, *, gate_tol
     # when skops cannot hold the model (registry.dumps_model), as its registry copy will be.
     estimator = registry.loads_model(training.read_bytes(final.model_path), final.model_format,
                                      allow_pickle=final.model_format == 'joblib')
+    profile = normal_profile(result, config, estimator)
     decision.version = registry.publish(
         config.model_dir, config.detector, estimator, signing_key=signing_key,
+        extra_files={PROFILE_FILE: profile.to_bytes()},
         feature_columns=list(config.schema.feature_columns),
         training_rows=final.training_rows,
         training_time_range=tuple(result.stats['time_range']),
         parameters=manifest_parameters(result, config, sample_rows),
         metrics=manifest_metrics(result, decision), version=version)
   return decision
+
+
+def profile_rows(result: TrainingSummary, config: training.RetrainConfig,
+                 estimator) -> pd.DataFrame:
+  """The rows the normal profile describes: the train split's records labelled normal when the
+  model learned from those; without labels, the distinct train records the model itself scores
+  below its alert threshold (a flood of identical records counts once, and what the model
+  alerts on is not "normal")."""
+  frame = training.load_sample(result.sample['path'])
+  train = frame[frame[training.SPLIT] == 0]
+  y = train[dataset.Y].to_numpy()
+  if result.sample['reference'] == 'normal' or (result.sample['has_labels']
+                                                and result.chosen in methods.SUPERVISED):
+    return dataset.feature_frame(config.schema, train[y == 0])
+  X = dataset.feature_frame(config.schema, train).drop_duplicates(ignore_index=True)
+  threshold = getattr(estimator, 'threshold', None)
+  if threshold is not None and len(X):
+    below = np.asarray(estimator.predict_proba(X)[:, 1]) < threshold
+    if below.any():
+      X = X[below]
+  return X
+
+
+def normal_profile(result: TrainingSummary, config: training.RetrainConfig,
+                   estimator) -> NormalProfile:
+  return NormalProfile.fit(config.schema, profile_rows(result, config, estimator))
 
 
 def manifest_parameters(result: TrainingSummary, config: training.RetrainConfig,
@@ -69,7 +100,9 @@ def manifest_parameters(result: TrainingSummary, config: training.RetrainConfig,
       'rows_read': result.stats['rows'], 'duplicates_dropped': result.stats['duplicates'],
       'sample_split_rows': result.sample['split_rows'],
       'sample_time_range': result.sample['sample_time_range'],
-      'report': report.REPORT_FILE,
+      'report': report.REPORT_FILE, 'normal_profile': PROFILE_FILE,
+      'criterion': ({'name': criteria.CRITERION, 'description': criteria.describe()}
+                    if result.metric == criteria.CRITERION else None),
   }
 
 

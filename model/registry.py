@@ -66,6 +66,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 TRUSTED_TYPES = (
     'model.detector.ScoredDetector',
     'model.methods.SyntheticContrastForest',
+    'model.methods.DensityMixture',
     'model.features.as_categories',
     'model.features.signed_log1p',
     'numpy.dtype',

@@ -23,6 +23,7 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, ro
 
 from apache_beam.io.filesystems import FileSystems
 
+from model import criteria, methods
 from model.results import Decision, TrainingSummary
 
 REPORT_FILE = 'report.html'
@@ -241,7 +242,9 @@ def render(result: TrainingSummary, evals: dict[str, dict[str, np.ndarray]],
                                                    'precision', 'recall'])]
   parts += ['<h2>Feature importances</h2>',
             _image(importance_figure(final.importances), 'feature importances')]
-  if result.cv:
+  if result.metric == criteria.CRITERION:
+    parts += criterion_section(result)
+  elif result.cv:
     parts += [f"<h2>Grid search ({result.cv_folds} folds, metric {result.metric})</h2>",
               _table(result.cv, ['method', 'params', 'mean', 'std', 'mean_other', 'folds',
                                     'fit_seconds'])]
@@ -254,6 +257,53 @@ def render(result: TrainingSummary, evals: dict[str, dict[str, np.ndarray]],
            '.ok{background:#e6f4e6}.refused{background:#fbe9e7}img{max-width:100%}')
   return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
           f'</title><style>{style}</style></head><body>{"".join(parts)}</body></html>')
+
+
+def criterion_figure(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> Optional[str]:
+  """One bar per candidate: its mass-volume area (lower is better), the chosen one marked."""
+  if not rows:
+    return None
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.2))
+  labels = [f"{r['method']} {r['point_text']}" for r in rows]
+  colors = [_COLORS[2] if r is chosen else _COLORS[0] for r in rows]
+  ax.barh(labels[::-1], [r['mean'] for r in rows][::-1], color=colors[::-1])
+  ax.set(xlabel=f'{criteria.CRITERION} (lower is better)',
+         title='Label-free criterion of every candidate')
+  ax.tick_params(axis='y', labelsize=8)
+  return _png(fig)
+
+
+def criterion_section(result: TrainingSummary) -> list[str]:
+  """For label-free models: the criterion that chose the model and every candidate on it."""
+  parts = ['<h2>How the model was chosen without labels</h2>',
+           f'<p>Criterion: <b>{html.escape(criteria.CRITERION)}</b>, the '
+           f'{html.escape(criteria.describe())}. No label is read: each candidate is fitted on '
+           'the train split and measured on the calibration split.</p>']
+  if not result.cv:
+    parts.append('<p class="note">Only one candidate (one method, one grid point): nothing '
+                 'for the criterion to choose between.</p>')
+    return parts
+  chosen_params = result.final.params
+  rows, chosen_row = [], None
+  for row in result.cv:
+    is_chosen = row['method'] == result.chosen and row.get('params') == chosen_params
+    entry = {**row, 'point_text': _short_point(row), 'chosen': is_chosen,
+             'candidate': f"{row['method']} {_short_point(row)}",
+             criteria.CRITERION: row['mean'], 'spread over draws': row.get('draw_std')}
+    rows.append(entry)
+    if is_chosen:
+      chosen_row = entry
+  parts += [_table(rows, ['candidate', 'chosen', criteria.CRITERION, 'spread over draws',
+                          'fit_seconds']),
+            _image(criterion_figure(rows, chosen_row), 'label-free criterion per candidate')]
+  return parts
+
+
+def _short_point(row: dict[str, Any]) -> str:
+  defaults = methods.DEFAULTS.get(row['method'], {})
+  point = {k: v for k, v in (row.get('params') or {}).items() if defaults.get(k) != v}
+  return ', '.join(f'{k}={v}' for k, v in sorted(point.items())) or '(defaults)'
 
 
 def write(directory: str, page: str) -> str:

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from model import dataset, evaluation, methods, registry
+from model import criteria, dataset, evaluation, methods, registry
+from model.features import preprocessor
 from model.results import CandidateResult, ChampionResult
 from schemas.records import SCHEMAS
 
@@ -191,8 +192,11 @@ def stage_sample(config: RetrainConfig, sample: pa.Table) -> dict[str, Any]:
 # ---- 2. cross-validation ---------------------------------------------------------------------
 
 def cv_tasks(config: RetrainConfig, info: dict[str, Any]) -> list[dict[str, Any]]:
-  """grid point x fold, when labels can judge; none otherwise."""
-  if not info['has_labels'] or config.folds < 2:
+  """grid point x fold, when labels can judge; without labels, one label-free criterion task
+  per grid point of the methods that have a criterion (model/criteria.py)."""
+  if not info['has_labels']:
+    return label_free_tasks(config, info)
+  if config.folds < 2:
     return []
   tasks = []
   for method in info['methods']:
@@ -203,6 +207,47 @@ def cv_tasks(config: RetrainConfig, info: dict[str, Any]) -> list[dict[str, Any]
       for fold in range(config.folds):
         tasks.append({'method': method, 'point': point_id, 'params': params, 'fold': fold})
   return tasks
+
+
+def label_free_tasks(config: RetrainConfig, info: dict[str, Any]) -> list[dict[str, Any]]:
+  """The mass-volume criterion of each grid point of the label-free methods; none when a single
+  method with a single point leaves nothing to choose."""
+  chosen = [m for m in info['methods'] if m in methods.UNSUPERVISED]
+  tasks = []
+  for method in chosen:
+    if method == methods.LABEL_FREE_BASELINE and len(chosen) > 1:
+      points = [methods.default_params(method, has_labels=False)]
+    else:
+      points = methods.grid_points(method, config.grid)
+    for point_id, params in enumerate(points):
+      tasks.append({'method': method, 'point': point_id, 'params': params, 'fold': None,
+                    'criterion': criteria.CRITERION})
+  if len(tasks) == 1:
+    return []
+  return tasks
+
+
+def run_criterion_task(config: RetrainConfig, info: dict[str, Any], task: dict[str, Any]
+                       ) -> dict[str, Any]:
+  """One candidate's label-free criterion: fitted on the train split, measured on the
+  calibration split (both through the same fitted preprocessor)."""
+  schema = config.schema
+  frame = _frames(config, info)
+  train, calibration = frame[frame[SPLIT] == 0], frame[frame[SPLIT] == 1]
+  if config.grid_rows and len(train) > config.grid_rows:
+    order = dataset.subsample_order(train[dataset.KEY].to_numpy())
+    train = train.iloc[np.sort(order[:config.grid_rows])]
+  features = preprocessor(schema).fit(dataset.feature_frame(schema, train))
+  started = time.perf_counter()
+  value = criteria.evaluate(
+      task['method'], task['params'], features.transform(dataset.feature_frame(schema, train)),
+      features.transform(dataset.feature_frame(schema, calibration)),
+      len(schema.numeric_features), seed=config.seed)
+  seconds = time.perf_counter() - started
+  log.info('criterion %s %s: %s %.5f in %.1fs', task['method'], task['params'],
+           criteria.CRITERION, value[criteria.CRITERION], seconds)
+  return {**task, **value, 'fit_rows': int(len(train)),
+          'validation_rows': int(len(calibration)), 'fit_seconds': seconds}
 
 
 def _frames(config: RetrainConfig, info: dict[str, Any]) -> pd.DataFrame:
@@ -229,6 +274,8 @@ def _fit(config: RetrainConfig, method: str, params: dict[str, Any], rows: pd.Da
 
 def run_cv_task(config: RetrainConfig, info: dict[str, Any], task: dict[str, Any]
                 ) -> dict[str, Any]:
+  if task.get('criterion'):
+    return run_criterion_task(config, info, task)
   frame = _frames(config, info)
   train = frame[frame[SPLIT] == 0]
   if config.grid_rows and len(train) > config.grid_rows:

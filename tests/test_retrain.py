@@ -82,8 +82,8 @@ def test_network_retrain_publishes_a_label_free_model_chosen_on_held_out_labels(
   assert result.sample['rows'] == 4000
   # The archive is mostly attacks (like KDD): the label-free methods learn from normal rows.
   assert result.sample['reference'] == 'normal'
-  assert set(result.finals) == {'rf_synthetic', 'isolation_forest'}
-  assert result.cv_tasks == 2 * 2  # one grid point per method x 2 folds
+  assert set(result.finals) == {'gaussian_mixture', 'rf_synthetic', 'isolation_forest'}
+  assert result.cv_tasks == 3 * 2  # one grid point per method x 2 folds
   assert decision.publish and decision.version == registry.latest_version(model_dir,
                                                                               'network')
   chosen = result.finals[result.chosen]
@@ -193,7 +193,7 @@ def test_kdd_csv_input(tmp_path):
   assert result.finals['isolation_forest'].metrics['roc_auc'] > 0.85
 
 
-def test_unlabelled_archive_trains_an_isolation_forest_on_all_records(tmp_path):
+def test_unlabelled_archive_trains_a_mixture_chosen_by_a_label_free_criterion(tmp_path):
   # A real network: few attacks, and the stream archives records without labels.
   frame = generate_network(2500, seed=21, mix={'normal': 0.97, 'neptune': 0.02, 'satan': 0.01})
   truth = (frame['label'] != 'normal').to_numpy()
@@ -203,10 +203,14 @@ def test_unlabelled_archive_trains_an_isolation_forest_on_all_records(tmp_path):
                      str(tmp_path / 'models'))
   result = outcome.result
   assert result.sample['has_labels'] is False and result.sample['reference'] == 'all'
-  assert list(result.finals) == ['isolation_forest'] and result.cv_tasks == 0
+  # The mixture is chosen on the mass-volume criterion; IsolationForest is its baseline.
+  assert set(result.finals) == {'gaussian_mixture', 'isolation_forest'}
+  assert result.cv_tasks == 2 and result.metric == 'mv_auc'
+  assert result.chosen == 'gaussian_mixture' and 'mv_auc' in result.why
+  assert all(row['mean'] > 0 for row in result.cv)
   assert result.finals['isolation_forest'].params['max_samples'] == 256
   assert result.gate_metric == 'contrast_auc'
-  metrics = result.finals['isolation_forest'].metrics
+  metrics = result.finals['gaussian_mixture'].metrics
   assert metrics['roc_auc'] is None and metrics['contrast_auc'] > 0.7
   assert metrics['alert_rate'] == pytest.approx(0.01, abs=0.02)  # all records are the reference
   # The hidden truth: the attacks score above normal traffic.
@@ -347,7 +351,8 @@ def test_every_method_is_a_pipeline_that_clone_refits_to_the_same_model():
   X = dataset.feature_frame(NETWORK, frame)
   y = frame[NETWORK.label_column].ne('normal').astype(int).to_numpy()
   small = {'rf_synthetic': {'n_estimators': 15}, 'isolation_forest': {'n_estimators': 30},
-           'hgb': {'max_iter': 30}, 'random_forest': {'n_estimators': 15}}
+           'hgb': {'max_iter': 30}, 'random_forest': {'n_estimators': 15},
+           'gaussian_mixture': {'n_components': 4}}
   for method in methods.METHODS:
     detector = methods.fit(NETWORK, method, small[method], X,
                            y if method in methods.SUPERVISED else None, n_jobs=1)
