@@ -210,6 +210,7 @@ class MemorySampler:
     self.peak_hwm_kb: dict[str, int] = {}
     self.processes: dict[int, dict[str, Any]] = {}
     self._root_cmds: set[str] = set()
+    self._parents: dict[int, int] = {}
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -227,6 +228,7 @@ class MemorySampler:
       seen.add(pid)
       out.append((pid, label))
       for child in children(pid):
+        self._parents[child] = pid
         stack.append((child, None))
     return out
 
@@ -246,6 +248,10 @@ class MemorySampler:
           # A child showing its parent's command line is a fork about to exec (Beam's
           # environment probes): its RSS is the parent's shared pages, not new memory.
           role = 'python_child' if cmd not in self._root_cmds else 'fork_before_exec'
+        elif label is None and role.endswith('jvm') and cmd == cmdline(self._parents.get(pid, 0)):
+          # A JVM forks only to exec (Hadoop's local file system runs chmod and readlink so):
+          # for an instant the child is a copy of its parent.
+          role = 'fork_before_exec'
         info = self.processes[pid] = {'role': role, 'cmd': cmd[:160]}
       elif label and info['role'] != label:
         # Seen first below its launcher script (a restarted TaskManager), then made a root.

@@ -65,6 +65,9 @@ SCALA_VERSION = '2.13'
 PEER_DIR = os.path.join(ROOT, '.cache', 'peer')
 KDD_FILE = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'kddcup.data_10_percent.gz')
 GOAL_RATIO = 2.0
+# Process roles (benchmarks.common.role_of) left out of a job's peak memory: the broker, and
+# processes that are a parent's pages for an instant (a fork before its exec, version probes).
+_NOT_THE_JOB = ('kafka_broker', 'fork_before_exec', 'short_lived_helper')
 # What the Kafka source needs beyond pyspark's own jars (its Maven dependencies that pyspark
 # already ships, such as hadoop-client and lz4, are left out: two versions on one classpath).
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -592,7 +595,7 @@ def main(argv=None) -> dict[str, Any]:
           run['cpu_us_per_record'] = run['cpu_s'] / rows * 1e6 if rows else None
           run['records_per_s_after_first'] = after_first_output(run)
           run['peak_rss_mb'] = sum(v for k, v in run['memory']['peak_rss_mb'].items()
-                                   if k != 'kafka_broker')
+                                   if k not in _NOT_THE_JOB)
           table = read_predictions(run['output'])
           if reference is None:
             reference = table

@@ -20,6 +20,7 @@ FIGURES = (
     ('throughput', 'Throughput', 'python -m benchmarks.throughput'),
     ('latency', 'Latency', 'python -m benchmarks.latency'),
     ('stages', 'Per-stage cost and batch-size sweep', 'python -m benchmarks.stages'),
+    ('peer', 'Side by side with the PySpark peer', 'python -m benchmarks.peer'),
 )
 
 
