@@ -183,20 +183,21 @@ def _artifact(jar: str) -> str:
   return match.group(1) if match else jar
 
 
-def java_major() -> int:
-  line = common._first_line(['java', '-version'])  # pylint: disable=protected-access
+def java_major(version_line: str) -> int:
+  """``openjdk version "17.0.15" 2025-04-15`` -> 17 (``"1.8.0_392"`` -> 8; 0 if unreadable)."""
   try:
-    text = line.split('"')[1]
-    return int(text.split('.')[0] if not text.startswith('1.') else text.split('.')[1])
+    text = version_line.split('"')[1]
+    return int(text.split('.')[1] if text.startswith('1.') else text.split('.')[0])
   except (IndexError, ValueError):
     return 0
 
 
 def prepare_peer(version: str = PYSPARK_VERSION) -> tuple[str, list[str]]:
   """(python, jars) of the peer; PeerUnavailable when it cannot be made."""
-  if java_major() < 17:
+  version_line = common._first_line(['java', '-version'])  # pylint: disable=protected-access
+  if java_major(version_line) < 17:
     raise PeerUnavailable(f'Spark {version} needs Java 17+; java -version says '
-                          f'{common._first_line(["java", "-version"])!r}')  # pylint: disable=protected-access
+                          f'{version_line!r}')
   python = peer_python(version)
   return python, kafka_source_jars(python, version)
 
@@ -251,7 +252,8 @@ def run_peer(bootstrap: str, topic: str, expected: int, args, work: str, python:
   status = 'timeout'
   with open(log_path, 'wb') as logf:
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+    # pylint: disable-next=consider-using-with
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=ROOT,
                                      PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python,
                                      SPARK_LOCAL_IP='127.0.0.1',
@@ -347,7 +349,8 @@ def compare(reference: pa.Table, other: pa.Table) -> dict[str, Any]:
   equal = pc.sum(pc.equal(joined['prediction'], joined['prediction_other'])).as_py() or 0
   diff = pc.max(pc.abs(pc.subtract(joined['score'], joined['score_other']))).as_py()
   result = {
-      'rows': other.num_rows, 'unique_uuids': unique_other, 'duplicates': other.num_rows - unique_other,
+      'rows': other.num_rows, 'unique_uuids': unique_other,
+      'duplicates': other.num_rows - unique_other,
       'reference_rows': reference.num_rows, 'matched_uuids': joined.num_rows,
       'only_in_reference': unique_ref - pc.count_distinct(joined['uuid']).as_py(),
       'predictions_equal': equal, 'predictions_differ': joined.num_rows - equal,
@@ -454,7 +457,8 @@ def _table(result: dict[str, Any]) -> str:
       f"machine changes least: there the rates are each job's share of contested cores, "
       f"load {result['machine']['load_avg_at_start']} at start)")
   lines.append('startup: process start -> first archived row; overall: first archived row -> '
-               'all archived; (excl.1st): the same without the first output\'s rows; whole: process start -> all archived; CPU: every process of the '
+               'all archived; (excl.1st): the same without the first output\'s rows; whole: '
+               'process start -> all archived; CPU: every process of the '
                'job (JVMs, Python), sampled every poll; peak RSS: summed per-role peaks')
   return '\n'.join(lines)
 
@@ -516,14 +520,16 @@ def main(argv=None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(
       prog='python -m benchmarks.peer', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--kdd_file', default=KDD_FILE, help='KDD Cup 1999 CSV (default: %(default)s).')
+  parser.add_argument('--kdd_file', default=KDD_FILE,
+                      help='KDD Cup 1999 CSV (default: %(default)s).')
   parser.add_argument('--messages', type=int, default=None,
                       help='Only the first N records of the file (default: all of it).')
   parser.add_argument('--runs', type=int, default=2,
                       help='Runs of each job, alternating product / peer (default: %(default)s).')
   parser.add_argument('--partitions', type=int, default=4, choices=(1, 2, 4, 8),
                       help='Partitions of the topic (default: %(default)s).')
-  parser.add_argument('--parallelism', type=int, default=2, help='The stream job\'s (default: %(default)s).')
+  parser.add_argument('--parallelism', type=int, default=2,
+                      help='The stream job\'s (default: %(default)s).')
   parser.add_argument('--roll_seconds', type=int, default=1,
                       help='The stream job\'s archive rolls (default: %(default)s).')
   parser.add_argument('--max_offsets_per_trigger', type=int, default=50_000,

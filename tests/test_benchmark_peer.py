@@ -57,3 +57,9 @@ def test_overall_rate_without_the_first_output():
          'all_archived_s': 4.0, 'records_archived': 100}
   assert peer.after_first_output(run) == 25.0
   assert peer.after_first_output(dict(run, first_output_s=None)) is None
+
+
+def test_java_major_version():
+  assert peer.java_major('openjdk version "17.0.15" 2025-04-15') == 17
+  assert peer.java_major('java version "1.8.0_392"') == 8
+  assert peer.java_major('bash: java: command not found') == 0
