@@ -108,12 +108,16 @@ def _run(cmd: list[str], what: str, **kwargs) -> str:
 def peer_python(version: str = PYSPARK_VERSION) -> str:
   """The peer venv's interpreter, made on first use: pyspark ``version`` from PyPI, and the
   product venv's site-packages after its own (a ``.pth`` file), for pandas, pyarrow and the
-  model libraries the verified loader needs."""
+  model libraries the verified loader needs. Made again when either changes."""
   venv = os.path.join(PEER_DIR, f'venv-pyspark-{version}')
   python = os.path.join(venv, 'bin', 'python')
   stamp = os.path.join(venv, '.ready')
+  libraries = sysconfig.get_paths()['purelib']
+  ready = f'{version} {libraries}\n'
   if os.path.exists(stamp):
-    return python
+    with open(stamp, encoding='utf-8') as f:
+      if f.read() == ready:
+        return python
   common.log(f'peer: making {venv} (pyspark {version} from PyPI; about 1-2 minutes)')
   shutil.rmtree(venv, ignore_errors=True)
   base = getattr(sys, '_base_executable', sys.executable)
@@ -123,7 +127,7 @@ def peer_python(version: str = PYSPARK_VERSION) -> str:
   own = _run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
              'the peer venv').strip()
   with open(os.path.join(own, 'product-libraries.pth'), 'w', encoding='utf-8') as f:
-    f.write(sysconfig.get_paths()['purelib'] + '\n')
+    f.write(libraries + '\n')
   probe = ('import pyspark; from pyspark.sql.pandas.utils import require_minimum_pandas_version,'
            ' require_minimum_pyarrow_version; require_minimum_pandas_version();'
            ' require_minimum_pyarrow_version(); from model import registry;'
@@ -132,7 +136,7 @@ def peer_python(version: str = PYSPARK_VERSION) -> str:
   if got != version:
     raise PeerUnavailable(f'the peer venv has pyspark {got}, not {version}')
   with open(stamp, 'w', encoding='utf-8') as f:
-    f.write(got + '\n')
+    f.write(ready)
   return python
 
 
