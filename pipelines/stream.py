@@ -6,8 +6,10 @@
     python -m pipelines.stream --source=files --input_dir=data/ --output=output   # DirectRunner
 
 Reads network, process and memory messages (Kafka, or JSON-lines files), detects anomalies and
-host attacks, and writes the archive, attacks, alerts and dead letters as Parquet under
-``--output``; alerts also go to the Kafka topic ``--alerts_topic``.
+host attacks (and surges of connections: volume anomalies), groups the alerts into incidents,
+and writes the archive, attacks, alerts, incidents and dead letters as Parquet under
+``--output``; alerts also go to the Kafka topic ``--alerts_topic``, incidents to
+``--incidents_topic``.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from model import signing
 from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary
+from schemas.layout import INCIDENTS
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
-from schemas.records import ALERTS_TOPIC, SCHEMAS
+from schemas.records import ALERTS_TOPIC, INCIDENTS_TOPIC, SCHEMAS
 from transforms import kafka_io
 from transforms.avro_decode import avro_decoders
 from transforms.alerts import FormatAlertMessages
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
 from transforms.enrich import EventTimeBounds
+from transforms.incidents import DEFAULT_GAP_S, DEFAULT_UPDATE_S, FormatIncidentMessages
 from transforms.outputs import WriteOutputs
 from transforms.parse import DEFAULT_BATCH_SIZE
 from transforms.sources import ReadMessageFiles
+from transforms.volume import VolumeParams
 
 log = logging.getLogger('pipelines.stream')
 MESSAGE_FORMATS = ('json', 'avro')
@@ -72,6 +77,18 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--alerts_topic', default=ALERTS_TOPIC,
                        help='Kafka topic alerts are published to (default: %(default)s); '
                        'empty to publish none.')
+    group.add_argument('--incidents_topic', default=INCIDENTS_TOPIC,
+                       help='Kafka topic incidents (alerts grouped) are published to '
+                       '(default: %(default)s); empty to publish none.')
+    group.add_argument('--incident_gap_s', type=float, default=DEFAULT_GAP_S,
+                       help='An incident closes after this many seconds of event time without '
+                       'a new alert of its kind and key (default: %(default)s).')
+    group.add_argument('--incident_update_s', type=float, default=DEFAULT_UPDATE_S,
+                       help='At most one update of an open incident per this many seconds of '
+                       'event time (default: %(default)s).')
+    group.add_argument('--volume_window_s', type=float, default=VolumeParams().window_s,
+                       help='The volume detector counts connections in event-time windows of '
+                       'this many seconds (default: %(default)s; docs/detection.md).')
     group.add_argument('--kafka_config', action='append', default=[], metavar='KEY=VALUE',
                        help='Extra Kafka client setting, repeatable (security.protocol, '
                        'sasl.mechanism, ssl.truststore.location, ...).')
@@ -194,7 +211,9 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
       event_time_bounds=EventTimeBounds(opts.max_event_age_s, opts.max_event_lead_s),
       public_keys=signing.reader_keys(
           opts.view_as(ModelRegistryOptions).model_public_key),
-      decoders=message_decoders(opts))
+      decoders=message_decoders(opts),
+      volume=VolumeParams(window_s=opts.volume_window_s),
+      incident_gap_s=opts.incident_gap_s, incident_update_s=opts.incident_update_s)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
   if opts.source == 'kafka' and opts.alerts_topic:
@@ -205,6 +224,11 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
            | f'FormatAlerts[{kind}]' >> FormatAlertMessages()
            | f'PublishAlerts[{kind}]' >> kafka_io.PublishToKafka(
                bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
+  if opts.source == 'kafka' and opts.incidents_topic:
+    _ = (outputs[INCIDENTS]
+         | 'FormatIncidents' >> FormatIncidentMessages()
+         | 'PublishIncidents' >> kafka_io.PublishToKafka(
+             bootstrap_servers(opts), opts.incidents_topic, kafka_client_config(opts)))
 
 
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:

@@ -5,6 +5,7 @@ summary and the retrain job read by it.
     <output>/archive/<stream>/dt=YYYY-MM-DD/<site>-<run id>-<roll>-<shard>.parquet
     <output>/attacks/dt=YYYY-MM-DD/...
     <output>/alerts/dt=YYYY-MM-DD/...
+    <output>/incidents/dt=YYYY-MM-DD/...      (dated by the incident's first_seen)
     <output>/dead_letter/dt=YYYY-MM-DD/...
 
 A file is written as ``.<name>.inprogress`` in its ``dt=`` folder and renamed when complete;
@@ -24,16 +25,20 @@ from schemas.records import SCHEMAS
 ARCHIVE = 'archive/{}'
 ATTACKS = 'attacks'
 ALERTS = 'alerts'
+INCIDENTS = 'incidents'
 DEAD_LETTERS = 'dead_letter'
 # The archive folder of each input stream.
 ARCHIVE_FOLDERS: dict[str, str] = {stream: ARCHIVE.format(stream) for stream in SCHEMAS}
 # Every output folder, in the order summaries list them.
-FOLDERS: tuple[str, ...] = tuple(ARCHIVE_FOLDERS.values()) + (ATTACKS, ALERTS, DEAD_LETTERS)
+FOLDERS: tuple[str, ...] = tuple(ARCHIVE_FOLDERS.values()) + (ATTACKS, ALERTS, INCIDENTS,
+                                                                DEAD_LETTERS)
 # Which column dates each output's rows into its dt=YYYY-MM-DD/ folder.
 TIME_FIELDS: dict[str, str] = {
     **{folder: 'event_time' for folder in ARCHIVE_FOLDERS.values()},
     ATTACKS: 'Process_event_time',
     ALERTS: 'event_time',
+    # Every row of one incident (opened, updated, closed) in the folder of its first alert.
+    INCIDENTS: 'first_seen',
     DEAD_LETTERS: 'failed_at',
 }
 

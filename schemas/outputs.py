@@ -4,7 +4,8 @@
 | folder                | rows                                                                     |
 | archive/<stream>/     | a cleaned input record + enrichment + prediction (ARCHIVE_SCHEMAS)       |
 | attacks/              | a joined (process, memory) pair, fields prefixed Process_ / Memory_     |
-| alerts/               | a network anomaly or a host attack event                                 |
+| alerts/               | a network anomaly, a volume anomaly or a host attack event               |
+| incidents/            | a state of an incident (alerts grouped): opened, updated or closed      |
 | dead_letter/          | anything that could not be processed, with its raw payload              |
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
+from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS, INCIDENTS
 from schemas.records import FLOAT, INT, SCHEMAS, RecordSchema
 
 _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), 'str': pa.string()}
@@ -62,7 +63,10 @@ ATTACK_SCHEMA = pa.schema(
         pa.field('event_id', pa.string()),
     ])
 
-ALERT_KINDS = ('network_anomaly', 'host_attack')
+# network_anomaly: one network record the model flags; host_attack: a joined (process, memory)
+# pair; volume_anomaly: a surge of connections in one short event-time window
+# (transforms/volume.py).
+ALERT_KINDS = ('network_anomaly', 'host_attack', 'volume_anomaly')
 ALERT_SCHEMA = pa.schema([
     pa.field('event_id', pa.string()),
     pa.field('kind', pa.string()),
@@ -77,6 +81,40 @@ ALERT_SCHEMA = pa.schema([
     pa.field('service', pa.string()),
     pa.field('protocol_type', pa.string()),
     pa.field('details', pa.string()),
+    # Added by issue 14 (older files lack them: null). The connection flag (network and
+    # volume alerts), and why: JSON, a list of {feature, value, normal_low, normal_high,
+    # normal, deviation}, the features furthest from the model's normal profile (a volume
+    # alert: its count against the recent baseline).
+    pa.field('flag', pa.string()),
+    pa.field('reasons', pa.string()),
+])
+
+INCIDENT_STATUSES = ('open', 'updated', 'closed')
+# One row per state of an incident (transforms/incidents.py): its opening, bounded updates
+# while it is open, its closing. (incident_id, update_seq) identifies a row; a replay of the
+# same alerts writes the same rows.
+INCIDENT_SCHEMA = pa.schema([
+    pa.field('incident_id', pa.string()),
+    pa.field('update_seq', pa.int64()),
+    pa.field('status', pa.string()),
+    pa.field('kind', pa.string()),  # the kind of its alerts
+    pa.field('group_key', pa.string()),  # what its alerts share, as text
+    pa.field('site', pa.string()),
+    pa.field('service', pa.string()),
+    pa.field('flag', pa.string()),
+    pa.field('protocol_type', pa.string()),
+    pa.field('machine', pa.int64()),
+    pa.field('program', pa.string()),
+    pa.field('first_seen', TIMESTAMP),
+    pa.field('last_seen', TIMESTAMP),
+    pa.field('count', pa.int64()),  # alerts in it so far
+    pa.field('max_score', pa.float64()),
+    pa.field('severity', pa.string()),  # low, medium, high
+    pa.field('top_features', pa.string()),  # JSON: [{feature, alerts}], most frequent first
+    pa.field('reasons', pa.string()),  # JSON: the reasons of its highest-scored alert
+    pa.field('first_alert_id', pa.string()),
+    pa.field('last_alert_id', pa.string()),
+    pa.field('processing_time', TIMESTAMP),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([
@@ -95,5 +133,6 @@ OUTPUT_SCHEMAS: dict[str, pa.Schema] = {
     **{ARCHIVE_FOLDERS[stream]: s for stream, s in ARCHIVE_SCHEMAS.items()},
     ATTACKS: ATTACK_SCHEMA,
     ALERTS: ALERT_SCHEMA,
+    INCIDENTS: INCIDENT_SCHEMA,
     DEAD_LETTERS: DEAD_LETTER_SCHEMA,
 }

@@ -190,6 +190,8 @@ MEMORY = RecordSchema(
 SCHEMAS: dict[str, RecordSchema] = {s.stream: s for s in (NETWORK, PROCESS, MEMORY)}
 # The Kafka topic the stream job publishes alerts to, unless told otherwise.
 ALERTS_TOPIC = 'alerts'
+# ... and incidents (alerts grouped: transforms/incidents.py).
+INCIDENTS_TOPIC = 'incidents'
 STREAMS: tuple[str, ...] = tuple(SCHEMAS)
 # The streams joined with each other (host attacks need both).
 HOST_STREAMS = tuple(s.stream for s in SCHEMAS.values() if s.joined)

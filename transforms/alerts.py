@@ -1,5 +1,11 @@
-"""Alerts: what a security analyst reads. One row per network anomaly or host attack event,
-written to ``alerts/`` and published to the Kafka topic ``alerts`` as JSON.
+"""Alerts: what a security analyst reads. One row per network anomaly, volume anomaly
+(transforms/volume.py) or host attack event, written to ``alerts/`` and published to the Kafka
+topic ``alerts`` as JSON.
+
+Each says why in ``reasons`` (JSON): the features of the record furthest from the model's
+normal profile, with the record's value and the normal range (model/profile.py, computed when
+the batch is scored: transforms/inference.py), or for a volume anomaly its count against the
+recent baseline. A model published without a profile gives alerts without reasons (null).
 
 Alert ids are deterministic (uuid5 of the record ids that caused them, transforms/ids.py), so
 a replay after a restart re-sends the same ids and consumers can drop repeats, and two
@@ -8,7 +14,7 @@ different records never share one, whatever uuid their producer gave them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import apache_beam as beam
 import orjson
@@ -44,8 +50,28 @@ def network_alert(record: dict[str, Any]) -> dict[str, Any]:
       'program': None,
       'service': record.get('service'),
       'protocol_type': record.get('protocol_type'),
+      'flag': record.get('flag'),
       'details': to_json({k: record.get(k) for k in _NETWORK_DETAILS}).decode(),
+      'reasons': reasons_json(record.get('reasons')),
   }
+
+
+def reasons_json(reasons: Optional[list]) -> Optional[str]:
+  """A record's reasons (a list of dicts, or None without a profile) as the alert's column."""
+  return None if reasons is None else to_json(reasons).decode()
+
+
+def host_reasons(attack: dict[str, Any]) -> Optional[list]:
+  """The reasons of both records of a host attack, each feature named with its stream, the
+  furthest from normal first; None when neither record has any (models without profiles)."""
+  merged = []
+  for prefix, stream in (('Process_', 'process'), ('Memory_', 'memory')):
+    for reason in attack.get(f'{prefix}reasons') or ():
+      merged.append({**reason, 'feature': f"{stream}.{reason['feature']}"})
+  if not merged and attack.get('Process_reasons') is None and attack.get(
+      'Memory_reasons') is None:
+    return None
+  return sorted(merged, key=lambda r: -(r.get('deviation') or 0.0))
 
 
 def host_attack_alert(attack: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +92,9 @@ def host_attack_alert(attack: dict[str, Any]) -> dict[str, Any]:
       'program': attack['Process_CMD_PID'],
       'service': None,
       'protocol_type': None,
+      'flag': None,
       'details': to_json(details).decode(),
+      'reasons': reasons_json(host_reasons(attack)),
   }
 
 

@@ -6,8 +6,10 @@
                                                             on RecordBatches
       -> archive batches per stream
       -> network anomalies ............................. -> alerts
+      -> network connection counts -> DetectVolumeAnomalies -> alerts (volume_anomaly)
       -> process x memory attacks -> JoinHostAttacks -> attacks -> alerts
                                      (records too late for it -> dead letters, stage join)
+      alerts -> GroupIncidents ........................... -> incidents
       every stage's failures ........................... -> dead letters
 
 Up to scoring and archiving, records travel in batches (transforms/batch.py); only the
@@ -25,16 +27,18 @@ import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
 from model import signing
-from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS
+from schemas.layout import ALERTS, ARCHIVE_FOLDERS, ATTACKS, DEAD_LETTERS, INCIDENTS
 from schemas.outputs import ALERT_KINDS
 from schemas.records import HOST_STREAMS, NETWORK, SCHEMAS, STREAMS
 from transforms.alerts import host_attack_alert, network_alert
 from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
 from transforms.enrich import Enrich, EventTimeBounds, join_key
+from transforms.incidents import DEFAULT_GAP_S, DEFAULT_UPDATE_S, GroupIncidents
 from transforms.inference import Score
 from transforms.join import MAX_LATENESS_S, JoinHostAttacks, clock_hint
 from transforms.parse import DEFAULT_BATCH_SIZE, ParseAndClean
+from transforms.volume import DetectVolumeAnomalies, VolumeParams
 
 ALERTS_BY_KIND = {kind: f'{ALERTS}:{kind}' for kind in ALERT_KINDS}  # not folders: see expand
 
@@ -61,17 +65,26 @@ class DetectAttacks(beam.PTransform):
   """PCollection[SourceMessage] -> {output folder name: PCollection of rows}.
 
   Keys of the result: ``archive/network``, ``archive/process``, ``archive/memory``,
-  ``attacks``, ``alerts``, ``dead_letter`` (output folders; their rows follow
-  :mod:`schemas.outputs`), and ``alerts:network_anomaly`` / ``alerts:host_attack``: the
-  alerts again, by kind.
+  ``attacks``, ``alerts``, ``incidents``, ``dead_letter`` (output folders; their rows follow
+  :mod:`schemas.outputs`), and ``alerts:network_anomaly`` / ``alerts:host_attack`` /
+  ``alerts:volume_anomaly``: the alerts again, by kind.
+
+  ``volume``: the volume detector's settings (transforms/volume.py), None for the defaults;
+  ``incident_gap_s``: the quiet time that closes an incident; ``incident_update_s``: at most one
+  update of an open incident per this much event time (transforms/incidents.py).
   """
 
   def __init__(self, model_dir: str, *, site: str = 'local', model_refresh_s: float = 10.0,
                allowed_lateness_s: int = MAX_LATENESS_S, batch_size: int = DEFAULT_BATCH_SIZE,
                event_time_bounds: EventTimeBounds = EventTimeBounds(),
                public_keys: Optional[signing.PublicKeys] = None,
-               decoders: Optional[dict[str, Callable[[bytes], Any]]] = None):
+               decoders: Optional[dict[str, Callable[[bytes], Any]]] = None,
+               volume: Optional[VolumeParams] = None, incident_gap_s: float = DEFAULT_GAP_S,
+               incident_update_s: float = DEFAULT_UPDATE_S):
     super().__init__()
+    self._volume = volume or VolumeParams()
+    self._incident_gap_s = incident_gap_s
+    self._incident_update_s = incident_update_s
     self._decoders = decoders  # stream -> decoder of a stream not in JSON (transforms/parse.py)
     self._event_time_bounds = event_time_bounds
     self._public_keys = public_keys  # None: the default key file (model/signing.py)
@@ -105,12 +118,18 @@ class DetectAttacks(beam.PTransform):
         scored[NETWORK.stream]
         | 'NetworkAnomalies' >> beam.FlatMap(predicted_attacks)
         | 'NetworkAlert' >> beam.Map(network_alert))
+    volume_alerts = scored[NETWORK.stream] | 'VolumeAnomalies' >> DetectVolumeAnomalies(
+        self._volume)
     host_alerts = attacks | 'HostAttackAlert' >> beam.Map(host_attack_alert)
     outputs[ATTACKS] = attacks
-    outputs[ALERTS] = (network_alerts, host_alerts) | 'AllAlerts' >> beam.Flatten()
+    outputs[ALERTS] = ((network_alerts, volume_alerts, host_alerts)
+                       | 'AllAlerts' >> beam.Flatten())
+    outputs[INCIDENTS] = outputs[ALERTS] | 'Incidents' >> GroupIncidents(
+        self._incident_gap_s, self._incident_update_s)
     # Also apart, for sinks that should not join the two: a flatten of two stages' outputs
     # is a separate operator on Flink, and network alerts would wait on its buffers.
     outputs[ALERTS_BY_KIND['network_anomaly']] = network_alerts
     outputs[ALERTS_BY_KIND['host_attack']] = host_alerts
+    outputs[ALERTS_BY_KIND['volume_anomaly']] = volume_alerts
     outputs[DEAD_LETTERS] = dead_letters | 'AllDeadLetters' >> beam.Flatten()
     return outputs

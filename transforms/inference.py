@@ -8,6 +8,11 @@ does not verify is refused once (a log line and the ``models_refused`` counter) 
 before it keeps serving. This works the same on every runner, unlike a side-input model
 watcher (see RUNTIME_NOTES.md).
 
+Beside the model the handler serves its normal profile (model/profile.py, verified with it:
+a version whose profile does not verify is refused like a bad model): the records a batch flags
+get a ``reasons`` column, the few features furthest from normal traffic, computed for the
+flagged rows only; the others' reasons are None, as are all of a model without a profile.
+
 The public keys are read where the pipeline is built (``--model_public_key``, else the default
 key file: model/signing.py) and travel inside the handler, so workers need no key file.
 """
@@ -25,7 +30,7 @@ import threadpoolctl
 from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from model import registry, signing
+from model import profile as normal_profile, registry, signing
 from model.features import frame_from_columns
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
@@ -51,6 +56,8 @@ class LiveModel:
     # Versions that failed to load or verify: logged and counted once, never retried.
     self._refused: dict[str, Exception] = {}
     self._uncounted = 0  # refusals not yet on the counter (loading runs outside a bundle)
+    # The normal profile of each loaded version (None: published without one).
+    self.profiles: dict[str, Optional[normal_profile.NormalProfile]] = {}
     self.current: registry.LoadedModel = self._newest(newer_than=None) or self._none_verifies()
     self._checked_at = time.monotonic()
 
@@ -70,7 +77,13 @@ class LiveModel:
     return registry.load_newest(
         self._model_dir, self._detector, self._public_keys, newer_than=newer_than,
         skip=frozenset(self._refused), on_refused=self._refuse,
-        loader=registry.load_version_for_serving)
+        loader=self._load_with_profile)
+
+  def _load_with_profile(self, model_dir: str, detector: str, version: str,
+                         public_keys: signing.PublicKeys) -> registry.LoadedModel:
+    loaded = registry.load_version_for_serving(model_dir, detector, version, public_keys)
+    self.profiles[version] = normal_profile.load_profile(loaded, model_dir=model_dir)
+    return loaded
 
   def _none_verifies(self):
     raise registry.no_model_error(self._model_dir, self._detector, self._public_keys,
@@ -124,9 +137,13 @@ def _one_native_thread_per_worker() -> None:
     _limited_threads.done = True
 
 
-def score_batch(schema: RecordSchema, loaded: registry.LoadedModel,
-                batch: RecordBatch) -> RecordBatch:
-  """``batch`` with prediction (0/1), score and model_version columns, from one model call."""
+REASONS_PER_RECORD = 3
+
+
+def score_batch(schema: RecordSchema, loaded: registry.LoadedModel, batch: RecordBatch,
+                profile: Optional[normal_profile.NormalProfile] = None) -> RecordBatch:
+  """``batch`` with prediction (0/1), score and model_version columns, from one model call,
+  and ``reasons`` for the flagged rows when the model has a ``profile``."""
   _one_native_thread_per_worker()
   frame = frame_from_columns(schema, batch.columns)
   scores = loaded.estimator.predict_proba(frame)[:, 1]
@@ -135,10 +152,19 @@ def score_batch(schema: RecordSchema, loaded: registry.LoadedModel,
     predictions = loaded.estimator.predict(frame)
   else:
     predictions = scores >= threshold  # the same rule as predict(), without scoring twice
+  predictions = np.asarray(predictions, dtype=np.int64)
+  reasons: list = [None] * len(batch)
+  if profile is not None:
+    flagged = np.flatnonzero(predictions == 1)
+    if len(flagged):
+      for position, why in zip(flagged, profile.reasons(frame.iloc[flagged],
+                                                        REASONS_PER_RECORD)):
+        reasons[position] = why
   return batch.with_columns(
-      prediction=np.asarray(predictions, dtype=np.int64).tolist(),
+      prediction=predictions.tolist(),
       score=np.asarray(scores, dtype=np.float64).tolist(),
-      model_version=[loaded.version] * len(batch))
+      model_version=[loaded.version] * len(batch),
+      reasons=reasons)
 
 
 class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
@@ -168,7 +194,8 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
     refused = model.take_refusals()
     if refused:
       Metrics.counter(self.get_metrics_namespace(), MODELS_REFUSED).inc(refused)
-    return [score_batch(self._schema, loaded, records) for records in batch]
+    profile = model.profiles.get(loaded.version)
+    return [score_batch(self._schema, loaded, records, profile) for records in batch]
 
   def batch_elements_kwargs(self):
     return {'min_batch_size': 1, 'max_batch_size': 1}

@@ -91,6 +91,8 @@ def attack_row(process: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any
   """One ``attacks/`` row: the two records side by side, prefixed by their stream."""
   row = {f'Process_{c}': process.get(c) for c in _PROCESS_COLUMNS}
   row.update({f'Memory_{c}': memory.get(c) for c in _MEMORY_COLUMNS})
+  # Why each record was flagged (not an attacks/ column: read by the host alert).
+  row['Process_reasons'], row['Memory_reasons'] = process.get('reasons'), memory.get('reasons')
   row['delta_time'] = float(memory['ts'] - process['ts'])
   row['processing_time'] = utc_now()
   row['event_id'] = attack_event_id(process, memory)

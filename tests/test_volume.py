@@ -1,0 +1,167 @@
+"""The volume detector (transforms/volume.py) on the DirectRunner: window edges, a flood that
+must not become the baseline, late records, and the same alerts in batch as in a stream."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from schemas.outputs import ALERT_SCHEMA
+from tests.factories import BASE_TS
+from transforms.batch import RecordBatch
+from transforms.source import SourceMessage
+from transforms.volume import DetectVolumeAnomalies, VolumeParams, volume_alert
+
+UTC = datetime.timezone.utc
+T0 = BASE_TS - BASE_TS % 10  # a window edge
+PARAMS = VolumeParams(window_s=10, baseline_windows=30, min_count=30, ratio=3.0, z=3.0,
+                      warmup_windows=3, allowed_lateness_s=60)
+
+
+def batch(times, service='http', flag='SF', protocol='tcp', site='site-a'):
+  """A scored network batch of one record per event time (seconds)."""
+  n = len(times)
+  return RecordBatch('network', {
+      'site': [site] * n,
+      'event_time': [datetime.datetime.fromtimestamp(t, UTC) for t in times],
+      'protocol_type': [protocol] * n, 'service': [service] * n, 'flag': [flag] * n,
+      'prediction': [0] * n},
+      [SourceMessage('network', b'{}', 'test', 0, i) for i in range(n)], [None] * n)
+
+
+def steady(first_window, last_window, per_window=5):
+  """``per_window`` http connections in each 10 s window (a normal baseline)."""
+  return [batch([T0 + 10 * w + i for i in range(per_window)])
+          for w in range(first_window, last_window)]
+
+
+def run_streaming(stages):
+  """``stages``: a list of (watermark, [batches]); the batches are stamped with their
+  watermark. Returns the alert rows."""
+  events = TestStream()
+  for watermark, batches in stages:
+    events = events.add_elements([TimestampedValue(b, watermark) for b in batches])
+    events = events.advance_watermark_to(watermark)
+  events = events.advance_watermark_to_infinity()
+  return _run(lambda p: p | events, streaming=True)
+
+
+def run_batch(batches):
+  return _run(lambda p: p | beam.Create(batches, reshuffle=False), streaming=False)
+
+
+FOUND: list = []  # the DirectRunner runs in this process
+
+
+def keep(alert):
+  FOUND.append(alert)  # a module function: beam.Map(keep) would pickle a copy
+
+
+def _run(source, streaming):
+  FOUND.clear()
+  options = PipelineOptions()
+  options.view_as(StandardOptions).streaming = streaming
+  with TestPipeline(options=options) as pipeline:
+    _ = source(pipeline) | DetectVolumeAnomalies(PARAMS) | beam.Map(keep)
+  found = list(FOUND)
+  # The rows fit alerts/ (its Parquet schema) as they are.
+  assert all(set(a) == set(ALERT_SCHEMA.names) for a in found)
+  return found
+
+
+def windows_of(alerts, key):
+  return sorted(json.loads(a['details'])['window_start'] for a in alerts
+                if json.loads(a['details'])['key'] == key)
+
+
+def iso(t):
+  return datetime.datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def test_a_surge_is_flagged_in_its_window_and_a_record_at_the_edge_is_in_the_next():
+  # 30 ecr_i connections in [T0+100, T0+110), the last at 109.99: min_count is reached.
+  inside = batch([T0 + 100 + i * 0.33 for i in range(30)], 'ecr_i', protocol='icmp')
+  alerts = run_streaming([(T0 + 100, steady(0, 10)), (T0 + 130, [inside] + steady(10, 13))])
+  assert windows_of(alerts, 'icmp/ecr_i/SF') == [iso(T0 + 100)]
+  [alert] = [a for a in alerts if a['service'] == 'ecr_i']
+  # 29 of them inside and the 30th at 110.0 exactly: it opens the next window, neither surges.
+  edge = batch([T0 + 100 + i * 0.33 for i in range(29)] + [T0 + 110.0], 'ecr_i',
+               protocol='icmp')
+  alerts = run_streaming([(T0 + 100, steady(0, 10)), (T0 + 130, [edge] + steady(10, 13))])
+  assert windows_of(alerts, 'icmp/ecr_i/SF') == []
+  assert windows_of(alerts, '*') == [iso(T0 + 100)]  # 34 connections against 5: the site's
+  assert alert['kind'] == 'volume_anomaly' and alert['service'] == 'ecr_i'
+  assert (alert['protocol_type'], alert['flag'], alert['site']) == ('icmp', 'SF', 'site-a')
+  [reason] = json.loads(alert['reasons'])
+  assert reason['value'] == 30 and reason['feature'] == 'connections per 10 s'
+  assert reason['normal_high'] == 0.0 and 'usually 0' in reason['normal']
+  assert 0 < alert['score'] < 1
+
+
+def test_a_long_flood_stays_flagged_and_the_baseline_ignores_it():
+  flood = [batch([T0 + 100 + w * 10 + i * 0.02 for i in range(500)], 'private', 'S0')
+           for w in range(40)]  # 400 s of a SYN flood
+  alerts = run_streaming([(T0 + 100, steady(0, 10)), (T0 + 500, flood + steady(10, 50)),
+                          (T0 + 700, steady(50, 70))])
+  assert windows_of(alerts, 'tcp/private/S0') == [iso(T0 + 100 + 10 * w) for w in range(40)]
+  # The site's whole traffic surges with it (5 -> 505 connections per window), at first; the
+  # steady http traffic never does.
+  assert windows_of(alerts, '*')[:1] == [iso(T0 + 100)]
+  assert windows_of(alerts, 'tcp/http/SF') == []
+  # Baselines are per site: site b's flood is flagged at b only, site a's traffic is not.
+  b_steady = [batch([T0 + 10 * w + i for i in range(5)], site='b') for w in range(10)]
+  b_flood = [batch([T0 + 100 + i * 0.1 for i in range(50)], 'private', 'S0', site='b')]
+  alerts = run_streaming([(T0 + 100, steady(0, 10) + b_steady),
+                          (T0 + 200, b_flood + steady(10, 20))])
+  assert {(a['site'], a['service']) for a in alerts} == {('b', 'private'), ('b', None)}
+
+
+def test_warmup_windows_only_teach():
+  # A site's first three windows teach without flagging: busy keys are not new at the start.
+  # The price: a flood already under way when the job starts is learned as its baseline.
+  busy = [batch([T0 + w * 10 + i * 0.02 for i in range(300)], 'ecr_i', protocol='icmp')
+          for w in range(6)]
+  assert run_streaming([(T0 + 60, busy)]) == []
+  # Starting in the fourth window, the same traffic is a surge.
+  later = busy[3:] + [batch([T0 + w * 10 + i for i in range(3)]) for w in range(3)]
+  assert windows_of(run_streaming([(T0 + 60, later)]), 'icmp/ecr_i/SF') == [
+      iso(T0 + 30), iso(T0 + 40), iso(T0 + 50)]
+
+
+def test_late_records_are_evaluated_in_a_late_pane_not_learned():
+  late = batch([T0 + 200 + i * 0.1 for i in range(60)], 'telnet', 'RSTO')
+  alerts = run_streaming([(T0 + 100, steady(0, 10)), (T0 + 240, steady(10, 24)),
+                          (T0 + 250, [late])])  # 30-50 s after its window closed
+  [alert] = [a for a in alerts if a['service'] == 'telnet']
+  assert all(json.loads(a['details'])['late'] for a in alerts)  # the site's total too
+  details = json.loads(alert['details'])
+  assert details['late'] is True and details['window_start'] == iso(T0 + 200)
+  assert details['count'] == 60
+
+
+def test_batch_and_stream_give_the_same_alerts_whatever_the_order():
+  flood = [batch([T0 + 150 + w * 10 + i * 0.05 for i in range(200)], 'eco_i', protocol='icmp')
+           for w in range(5)]
+  batches = steady(0, 30) + flood
+  streamed = run_streaming([(T0 + 150, steady(0, 15)), (T0 + 300, steady(15, 30) + flood)])
+  shuffled = list(batches)
+  random.Random(4).shuffle(shuffled)
+  batched = run_batch(shuffled)
+
+  def ids(alerts):
+    return sorted((a['event_id'], a['details']) for a in alerts)
+  assert ids(streamed) == ids(batched) and len(streamed) >= 5
+
+
+def test_alert_ids_are_per_site_key_and_window():
+  a = volume_alert('s', 'tcp/http/SF', 100.0, 50, 1.0, 2.0, 30.0, PARAMS)
+  b = volume_alert('s', 'tcp/http/SF', 100.0, 70, 1.0, 2.0, 30.0, PARAMS)
+  c = volume_alert('s', 'tcp/http/SF', 110.0, 50, 1.0, 2.0, 30.0, PARAMS)
+  assert a['event_id'] == b['event_id'] != c['event_id']
