@@ -572,7 +572,9 @@ def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str,
       'program': _field_text(raw, 'program'),
       'service': _field_text(raw, 'service'),
       'protocol_type': _field_text(raw, 'protocol_type'),
+      'flag': _field_text(raw, 'flag'),
       'details': text(details, DETAILS_LIMIT),
+      'reasons': normalize_reasons(raw.get('reasons')),
       'source': source,
   }
   row['severity'] = severity(row['score'], kind)
@@ -581,6 +583,41 @@ def normalize_alert(raw: Mapping[str, Any], received_at: float, source: str,
     # No id: the content's, so the same message read twice is still one alert.
     row['event_id'] = 'sha1:' + row['key']
   return row
+
+
+MAX_REASONS = 8  # an alert carries 3, a host attack 6
+
+
+def normalize_reasons(raw: Any) -> list[dict[str, Any]]:
+  """An alert's or incident's ``reasons`` (a JSON text or a list, schemas/outputs.py) -> a
+  bounded list of {feature, value, normal, normal_low, normal_high, deviation}, texts cut and
+  numbers finite; anything else in it is left out (an empty list: none given, or unreadable)."""
+  if isinstance(raw, str):
+    if len(raw) > DETAILS_LIMIT:
+      return []
+    try:
+      raw = json.loads(raw)
+    except ValueError:
+      return []
+  if not isinstance(raw, (list, tuple)):
+    return []
+  reasons = []
+  for item in raw[:MAX_REASONS]:
+    if not isinstance(item, _MAPPINGS):
+      continue
+    value = item.get('value')
+    reasons.append({
+        'feature': _field_text(item, 'feature') if isinstance(item.get('feature'), str)
+        else None,
+        'value': number(value) if isinstance(value, (int, float)) and not isinstance(
+            value, bool) else text(value, 100) if isinstance(value, str) else None,
+        'normal': text(item.get('normal'), 200) if isinstance(item.get('normal'), str)
+        else None,
+        'normal_low': number(item.get('normal_low')),
+        'normal_high': number(item.get('normal_high')),
+        'deviation': number(item.get('deviation')),
+    })
+  return [r for r in reasons if r['feature']]
 
 
 def _row_for_table(row: Mapping[str, Any], drop: tuple[str, ...] = ('details',)) -> dict:
@@ -781,6 +818,99 @@ def _attack_digest(row: Mapping[str, Any]) -> str:
   """An attack event's identity: its id with its content (a reused id hides nothing)."""
   return hashlib.sha1(json.dumps([row.get(k) for k in sorted(row)], default=str).encode(
       'utf-8', errors='surrogatepass')).hexdigest()
+
+
+INCIDENT_STATUSES = ('open', 'updated', 'closed')
+
+
+def normalize_incident(row: Mapping[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
+                       now: Optional[float] = None) -> dict[str, Any]:
+  """An ``incidents/`` row (or an ``incidents`` topic message) -> the row the page shows, or
+  :class:`Rejected`."""
+  now = time.time() if now is None else now
+  if not isinstance(row, _MAPPINGS):
+    raise Rejected('not an object')
+  check_shape(row)
+  incident_id = row.get('incident_id')
+  if not isinstance(incident_id, str) or not incident_id or len(incident_id) > 128:
+    raise Rejected('incident_id: missing or wrong type')
+  seq = row.get('update_seq')
+  if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 1 << 31:
+    raise Rejected('update_seq: wrong type or range')
+  status = row.get('status')
+  if status not in INCIDENT_STATUSES:
+    raise Rejected('status: unknown')
+  count = row.get('count')
+  if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+    raise Rejected('count: wrong type or range')
+  top = normalize_reasons(row.get('top_features'))  # same shape check: [{feature, ...}]
+  return {
+      'incident_id': incident_id,
+      'update_seq': seq,
+      'status': status,
+      'kind': _known_kind(_field_text(row, 'kind')),
+      'site': _field_text(row, 'site'),
+      'service': _field_text(row, 'service'),
+      'flag': _field_text(row, 'flag'),
+      'protocol_type': _field_text(row, 'protocol_type'),
+      'machine': _field_machine(row),
+      'program': _field_text(row, 'program'),
+      'first_seen': bounds.check_time('first_seen', row.get('first_seen'), now),
+      'last_seen': bounds.check_time('last_seen', row.get('last_seen'), now),
+      'count': count,
+      'max_score': _field_score(row, 'max_score'),
+      'severity': (_field_text(row, 'severity', 16) or UNKNOWN),
+      'top_features': [r['feature'] for r in top],
+      'reasons': normalize_reasons(row.get('reasons')),
+  }
+
+
+INCIDENT_COLUMNS = ('incident_id', 'update_seq', 'status', 'kind', 'site', 'service', 'flag',
+                    'protocol_type', 'machine', 'program', 'first_seen', 'last_seen', 'count',
+                    'max_score', 'severity', 'top_features', 'reasons')
+
+
+class IncidentStore:
+  """Incidents read from ``incidents/``: each one's newest state (highest update_seq), the
+  latest ``capacity`` by last alert. Thread-safe."""
+
+  def __init__(self, capacity: int = 200, bounds: Bounds = DEFAULT_BOUNDS):
+    self._lock = threading.Lock()
+    self.bounds = bounds
+    self.capacity = capacity
+    self._latest: collections.OrderedDict = collections.OrderedDict()
+    self.rejections = Rejections()
+    self.rows = 0
+
+  def add(self, raw: Mapping[str, Any], now: Optional[float] = None) -> bool:
+    """True when the row is an incident's newest state so far."""
+    now = time.time() if now is None else now
+    try:
+      row = normalize_incident(raw, self.bounds, now)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
+      with self._lock:
+        self.rejections.add(reason, 'parquet', now, raw)
+      return False
+    with self._lock:
+      self.rows += 1
+      seen = self._latest.get(row['incident_id'])
+      if seen is not None and seen['update_seq'] >= row['update_seq']:
+        return False
+      self._latest[row['incident_id']] = row
+      self._latest.move_to_end(row['incident_id'])
+      while len(self._latest) > self.capacity:
+        self._latest.popitem(last=False)
+      return True
+
+  def snapshot(self, now: Optional[float] = None, limit: int = 25) -> dict:
+    with self._lock:
+      latest = list(self._latest.values())
+    recent = sorted(latest, key=lambda r: r['last_seen'] or 0)[-limit:][::-1]
+    return {'recent': recent,
+            'open': sum(1 for r in latest if r['status'] != 'closed'),
+            'known': len(latest), 'rows': self.rows,
+            'rejected': self.rejections.snapshot()}
 
 
 DEAD_LETTER_COLUMNS = ('stream', 'source', 'partition', 'offset', 'record_index', 'stage',

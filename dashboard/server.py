@@ -42,7 +42,7 @@ import urllib.parse
 from typing import Any, Callable, Optional
 
 from dashboard.aggregate import (SEVERITIES, SEVERITY_THRESHOLDS, AlertStore, AttackStore,
-                                 DeadLetterStore, RateTracker, text)
+                                 DeadLetterStore, IncidentStore, RateTracker, text)
 
 log = logging.getLogger('dashboard')
 
@@ -214,11 +214,12 @@ class Dashboard:
                dead_letters: Optional[DeadLetterStore] = None,
                rates: Optional[RateTracker] = None, feeds: Optional[dict[str, Any]] = None,
                info: Optional[dict[str, Any]] = None, table_rows: int = 100,
-               cache_s: float = 0.5):
+               cache_s: float = 0.5, incidents: Optional[IncidentStore] = None):
     # `is None`, not `or`: an empty store has len() 0 and is falsy.
     self.alerts = AlertStore() if alerts is None else alerts
     self.attacks = AttackStore() if attacks is None else attacks
     self.dead_letters = DeadLetterStore() if dead_letters is None else dead_letters
+    self.incidents = IncidentStore() if incidents is None else incidents
     self.rates = RateTracker() if rates is None else rates
     self.feeds = {} if feeds is None else feeds
     self.info = {} if info is None else info
@@ -261,6 +262,7 @@ class Dashboard:
         'alerts': section(lambda: self.alerts.snapshot(now, limit=self.table_rows)),
         'attacks': section(lambda: self.attacks.snapshot(now)),
         'dead_letters': section(lambda: self.dead_letters.snapshot(now)),
+        'incidents': section(lambda: self.incidents.snapshot(now)),
         'input': section(self.rates.snapshot),
         'feeds': section(lambda: {name: feed.status for name, feed in self.feeds.items()}),
     }

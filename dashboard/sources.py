@@ -37,10 +37,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT, AlertStore,
-                                 AttackStore, Bounds, DeadLetterStore, RateTracker, number, text)
+from dashboard.aggregate import (ATTACK_COLUMNS, DEAD_LETTER_COLUMNS, DETAILS_LIMIT,
+                                 INCIDENT_COLUMNS, AlertStore, AttackStore, Bounds,
+                                 DeadLetterStore, IncidentStore, RateTracker, number, text)
 from model import registry, signing
-from schemas.layout import ALERTS, ATTACKS, DEAD_LETTERS, finished_files, output_folder
+from schemas.layout import (ALERTS, ATTACKS, DEAD_LETTERS, INCIDENTS, finished_files,
+                            output_folder)
 from schemas.outputs import ALERT_SCHEMA
 from transforms.redaction import scrub
 
@@ -537,7 +539,8 @@ class ParquetScanner(Feed):
   def __init__(self, output: str, alerts: AlertStore, attacks: AttackStore,
                dead_letters: DeadLetterStore, *, interval: float = 5.0,
                lookback_minutes: float = 60.0, max_files_per_scan: int = 100,  # per folder
-               limits: ParquetLimits = ParquetLimits()):
+               limits: ParquetLimits = ParquetLimits(),
+               incidents: Optional[IncidentStore] = None):
     super().__init__(interval)
     self.output = output
     self.lookback_s = lookback_minutes * 60
@@ -551,6 +554,8 @@ class ParquetScanner(Feed):
         ATTACKS: (ATTACK_COLUMNS, attacks.add),
         DEAD_LETTERS: (DEAD_LETTER_COLUMNS, dead_letters.add),
     }
+    if incidents is not None:
+      self._folders[INCIDENTS] = (INCIDENT_COLUMNS, incidents.add)
     self.update_status(output=output, files={f: 0 for f in self._folders},
                        rows={f: 0 for f in self._folders}, unreadable=0, too_large=0)
 

@@ -166,7 +166,8 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
   from pipelines import storage
   # --output and --model_dir may be s3:// or gs://: configure Beam's file systems first.
   storage.configure(storage.options_from_args(args))
-  from dashboard.aggregate import AlertStore, AttackStore, Bounds, DeadLetterStore, RateTracker
+  from dashboard.aggregate import (AlertStore, AttackStore, Bounds, DeadLetterStore,
+                                   IncidentStore, RateTracker)
   from dashboard.server import Dashboard, DashboardServer
   from dashboard.sources import (AlertFeed, KafkaHealth, ModelWatcher, ParquetLimits,
                                  ParquetScanner)
@@ -175,6 +176,7 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
   bounds = Bounds(max_age_s=args.max_alert_age_hours * 3600, max_future_s=args.max_future_s)
   alerts = AlertStore(capacity=args.max_alerts, bounds=bounds)
   attacks, dead_letters = AttackStore(bounds=bounds), DeadLetterStore(bounds=bounds)
+  incidents = IncidentStore(bounds=bounds)
   rates = RateTracker(history=max(60, int(900 / max(args.health_interval_s, 0.5))))
   input_topics = [getattr(args, f'{s}_topic') for s in INPUT_TOPICS]
   kafka_on = args.bootstrap_servers.strip().lower() not in ('', 'none')
@@ -190,6 +192,7 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
                                  stream_group_id=args.stream_group_id,
                                  interval=args.health_interval_s)
   feeds['parquet'] = ParquetScanner(args.output, alerts, attacks, dead_letters,
+                                    incidents=incidents,
                                     interval=args.scan_interval_s,
                                     lookback_minutes=args.lookback_minutes,
                                     limits=ParquetLimits(
@@ -203,7 +206,8 @@ def build(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None)
           'output': args.output, 'model_dir': args.model_dir,
           'from_beginning': args.from_beginning,
           'kafka_settings': sorted(redact_config(client_config))}
-  dashboard = Dashboard(alerts=alerts, attacks=attacks, dead_letters=dead_letters, rates=rates,
+  dashboard = Dashboard(alerts=alerts, attacks=attacks, dead_letters=dead_letters,
+                        incidents=incidents, rates=rates,
                         feeds=feeds, info=info, table_rows=args.table_rows)
   server = DashboardServer((args.host, args.port), dashboard, args.allowed_host, token=token,
                            max_connections=args.max_connections)

@@ -27,7 +27,7 @@ from model import registry, signing
 from model.detector import fit_supervised
 from model.features import frame_from_records
 from schemas.layout import finished_files, output_folder
-from schemas.outputs import ATTACK_SCHEMA, DEAD_LETTER_SCHEMA
+from schemas.outputs import ATTACK_SCHEMA, DEAD_LETTER_SCHEMA, INCIDENT_SCHEMA
 from schemas.records import MEMORY, NETWORK, PROCESS, SCHEMAS
 from tests.factories import BASE_TS, memory_record, network_record, process_record
 from transforms.alerts import alert_message, host_attack_alert, network_alert
@@ -158,6 +158,11 @@ def sample_network_alert(i: int, when: float, score: float, **overrides) -> dict
             'duration': 0, 'flag': 'SF', 'src_bytes': rng.randint(0, 5000),
             'dst_bytes': rng.randint(0, 5000), 'count': rng.randint(1, 511),
             'srv_count': rng.randint(1, 511), 'label': 'smurf.'}
+  record['reasons'] = [
+      {'feature': 'src_bytes', 'value': record['src_bytes'], 'normal_low': 0.0,
+       'normal_high': 1032.0, 'normal': '0 - 1,032', 'deviation': 2.5},
+      {'feature': 'service', 'value': record['service'], 'normal_low': None,
+       'normal_high': None, 'normal': "usually 'http' (61%)", 'deviation': 1.2}]
   alert = network_alert(record)
   alert['processing_time'] = dt_utc(when)
   alert.update(overrides)
@@ -223,11 +228,42 @@ def write_sample_outputs(output: str, now: float, attacks: int = 14,
                              "missing required field 'ts'")),
         'payload': b'{"machine": "7", "CPU": "12%%x"', 'failed_at': dt_utc(now - rng.uniform(0, 40 * 60))})
   for folder, rows, schema in (('attacks', attack_rows, ATTACK_SCHEMA),
-                               ('dead_letter', dead_rows, DEAD_LETTER_SCHEMA)):
+                               ('dead_letter', dead_rows, DEAD_LETTER_SCHEMA),
+                               ('incidents', sample_incident_rows(now), INCIDENT_SCHEMA)):
     path = os.path.join(output, folder, f'dt={date}')
     os.makedirs(path, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema),
                    os.path.join(path, f'local-test-{int(now)}-000000-000.parquet'))
+
+
+def sample_incident_rows(now: float) -> list[dict[str, Any]]:
+  """incidents/ rows as transforms/incidents.py writes them: a volume flood still open (its
+  opening and an update), a closed network incident, and an open one whose reason's feature is
+  an injection attempt."""
+  def row(incident_id, seq, status, kind, count, first, last, reasons, **fields):
+    return {'incident_id': incident_id, 'update_seq': seq, 'status': status, 'kind': kind,
+            'group_key': f'{kind}|site-1', 'site': 'site-1', 'first_seen': dt_utc(first),
+            'last_seen': dt_utc(last), 'count': count, 'max_score': 0.97,
+            'severity': 'high' if count >= 100 else 'medium',
+            'top_features': json.dumps([{'feature': r['feature'], 'alerts': count}
+                                        for r in reasons]),
+            'reasons': json.dumps(reasons), 'first_alert_id': f'{incident_id}-first',
+            'last_alert_id': f'{incident_id}-last', 'processing_time': dt_utc(last), **fields}
+  surge = [{'feature': 'connections per 10 s', 'value': 980, 'normal_low': 0.0,
+            'normal_high': 12.0, 'normal': 'usually 3 (up to 12) per 10 s', 'deviation': 81.7}]
+  bytes_ = [{'feature': 'src_bytes', 'value': 54540, 'normal_low': 0.0, 'normal_high': 1032.0,
+             'normal': '0 - 1,032', 'deviation': 3.9}]
+  evil = [{'feature': MALICIOUS, 'value': MALICIOUS, 'normal': MALICIOUS, 'deviation': 1.0}]
+  volume = dict(service='ecr_i', flag='SF', protocol_type='icmp')
+  return [
+      row('inc-volume', 0, 'open', 'volume_anomaly', 1, now - 600, now - 600, surge, **volume),
+      row('inc-volume', 1, 'updated', 'volume_anomaly', 57, now - 600, now - 30, surge,
+          **volume),
+      row('inc-back', 2, 'closed', 'network_anomaly', 240, now - 1800, now - 1500, bytes_,
+          service='http', flag='SF', protocol_type='tcp'),
+      row('inc-evil', 0, 'open', 'network_anomaly', 3, now - 120, now - 60, evil,
+          service='telnet', flag='RSTO', protocol_type='tcp'),
+  ]
 
 
 def write_sample_registry(model_dir: str) -> dict[str, str]:

@@ -6,7 +6,8 @@ driven by Playwright) reading the served page.
 Checks: a newly published alert shows in the table within a few seconds; an alert whose
 program and details are an HTML/script injection renders as literal text, creates no element
 and runs no script (no dialog, no global set, no CSP violation needed); the charts, top lists,
-attack events, dead letters, input rates and model versions are drawn. Saves a full-page
+attack events, dead letters, input rates and model versions are drawn; the alert detail shows
+its reasons, and the incidents panel each incident's newest state with its reasons. Saves a full-page
 screenshot to .run/screenshots/dashboard.png.
 
 Skipped, with the reason, without chromium (scripts/install_browser.sh), Playwright
@@ -228,7 +229,10 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
       attack = sample_attack_row(99_999, time.time(), 7, 'x')
       evil = host_attack_alert(attack)
       evil.update(program=MALICIOUS, details=json.dumps({'CMD': MALICIOUS, 'note': MALICIOUS}),
-                  score=0.991)
+                  score=0.991, reasons=json.dumps([
+                      {'feature': 'process.CPU', 'value': 97.0, 'normal_low': 0.0,
+                       'normal_high': 12.5, 'normal': '0.00 - 12.50', 'deviation': 3.1},
+                      {'feature': MALICIOUS, 'value': MALICIOUS, 'normal': MALICIOUS}]))
       key, value = kafka_message(evil)
       sent = time.monotonic()
       producer.produce('alerts', value, key)
@@ -251,6 +255,22 @@ def test_live_alerts_render_as_text_in_chromium(broker, dashboard):
       assert MALICIOUS in page.locator('#detail-body').text_content()
       assert MALICIOUS in page.locator('#detail-fields').text_content()
       assert page.locator('#alert-detail img, #alert-detail script').count() == 0
+      # Why: each reason with the record's value and the normal range, as text.
+      reasons = page.locator('#detail-reasons li').all_text_contents()
+      assert reasons[0] == 'process.CPU = 97 (normal 0.00 - 12.50)', reasons
+      assert MALICIOUS in reasons[1]
+
+      # Incidents, from incidents/ Parquet: each one's newest state, with its reasons.
+      page.wait_for_selector('#incidents-table tbody tr', timeout=15_000)
+      _wait_js(page, "document.querySelectorAll('#incidents-table tbody tr').length === 3")
+      volume = page.locator('#incidents-table tbody tr[data-id="inc-volume"]')
+      cells = volume.locator('td').all_text_contents()
+      assert cells[:3] == ['updated', 'volume anomaly', 'icmp / ecr_i / SF'], cells
+      assert cells[5] == '57' and 'connections per 10 s = 980 (normal usually 3' in cells[7]
+      assert page.locator('#incidents-open').text_content() == '2 open of 3'
+      evil_incident = page.locator('#incidents-table tbody tr[data-id="inc-evil"]')
+      assert MALICIOUS in evil_incident.locator('td.why').text_content()
+      assert page.locator('#incidents-table img, #incidents-table script').count() == 0
 
       # The rest of the page is drawn from the broker, the Parquet outputs and the registry.
       _wait_js(page, "document.querySelectorAll("

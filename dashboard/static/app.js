@@ -9,8 +9,9 @@
 (function () {
   const POLL_MS = 1500;
   const SEVERITIES = ['critical', 'high', 'medium', 'low', 'unknown'];
-  const KINDS = ['network_anomaly', 'host_attack'];
-  const KIND_LABEL = { network_anomaly: 'network anomaly', host_attack: 'host attack', '(other)': 'other' };
+  const KINDS = ['network_anomaly', 'volume_anomaly', 'host_attack'];
+  const KIND_LABEL = { network_anomaly: 'network anomaly', volume_anomaly: 'volume anomaly',
+                       host_attack: 'host attack', '(other)': 'other' };
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const PALETTE = ['#4c9bff', '#2ec4b6', '#b67cff', '#f2c53d', '#ff8f2e', '#ff4d5e', '#8da2b8'];
 
@@ -26,6 +27,7 @@
       for (const s of SEVERITIES) COLORS[s] = cssVar('--' + s);
       COLORS.network_anomaly = cssVar('--kind-network');
       COLORS.host_attack = cssVar('--kind-host');
+      COLORS.volume_anomaly = cssVar('--kind-volume');
       COLORS['(other)'] = cssVar('--kind-other');
       COLORS.ready = true;
     }
@@ -424,6 +426,44 @@
     $('attacks-empty').hidden = s.attacks.recent.length > 0;
   }
 
+  // Why, as a list: "src_bytes = 54,540 (normal 0 - 1,032)". Text nodes only (never HTML).
+  function reasonList(reasons) {
+    const list = el('ul', { cls: 'reasons' });
+    for (const r of reasons || []) {
+      const value = typeof r.value === 'number' ? fmtInt(r.value) : (r.value == null ? '–' : String(r.value));
+      list.append(el('li', null, r.feature + ' = ' + value + (r.normal ? ' (normal ' + r.normal + ')' : '')));
+    }
+    return list;
+  }
+
+  function renderIncidents(s) {
+    const inc = s.incidents;
+    if (!inc || inc.error) return;
+    const body = $('incidents-table').tBodies[0];
+    const frag = document.createDocumentFragment();
+    for (const r of inc.recent) {
+      const tr = el('tr', { cls: 'sev-' + (own({ high: 1, medium: 1, low: 1 }, r.severity) ? r.severity : 'unknown') });
+      tr.dataset.id = r.incident_id;
+      cell(tr, r.status, 'status-' + r.status);
+      const kind = cell(tr, kindLabel(r.kind), 'kind kind-' + r.kind);
+      kind.title = 'incident ' + r.incident_id + ' (update ' + r.update_seq + ')';
+      cell(tr, r.kind === 'host_attack' ? 'machine ' + r.machine + ' · ' + (r.program || '–')
+           : [r.protocol_type, r.service, r.flag].filter((x) => x != null).join(' / ') || 'all traffic', 'mono');
+      cell(tr, hhmmss(r.first_seen), 'mono', isoUtc(r.first_seen));
+      cell(tr, hhmmss(r.last_seen), 'mono', isoUtc(r.last_seen));
+      cell(tr, fmtInt(r.count), 'num mono');
+      cell(tr, r.severity);
+      const why = el('td', { cls: 'why' });
+      why.append(reasonList(r.reasons.slice(0, 3)));
+      tr.append(why);
+      cell(tr, r.site);
+      frag.append(tr);
+    }
+    body.replaceChildren(frag);
+    setText('incidents-open', fmtInt(inc.open) + ' open of ' + fmtInt(inc.known));
+    $('incidents-empty').hidden = inc.recent.length > 0;
+  }
+
   function renderHealth(s) {
     const kafka = s.feeds.kafka || {};
     const topicsBody = $('topics-table').tBodies[0];
@@ -579,7 +619,7 @@
     setText('source-info', info.bootstrap_servers ? 'Kafka ' + info.bootstrap_servers + ' · topic ' + info.alerts_topic
       : 'Parquet ' + (info.output || ''));
     const steps = [renderKpis, renderCharts, renderTops, (x) => renderAlerts(x.alerts.recent, false),
-                   renderAttacks, renderHealth, renderModels, renderFeeds];
+                   renderAttacks, renderIncidents, renderHealth, renderModels, renderFeeds];
     for (const step of steps) {
       try { step(s); } catch (e) { console.error('render', step.name, e); }
     }
@@ -631,10 +671,18 @@
       const a = await response.json();
       const pairs = [['kind', kindLabel(a.kind)], ['severity', a.severity], ['score', fmtNum(a.score, 4)],
                      ['model', a.model_version], ['machine', a.machine], ['program', a.program],
-                     ['service', a.service], ['protocol', a.protocol_type], ['site', a.site],
+                     ['service', a.service], ['protocol', a.protocol_type], ['flag', a.flag],
+                     ['site', a.site],
                      ['source', a.source], ['event time', isoUtc(a.event_time)],
                      ['processed', isoUtc(a.processing_time)]];
       for (const [k, v] of pairs) fields.append(el('dt', null, k), el('dd', null, v == null ? '–' : v));
+      const why = $('detail-reasons');
+      why.replaceChildren();
+      if (a.reasons && a.reasons.length) {
+        why.append(el('h4', null, 'Why: unlike normal traffic'), reasonList(a.reasons));
+      } else {
+        why.append(el('p', { cls: 'hint' }, 'No reasons given (a model published without a normal profile).'));
+      }
       let pretty = a.details == null ? '(no details)' : a.details;
       try { pretty = JSON.stringify(JSON.parse(a.details), null, 2); } catch (e) { /* shown as is */ }
       setText('detail-body', pretty);
