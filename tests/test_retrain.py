@@ -21,7 +21,7 @@ from sklearn.base import clone
 
 from generator.synthetic_host import generate_host
 from generator.synthetic_network import generate_network
-from model import dataset, evaluation, methods, registry, sampling, training
+from model import dataset, evaluation, methods, profile, registry, sampling, training
 from model.detector import ScoredDetector
 from model.features import frame_from_records
 from pipelines import retrain
@@ -213,8 +213,19 @@ def test_unlabelled_archive_trains_a_mixture_chosen_by_a_label_free_criterion(tm
   metrics = result.finals['gaussian_mixture'].metrics
   assert metrics['roc_auc'] is None and metrics['contrast_auc'] > 0.7
   assert metrics['alert_rate'] == pytest.approx(0.01, abs=0.02)  # all records are the reference
-  # The hidden truth: the attacks score above normal traffic.
+  # The report shows the criterion that chose the model and every candidate's value on it.
+  with open(outcome.decision.report, encoding='utf-8') as f:
+    page = f.read()
+  assert 'How the model was chosen without labels' in page and 'mv_auc' in page
+  for row in result.cv:
+    assert f"{row['mean']:.4f}" in page
+  # The normal profile is published beside the model, verified like it.
   loaded = registry.load(str(tmp_path / 'models'), 'network')
+  assert profile.PROFILE_FILE in loaded.manifest['files']
+  normal = profile.load_profile(loaded, model_dir=str(tmp_path / 'models'))
+  assert set(normal.numeric) == set(NETWORK.numeric_features)
+  assert normal.rows < result.sample['split_rows']['train']  # distinct, below the threshold
+  # The hidden truth: the attacks score above normal traffic.
   scores = loaded.estimator.predict_proba(dataset.feature_frame(NETWORK, frame))[:, 1]
   assert evaluation.ranking_metrics(truth.astype(int), scores)['roc_auc'] > 0.9
 
