@@ -4,9 +4,12 @@ results as on the DirectRunner, only ``--runner`` differs.
 
 * the retrain trains and publishes the same model (same method, equal metrics);
 * the detection graph, bounded (``--source=files``), writes the same archive, attacks, alerts
-  and dead letters, row for row.
+  and dead letters, row for row;
+* the retrain on a real standalone cluster (scripts/spark_cluster.sh: a Master and a Worker
+  JVM on 127.0.0.1), ``--spark_master_url=spark://...``: the same model again, and the Master
+  saw the application finish.
 
-The standalone-cluster run is in test_spark_cluster.py.
+The DirectRunner's training runs once for the module; both Spark retrains are checked against it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from generator.sinks import JsonLinesSink
 from generator.source import SourceConfig, generate_messages
 from generator.synthetic_network import generate_network
-from harness.spark import missing_spark
+from harness.spark import SparkCluster, missing_spark
 from model import dataset, registry
 from pipelines import retrain, stream as stream_job
 from tests.helpers import read_output
@@ -40,14 +43,36 @@ def spark_ready():
     pytest.skip(reason)
 
 
-def write_archive(root) -> None:
+@pytest.fixture(scope='module')
+def archive(tmp_path_factory) -> str:
   """A network archive of 6,000 records in two files, plus 200 of them replayed."""
+  root = tmp_path_factory.mktemp('archive')
   folder = root / 'archive' / 'network' / 'dt=2026-03-01'
   folder.mkdir(parents=True)
   table = dataset.archive_table('network', generate_network(6000, seed=31), start=START)
   pq.write_table(table.slice(0, 3000), folder / 'a.parquet')
   pq.write_table(table.slice(3000), folder / 'b.parquet')
   pq.write_table(table.slice(0, 200), folder / 'replay.parquet')
+  return str(root)
+
+
+def retrain_args(archive_root: str) -> list[str]:
+  return ['--detector', 'network', '--input', archive_root, '--grid', 'small', '--folds', '2']
+
+
+@pytest.fixture(scope='module')
+def direct_training(archive, tmp_path_factory):
+  return retrain.run(retrain_args(archive) + [
+      '--model_dir', str(tmp_path_factory.mktemp('direct-models'))])
+
+
+@pytest.fixture(scope='module')
+def spark_cluster(spark_ready, tmp_path_factory):
+  cluster = SparkCluster(str(tmp_path_factory.mktemp('spark')), cores=2, memory='2g').start()
+  try:
+    yield cluster
+  finally:
+    cluster.stop()
 
 
 def assert_same_training(on_spark, direct) -> None:
@@ -59,18 +84,50 @@ def assert_same_training(on_spark, direct) -> None:
   assert on_spark.result.cv_tasks == direct.result.cv_tasks > 0
   for method, final in direct.result.finals.items():
     assert on_spark.result.finals[method].params == final.params
-    assert on_spark.result.finals[method].metrics == pytest.approx(final.metrics)
+    numbers, others = flatten(final.metrics)
+    spark_numbers, spark_others = flatten(on_spark.result.finals[method].metrics)
+    assert spark_others == others
+    assert spark_numbers == pytest.approx(numbers)
 
 
-def test_spark_and_direct_runner_train_the_same_model(spark_ready, tmp_path):
-  write_archive(tmp_path)
-  args = ['--detector', 'network', '--input', str(tmp_path), '--grid', 'small', '--folds', '2']
-  on_spark = retrain.run(args + ['--model_dir', str(tmp_path / 'spark'), '--runner=SparkRunner'])
-  direct = retrain.run(args + ['--model_dir', str(tmp_path / 'direct')])
-  assert_same_training(on_spark, direct)
+def flatten(value, path: str = '') -> tuple[dict[str, float], dict[str, object]]:
+  """The numbers and the other leaves of nested metrics (dicts, lists), by path."""
+  numbers: dict[str, float] = {}
+  others: dict[str, object] = {}
+  items = (value.items() if isinstance(value, dict) else
+           enumerate(value) if isinstance(value, (list, tuple)) else None)
+  if items is None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      numbers[path] = value
+    else:
+      others[path] = value
+    return numbers, others
+  for key, item in items:
+    n, o = flatten(item, f'{path}/{key}')
+    numbers.update(n)
+    others.update(o)
+  return numbers, others
+
+
+def test_spark_and_direct_runner_train_the_same_model(spark_ready, archive, direct_training,
+                                                      tmp_path):
+  on_spark = retrain.run(retrain_args(archive) + ['--model_dir', str(tmp_path / 'spark'),
+                                                  '--runner=SparkRunner'])
+  assert_same_training(on_spark, direct_training)
   loaded = registry.load(str(tmp_path / 'spark'), 'network')
   assert os.path.exists(os.path.join(str(tmp_path / 'spark'), 'network', loaded.version,
                                      'report.html'))
+
+
+def test_retrain_on_the_standalone_cluster_trains_the_same_model(spark_cluster, archive,
+                                                                 direct_training, tmp_path):
+  assert spark_cluster.state().get('aliveworkers') == 1
+  on_spark = retrain.run(retrain_args(archive) + [
+      '--model_dir', str(tmp_path / 'spark'), '--runner=SparkRunner',
+      f'--spark_master_url={spark_cluster.master_url}'])
+  assert_same_training(on_spark, direct_training)
+  finished = [app for app in spark_cluster.completed_apps() if app['name'].startswith('BeamApp')]
+  assert len(finished) == 1 and finished[0]['state'] == 'FINISHED', finished
 
 
 def comparable(rows: list[dict]) -> list[tuple]:
