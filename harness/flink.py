@@ -20,15 +20,31 @@ class FlinkCluster:
   """``scripts/flink_cluster.sh`` in a run dir of its own (stopped by :meth:`stop`).
 
   ``heartbeat_interval_ms`` / ``heartbeat_timeout_ms``: short ones (1 s / 6 s instead of
-  Flink's 10 s / 50 s) make a lost TaskManager noticed in seconds; None keeps Flink's."""
+  Flink's 10 s / 50 s) make a lost TaskManager noticed in seconds; None keeps Flink's.
+
+  Every cluster gets Prometheus endpoints on free ports (``metrics_ports``: JobManager's,
+  TaskManager's). ``worker_pool``: a Python SDK worker pool beside the TaskManager
+  (``worker_pool_port``; jobs use ``--environment_type=EXTERNAL``). ``s3``: an
+  :class:`harness.s3.S3Server` whose endpoint and credentials the S3 plugin gets. ``cwd``:
+  the working directory the cluster (and pool) are started from."""
 
   def __init__(self, run_dir: Optional[str] = None, slots: int = 2,
                heartbeat_interval_ms: Optional[int] = 1000,
-               heartbeat_timeout_ms: Optional[int] = 6000):
+               heartbeat_timeout_ms: Optional[int] = 6000, *, worker_pool: bool = False,
+               s3=None, cwd: Optional[str] = None):
     self.run_dir = run_dir or tempfile.mkdtemp(prefix='harness-flink-')
     self.rest_port = free_port()
+    self.metrics_ports = [free_port(), free_port()]
+    self.cwd = cwd
     self.settings = {'FLINK_REST_PORT': str(self.rest_port), 'FLINK_RPC_PORT': str(free_port()),
-                     'FLINK_RUN_DIR': self.run_dir, 'FLINK_TM_SLOTS': str(slots)}
+                     'FLINK_RUN_DIR': self.run_dir, 'FLINK_TM_SLOTS': str(slots),
+                     'FLINK_METRICS_PORTS': ','.join(map(str, self.metrics_ports))}
+    self.worker_pool_port = free_port() if worker_pool else None
+    if worker_pool:
+      self.settings['FLINK_WORKER_POOL_PORT'] = str(self.worker_pool_port)
+    if s3 is not None:
+      self.settings.update(FLINK_S3_ENDPOINT=s3.endpoint, FLINK_S3_ACCESS_KEY=s3.access_key,
+                           FLINK_S3_SECRET_KEY=s3.secret_key)
     if heartbeat_interval_ms is not None:
       self.settings['FLINK_HEARTBEAT_INTERVAL_MS'] = str(heartbeat_interval_ms)
     if heartbeat_timeout_ms is not None:
@@ -39,7 +55,7 @@ class FlinkCluster:
   def run(self, action: str) -> None:
     """``scripts/flink_cluster.sh <action>`` for this cluster (start, stop, kill-taskmanager,
     start-taskmanager)."""
-    run_script('flink_cluster.sh', action, self.env, timeout=180)
+    run_script('flink_cluster.sh', action, self.env, timeout=180, cwd=self.cwd)
 
   def start(self) -> 'FlinkCluster':
     try:

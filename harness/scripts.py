@@ -17,11 +17,12 @@ KAFKA_JAR = 'kafka/lib/kafka_2.13-3.9.2.jar'
 FLINK_JAR = 'flink/lib/flink-runtime-1.19.3.jar'
 
 
-def run_script(name: str, action: str, env: Mapping[str, str], timeout: float) -> str:
+def run_script(name: str, action: str, env: Mapping[str, str], timeout: float,
+               cwd: Optional[str] = None) -> str:
   """``scripts/<name> <action>`` with ``env``; returns its stdout, raises RuntimeError (with
   its output) when it fails. Prints how long it took, for the test and benchmark logs."""
   t0 = time.monotonic()
-  proc = subprocess.run([os.path.join(ROOT, 'scripts', name), action], env=dict(env),
+  proc = subprocess.run([os.path.join(ROOT, 'scripts', name), action], env=dict(env), cwd=cwd,
                         timeout=timeout, capture_output=True, text=True, check=False)
   if proc.returncode != 0:
     raise RuntimeError(f'scripts/{name} {action} failed ({proc.returncode}):\n'

@@ -16,10 +16,15 @@ Flink it makes ``--runner=FlinkRunner`` alone run here, with no Docker and no do
 * Python SDK workers as local processes: ``PROCESS`` with scripts/sdk_worker.sh
   (pipelines/sdk_worker.py), two per core. ``LOOPBACK`` (the harness inside the submitting
   process) stays available with ``--environment_type=LOOPBACK``, and ``EXTERNAL`` for a worker
-  pool beside each TaskManager of a real cluster (see :func:`flink_pipeline_options`);
+  pool beside each TaskManager of a real cluster (scripts/worker_pool.sh; its address defaults
+  to ``localhost:50000``, the TaskManager's own host);
 * for a streaming job: checkpoints every :data:`STREAM_CHECKPOINTING_MS`, a filesystem state
   backend, and the bundle settings of :data:`STREAMING_FLINK_DEFAULTS`;
-* with ``--checkpoint_dir``: checkpoints kept there and the job resumed from the newest one.
+* with ``--checkpoint_dir`` (a local path or ``s3://...``): checkpoints kept there and the
+  job resumed from the newest checkpoint or savepoint found there;
+* on the embedded Flink: its REST API and Flink's Prometheus reporter on loopback ports
+  (:func:`flink_rest_url`, :data:`METRICS_PORTS_ENV`), which the end-of-run summary and
+  :func:`stop_with_savepoint` use.
 
 A flag the command line gives always wins. The DirectRunner needs nothing; the SparkRunner
 has its own section below (:func:`with_spark_defaults`, :func:`spark_job_server`; batch jobs
@@ -47,10 +52,13 @@ from typing import Iterator, List, Optional, Sequence
 
 from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOptions,
                                                   PortableOptions, StandardOptions)
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import S3Options
 from apache_beam.runners.portability.flink_runner import FlinkJarJobServer, FlinkRunner
 from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, SparkJarJobServer
 from apache_beam.utils.subprocess_server import pick_port
 
+from pipelines import storage
 from transforms import jvm
 from transforms.parse import DEFAULT_BATCH_SIZE
 
@@ -99,6 +107,18 @@ STREAMING_FLINK_DEFAULTS = {'--max_bundle_time_mills': '100',
 
 CHECKPOINT_DIR_FLAG = '--checkpoint_dir'
 _TEMPORARY_PREFIX = 'attack-detection-checkpoints-'
+# Where scripts/worker_pool.sh listens by default (Beam's own examples use 50000 too).
+DEFAULT_WORKER_POOL_PORT = 50000
+# The Flink plugins of scripts/fetch_jars.sh (Prometheus reporter, S3 file system).
+FLINK_PLUGINS_DIR = os.path.join(jvm.jars_dir(), 'flink', 'plugins')
+# The embedded Flink's Prometheus endpoint: a port, a list or a range (``9250-9259``) taken
+# from this environment variable; without it a free port is picked and logged.
+METRICS_PORTS_ENV = 'FLINK_METRICS_PORTS'
+PROMETHEUS_REPORTER = {
+    'metrics.reporter.prom.factory.class':
+        'org.apache.flink.metrics.prometheus.LoopbackPrometheusReporterFactory',
+    'metrics.reporter.prom.host': '127.0.0.1',
+}
 
 FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
 
@@ -203,6 +223,13 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
   }
   argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
   environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
+  if environment == 'EXTERNAL' and not {'--environment_options', '--environment_config'} & given:
+    # A worker pool beside each TaskManager (scripts/worker_pool.sh), reached on its own host.
+    argv.append(f'--environment_config=localhost:{DEFAULT_WORKER_POOL_PORT}')
+  if environment == 'EXTERNAL' and '--sdk_worker_parallelism' not in given:
+    # The pool starts a worker per request; as for PROCESS, two per core of this host (the
+    # TaskManager hosts' cores are not known here: set it for theirs).
+    argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
   if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
     # Worker processes instead of LOOPBACK's threads of this process, which share one
     # interpreter lock: its Python work never uses more than one core.
@@ -300,10 +327,21 @@ def flink_pipeline_options(
 # runner honours when submitting to a cluster, --flink_master=host:port).
 
 
+SAVEPOINTS = 'savepoints'
+
+
 def newest_checkpoint(checkpoint_dir: str) -> Optional[str]:
-  """The newest complete retained checkpoint under ``checkpoint_dir`` (``<job id>/chk-<n>``,
-  complete once Flink has written its ``_metadata``), or None."""
-  found = glob.glob(os.path.join(checkpoint_dir, '*', 'chk-*', '_metadata'))
+  """The newest complete retained checkpoint (``<job id>/chk-<n>``) or savepoint
+  (``savepoints/savepoint-...``, :func:`stop_with_savepoint`) under ``checkpoint_dir``, a local
+  path or ``s3://...``: complete once Flink has written its ``_metadata``; None without one."""
+  if '://' in checkpoint_dir:
+    patterns = [FileSystems.join(checkpoint_dir, '*', 'chk-*', '_metadata'),
+                FileSystems.join(checkpoint_dir, SAVEPOINTS, 'savepoint-*', '_metadata')]
+    found = [(m.last_updated_in_seconds, m.path) for pattern in patterns
+             for m in FileSystems.match([pattern])[0].metadata_list]
+    return FileSystems.split(max(found)[1])[0] if found else None
+  found = (glob.glob(os.path.join(checkpoint_dir, '*', 'chk-*', '_metadata')) +
+           glob.glob(os.path.join(checkpoint_dir, SAVEPOINTS, 'savepoint-*', '_metadata')))
   if not found:
     return None
   return os.path.dirname(max(found, key=os.path.getmtime))
@@ -330,12 +368,21 @@ def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
     return argv
   if not checkpointing:
     raise SystemExit(f'{CHECKPOINT_DIR_FLAG} needs --checkpointing_interval=<ms>')
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{directory}',
+  if directory.startswith('s3://'):
+    # Flink writes there through its S3 plugin (FLINK_PLUGINS_DIR, its s3.* settings); this
+    # process lists it through Beam's S3 file system, set up from the same flags as the job's.
+    storage.configure(PipelineOptions(argv))
+    url = directory.rstrip('/')
+  elif '://' in directory:
+    raise SystemExit(f'{CHECKPOINT_DIR_FLAG} takes a local path or s3://..., not {directory}')
+  else:
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    url = f'file://{directory}'
+  argv += ['--state_backend=filesystem', f'--state_backend_storage_path={url}',
            '--externalized_checkpoints_enabled',
            '--retain_externalized_checkpoints_on_cancellation']
-  resume = newest_checkpoint(directory)
+  resume = newest_checkpoint(url if '://' in directory else directory)
   if resume and _value(argv, '--savepoint_path') is None:
     # The new job's graph is the same; allow dropping state of a transform no longer there.
     argv += [f'--savepoint_path={resume}', '--allow_non_restored_state']
@@ -408,6 +455,50 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
     return cmd, endpoint
 
 
+# The REST API of each embedded Flink of ours, by the --job_endpoint of its job server.
+_EMBEDDED_REST: dict[str, str] = {}
+
+
+def embedded_flink_conf(options: PipelineOptions) -> dict[str, str]:
+  """The embedded Flink's configuration: loopback addresses (:data:`EMBEDDED_FLINK_CONF`), a
+  REST port of its own (the summary and stop-with-savepoint use it), the Prometheus reporter
+  (:data:`METRICS_PORTS_ENV`), and, for ``s3://`` checkpoints, the S3 plugin's endpoint and
+  credentials from Beam's S3 flags or the AWS environment, as pipelines/storage.py reads them."""
+  conf = dict(EMBEDDED_FLINK_CONF)
+  conf['rest.port'] = str(pick_port(None)[0])
+  if os.path.isdir(os.path.join(FLINK_PLUGINS_DIR, 'metrics-prometheus')):
+    conf.update(PROMETHEUS_REPORTER)
+    conf['metrics.reporter.prom.port'] = (os.environ.get(METRICS_PORTS_ENV) or
+                                          str(pick_port(None)[0]))
+  storage_path = options.get_all_options(retain_unknown_options=True).get(
+      'state_backend_storage_path') or ''
+  if storage_path.startswith('s3://'):
+    s3 = options.view_as(S3Options)
+    settings = {
+        's3.endpoint': s3.s3_endpoint_url or os.environ.get('AWS_ENDPOINT_URL_S3') or
+                       os.environ.get('AWS_ENDPOINT_URL'),
+        's3.access-key': s3.s3_access_key_id or os.environ.get('AWS_ACCESS_KEY_ID'),
+        's3.secret-key': s3.s3_secret_access_key or os.environ.get('AWS_SECRET_ACCESS_KEY'),
+    }
+    conf.update({k: v for k, v in settings.items() if v})
+    if settings['s3.endpoint']:
+      conf['s3.path.style.access'] = 'true'  # MinIO and most S3-compatible stores
+  return conf
+
+
+def flink_rest_url(options: PipelineOptions) -> Optional[str]:
+  """Flink's REST API for a job: the cluster's (``--flink_master=host:port``) or, for an
+  embedded Flink of :func:`flink_job_server`, its own; None off Flink or for a job server
+  that is not ours."""
+  if not is_flink(options):
+    return None
+  master = options.view_as(FlinkRunnerOptions).flink_master
+  if not is_embedded(master):
+    base = master.strip().rstrip('/')
+    return base if base.startswith(('http://', 'https://')) else 'http://' + base
+  return _EMBEDDED_REST.get(options.view_as(PortableOptions).job_endpoint or '')
+
+
 @contextlib.contextmanager
 def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   """Runs the pinned Flink job server for the span of a ``with`` block.
@@ -424,9 +515,18 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   embedded = is_embedded(flink.flink_master)
   flink.flink_master = FlinkRunner.add_http_scheme(flink.flink_master)
   conf_dir = tempfile.mkdtemp(prefix='flink-conf-') if embedded else None
+  endpoint = f'localhost:{job_port}'
   if conf_dir:
+    conf = embedded_flink_conf(options)
     with open(os.path.join(conf_dir, 'flink-conf.yaml'), 'w', encoding='utf-8') as f:
-      f.writelines(f'{key}: {value}\n' for key, value in EMBEDDED_FLINK_CONF.items())
+      f.writelines(f'{key}: {value}\n' for key, value in conf.items())
+    _EMBEDDED_REST[endpoint] = f'http://127.0.0.1:{conf["rest.port"]}'
+    _LOG.info('embedded Flink REST API: %s', _EMBEDDED_REST[endpoint])
+    if os.path.isdir(FLINK_PLUGINS_DIR):
+      # The job server JVM's MiniCluster loads its reporter and file systems from there.
+      os.environ.setdefault('FLINK_PLUGINS_DIR', FLINK_PLUGINS_DIR)
+      _LOG.info('Flink metrics (Prometheus): http://127.0.0.1:%s/metrics',
+                conf['metrics.reporter.prom.port'])
   server = _LoopbackFlinkJobServer(options, conf_dir)
   try:
     server.start()  # returns once the job service answers on job_port
@@ -435,8 +535,9 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
       shutil.rmtree(conf_dir, ignore_errors=True)
     raise
   try:
-    yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
+    yield [*pipeline_args, f'--job_endpoint={endpoint}']
   finally:
+    _EMBEDDED_REST.pop(endpoint, None)
     # Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
     # still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
     # seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory.
@@ -629,3 +730,58 @@ def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: floa
       time.sleep(0.3)
   if jids:
     raise TimeoutError(f'Flink jobs {jids} of {name} still not cancelled after {timeout_s}s')
+
+
+def _rest(base: str, path: str, body: Optional[dict] = None) -> dict:
+  data = None if body is None else json.dumps(body).encode()
+  request = urllib.request.Request(base + path, data=data, method='GET' if data is None else 'POST',
+                                   headers={'Content-Type': 'application/json'})
+  with urllib.request.urlopen(request, timeout=10) as r:
+    return json.load(r)
+
+
+def running_flink_job(base: str, beam_job_id: str) -> Optional[str]:
+  """The id of the running Flink job of a Beam job (named after it: the invocation id is
+  ``<job name>_<uuid>``), from the REST API at ``base``; None when there is none."""
+  name = beam_job_id.rsplit('_', 1)[0]
+  jobs = [j for j in _rest(base, '/jobs/overview')['jobs']
+          if j.get('name') == name and j.get('state') in ('RUNNING', 'CREATED', 'RESTARTING')]
+  return max(jobs, key=lambda j: j['start-time'])['jid'] if jobs else None
+
+
+def stop_with_savepoint(result, options: PipelineOptions, target_dir: str,
+                        timeout_s: float = 180.0) -> str:
+  """Stops a running Beam job on Flink with a savepoint under ``target_dir`` (local path or
+  ``s3://...``), through Flink's REST API (``POST /jobs/<id>/stop``, no drain: the windows and
+  buffers stay in the savepoint rather than being flushed as if the input had ended); returns
+  the savepoint's path once Flink reports it complete, and waits for the job to end. On the
+  embedded Flink of :func:`flink_job_server` and on a session cluster alike."""
+  base = flink_rest_url(options)
+  if base is None:
+    raise ValueError('stop-with-savepoint needs Flink\'s REST API: a job on --runner=FlinkRunner '
+                     'with a job server of ours or --flink_master=host:port')
+  job_id = getattr(result, '_job_id', None) or ''
+  jid = running_flink_job(base, job_id)
+  if jid is None:
+    raise RuntimeError(f'no running Flink job for {job_id} at {base}')
+  if not target_dir.startswith('s3://') and '://' not in target_dir:
+    target_dir = 'file://' + os.path.abspath(target_dir)
+  trigger = _rest(base, f'/jobs/{jid}/stop', {'targetDirectory': target_dir, 'drain': False})
+  deadline = time.monotonic() + timeout_s
+  while True:
+    status = _rest(base, f'/jobs/{jid}/savepoints/{trigger["request-id"]}')
+    if status['status']['id'] == 'COMPLETED':
+      operation = status.get('operation') or {}
+      if 'location' not in operation:
+        raise RuntimeError(f'stop-with-savepoint of Flink job {jid} failed: '
+                           f'{operation.get("failure-cause", operation)}')
+      break
+    if time.monotonic() > deadline:
+      raise TimeoutError(f'stop-with-savepoint of Flink job {jid} not done after {timeout_s}s')
+    time.sleep(0.5)
+  try:
+    result.wait_until_finish(duration=int(max(1.0, deadline - time.monotonic()) * 1000))
+  except RuntimeError as e:  # Beam reports a stopped job as it sees it; the savepoint is done
+    _LOG.info('after stop-with-savepoint: %s', e)
+  _LOG.info('stopped Flink job %s with savepoint %s', jid, operation['location'])
+  return operation['location']

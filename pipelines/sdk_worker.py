@@ -12,23 +12,36 @@ It asks the provision service for the job's pipeline options and hands over to B
 which sets the file systems' options (S3 endpoints and credentials) and
 pickler from them. Each worker is a process of its own, so the job's Python work is spread
 over cores instead of sharing one interpreter lock, as LOOPBACK's in-process workers do.
-Packages are not staged: the workers run in the environment the project is installed in,
-which on a Flink cluster means installing it on every TaskManager host.
+
+What the job staged (``--setup_file``: ``workflow.tar.gz``, ``--requirements_file``,
+``--extra_package``) is fetched from the artifact service and installed, as Beam's container
+boot does, but into a folder of its own (``pip install --target``, once per set of artifacts
+and host, shared by the workers), put first on the worker's ``sys.path``: the submitted
+code is what runs, over the environment the worker's Python has (the project's dependencies
+must be installed there: ``pip install .`` on every TaskManager host, or the pool's venv).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import logging
 import os
+import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 import grpc
 from google.protobuf import json_format, text_format
 
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import beam_artifact_api_pb2, beam_artifact_api_pb2_grpc
 from apache_beam.portability.api import beam_provision_api_pb2, beam_provision_api_pb2_grpc
-from apache_beam.portability.api import endpoints_pb2
+from apache_beam.portability.api import beam_runner_api_pb2, endpoints_pb2
+from apache_beam.runners.portability.stager import (EXTRA_PACKAGES_FILE, REQUIREMENTS_FILE,
+                                                    WORKFLOW_TARBALL_FILE)
 from apache_beam.runners.worker import sdk_worker_main
 
 from transforms.redaction import redact_options
@@ -63,6 +76,72 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
   return env
 
 
+# Set in the worker re-started over its staged packages, so that it does not install them again.
+_STAGED_ENV = 'ATTACK_DETECTION_STAGED_SITE'
+_LOG = logging.getLogger('pipelines.sdk_worker')
+
+
+def staged_names(info) -> dict[str, beam_runner_api_pb2.ArtifactInformation]:
+  """The job's staged files by name (``workflow.tar.gz``, ``requirements.txt``, ...)."""
+  staged = {}
+  for artifact in info.dependencies:
+    if artifact.role_urn == common_urns.artifact_roles.STAGING_TO.urn:
+      name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
+          artifact.role_payload).staged_name
+      staged[name] = artifact
+  return staged
+
+
+def _fetch(stub, artifact, path: str) -> None:
+  with open(path, 'wb') as f:
+    for chunk in stub.GetArtifact(beam_artifact_api_pb2.GetArtifactRequest(artifact=artifact)):
+      f.write(chunk.data)
+
+
+def install_staged(info, artifact_endpoint: str, cache_root: Optional[str] = None) -> Optional[str]:
+  """Installs what the job staged into a folder of its own and returns it, or None when it
+  staged no package. The folder is keyed by the artifacts (their content hashes), so the
+  workers of one job on one host install once, under a lock, and later ones reuse it."""
+  staged = staged_names(info)
+  packages = [n for n in staged if n in (WORKFLOW_TARBALL_FILE, REQUIREMENTS_FILE,
+                                           EXTRA_PACKAGES_FILE)]
+  if not packages or not artifact_endpoint:
+    return None
+  key = hashlib.sha256(b''.join(staged[n].SerializeToString() for n in sorted(staged)))
+  root = os.path.join(cache_root or tempfile.gettempdir(),
+                      f'attack-detection-staged-{key.hexdigest()[:16]}')
+  site, files, done = os.path.join(root, 'site'), os.path.join(root, 'files'), os.path.join(
+      root, '.installed')
+  os.makedirs(files, exist_ok=True)
+  with open(os.path.join(root, '.lock'), 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(done):
+      return site
+    with grpc.insecure_channel(artifact_endpoint) as channel:
+      stub = beam_artifact_api_pb2_grpc.ArtifactRetrievalServiceStub(channel)
+      for name, artifact in staged.items():
+        _fetch(stub, artifact, os.path.join(files, name))
+    pip = [sys.executable, '-m', 'pip', 'install', '--quiet', '--disable-pip-version-check',
+           '--target', site, '--find-links', files]
+    steps = []
+    if REQUIREMENTS_FILE in staged:
+      steps.append([*pip, '-r', os.path.join(files, REQUIREMENTS_FILE)])
+    if EXTRA_PACKAGES_FILE in staged:
+      with open(os.path.join(files, EXTRA_PACKAGES_FILE), encoding='utf-8') as f:
+        extra = [os.path.join(files, line.strip()) for line in f if line.strip()]
+      if extra:
+        steps.append([*pip, '--no-deps', *extra])
+    if WORKFLOW_TARBALL_FILE in staged:
+      # The job's own package; its dependencies are the worker environment's.
+      steps.append([*pip, '--no-deps', os.path.join(files, WORKFLOW_TARBALL_FILE)])
+    for step in steps:
+      _LOG.info('installing staged packages: %s', ' '.join(step[4:]))
+      subprocess.run(step, check=True, stdout=sys.stderr)
+    with open(done, 'w', encoding='utf-8'):
+      pass
+  return site
+
+
 class RedactOptions(logging.Filter):
   """Beam's worker logs every pipeline option when it starts (``Pipeline_options: {...}``),
   into the runner's log: secrets given as flags would be written there in clear."""
@@ -84,6 +163,15 @@ def main(argv=None) -> None:
   parser.add_argument('--semi_persist_dir', default=None)
   args, _ = parser.parse_known_args(argv)
   os.environ.update(worker_environment(args))
+  if not os.environ.get(_STAGED_ENV):
+    site = install_staged(provision_info(args.provision_endpoint, args.id), args.artifact_endpoint)
+    if site:
+      # A fresh interpreter over the staged packages: this one has imported the installed
+      # project's modules already, and those would shadow the staged ones.
+      env = dict(os.environ, **{_STAGED_ENV: site})
+      env['PYTHONPATH'] = os.pathsep.join(p for p in (site, env.get('PYTHONPATH')) if p)
+      os.execve(sys.executable, [sys.executable, '-m', 'pipelines.sdk_worker', *sys.argv[1:]],
+                env)
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
   sdk_worker_main.main(sys.argv)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 from typing import Iterator, Optional, Sequence
 
@@ -29,7 +30,7 @@ from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, Pip
 from model import signing
 from pipelines import kafka_config, options as job_options, runners, storage
 from pipelines.options import ModelRegistryOptions
-from pipelines.summary import print_summary
+from pipelines.summary import print_summary, watch
 from schemas.layout import INCIDENTS
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import ALERTS_TOPIC, INCIDENTS_TOPIC, SCHEMAS
@@ -103,7 +104,13 @@ class StreamOptions(PipelineOptions):
                        help='With --checkpointing_interval on a Flink cluster: keep checkpoints '
                        'here, also after a cancel, and resume from the newest one at start '
                        '(the committed offsets alone lose the records of the unwritten '
-                       'output roll; see pipelines/runners.py).')
+                       'output roll; see pipelines/runners.py). A local path or s3://... '
+                       '(docs/operations.md, "Checkpoints and savepoints").')
+    group.add_argument('--stop_with_savepoint', action='store_true',
+                       help='On Flink, with --checkpoint_dir: when the job is stopped '
+                       '(--run_for_s, Ctrl-C), stop it with a savepoint under '
+                       '<checkpoint_dir>/savepoints instead of cancelling it; the next run '
+                       'with the same --checkpoint_dir resumes from it.')
     group.add_argument('--run_for_s', type=float, default=None,
                        help='Run this long, then stop the job (reading stops at once: records '
                        'not yet in a rolled file are not written, and their offsets are not '
@@ -249,6 +256,8 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   """Builds and starts the job; returns at once (fault tests and benchmarks stop it with
   :func:`stop`)."""
   opts = options.view_as(StreamOptions)
+  if opts.stop_with_savepoint and not (opts.checkpoint_dir and runners.is_flink(options)):
+    raise SystemExit('--stop_with_savepoint needs --runner=FlinkRunner and --checkpoint_dir')
   if opts.source == 'kafka':
     options.view_as(StandardOptions).streaming = True
   # The job imports its own packages on workers; they are installed there from setup.py.
@@ -297,19 +306,31 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
 def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   opts = options.view_as(StreamOptions)
   result = submit(options)
-  if opts.run_for_s:
-    result.wait_until_finish(duration=int(opts.run_for_s * 1000))
+  # A stopped portable job reports no counters: read them from Flink while it runs.
+  with watch(result, options) as counts:
+    try:
+      if opts.run_for_s:
+        result.wait_until_finish(duration=int(opts.run_for_s * 1000))
+      else:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+      log.info('interrupted (Ctrl-C or SIGTERM)')
     if not PipelineState.is_terminal(result.state):
-      log.info('stopping the job after --run_for_s=%s', opts.run_for_s)
+      log.info('stopping the job')
+      counts.read()
       stop(result, options)
-  else:
-    result.wait_until_finish()
-  print_summary(result, opts)
+  print_summary(result, opts, fallback=counts.last)
   return result
 
 
 def stop(result, options: PipelineOptions) -> None:
-  """Cancels a running job (on a Flink session cluster too)."""
+  """Cancels a running job (on a Flink session cluster too), or, with
+  ``--stop_with_savepoint``, stops it with a savepoint under ``<checkpoint_dir>/savepoints``."""
+  opts = options.view_as(StreamOptions)
+  if opts.stop_with_savepoint:
+    target = FileSystems.join(opts.checkpoint_dir, runners.SAVEPOINTS)
+    print(f'savepoint: {runners.stop_with_savepoint(result, options, target)}', file=sys.stderr)
+    return
   runners.cancel(result, options)
 
 
@@ -325,6 +346,9 @@ def main() -> None:
     help_parser().print_help()
     return
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s %(message)s')
+  # SIGTERM (kill, systemd, Kubernetes) stops the job as Ctrl-C does: cancelled, or stopped
+  # with a savepoint, and the summary printed.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   # Beam's worker logs at INFO are a flood; keep ours and its warnings.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
   run(sys.argv[1:])

@@ -1,15 +1,40 @@
-"""The end-of-run summary: what came in, what was archived, dead-lettered and alerted."""
+"""The end-of-run summary: what came in, what was archived, dead-lettered and alerted.
+
+The counts are Beam's counters. A portable runner reports them only for a job that ended by
+itself; a job stopped from outside (``--run_for_s``, a cancel, stop-with-savepoint) reports
+none. On Flink the summary therefore also reads them while the job runs, from Flink's REST API
+(the embedded Flink's or the cluster's, see :func:`pipelines.runners.flink_rest_url`), where
+Beam's Flink runner registers every counter as an operator metric named
+``<namespace>.<name>``, and uses the last reading when the runner reports nothing::
+
+    with summary.watch(result, options) as watcher:
+      result.wait_until_finish()
+    print_summary(result, opts, fallback=watcher.last)
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import defaultdict
+from typing import Iterator, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from schemas.layout import FOLDERS
 from schemas.records import SCHEMAS
+from pipelines import runners
 from transforms.join import LATE_NAMESPACE, LATE_SUFFIX
+
+_LOG = logging.getLogger(__name__)
 
 
 def counters(result) -> dict[str, int]:
@@ -25,8 +50,118 @@ def counters(result) -> dict[str, int]:
   return dict(totals)
 
 
-def print_summary(result, opts, out=None) -> dict[str, int]:
+def _get(base: str, path: str):
+  with urllib.request.urlopen(base + path, timeout=5) as r:
+    return json.load(r)
+
+
+def _beam_metric(rest_name: str) -> Optional[str]:
+  """``ns.name`` of a Beam counter from its name in Flink's REST API, where Beam's
+  ``<namespace>.<name>`` shows as ``<namespace>_<name>`` (Flink replaces the dot); None for
+  Flink's own metrics and Beam's per-PCollection/transform monitoring (``ref_...``, ``fn/...``).
+  The split is at the first underscore: the summary's namespaces have none."""
+  if '_' not in rest_name or ':' in rest_name or rest_name.startswith(('ref_', 'fn/')):
+    return None
+  namespace, name = rest_name.split('_', 1)
+  return f'{namespace}.{name}'
+
+
+def flink_counters(base: str, flink_job_id: str) -> dict[str, int]:
+  """Beam's counters of a running Flink job, summed over operators and subtasks, by
+  ``namespace.name`` (``ParseAndClean.network_messages``), from the REST API at ``base``.
+  KafkaIO's backlog per reader split (the consumer lag) comes as
+  ``source.splits_<n>_backlog_elements``."""
+  totals: dict[str, int] = defaultdict(int)
+  for vertex in _get(base, f'/jobs/{flink_job_id}')['vertices']:
+    path = f'/jobs/{flink_job_id}/vertices/{vertex["id"]}/metrics'
+    # "<subtask>.<operator name>.<metric>"; the metric's own dots are underscores here.
+    wanted = {m['id']: key for m in _get(base, path)
+              if (key := _beam_metric(m['id'].rsplit('.', 1)[-1]))}
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 20):
+      query = urllib.parse.quote(','.join(ids[start:start + 20]), safe=',')
+      for metric in _get(base, f'{path}?get={query}'):
+        try:
+          totals[wanted[metric['id']]] += int(float(metric.get('value') or 0))
+        except ValueError:
+          pass  # a distribution or gauge of Beam's, not a count
+  return dict(totals)
+
+
+def consumer_lag(totals: dict[str, int]) -> Optional[int]:
+  """Records in Kafka not yet read by the job, summed over KafkaIO's reader splits (its
+  backlog gauges), or None when the runner does not report them."""
+  lags = [v for k, v in totals.items()
+          if k.startswith('source.splits_') and k.endswith('_backlog_elements')]
+  return sum(lags) if lags else None
+
+
+class FlinkCounterWatch:
+  """Reads :func:`flink_counters` of one job every ``every_s`` seconds in a thread; ``last``
+  holds the latest reading with any count in it (empty until then)."""
+
+  def __init__(self, base: str, beam_job_id: str, every_s: float = 3.0):
+    self.base, self.beam_job_id, self.every_s = base, beam_job_id, every_s
+    self.last: dict[str, int] = {}
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._loop, name='flink-counters', daemon=True)
+
+  def read(self) -> dict[str, int]:
+    """One reading now (also stored in ``last`` when it counts anything)."""
+    try:
+      jid = runners.running_flink_job(self.base, self.beam_job_id)
+      totals = flink_counters(self.base, jid) if jid else {}
+    except (OSError, urllib.error.URLError, ValueError, KeyError) as e:
+      _LOG.debug('Flink metrics not readable at %s: %s', self.base, e)
+      return {}
+    if any(totals.values()):
+      self.last = totals
+    return totals
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self.every_s):
+      self.read()
+
+  def start(self) -> 'FlinkCounterWatch':
+    self._thread.start()
+    return self
+
+  def stop(self) -> None:
+    self._stop.set()
+    self._thread.join(timeout=10)
+
+
+class _NoWatch:
+  last: dict[str, int] = {}
+
+  def read(self) -> dict[str, int]:
+    return {}
+
+
+@contextlib.contextmanager
+def watch(result, options: PipelineOptions) -> Iterator[FlinkCounterWatch | _NoWatch]:
+  """Reads the job's counters from Flink while the ``with`` block runs (nothing off Flink);
+  call ``read()`` once more just before stopping the job from outside."""
+  base = runners.flink_rest_url(options)
+  job_id = getattr(result, '_job_id', None)
+  if not base or not job_id:
+    yield _NoWatch()
+    return
+  watcher = FlinkCounterWatch(base, job_id).start()
+  try:
+    yield watcher
+  finally:
+    watcher.stop()
+
+
+def print_summary(result, opts, out=None,
+                  fallback: Optional[dict[str, int]] = None) -> dict[str, int]:
+  """Prints the run's counts (``fallback``: counters read while the job ran, used when the
+  runner reports none); returns them."""
   totals = counters(result)
+  # A job stopped from outside reports zeros, or nothing, for what it counted.
+  if fallback and (result.state != PipelineState.DONE or not any(totals.values())):
+    totals = dict(fallback)
   if not any(totals.values()):
     # A cancelled portable job reports no metrics: the outputs are the record of the run.
     print(f'\nRun summary ({result.state}): the runner reported no metrics; count the outputs '
@@ -51,6 +186,9 @@ def print_summary(result, opts, out=None) -> dict[str, int]:
   if late_by_stream:
     lines.append('  late for the host join (dead letters, stage join): ' + ', '.join(
         f'{stream} {count}' for stream, count in sorted(late_by_stream.items())))
+  lag = consumer_lag(totals)
+  if lag is not None:
+    lines.append(f'  consumer lag when last read: {lag} records not yet read from Kafka')
   lines.append('  rows written:')
   for folder in FOLDERS:
     rows = totals.get(f'WritePartitionedParquet.{folder}_rows', 0)

@@ -6,6 +6,9 @@
 #     a Flink distribution) via scripts/fetch_jars.sh, cached in ~/.m2 and .cache/jars.
 #   - a MinIO server binary (the S3-compatible store of the object-storage tests), built from
 #     source with Go via scripts/s3_server.sh, cached in ~/.cache/streaming-attack-detection/bin.
+#   - Debian's Chromium, for the dashboard's browser test.
+# The last two are the tests' only: ./run_local.sh and ./run_flink.sh skip them (SKIP_S3=1,
+# SKIP_BROWSER=1); ./run_tests.sh sets up everything. SKIP_JARS=1 skips the JVM artifacts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
