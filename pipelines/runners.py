@@ -363,8 +363,8 @@ def with_checkpoint_args(argv: Sequence[str]) -> list[str]:
   if not directory:
     if (is_embedded(_value(argv, '--flink_master')) and checkpointing
         and _value(argv, '--state_backend') is None):
-      storage = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX)
-      argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{storage}']
+      folder = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIX)
+      argv += ['--state_backend=filesystem', f'--state_backend_storage_path=file://{folder}']
     return argv
   if not checkpointing:
     raise SystemExit(f'{CHECKPOINT_DIR_FLAG} needs --checkpointing_interval=<ms>')

@@ -69,8 +69,7 @@ def _beam_metric(rest_name: str) -> Optional[str]:
 def flink_counters(base: str, flink_job_id: str) -> dict[str, int]:
   """Beam's counters of a running Flink job, summed over operators and subtasks, by
   ``namespace.name`` (``ParseAndClean.network_messages``), from the REST API at ``base``.
-  KafkaIO's backlog per reader split (the consumer lag) comes as
-  ``source.splits_<n>_backlog_elements``."""
+  KafkaIO's reader adds ``source.splits_<n>_backlog_elements``, its own backlog estimate."""
   totals: dict[str, int] = defaultdict(int)
   for vertex in _get(base, f'/jobs/{flink_job_id}')['vertices']:
     path = f'/jobs/{flink_job_id}/vertices/{vertex["id"]}/metrics'
@@ -86,14 +85,6 @@ def flink_counters(base: str, flink_job_id: str) -> dict[str, int]:
         except ValueError:
           pass  # a distribution or gauge of Beam's, not a count
   return dict(totals)
-
-
-def consumer_lag(totals: dict[str, int]) -> Optional[int]:
-  """Records in Kafka not yet read by the job, summed over KafkaIO's reader splits (its
-  backlog gauges), or None when the runner does not report them."""
-  lags = [v for k, v in totals.items()
-          if k.startswith('source.splits_') and k.endswith('_backlog_elements')]
-  return sum(lags) if lags else None
 
 
 class FlinkCounterWatch:
@@ -186,9 +177,6 @@ def print_summary(result, opts, out=None,
   if late_by_stream:
     lines.append('  late for the host join (dead letters, stage join): ' + ', '.join(
         f'{stream} {count}' for stream, count in sorted(late_by_stream.items())))
-  lag = consumer_lag(totals)
-  if lag is not None:
-    lines.append(f'  consumer lag when last read: {lag} records not yet read from Kafka')
   lines.append('  rows written:')
   for folder in FOLDERS:
     rows = totals.get(f'WritePartitionedParquet.{folder}_rows', 0)
