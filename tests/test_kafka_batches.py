@@ -60,10 +60,18 @@ def test_a_batch_decodes_to_the_messages_in_read_order_with_their_metadata():
   assert kafka_io.decode_batch(encode([]), TOPICS) == MessageBatch([], 0)
 
 
+def _with_topic_index(data, index):
+  """A one-record batch of topic sensor_messages whose record names topic ``index``."""
+  at = 12 + 4 + len('sensor_messages')
+  return data[:at] + struct.pack('<i', index) + data[at + 4:]
+
+
 @pytest.mark.parametrize('data', [
     b'', b'\x01\x00\x00\x00', encode(RECORDS)[:-1], encode(RECORDS) + b'x',
     struct.pack('<iii', 2, 0, 0), struct.pack('<iii', 1, -1, 0),
-], ids=['empty', 'short header', 'truncated', 'trailing byte', 'other version', 'negative count'])
+    _with_topic_index(encode(RECORDS[:1]), 1), _with_topic_index(encode(RECORDS[:1]), -1),
+], ids=['empty', 'short header', 'truncated', 'trailing byte', 'other version', 'negative count',
+        'unlisted topic', 'negative topic'])
 def test_bytes_of_another_layout_are_refused(data):
   with pytest.raises(ValueError):
     kafka_io.decode_batch(data, TOPICS)

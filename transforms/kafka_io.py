@@ -232,6 +232,8 @@ def decode_batch(data: bytes, stream_by_topic: Mapping[str, str]) -> MessageBatc
   value_ends = keys_end + np.cumsum(np.maximum(value_lengths, 0))
   if (int(value_ends[-1]) if n else keys_end) != len(data):
     raise ValueError(f'Kafka batch of {len(data)} bytes does not add up')
+  if n and not 0 <= int(columns['topic'].min()) <= int(columns['topic'].max()) < topic_count:
+    raise ValueError('Kafka batch names a topic it does not list')
   streams = [stream_by_topic.get(topic, topic) for topic in topics]
   messages = []
   append = messages.append
