@@ -55,6 +55,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOp
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import S3Options
 from apache_beam.runners.portability.flink_runner import FlinkJarJobServer, FlinkRunner
+from apache_beam.runners.runner import PipelineState
 from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, SparkJarJobServer
 from apache_beam.utils.subprocess_server import pick_port
 
@@ -421,6 +422,9 @@ def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
     elif is_spark(options):
       with spark_job_server(argv) as with_endpoint:
         yield with_endpoint
+    elif submits_uber_jar(options):
+      # Beam's FlinkUberJarJobServer, in this process: no job-server JVM (docs/RUNTIME.md).
+      yield argv
     else:
       with flink_job_server(argv) as with_endpoint:
         yield with_endpoint
@@ -453,6 +457,13 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
     # jars for a remote cluster, and both must be on it.
     cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', FLINK_JOB_SERVER_MAIN]
     return cmd, endpoint
+
+
+def submits_uber_jar(options: PipelineOptions) -> bool:
+  """``--flink_submit_uber_jar`` to a cluster: Beam uploads the job server jar with the
+  pipeline inside to Flink's REST API itself, with no job server of ours."""
+  flink = options.view_as(FlinkRunnerOptions)
+  return bool(flink.flink_submit_uber_jar) and not is_embedded(flink.flink_master)
 
 
 # The REST API of each embedded Flink of ours, by the --job_endpoint of its job server.
@@ -761,13 +772,15 @@ def stop_with_savepoint(result, options: PipelineOptions, target_dir: str,
     raise ValueError('stop-with-savepoint needs Flink\'s REST API: a job on --runner=FlinkRunner '
                      'with a job server of ours or --flink_master=host:port')
   job_id = getattr(result, '_job_id', None) or ''
-  jid = running_flink_job(base, job_id)
-  if jid is None:
-    raise RuntimeError(f'no running Flink job for {job_id} at {base}')
+  deadline = time.monotonic() + timeout_s
+  # A job just submitted reaches Flink only once the job server has translated it.
+  while (jid := running_flink_job(base, job_id)) is None:
+    if PipelineState.is_terminal(result.state) or time.monotonic() > deadline:
+      raise RuntimeError(f'no running Flink job for {job_id} at {base} (Beam: {result.state})')
+    time.sleep(1)
   if not target_dir.startswith('s3://') and '://' not in target_dir:
     target_dir = 'file://' + os.path.abspath(target_dir)
   trigger = _rest(base, f'/jobs/{jid}/stop', {'targetDirectory': target_dir, 'drain': False})
-  deadline = time.monotonic() + timeout_s
   while True:
     status = _rest(base, f'/jobs/{jid}/savepoints/{trigger["request-id"]}')
     if status['status']['id'] == 'COMPLETED':
