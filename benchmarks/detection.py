@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import logging
 import os
 import shutil
 import sys
@@ -235,13 +236,13 @@ def run(args) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-  lines = ['subset  labels  rows     attacks  product  IsolationForest  ratio  goal   '
+  lines = ['subset    labels  rows     attacks  product  IsolationForest  ratio  goal   '
            'us/record (today\'s forest)  chosen']
   for r in result['rows']:
     subset = r['subset'] if r['subset'] != 'whole' else 'whole>SA'
     goal = f"{r['goal']:.3f}" if r['goal'] else '  -  '
     lines.append(
-        f"{subset:<8}{'yes' if r['labels'] else 'no':<8}{r['rows']:<9,}{r['attacks']:<9,}"
+        f"{subset:<10}{'yes' if r['labels'] else 'no':<8}{r['rows']:<9,}{r['attacks']:<9,}"
         f"{r['roc_auc']:<9.4f}{r['isolation_forest_roc_auc']:<17.4f}{r['ratio']:<7.3f}"
         f"{goal:<7}{r['us_per_record']:>6.1f} ({r['todays_forest_us_per_record']:.1f})"
         f"{'':15}{r['chosen']}")
@@ -332,6 +333,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
   args = parser().parse_args(argv)
   args.subset = args.subset or list(SUBSETS)
+  # The retrain's own progress lines (criterion, cross-validation, fits) as its CLI shows them.
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  for noisy in ('apache_beam', 'absl', 'FlinkJarJobServer'):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   result = run(args)
   print(table(result))
   path = common.write_json(args.results_dir, 'detection', result)
