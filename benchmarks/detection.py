@@ -230,9 +230,13 @@ def run(args) -> dict[str, Any]:
               '%Y-%m-%d %H:%M:%S UTC'),
           'machine': common.machine_info(), 'kdd_file': os.path.basename(args.kdd_file),
           'rows': rows, 'coverage': coverage,
-          'curves': {k: {n: [c[0][::max(1, len(c[0]) // 400)].tolist(),
-                             c[1][::max(1, len(c[1]) // 400)].tolist()]
-                         for n, c in v.items()} for k, v in curves.items()}}
+          'curves': {k: {n: _thinned(*c) for n, c in v.items()} for k, v in curves.items()}}
+
+
+def _thinned(fpr: np.ndarray, tpr: np.ndarray, points: int = 400) -> list[list[float]]:
+  """About ``points`` points of a ROC curve for the JSON and the plot, its ends kept."""
+  keep = np.unique(np.r_[np.arange(0, len(fpr), max(1, len(fpr) // points)), len(fpr) - 1])
+  return [fpr[keep].tolist(), tpr[keep].tolist()]
 
 
 def table(result: dict[str, Any]) -> str:
