@@ -247,8 +247,7 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
-  argv = with_stream_defaults(argv or [])
-  with _expansion_started_early(argv), runners.job_server(argv) as args:
+  with runners.job_server(with_stream_defaults(argv or [])) as args:
     return _run(PipelineOptions(args))
 
 
@@ -281,20 +280,11 @@ def _expansion_scope(opts: StreamOptions):
   return kafka_io.expansion_service()
 
 
-def _expansion_started_early(argv: Sequence[str]):
-  """The expansion-service JVM started while the job server starts, not after it (both take
-  seconds; benchmarks/README.md, "Startup")."""
-  if PipelineOptions(list(argv)).view_as(StreamOptions).source != 'kafka':
-    return contextlib.nullcontext()
-  return kafka_io.started_early()
-
-
 @contextlib.contextmanager
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  argv = with_stream_defaults(argv)
-  with _expansion_started_early(argv), runners.job_server(argv) as args:
+  with runners.job_server(with_stream_defaults(argv)) as args:
     options = PipelineOptions(args)
     result = submit(options)
     try:

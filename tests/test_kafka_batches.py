@@ -9,7 +9,6 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils.subprocess_server import SubprocessServer
 
 from tests.factories import message, network_record
 from tests.test_loopback_jars import _pinned
@@ -125,26 +124,6 @@ def test_bad_batch_bounds_are_refused():
     kafka_io.ReadKafkaBatches('localhost:9092', TOPICS, max_batch_records=0)
   with pytest.raises(ValueError, match='timestamp_policy'):
     kafka_io.ReadKafkaBatches('localhost:9092', TOPICS, timestamp_policy='Wallclock')
-
-
-def _expansion_processes(service):
-  """The live expansion-service processes of ``service``'s command in Beam's process cache."""
-  cached = SubprocessServer._cache._cache  # pylint: disable=protected-access
-  return [entry.obj[0] for key, entry in cached.items()
-          if key[0] == tuple(service._service_provider._cmd)]  # pylint: disable=protected-access
-
-
-def test_an_early_started_expansion_service_is_the_one_the_pipeline_enters():
-  """stream.run starts the expansion JVM while the job server starts (started_early); the
-  pipeline's own ``with`` must then use that JVM, not start a second one."""
-  _pinned(jvm.io_expansion_service_jar)
-  with kafka_io.started_early() as service:
-    with service:  # as the pipeline's expansion does
-      processes = _expansion_processes(service)
-      assert len(processes) == 1 and processes[0].poll() is None
-    assert _expansion_processes(service) == processes
-  assert _expansion_processes(service) == []
-  processes[0].wait(timeout=30)
 
 
 def _expanded(**kwargs) -> list:

@@ -36,13 +36,11 @@ never logged by this module (the transforms' reprs show topics only).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import threading
 import typing
 import zipfile
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -60,25 +58,7 @@ EXPANSION_SERVICE_ARGS = ('--defaultEnvironmentType=EMBEDDED', '--experiments=us
 
 
 
-class _SharedExpansionService(JavaJarExpansionService):
-  """Beam's JAR expansion service, entered and left under a lock: :func:`started_early`
-  enters it from a thread while the pipeline's own ``with`` may enter it too, and both must
-  share one JVM."""
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._lock = threading.RLock()
-
-  def __enter__(self):
-    with self._lock:
-      return super().__enter__()
-
-  def __exit__(self, *args):
-    with self._lock:
-      return super().__exit__(*args)
-
-
-_EXPANSION_SERVICES: Dict[str, _SharedExpansionService] = {}
+_EXPANSION_SERVICES: Dict[str, JavaJarExpansionService] = {}
 
 
 def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService:
@@ -100,37 +80,12 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
     # declares as its artifacts; an EMBEDDED environment never loads them (its classes come from
     # the job server jar), so staging the 130 MB expansion jar itself would only cost time at each
     # submission. The smallest real jar we have stands in for it.
-    service = _SharedExpansionService(
+    service = JavaJarExpansionService(
         launcher,
         extra_args=[jvm.LOCAL_HOST, '{{PORT}}', f'--filesToStage={_stage_marker(jar)}',
                     *EXPANSION_SERVICE_ARGS])
     _EXPANSION_SERVICES[jar] = service
   return service
-
-
-@contextlib.contextmanager
-def started_early(jars_dir: Optional[str] = None) -> Iterator[JavaJarExpansionService]:
-  """:func:`expansion_service`, its JVM started at once in a thread and kept for the block: a
-  job starts it while its job server starts, instead of one after the other. A start that
-  fails here is left to the pipeline's own ``with``, which starts it again and raises."""
-  service = expansion_service(jars_dir)
-  entered = []
-
-  def enter():
-    try:
-      service.__enter__()
-      entered.append(True)
-    except Exception:  # pylint: disable=broad-except
-      pass  # the pipeline's expansion starts it again and reports the error
-
-  thread = threading.Thread(target=enter, name='expansion-service-start', daemon=True)
-  thread.start()
-  try:
-    yield service
-  finally:
-    thread.join()
-    if entered:
-      service.__exit__(None, None, None)
 
 
 def _stage_marker(expansion_jar: str) -> str:
@@ -414,4 +369,4 @@ class PublishToKafka(beam.PTransform):
 
 __all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'PublishToKafka', 'READ_BATCHES_URN',
                          'ReadKafkaBatches', 'ReadKafkaMessages', 'decode_batch',
-                         'expansion_service', 'started_early')
+                         'expansion_service')
