@@ -69,12 +69,15 @@ job_failed() { echo "stream job failed: see .run/stream.log" >&2; tail -20 .run/
 # The generator starts once every task of the job runs, so that the alert latency measured at
 # the end is the job's, not Flink's start-up.
 running() {
-  local rest
+  local rest jobs
   rest=$(sed -n 's/.*embedded Flink REST API: \(http[^ ]*\).*/\1/p' .run/stream.log | tail -1)
-  [ -n "$rest" ] && curl -fsS --max-time 2 "$rest/jobs/overview" 2>/dev/null | $PY -c '
+  [ -n "$rest" ] || return 1
+  # The embedded Flink (and its REST API) starts only once the job is submitted.
+  jobs=$(curl -fsS --max-time 2 "$rest/jobs/overview" 2>/dev/null) || return 1
+  $PY -c '
 import json, sys
-jobs = [j for j in json.load(sys.stdin)["jobs"] if j["state"] == "RUNNING"]
-sys.exit(0 if jobs and all(j["tasks"]["running"] == j["tasks"]["total"] for j in jobs) else 1)'
+jobs = [j for j in json.loads(sys.argv[1])["jobs"] if j["state"] == "RUNNING"]
+sys.exit(0 if jobs and all(j["tasks"]["running"] == j["tasks"]["total"] for j in jobs) else 1)' "$jobs"
 }
 started=$(date +%s)
 until running; do
