@@ -74,8 +74,13 @@ def write_inputs(frame: pd.DataFrame, work: str) -> tuple[str, str]:
   unlabelled.to_csv(csv, header=False, index=False)
   inputs = os.path.join(work, 'stream_in')
   os.makedirs(inputs, exist_ok=True)
+  path = os.path.join(inputs, 'network.jsonl')
+  if os.path.exists(path) and os.path.exists(csv):
+    with open(path, 'rb') as f:
+      if sum(1 for _ in f) == len(frame):
+        return csv, inputs  # written by an earlier run over the same records
   records = frame[list(KDD_FEATURES)].to_dict('records')
-  with open(os.path.join(inputs, 'network.jsonl'), 'w', encoding='utf-8') as f:
+  with open(path, 'w', encoding='utf-8') as f:
     for i, record in enumerate(records):
       when = START + datetime.timedelta(microseconds=round(i * 1e6 / RATE))
       record.update(uuid=f'kdd-{i:06d}', utc=when.strftime('%Y-%m-%dT%H:%M:%S.%fZ'),
