@@ -439,6 +439,8 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
 
   def __init__(self, options: PipelineOptions, conf_dir: Optional[str]):
     self._conf_dir = conf_dir
+    self._s3 = (options.get_all_options(retain_unknown_options=True).get(
+        'state_backend_storage_path') or '').startswith('s3://')
     super().__init__(options)
 
   def java_arguments(self, job_port, artifact_port, expansion_port, artifacts_dir):
@@ -455,8 +457,22 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
     patch = jvm.loopback_jar('beam-server-factory-loopback', jar, jvm.JOB_SERVER_SOURCES)
     # -cp, not a launcher jar's manifest: the job server stages its class path as the job's
     # jars for a remote cluster, and both must be on it.
-    cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', FLINK_JOB_SERVER_MAIN]
+    classpath = [patch, jar]
+    if self._conf_dir:
+      # The embedded MiniCluster does not load plugins from FLINK_PLUGINS_DIR (seen: "The
+      # reporter factory ... could not be found"), but finds reporters and file systems on the
+      # class path; nothing is staged from it for an embedded Flink.
+      classpath += embedded_plugin_jars(self._s3)
+    cmd[at:at + 2] = ['-cp', os.pathsep.join(classpath), FLINK_JOB_SERVER_MAIN]
     return cmd, endpoint
+
+
+def embedded_plugin_jars(s3: bool) -> list[str]:
+  """The plugin jars the embedded Flink gets on its class path: the Prometheus reporter, and
+  the S3 file system when the state backend is on S3."""
+  folders = ['metrics-prometheus'] + (['s3-fs-hadoop'] if s3 else [])
+  return sorted(jar for folder in folders
+                for jar in glob.glob(os.path.join(FLINK_PLUGINS_DIR, folder, '*.jar')))
 
 
 def submits_uber_jar(options: PipelineOptions) -> bool:
@@ -533,9 +549,7 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
       f.writelines(f'{key}: {value}\n' for key, value in conf.items())
     _EMBEDDED_REST[endpoint] = f'http://127.0.0.1:{conf["rest.port"]}'
     _LOG.info('embedded Flink REST API: %s', _EMBEDDED_REST[endpoint])
-    if os.path.isdir(FLINK_PLUGINS_DIR):
-      # The job server JVM's MiniCluster loads its reporter and file systems from there.
-      os.environ.setdefault('FLINK_PLUGINS_DIR', FLINK_PLUGINS_DIR)
+    if 'metrics.reporter.prom.port' in conf:
       _LOG.info('Flink metrics (Prometheus): http://127.0.0.1:%s/metrics',
                 conf['metrics.reporter.prom.port'])
   server = _LoopbackFlinkJobServer(options, conf_dir)
