@@ -79,9 +79,11 @@ class RetrainOptions(PipelineOptions):
     group.add_argument('--method', default='auto',
                        help='Training method(s), comma-separated: '
                        f'{", ".join(methods.METHODS)}. auto (default): network tries '
-                       'rf_synthetic and isolation_forest (label-free; held-out labels choose '
-                       'when the data has them), process/memory try hgb and random_forest '
-                       '(supervised on the attack labels).')
+                       'gaussian_mixture, rf_synthetic and isolation_forest when the data has '
+                       'labels (held-out labels choose); without labels the gaussian_mixture, '
+                       'its grid point chosen by the mass-volume criterion, with '
+                       'isolation_forest beside it (docs/models.md); process/memory try hgb '
+                       'and random_forest (supervised on the attack labels).')
     group.add_argument('--grid', choices=('default', 'small', 'none'), default='default',
                        help='Hyperparameter grid searched by cross-validation when the data '
                        'has labels (default: %(default)s; none: each method\'s defaults).')
