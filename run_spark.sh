@@ -7,7 +7,7 @@
 #   ./run_spark.sh --spark_master_url=spark://host:7077 [retrain options]
 #                                                   submit to an existing Spark master
 #
-# Without an archive under output/ it first makes one, also on Spark: 30 s of generated traffic
+# Without an archive under output/ it first makes one, also on Spark: 3,000 generated messages
 # (pipelines.generate, into .run/spark-input/) through the bounded detection graph
 # (pipelines.stream --source=files). Any other option goes to `python -m pipelines.retrain` (see
 # its --help), e.g. --detector process --input 'output/archive/process/dt=*/*.parquet'.
@@ -39,11 +39,15 @@ if [ -z "$MASTER" ]; then
 fi
 .venv/bin/python -m pipelines.bootstrap --model_dir models
 if [ "$INPUT" = output ] && [ ! -d "output/archive/$DETECTOR" ]; then
-  echo "== no archive in output/: 30 s of generated traffic through the detection graph on Spark"
-  .venv/bin/python -m pipelines.generate --duration_s 30 --event_rate 100 --malformed_fraction 0.01 \
+  echo "== no archive in output/: 3,000 generated messages through the detection graph on Spark"
+  .venv/bin/python -m pipelines.generate --count 3000 --event_rate 100 --malformed_fraction 0.01 \
       --output_dir .run/spark-input --no_progress
+  # Absolute paths: the executors resolve a relative one in their own work folder, where the
+  # files are not (a relative --input_dir read nothing, silently).
   .venv/bin/python -m pipelines.stream --runner=SparkRunner "--spark_master_url=$MASTER" \
-      --source=files --input_dir=.run/spark-input --model_dir=models --output=output --max_event_age_s=0
+      --source=files "--input_dir=$PWD/.run/spark-input" "--model_dir=$PWD/models" \
+      "--output=$PWD/output" --max_event_age_s=0
 fi
+[ "$INPUT" = output ] && INPUT=$PWD/output
 exec .venv/bin/python -m pipelines.retrain --runner=SparkRunner --detector "$DETECTOR" --input "$INPUT" \
-    --model_dir models "${PASS[@]}"
+    --model_dir "$PWD/models" "${PASS[@]}"
