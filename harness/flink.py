@@ -22,8 +22,8 @@ class FlinkCluster:
   ``heartbeat_interval_ms`` / ``heartbeat_timeout_ms``: short ones (1 s / 6 s instead of
   Flink's 10 s / 50 s) make a lost TaskManager noticed in seconds; None keeps Flink's.
 
-  Every cluster gets Prometheus endpoints on free ports (``metrics_ports``: JobManager's,
-  TaskManager's). ``worker_pool``: a Python SDK worker pool beside the TaskManager
+  Every cluster gets Prometheus endpoints on free ports (``metrics_ports``: one per JVM, in the
+  order they start). ``worker_pool``: a Python SDK worker pool beside the TaskManager
   (``worker_pool_port``; jobs use ``--environment_type=EXTERNAL``). ``s3``: an
   :class:`harness.s3.S3Server` whose endpoint and credentials the S3 plugin gets. ``cwd``:
   the working directory the cluster (and pool) are started from."""

@@ -20,7 +20,7 @@
 #   FLINK_HEARTBEAT_INTERVAL_MS (10000), FLINK_HEARTBEAT_TIMEOUT_MS (50000)  how soon a lost TM is noticed
 #   FLINK_RUN_DIR (.run/flink)    conf/ (generated at each start), log/, tmp/, checkpoints/, pid files
 #   FLINK_METRICS_PORTS (9250-9259)  Prometheus endpoints (127.0.0.1): each JVM takes the first free
-#                                 port of this range or list (JobManager first); "" turns the reporter off
+#                                 port of this range or list (in the order they start); "" turns the reporter off
 #   FLINK_S3_ENDPOINT, FLINK_S3_ACCESS_KEY, FLINK_S3_SECRET_KEY  the S3 plugin's settings, for
 #                                 s3:// checkpoints and savepoints (else AWS's own environment/instance role)
 #   FLINK_WORKER_POOL_PORT        when set, start/stop a Python SDK worker pool (scripts/worker_pool.sh)

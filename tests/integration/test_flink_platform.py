@@ -119,8 +119,10 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
   def complete() -> bool:
     assert job.poll() is None, log_path.read_text()[-3000:]
     seen['workers'] = seen['workers'] or _pool_workers(cluster)
-    seen['prometheus'] = max(seen['prometheus'], _beam_counter(
-        _prometheus(cluster.metrics_ports[1]), 'ParseAndClean_network_messages'))
+    # Either port may be the TaskManager's: each JVM takes the first free one of the list.
+    pages = ''.join(_prometheus(port) for port in cluster.metrics_ports)
+    seen['prometheus'] = max(seen['prometheus'],
+                             _beam_counter(pages, 'ParseAndClean_network_messages'))
     written = len(read_output(output, 'archive/network')) + len(read_output(output, 'dead_letter'))
     return written == N_MESSAGES and seen['prometheus'] == N_MESSAGES
 
