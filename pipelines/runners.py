@@ -493,6 +493,8 @@ def embedded_flink_conf(options: PipelineOptions) -> dict[str, str]:
   credentials from Beam's S3 flags or the AWS environment, as pipelines/storage.py reads them."""
   conf = dict(EMBEDDED_FLINK_CONF)
   conf['rest.port'] = str(pick_port(None)[0])
+  # The REST API serves metrics it fetched from the tasks at most this long ago (10 s default).
+  conf['metrics.fetcher.update-interval'] = '2000'
   if os.path.isdir(os.path.join(FLINK_PLUGINS_DIR, 'metrics-prometheus')):
     conf.update(PROMETHEUS_REPORTER)
     conf['metrics.reporter.prom.port'] = (os.environ.get(METRICS_PORTS_ENV) or

@@ -107,6 +107,8 @@ io.tmp.dirs: $RUN_DIR/tmp
 blob.storage.directory: $RUN_DIR/tmp
 state.checkpoints.dir: file://$RUN_DIR/checkpoints
 jobmanager.execution.failover-strategy: region
+# The REST API's metrics are at most this old (Flink's default 10 s; the job's summary reads them).
+metrics.fetcher.update-interval: 2000
 # How soon a lost TaskManager is noticed (Flink's defaults: 10 s / 50 s).
 heartbeat.interval: ${FLINK_HEARTBEAT_INTERVAL_MS:-10000}
 heartbeat.timeout: ${FLINK_HEARTBEAT_TIMEOUT_MS:-50000}

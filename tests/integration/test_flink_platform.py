@@ -128,7 +128,8 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
 
   try:
     wait_until(complete, 300, 'every message archived or dead-lettered, and counted', 2)
-    time.sleep(4)  # the summary's reading of Flink's counters is at most 3 s old
+    # The summary reads Flink's REST API every 3 s, whose metrics are at most 2 s old.
+    time.sleep(8)
     # The workers were the pool's, running from the cluster's folder, over the staged package.
     assert seen['workers'], 'no SDK worker started by the worker pool'
     worker = seen['workers'][0]
