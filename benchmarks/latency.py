@@ -466,16 +466,8 @@ def main(argv=None) -> dict[str, Any]:
              if lv['p99_ms'] < TARGET_P99_MS and lv['alerts_missing'] <= 0.01 * lv['alerts_expected']
              and lv['achieved_rate'] >= 0.95 * lv['rate']]
   result['max_rate_p99_under_1s'] = max(passing) if passing else None
-  os.makedirs(args.results_dir, exist_ok=True)
-  png = os.path.join(args.results_dir, f'{args.name}.png')
-  plot(result, png)
-  table = _table(result)
-  result['table'] = table
-  path = common.write_json(args.results_dir, args.name, _json_safe(result))
-  print(table)
-  print(f'\nwrote {path} and {png}')
-  report.refresh_readme(args.results_dir)
-  return result
+  return report.publish(args.results_dir, args.name, result, plot, _table(result),
+                        as_json=_json_safe)
 
 
 def _number(text) -> Optional[int]:

@@ -75,3 +75,18 @@ def refresh_readme(results_dir: str) -> None:
 
 if __name__ == '__main__':
   print('updated' if update_readme() else f'no {START} ... {END} markers in', README)
+
+
+def publish(results_dir: str, name: str, result: dict, plot, table: str, as_json=None) -> dict:
+  """The end of every benchmark run: ``<name>.png`` drawn by ``plot(result, path)``, the
+  table kept in ``result`` and printed, ``<name>.json`` written (through ``as_json`` when
+  the result holds values JSON cannot), and the README's "Latest results" refreshed."""
+  os.makedirs(results_dir, exist_ok=True)
+  png = os.path.join(results_dir, f'{name}.png')
+  plot(result, png)
+  result['table'] = table
+  path = common.write_json(results_dir, name, as_json(result) if as_json else result)
+  print(table)
+  print(f'\nwrote {path} and {png}')
+  refresh_readme(results_dir)
+  return result

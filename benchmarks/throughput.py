@@ -324,16 +324,7 @@ def main(argv=None) -> dict[str, Any]:
   finally:
     if not args.keep and not args.work_dir:
       shutil.rmtree(work_root, ignore_errors=True)
-  os.makedirs(args.results_dir, exist_ok=True)
-  png = os.path.join(args.results_dir, f'{args.name}.png')
-  plot(result, png)
-  table = _table(result)
-  result['table'] = table
-  path = common.write_json(args.results_dir, args.name, result)
-  print(table)
-  print(f'\nwrote {path} and {png}')
-  report.refresh_readme(args.results_dir)
-  return result
+  return report.publish(args.results_dir, args.name, result, plot, _table(result))
 
 
 if __name__ == '__main__':
