@@ -39,6 +39,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.beam.sdk.coders.ByteArrayCoder;
+import org.apache.beam.sdk.coders.NullableCoder;
 import org.apache.beam.sdk.expansion.ExternalTransformRegistrar;
 import org.apache.beam.sdk.io.Read;
 import org.apache.beam.sdk.io.kafka.KafkaIO;
@@ -72,8 +73,12 @@ public final class ReadKafkaBatches extends PTransform<PBegin, PCollection<byte[
     String servers = (String) consumer.remove("bootstrap.servers");
     KafkaIO.Read<byte[], byte[]> read =
         KafkaIO.<byte[], byte[]>read()
-            .withKeyDeserializerAndCoder(ByteArrayDeserializer.class, ByteArrayCoder.of())
-            .withValueDeserializerAndCoder(ByteArrayDeserializer.class, ByteArrayCoder.of())
+            // Nullable: a record without a key, or a tombstone without a value, is a message
+            // like any other (a dead letter downstream), not a coder failure that restarts the job.
+            .withKeyDeserializerAndCoder(
+                ByteArrayDeserializer.class, NullableCoder.of(ByteArrayCoder.of()))
+            .withValueDeserializerAndCoder(
+                ByteArrayDeserializer.class, NullableCoder.of(ByteArrayCoder.of()))
             .withBootstrapServers(servers)
             .withTopics(config.topics)
             .withConsumerConfigUpdates(consumer);
