@@ -231,21 +231,29 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
     # The pool starts a worker per request; as for PROCESS, two per core of this host (the
     # TaskManager hosts' cores are not known here: set it for theirs).
     argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
-  if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
-    # Worker processes instead of LOOPBACK's threads of this process, which share one
-    # interpreter lock: its Python work never uses more than one core.
-    os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
-    # The JSON form: --environment_options would reach the Java expansion service too, whose
-    # (EMBEDDED) environment refuses a process_command.
-    argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
-    if '--sdk_worker_parallelism' not in given:
-      # Flink hands its Python operator instances to the workers round-robin, in the order they
-      # open, which is not stable: with one worker per core the busy scoring stage's instances
-      # were seen sharing one worker while another served only the light file writers. Two
-      # per core spread them; an idle worker costs memory, not CPU (benchmarks/README.md,
-      # "Figures behind the code's defaults").
-      argv.append(f'--sdk_worker_parallelism={2 * (os.cpu_count() or 1)}')
+  if environment == 'PROCESS':
+    # Flink hands its Python operator instances to the workers round-robin, in the order they
+    # open, which is not stable: with one worker per core the busy scoring stage's instances
+    # were seen sharing one worker while another served only the light file writers. Two
+    # per core spread them; an idle worker costs memory, not CPU (benchmarks/README.md,
+    # "Figures behind the code's defaults").
+    _with_process_workers(argv, given, workers_per_core=2)
   return argv
+
+
+def _with_process_workers(argv: list[str], given: set[str], workers_per_core: int) -> None:
+  """PROCESS environment defaults: Python SDK workers as processes of scripts/sdk_worker.sh,
+  ``workers_per_core`` per core of this host, unless the command line set them."""
+  if {'--environment_options', '--environment_config'} & given:
+    return
+  # Worker processes instead of LOOPBACK's threads of this process, which share one
+  # interpreter lock: its Python work never uses more than one core.
+  os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
+  # The JSON form: --environment_options would reach the Java expansion service too, whose
+  # (EMBEDDED) environment refuses a process_command.
+  argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
+  if '--sdk_worker_parallelism' not in given:
+    argv.append(f'--sdk_worker_parallelism={workers_per_core * (os.cpu_count() or 1)}')
 
 
 def flink_pipeline_options(
@@ -646,15 +654,10 @@ def with_spark_defaults(argv: Sequence[str], kind: str) -> list[str]:
   }
   argv += [f'{flag}={value()}' for flag, value in defaults.items() if flag not in given]
   environment = PipelineOptions(argv).view_as(PortableOptions).environment_type
-  if environment == 'PROCESS' and not {'--environment_options', '--environment_config'} & given:
-    # As on Flink (with_flink_defaults): worker processes rather than LOOPBACK's threads of this
-    # process, which share one interpreter lock.
-    os.environ.setdefault('BEAM_SDK_PYTHON', sys.executable)
-    argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
-    if '--sdk_worker_parallelism' not in given:
-      # Each Spark executor runs its tasks on this many workers; with one, the tasks of all its
-      # cores queued on one interpreter.
-      argv.append(f'--sdk_worker_parallelism={os.cpu_count() or 1}')
+  if environment == 'PROCESS':
+    # Each Spark executor runs its tasks on this many workers; with one, the tasks of all its
+    # cores queued on one interpreter.
+    _with_process_workers(argv, given, workers_per_core=1)
   return argv
 
 
