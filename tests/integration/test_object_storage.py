@@ -160,7 +160,8 @@ def test_two_sites_archive_to_one_bucket_and_retrain_reads_both(s3_server, s3_fl
   assert version and registry.latest_version(models, 'network') == version
   published = sorted(keys(client, bucket, f'models/network/{version}/'))
   assert [k.rsplit('/', 1)[-1] for k in published] == ['manifest.json', 'manifest.sig',
-                                                       'model.skops', 'report.html']
+                                                       'model.skops', 'normal_profile.json',
+                                                       'report.html']
   manifest = json.loads(client.get_object(
       Bucket=bucket, Key=f'models/network/{version}/manifest.json')['Body'].read())
   assert manifest['training_rows'] > 0 and manifest['parameters']['input'].startswith('s3://')
