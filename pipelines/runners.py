@@ -573,17 +573,7 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
     yield [*pipeline_args, f'--job_endpoint={endpoint}']
   finally:
     _EMBEDDED_REST.pop(endpoint, None)
-    # Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
-    # still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
-    # seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory.
-    process = getattr(server, '_server', None)
-    temp_root = getattr(server, '_local_temp_root', None)
-    if process is None:
-      server.stop()
-    else:
-      process.stop()
-      if temp_root:
-        shutil.rmtree(temp_root, ignore_errors=True)
+    _stop_job_server(server)
     if conf_dir:
       shutil.rmtree(conf_dir, ignore_errors=True)
 
@@ -700,14 +690,23 @@ def spark_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   try:
     yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
   finally:
-    process = getattr(server, '_server', None)
-    temp_root = getattr(server, '_local_temp_root', None)
-    if process is None:
-      server.stop()
-    else:
-      process.stop()
-      if temp_root:
-        shutil.rmtree(temp_root, ignore_errors=True)
+    _stop_job_server(server)
+
+
+def _stop_job_server(server) -> None:
+  """Stops a Beam job server JVM, then removes its artifacts folder.
+
+  Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
+  still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
+  seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory."""
+  process = getattr(server, '_server', None)
+  temp_root = getattr(server, '_local_temp_root', None)
+  if process is None:
+    server.stop()
+  else:
+    process.stop()
+    if temp_root:
+      shutil.rmtree(temp_root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
