@@ -102,6 +102,11 @@ class Rejections:
     self.recent.append({'at': when, 'source': source, 'reason': text(reason, 120),
                         'preview': preview(raw)})
 
+  def add_error(self, error: Exception, source: str, when: float, raw: Any = None) -> None:
+    """A row its normalizer refused (:class:`Rejected`: its reason) or failed on."""
+    reason = error.reason if isinstance(error, Rejected) else f'unreadable: {type(error).__name__}'
+    self.add(reason, source, when, raw)
+
   def snapshot(self) -> dict[str, Any]:
     return {'total': self.total, 'by_reason': self.by_reason.most_common(20),
             'recent': list(self.recent)[::-1]}
@@ -787,9 +792,8 @@ class AttackStore:
         raise Rejected('not an object')
       row = normalize_attack(raw, self.bounds, now)
     except Exception as e:  # pylint: disable=broad-except
-      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
       with self._lock:
-        self.rejections.add(reason, 'parquet', now, raw)
+        self.rejections.add_error(e, 'parquet', now, raw)
       return False
     with self._lock:
       if row['event_id'] and not self._ids.add(_attack_digest(row)):
@@ -888,9 +892,8 @@ class IncidentStore:
     try:
       row = normalize_incident(raw, self.bounds, now)
     except Exception as e:  # pylint: disable=broad-except
-      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
       with self._lock:
-        self.rejections.add(reason, 'parquet', now, raw)
+        self.rejections.add_error(e, 'parquet', now, raw)
       return False
     with self._lock:
       self.rows += 1
@@ -949,9 +952,8 @@ class DeadLetterStore:
              'error': text(raw.get('error'), PREVIEW_LIMIT),
              'payload_preview': text(raw.get('payload'), PREVIEW_LIMIT)}
     except Exception as e:  # pylint: disable=broad-except
-      reason = e.reason if isinstance(e, Rejected) else f'unreadable: {type(e).__name__}'
       with self._lock:
-        self.rejections.add(reason, 'parquet', now, raw)
+        self.rejections.add_error(e, 'parquet', now, raw)
       return
     with self._lock:
       self.total += 1
