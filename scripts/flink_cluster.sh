@@ -177,6 +177,7 @@ launch() {  # launch jobmanager|taskmanager MAIN_CLASS PARAMS_COMMAND
     "$cls" --configDir "$CONF" "${dyn[@]}" \
     >> "$RUN_DIR/log/$name.out" 2>&1 < /dev/null &
   echo $! > "$RUN_DIR/$name.pid"
+  await_exec $! "$cls --configDir $CONF" || true
 }
 
 registered_taskmanagers() {

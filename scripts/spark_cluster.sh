@@ -112,6 +112,7 @@ launch() {  # launch master|worker MAIN_CLASS ARGS...
     -Djava.io.tmpdir="$RUN_DIR/tmp" -cp "$RUN_DIR/home/jars/*" \
     "$cls" "$@" >> "$RUN_DIR/log/$name.out" 2>&1 < /dev/null &
   echo $! > "$RUN_DIR/$name.pid"
+  await_exec $! "$cls" || true
 }
 
 alive_workers() {

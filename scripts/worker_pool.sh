@@ -52,6 +52,7 @@ start() {
   PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" setsid nohup "${COMMAND[@]}" \
     >> "$RUN_DIR/worker_pool.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
+  await_exec $! "pipelines.worker_pool --host $HOST --port $PORT" || true
   local deadline=$(( $(date +%s) + 60 ))
   until port_open "$PORT"; do
     pid_of >/dev/null || { tail -n 20 "$RUN_DIR/worker_pool.log" >&2; die "the worker pool exited during start-up"; }
