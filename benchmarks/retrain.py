@@ -110,12 +110,14 @@ def measure(archive: str, model_dir: str, runner: str, extra: list[str]) -> dict
   """One retrain of ``archive`` on ``runner`` in a child process; its result plus the peak
   resident memory of its whole process tree."""
   from benchmarks.common import MemorySampler  # pylint: disable=import-outside-toplevel
+  load_start = os.getloadavg()
   with subprocess.Popen(
       [sys.executable, '-m', 'benchmarks.retrain', '--one', f'{archive}::{model_dir}',
        f'--runner={runner}', *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) as proc:
     sampler = MemorySampler({'retrain': proc.pid})
     peak_mb = 0.0
+    loads: list[float] = []
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     err: list[str] = []
@@ -124,6 +126,7 @@ def measure(archive: str, model_dir: str, runner: str, extra: list[str]) -> dict
     errors.start()
     while proc.poll() is None:
       peak_mb = max(peak_mb, sum(sampler.sample().values()))
+      loads.append(os.getloadavg()[0])
       time.sleep(0.5)
     reader.join()
     errors.join()
@@ -135,6 +138,8 @@ def measure(archive: str, model_dir: str, runner: str, extra: list[str]) -> dict
   result = json.loads(lines[-1][len('BENCH '):])
   result['runner'] = runner
   result['peak_rss_mb'] = peak_mb
+  result['load_avg'] = {'start': list(load_start), 'end': list(os.getloadavg()),
+                        'mean_1min': sum(loads) / max(len(loads), 1)}
   return result
 
 
@@ -160,6 +165,7 @@ def main(argv=None) -> None:
   from benchmarks import common  # pylint: disable=import-outside-toplevel
   machine = common.machine_info()
   rows_list = args.rows or list(DEFAULT_ROWS)
+  results_dir = args.results_dir or common.DEFAULT_RESULTS
   results = []
   for rows in rows_list:
     print(f'preparing a {rows:,}-record archive under {args.data_dir}', file=sys.stderr)
@@ -169,12 +175,21 @@ def main(argv=None) -> None:
       result = measure(archive, model_dir, runner, extra)
       results.append(result)
       _print(result)
-  table = ['runner          rows read    seconds   rows/s     peak RSS   chosen']
+      # After every measurement, so a long run that is stopped keeps what it measured.
+      write(results_dir, machine, extra, results)
+
+
+def write(results_dir: str, machine: dict, extra: list[str], results: list[dict]) -> None:
+  """The table, retrain.json and retrain.png of the measurements so far."""
+  from benchmarks import common  # pylint: disable=import-outside-toplevel
+  table = ['runner          rows read    seconds   rows/s     peak RSS   mean load   chosen']
   for r in results:
+    load = r.get('load_avg', {})
     table.append(f"{r['runner']:<14} {r['rows']:>10,} {r['seconds']:>9.0f} "
-                 f"{r['rows'] / r['seconds']:>9,.0f} {r['peak_rss_mb']:>8,.0f} MB   {r['chosen']}")
+                 f"{r['rows'] / r['seconds']:>9,.0f} {r['peak_rss_mb']:>8,.0f} MB   "
+                 f"{load.get('mean_1min', float('nan')):>9.1f}   "
+                 f"{r['chosen']}")
   print('\n' + '\n'.join(table))
-  results_dir = args.results_dir or common.DEFAULT_RESULTS
   data = {'machine': machine, 'extra_flags': extra, 'table': '\n'.join(table) + '\n',
           'results': results}
   print('wrote', common.write_json(results_dir, 'retrain', data), file=sys.stderr)
