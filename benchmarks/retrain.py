@@ -19,21 +19,11 @@ mix: ~80% attacks, labelled), plus 0.5% replayed duplicates. Then it runs
 and prints wall time, peak memory, the chosen method and the test metrics of every method.
 Peak memory is the largest sum of the resident memory of the whole process tree (the retrain,
 its job server JVM with the embedded Flink or Spark, its SDK worker processes), sampled every
-0.5 s.
+0.5 s; CPU seconds are that tree's user + system time; the mean of the 1-minute load average
+while each run lasted is kept beside it (a shared machine inflates the wall times).
 The original design took about 3 hours for 5 million records on a 4-executor Spark cluster.
 
-Measured here (2 shared cores, DirectRunner, default flags: 250k-row sample, 10 grid points x 3
-folds, both methods fit and tested; archives cached):
-
-    rows read   seconds  peak RSS  chosen            test ROC-AUC / PR-AUC, precision / recall at 1%
-      100,500        76    587 MB  isolation_forest  IF 0.979/0.991, 0.992/0.272; RF 0.978/0.984, 0.984/0.215
-    1,005,000        81    823 MB  isolation_forest  IF 0.976/0.990, 0.992/0.271; RF 0.973/0.983, 0.984/0.178
-    5,025,000       101    959 MB  isolation_forest  IF 0.977/0.990, 0.991/0.275; RF 0.980/0.989, 0.992/0.253
-
-Training time is flat in the archive size (the sample is capped); reading, hashing and sampling
-5M rows costs about 20 s more than 100k. Recall at a 1% false-alarm rate is low on this
-generator because ~2.5% of its normal traffic deliberately looks like attacks (busy servers,
-flaky hosts, audits); the report's "other alert rates" table shows recall ~0.9-0.97 at 5%.
+Measurements and where the time goes: benchmarks/README.md, "Retrain per runner".
 """
 
 from __future__ import annotations
@@ -138,6 +128,7 @@ def measure(archive: str, model_dir: str, runner: str, extra: list[str]) -> dict
   result = json.loads(lines[-1][len('BENCH '):])
   result['runner'] = runner
   result['peak_rss_mb'] = peak_mb
+  result['cpu_s'] = sampler.cpu_s()
   result['load_avg'] = {'start': list(load_start), 'end': list(os.getloadavg()),
                         'mean_1min': sum(loads) / max(len(loads), 1)}
   return result
@@ -182,11 +173,11 @@ def main(argv=None) -> None:
 def write(results_dir: str, machine: dict, extra: list[str], results: list[dict]) -> None:
   """The table, retrain.json and retrain.png of the measurements so far."""
   from benchmarks import common  # pylint: disable=import-outside-toplevel
-  table = ['runner          rows read    seconds   rows/s     peak RSS   mean load   chosen']
+  table = ['runner          rows read    seconds    CPU s     peak RSS   mean load   chosen']
   for r in results:
     load = r.get('load_avg', {})
     table.append(f"{r['runner']:<14} {r['rows']:>10,} {r['seconds']:>9.0f} "
-                 f"{r['rows'] / r['seconds']:>9,.0f} {r['peak_rss_mb']:>8,.0f} MB   "
+                 f"{r.get('cpu_s', float('nan')):>8,.0f} {r['peak_rss_mb']:>8,.0f} MB   "
                  f"{load.get('mean_1min', float('nan')):>9.1f}   "
                  f"{r['chosen']}")
   print('\n' + '\n'.join(table))
