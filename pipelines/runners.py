@@ -218,7 +218,8 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
     return argv
   given = _given(argv)
   defaults = {
-      '--flink_job_server_jar': jvm.flink_job_server_jar,
+      '--flink_job_server_jar': (jvm.flink_job_server_app_jar if ships_one_jar(PipelineOptions(argv))
+                                 else jvm.flink_job_server_jar),
       '--flink_version': lambda: jvm.FLINK_VERSION,
       '--environment_type': lambda: 'PROCESS',
   }
@@ -490,6 +491,25 @@ def submits_uber_jar(options: PipelineOptions) -> bool:
   return bool(flink.flink_submit_uber_jar) and not is_embedded(flink.flink_master)
 
 
+def ships_one_jar(options: PipelineOptions) -> bool:
+  """``--flink_submit_uber_jar`` or ``--output_executable_path``: the job reaches Flink as one
+  jar with nothing beside it (no class path of the job server's), so by default that jar is
+  :func:`transforms.jvm.flink_job_server_app_jar`, which holds the project's Java classes."""
+  return (bool(options.view_as(FlinkRunnerOptions).flink_submit_uber_jar) or
+          bool(options.view_as(PortableOptions).output_executable_path))
+
+
+def uber_jar_flink_job(result) -> Optional[str]:
+  """The Flink job id of a job submitted with ``--flink_submit_uber_jar``, else None. Beam's
+  FlinkUberJarJobServer runs in this process and is the result's job service; its Beam job id
+  (``job-<uuid>``) names no Flink job, and its own cancel posts to ``/v1/<jid>/stop``, a path
+  Flink does not have (404), so :func:`cancel_flink_job`, :func:`stop_with_savepoint` and the
+  summary need the id it keeps."""
+  jobs = getattr(getattr(result, '_job_service', None), '_jobs', None)
+  job = jobs.get(getattr(result, '_job_id', None)) if isinstance(jobs, dict) else None
+  return getattr(job, '_flink_job_id', None)
+
+
 # The REST API of each embedded Flink of ours, by the --job_endpoint of its job server.
 _EMBEDDED_REST: dict[str, str] = {}
 
@@ -523,30 +543,44 @@ def embedded_flink_conf(options: PipelineOptions) -> dict[str, str]:
   return conf
 
 
+class ReusedJobServerOptions(PipelineOptions):
+  """For a job on a job server that is kept running (``python -m pipelines.services``)."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--flink_rest_url', default=None,
+                        help='With --job_endpoint of a running job server on an embedded '
+                        'Flink: that Flink\'s REST API (python -m pipelines.services prints '
+                        'it), for the end-of-run summary and the startup line.')
+
+
 def flink_rest_url(options: PipelineOptions) -> Optional[str]:
   """Flink's REST API for a job: the cluster's (``--flink_master=host:port``) or, for an
-  embedded Flink of :func:`flink_job_server`, its own; None off Flink or for a job server
-  that is not ours."""
+  embedded Flink of :func:`flink_job_server`, its own (``--flink_rest_url`` for one kept
+  running); None off Flink or for a job server that is not ours."""
   if not is_flink(options):
     return None
   master = options.view_as(FlinkRunnerOptions).flink_master
   if not is_embedded(master):
     base = master.strip().rstrip('/')
     return base if base.startswith(('http://', 'https://')) else 'http://' + base
-  return _EMBEDDED_REST.get(options.view_as(PortableOptions).job_endpoint or '')
+  return (_EMBEDDED_REST.get(options.view_as(PortableOptions).job_endpoint or '') or
+          options.view_as(ReusedJobServerOptions).flink_rest_url)
 
 
 @contextlib.contextmanager
-def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
+def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
+                     rest_port: Optional[int] = None) -> Iterator[List[str]]:
   """Runs the pinned Flink job server for the span of a ``with`` block.
 
   Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
   ``--flink_master``, ``--flink_job_server_jar``); stops the job server JVM when the block ends.
   Without this, FlinkRunner starts a job server per ``run()`` and stops it only at interpreter
   exit, and that at-exit stop can fail and leave the JVM running (see below): every entry point
-  runs one through :func:`job_server`.
+  runs one through :func:`job_server`. ``job_port`` / ``rest_port``: fixed ports for the
+  job service and the embedded Flink's REST API (pipelines/services.py), else free ones.
   """
-  job_port, = pick_port(None)
+  job_port, = pick_port(job_port)
   options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
   flink = options.view_as(FlinkRunnerOptions)
   embedded = is_embedded(flink.flink_master)
@@ -555,6 +589,8 @@ def flink_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   endpoint = f'localhost:{job_port}'
   if conf_dir:
     conf = embedded_flink_conf(options)
+    if rest_port:
+      conf['rest.port'] = str(rest_port)
     with open(os.path.join(conf_dir, 'flink-conf.yaml'), 'w', encoding='utf-8') as f:
       f.writelines(f'{key}: {value}\n' for key, value in conf.items())
     _EMBEDDED_REST[endpoint] = f'http://127.0.0.1:{conf["rest.port"]}'
@@ -741,11 +777,12 @@ def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: floa
   if not base.startswith(('http://', 'https://')):
     base = 'http://' + base
   name = job_id.rsplit('_', 1)[0]  # invocation id = <job name>_<uuid>
+  uber = uber_jar_flink_job(result)
 
   def running():
     with urllib.request.urlopen(f'{base}/jobs/overview', timeout=5) as r:
       jobs = json.load(r)['jobs']
-    return [j['jid'] for j in jobs if j.get('name') == name and
+    return [j['jid'] for j in jobs if (j['jid'] == uber if uber else j.get('name') == name) and
             j.get('state') not in ('CANCELED', 'FAILED', 'FINISHED')]
 
   deadline = time.monotonic() + timeout_s
@@ -792,7 +829,7 @@ def stop_with_savepoint(result, options: PipelineOptions, target_dir: str,
   job_id = getattr(result, '_job_id', None) or ''
   deadline = time.monotonic() + timeout_s
   # A job just submitted reaches Flink only once the job server has translated it.
-  while (jid := running_flink_job(base, job_id)) is None:
+  while (jid := uber_jar_flink_job(result) or running_flink_job(base, job_id)) is None:
     if PipelineState.is_terminal(result.state) or time.monotonic() > deadline:
       raise RuntimeError(f'no running Flink job for {job_id} at {base} (Beam: {result.state})')
     time.sleep(1)

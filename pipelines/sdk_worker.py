@@ -44,6 +44,7 @@ from apache_beam.runners.portability.stager import (EXTRA_PACKAGES_FILE, REQUIRE
                                                     WORKFLOW_TARBALL_FILE)
 from apache_beam.runners.worker import sdk_worker_main
 
+from pipelines.startup import StartupTimeline
 from transforms.redaction import redact_options
 
 
@@ -153,6 +154,26 @@ class RedactOptions(logging.Filter):
     return True
 
 
+class StartupLine(logging.Filter):
+  """Logs the worker's startup phases, one line, when Beam's harness says it starts: the
+  first record that reaches the runner's log (its log handler is set up just before)."""
+
+  HARNESS_STARTING = 'Python sdk harness starting.'
+
+  def __init__(self, worker_id: str, timeline: StartupTimeline):
+    super().__init__()
+    self.worker_id, self.timeline = worker_id, timeline
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.msg == self.HARNESS_STARTING and not self.timeline.logged:
+      self.timeline.logged = True
+      self.timeline.mark('harness')
+      phases = ', '.join(f'{name} {seconds:.1f} s' for name, seconds in self.timeline.phases())
+      total = self.timeline.marks[-1][1] - self.timeline.started
+      _LOG.info('SDK worker %s started in %.1f s: %s', self.worker_id, total, phases)
+    return True
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog='scripts/sdk_worker.sh', description=__doc__.split('\n\n')[0])
   parser.add_argument('--id', required=True)
@@ -162,9 +183,14 @@ def main(argv=None) -> None:
   parser.add_argument('--artifact_endpoint', default='')
   parser.add_argument('--semi_persist_dir', default=None)
   args, _ = parser.parse_known_args(argv)
+  # From the process's start: a worker re-started over its staged packages keeps its pid.
+  timeline = StartupTimeline()
+  timeline.mark('python start and imports')
   os.environ.update(worker_environment(args))
+  timeline.mark('provision')
   if not os.environ.get(_STAGED_ENV):
     site = install_staged(provision_info(args.provision_endpoint, args.id), args.artifact_endpoint)
+    timeline.mark('staged packages')
     if site:
       # A fresh interpreter over the staged packages: this one has imported the installed
       # project's modules already, and those would shadow the staged ones.
@@ -173,6 +199,7 @@ def main(argv=None) -> None:
       os.execve(sys.executable, [sys.executable, '-m', 'pipelines.sdk_worker', *sys.argv[1:]],
                 env)
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
+  logging.getLogger(sdk_worker_main.__name__).addFilter(StartupLine(args.id, timeline))
   sdk_worker_main.main(sys.argv)
 
 

@@ -19,6 +19,8 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
+import time
 from typing import Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -28,7 +30,7 @@ from apache_beam.options.pipeline_options import (KafkaStreamsRunnerOptions, Pip
                                                   SetupOptions, StandardOptions)
 
 from model import signing
-from pipelines import kafka_config, options as job_options, runners, storage
+from pipelines import kafka_config, options as job_options, runners, startup, storage
 from pipelines.options import ModelRegistryOptions
 from pipelines.summary import print_summary, watch
 from schemas.layout import INCIDENTS
@@ -97,6 +99,10 @@ class StreamOptions(PipelineOptions):
                        help='A Java-properties file of Kafka client settings. Put secrets '
                        '(sasl.jaas.config, passwords) here, not on the command line, where '
                        'process listings and the Flink UI would show them.')
+    group.add_argument('--expansion_service', default=None, metavar='HOST:PORT',
+                       help='The Kafka transforms\' expansion service kept running by '
+                       '`python -m pipelines.services` (with its --job_endpoint): no '
+                       'expansion-service JVM starts with the job.')
     group.add_argument('--consumer_group', default='attack-detection',
                        help='Kafka consumer group; with --checkpointing_interval its offsets are '
                        'committed at each completed Flink checkpoint (default: %(default)s).')
@@ -200,7 +206,8 @@ def read_messages(pipeline: beam.Pipeline, opts: StreamOptions):
   return pipeline | 'ReadKafka' >> kafka_io.ReadKafkaBatches(
       bootstrap_servers(opts), topics, kafka_client_config(opts),
       group_id=opts.consumer_group, commit_offsets=checkpointing,
-      max_num_records=opts.max_records, max_read_time_s=opts.max_read_time_s)
+      max_num_records=opts.max_records, max_read_time_s=opts.max_read_time_s,
+      expansion_service=opts.expansion_service)
 
 
 def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
@@ -230,12 +237,14 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
       _ = (outputs[key]
            | f'FormatAlerts[{kind}]' >> FormatAlertMessages()
            | f'PublishAlerts[{kind}]' >> kafka_io.PublishToKafka(
-               bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts)))
+               bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts),
+               expansion_service=opts.expansion_service))
   if opts.source == 'kafka' and opts.incidents_topic:
     _ = (outputs[INCIDENTS]
          | 'FormatIncidents' >> FormatIncidentMessages()
          | 'PublishIncidents' >> kafka_io.PublishToKafka(
-             bootstrap_servers(opts), opts.incidents_topic, kafka_client_config(opts)))
+             bootstrap_servers(opts), opts.incidents_topic, kafka_client_config(opts),
+             expansion_service=opts.expansion_service))
 
 
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:
@@ -246,14 +255,23 @@ def with_stream_defaults(argv: Sequence[str]) -> list[str]:
       argv, runners.STREAMING if source == 'kafka' else runners.BATCH)
 
 
-def run(argv: Optional[Sequence[str]] = None) -> beam.runners.runner.PipelineResult:
+def run(argv: Optional[Sequence[str]] = None,
+        timeline: Optional[startup.StartupTimeline] = None
+        ) -> beam.runners.runner.PipelineResult:
+  """Runs the job until it ends (or ``--run_for_s``); ``timeline`` (made here without one)
+  collects the startup phases and logs them at the first archived row (pipelines/startup.py)."""
+  timeline = timeline or startup.StartupTimeline(started=time.time())
   with runners.job_server(with_stream_defaults(argv or [])) as args:
-    return _run(PipelineOptions(args))
+    timeline.mark(startup.JOB_SERVER)
+    return _run(PipelineOptions(args), timeline)
 
 
-def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+def submit(options: PipelineOptions,
+           timeline: Optional[startup.StartupTimeline] = None
+           ) -> beam.runners.runner.PipelineResult:
   """Builds and starts the job; returns at once (fault tests and benchmarks stop it with
   :func:`stop`)."""
+  timeline = timeline or startup.StartupTimeline(started=time.time())
   opts = options.view_as(StreamOptions)
   if opts.stop_with_savepoint and not (opts.checkpoint_dir and runners.is_flink(options)):
     raise SystemExit('--stop_with_savepoint needs --runner=FlinkRunner and --checkpoint_dir')
@@ -262,22 +280,38 @@ def submit(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
   # The job imports its own packages on workers; they are installed there from setup.py.
   options.view_as(SetupOptions).save_main_session = False
   pipeline = beam.Pipeline(options=options)
-  with _expansion_scope(opts):
+  with _expansion_scope(opts, timeline):
     build(pipeline, opts)
+  timeline.mark(startup.EXPANSION)
   # The Kafka transforms hold their settings now. Left in the options, --kafka_config values
   # (SASL passwords, JAAS lines) would go to the job server and every SDK worker, which logs
   # all options at start. The pipeline runs with its own copy of the options.
   pipeline.options.view_as(StreamOptions).kafka_config = None
-  return pipeline.run()
+  result = pipeline.run()
+  timeline.mark(startup.SUBMISSION)
+  return result
 
 
-def _expansion_scope(opts: StreamOptions):
+@contextlib.contextmanager
+def _expansion_scope(opts: StreamOptions, timeline: startup.StartupTimeline) -> Iterator[None]:
   """One expansion-service JVM for every Kafka transform of the pipeline: without an outer
   ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own, two JVM starts
-  at every job start (benchmarks/README.md, "Figures behind the code's defaults")."""
-  if opts.source != 'kafka':
-    return contextlib.nullcontext()
-  return kafka_io.expansion_service()
+  at every job start (benchmarks/README.md, "Figures behind the code's defaults").
+
+  The JVM is stopped in a thread of its own once the pipeline is built: Beam's stop sends it
+  SIGINT and sleeps a second at a time until it exits, and the submission need not wait for
+  that. The thread is not a daemon, so the interpreter waits for it (no JVM left behind)."""
+  if opts.source != 'kafka' or opts.expansion_service:
+    yield
+    return
+  service = kafka_io.expansion_service()
+  service.__enter__()  # starts the JVM and waits until it answers
+  timeline.mark(startup.EXPANSION_SERVICE)
+  try:
+    yield
+  finally:
+    threading.Thread(target=service.__exit__, args=(None, None, None),
+                     name='stop-expansion-service').start()
 
 
 @contextlib.contextmanager
@@ -285,19 +319,23 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
   with runners.job_server(with_stream_defaults(argv)) as args:
+    timeline = startup.StartupTimeline(started=time.time())
+    timeline.mark(startup.JOB_SERVER)
     options = PipelineOptions(args)
-    result = submit(options)
+    result = submit(options, timeline)
     try:
       yield result
     finally:
       stop(result, options)
 
 
-def _run(options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+def _run(options: PipelineOptions,
+         timeline: startup.StartupTimeline) -> beam.runners.runner.PipelineResult:
   opts = options.view_as(StreamOptions)
-  result = submit(options)
+  result = submit(options, timeline)
   # A stopped portable job reports no counters: read them from Flink while it runs.
-  with watch(result, options) as counts:
+  with watch(result, options) as counts, startup.watch(
+      timeline, result, runners.flink_rest_url(options), opts.output):
     try:
       if opts.run_for_s:
         result.wait_until_finish(duration=int(opts.run_for_s * 1000))
@@ -328,7 +366,9 @@ def help_parser() -> argparse.ArgumentParser:
   """--help: the job's flags, then the Beam flags that matter for running it."""
   return job_options.help_parser(
       'python -m pipelines.stream', '%(prog)s [options]', __doc__, [StreamOptions],
-      [('Beam: Kafka', KafkaStreamsRunnerOptions)])
+      [('Beam: Kafka', KafkaStreamsRunnerOptions),
+       ('a job server kept running (python -m pipelines.services)',
+        runners.ReusedJobServerOptions)])
 
 
 def main() -> None:
@@ -341,7 +381,9 @@ def main() -> None:
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   # Beam's worker logs at INFO are a flood; keep ours and its warnings.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  run(sys.argv[1:])
+  timeline = startup.StartupTimeline()  # from the process's own start
+  timeline.mark(startup.PYTHON_START)
+  run(sys.argv[1:], timeline)
 
 
 if __name__ == '__main__':

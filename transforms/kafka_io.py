@@ -40,7 +40,7 @@ import os
 import struct
 import typing
 import zipfile
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -70,22 +70,27 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
   jar = jvm.io_expansion_service_jar(jars_dir)
   service = _EXPANSION_SERVICES.get(jar)
   if service is None:
-    # Beam's own main listens on all interfaces; the launcher binds LOCAL_HOST.
-    # It also carries the project's ReadKafkaBatches transform and registers it.
-    launcher = jvm.loopback_jar('expansion-service-loopback', jar,
-                                [jvm.EXPANSION_MAIN_SOURCE, *jvm.KAFKA_BATCHES_SOURCES],
-                                main_class='LoopbackExpansionService',
-                                services=jvm.KAFKA_BATCHES_SERVICES)
-    # ``{{PORT}}`` is filled in by Beam. ``--filesToStage`` names what the expanded environment
-    # declares as its artifacts; an EMBEDDED environment never loads them (its classes come from
-    # the job server jar), so staging the 130 MB expansion jar itself would only cost time at each
-    # submission. The smallest real jar we have stands in for it.
-    service = JavaJarExpansionService(
-        launcher,
-        extra_args=[jvm.LOCAL_HOST, '{{PORT}}', f'--filesToStage={_stage_marker(jar)}',
-                    *EXPANSION_SERVICE_ARGS])
+    launcher, args = expansion_service_command(jars_dir)
+    service = JavaJarExpansionService(launcher, extra_args=[jvm.LOCAL_HOST, '{{PORT}}', *args])
     _EXPANSION_SERVICES[jar] = service
   return service
+
+
+def expansion_service_command(jars_dir: Optional[str] = None) -> Tuple[str, List[str]]:
+  """``(launcher jar, arguments after host and port)`` of the expansion service: what
+  :func:`expansion_service` starts, and what pipelines/services.py keeps running."""
+  jar = jvm.io_expansion_service_jar(jars_dir)
+  # Beam's own main listens on all interfaces; the launcher binds the host it is given.
+  # It also carries the project's ReadKafkaBatches transform and registers it.
+  launcher = jvm.loopback_jar('expansion-service-loopback', jar,
+                              [jvm.EXPANSION_MAIN_SOURCE, *jvm.KAFKA_BATCHES_SOURCES],
+                              main_class='LoopbackExpansionService',
+                              services=jvm.KAFKA_BATCHES_SERVICES)
+  # ``--filesToStage`` names what the expanded environment declares as its artifacts; an
+  # EMBEDDED environment never loads them (its classes come from the job server jar), so
+  # staging the 130 MB expansion jar itself would only cost time at each submission. The
+  # smallest real jar we have stands in for it.
+  return launcher, [f'--filesToStage={_stage_marker(jar)}', *EXPANSION_SERVICE_ARGS]
 
 
 def _stage_marker(expansion_jar: str) -> str:
@@ -238,7 +243,8 @@ class ReadKafkaBatches(beam.PTransform):
     max_batch_records / max_batch_bytes / max_batch_ms: the batch bounds (a batch also closes
       when the reader has no more records ready; with ``max_num_records`` or
       ``max_read_time_s``, at each bundle's end, and ``max_batch_ms`` does not apply).
-    expansion_service: defaults to :func:`expansion_service`.
+    expansion_service: defaults to :func:`expansion_service`; ``host:port`` of one kept
+      running (pipelines/services.py) starts no JVM.
   """
 
   def __init__(
@@ -256,7 +262,7 @@ class ReadKafkaBatches(beam.PTransform):
       max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
       max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
       max_batch_ms: int = DEFAULT_MAX_BATCH_MS,
-      expansion_service: Optional[JavaJarExpansionService] = None,  # pylint: disable=redefined-outer-name
+      expansion_service: Union[JavaJarExpansionService, str, None] = None,  # pylint: disable=redefined-outer-name
       label: Optional[str] = None):
     super().__init__(label)
     if not topics:
@@ -345,7 +351,7 @@ class PublishToKafka(beam.PTransform):
       topic: str,
       producer_config: Optional[Mapping[str, str]] = None,
       *,
-      expansion_service: Optional[JavaJarExpansionService] = None,  # pylint: disable=redefined-outer-name
+      expansion_service: Union[JavaJarExpansionService, str, None] = None,  # pylint: disable=redefined-outer-name
       label: Optional[str] = None):
     super().__init__(label)
     if not topic:
