@@ -6,18 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from typing import Any, Optional
 
 from harness.ports import free_port
-from harness.scripts import run_script
+from harness.scripts import ScriptCluster
 
 
-class FlinkCluster:
-  """``scripts/flink_cluster.sh`` in a run dir of its own (stopped by :meth:`stop`).
+class FlinkCluster(ScriptCluster):
+  """``scripts/flink_cluster.sh`` (start, stop, kill-taskmanager, start-taskmanager) in a run
+  dir of its own (stopped by :meth:`stop`).
 
   ``heartbeat_interval_ms`` / ``heartbeat_timeout_ms``: short ones (1 s / 6 s instead of
   Flink's 10 s / 50 s) make a lost TaskManager noticed in seconds; None keeps Flink's.
@@ -27,6 +27,8 @@ class FlinkCluster:
   (``worker_pool_port``; jobs use ``--environment_type=EXTERNAL``). ``s3``: an
   :class:`harness.s3.S3Server` whose endpoint and credentials the S3 plugin gets. ``cwd``:
   the working directory the cluster (and pool) are started from."""
+
+  SCRIPT = 'flink_cluster.sh'
 
   def __init__(self, run_dir: Optional[str] = None, slots: int = 2,
                heartbeat_interval_ms: Optional[int] = 1000,
@@ -52,24 +54,8 @@ class FlinkCluster:
     self.env = dict(os.environ, **self.settings)
     self.master = f'localhost:{self.rest_port}'
 
-  def run(self, action: str) -> None:
-    """``scripts/flink_cluster.sh <action>`` for this cluster (start, stop, kill-taskmanager,
-    start-taskmanager)."""
-    run_script('flink_cluster.sh', action, self.env, timeout=180, cwd=self.cwd)
-
-  def start(self) -> 'FlinkCluster':
-    try:
-      self.run('start')
-    except BaseException:
-      with contextlib.suppress(Exception):
-        self.stop()
-      raise
-    print(f'[harness] Flink cluster on {self.master}, run dir {self.run_dir}', file=sys.stderr,
-          flush=True)
-    return self
-
-  def stop(self) -> None:
-    self.run('stop')
+  def describe(self) -> str:
+    return f'Flink cluster on {self.master}'
 
   def kill_taskmanager(self) -> None:
     """SIGKILL of the TaskManager JVM (a lost machine)."""

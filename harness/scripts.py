@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,6 +31,37 @@ def run_script(name: str, action: str, env: Mapping[str, str], timeout: float,
   print(f'[timing] scripts/{name} {action}: {time.monotonic() - t0:.1f} s', file=sys.stderr,
         flush=True)
   return proc.stdout
+
+
+class ScriptCluster:
+  """A cluster that ``scripts/<SCRIPT> start|stop|...`` runs in ``run_dir`` with ``env``
+  (subclasses set them, and :meth:`describe`): started by :meth:`start`, which stops what
+  it started when the start fails, and stopped by :meth:`stop`."""
+
+  SCRIPT = ''
+  run_dir: str
+  env: Mapping[str, str]
+  cwd: Optional[str] = None
+
+  def describe(self) -> str:
+    return self.SCRIPT
+
+  def run(self, action: str) -> str:
+    """``scripts/<SCRIPT> <action>`` for this cluster; its stdout."""
+    return run_script(self.SCRIPT, action, self.env, timeout=180, cwd=self.cwd)
+
+  def start(self):
+    try:
+      self.run('start')
+    except BaseException:
+      with contextlib.suppress(Exception):
+        self.stop()
+      raise
+    print(f'[harness] {self.describe()}, run dir {self.run_dir}', file=sys.stderr, flush=True)
+    return self
+
+  def stop(self) -> None:
+    self.run('stop')
 
 
 def script_jars_dir() -> str:

@@ -3,18 +3,16 @@ loopback ports, and its Master's view of the applications it ran."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from typing import Any, Optional
 
 from harness.ports import free_port
-from harness.scripts import run_script, script_jars_dir
+from harness.scripts import ScriptCluster, script_jars_dir
 from pipelines.runners import SPARK_JOB_SERVER_JAR
 
 
@@ -29,8 +27,11 @@ def missing_spark() -> Optional[str]:
   return None
 
 
-class SparkCluster:
-  """``scripts/spark_cluster.sh`` in a run dir of its own (stopped by :meth:`stop`)."""
+class SparkCluster(ScriptCluster):
+  """``scripts/spark_cluster.sh`` (start, stop, status) in a run dir of its own (stopped by
+  :meth:`stop`)."""
+
+  SCRIPT = 'spark_cluster.sh'
 
   def __init__(self, run_dir: Optional[str] = None, cores: int = 2, memory: str = '2g'):
     self.run_dir = run_dir or tempfile.mkdtemp(prefix='harness-spark-')
@@ -45,23 +46,8 @@ class SparkCluster:
     self.master_url = f'spark://127.0.0.1:{self.master_port}'
     self.ui = f'http://127.0.0.1:{self.ui_port}'
 
-  def run(self, action: str) -> str:
-    """``scripts/spark_cluster.sh <action>`` for this cluster (start, stop, status)."""
-    return run_script('spark_cluster.sh', action, self.env, timeout=180)
-
-  def start(self) -> 'SparkCluster':
-    try:
-      self.run('start')
-    except BaseException:
-      with contextlib.suppress(Exception):
-        self.stop()
-      raise
-    print(f'[harness] Spark cluster {self.master_url}, web UI {self.ui}, run dir {self.run_dir}',
-          file=sys.stderr, flush=True)
-    return self
-
-  def stop(self) -> None:
-    self.run('stop')
+  def describe(self) -> str:
+    return f'Spark cluster {self.master_url}, web UI {self.ui}'
 
   def state(self) -> dict[str, Any]:
     """The Master's JSON status (``aliveworkers``, ``activeapps``, ``completedapps``, ...);

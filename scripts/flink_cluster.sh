@@ -49,40 +49,25 @@ METRICS_PORTS="${FLINK_METRICS_PORTS-9250-9259}"
 JM_CLASS=org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint
 TM_CLASS=org.apache.flink.runtime.taskexecutor.TaskManagerRunner
 
-# What Flink's own config.yaml sets for Java 17 (Kryo and friends reflect into the JDK).
+# What Flink's own config.yaml sets for Java 17 beyond the common ones (Kryo and friends
+# reflect into the JDK).
 JAVA17_OPTS=(
+  "${JAVA17_COMMON_OPTS[@]}"
   --add-exports=java.base/sun.net.util=ALL-UNNAMED --add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED
   --add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED
-  --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.net=ALL-UNNAMED
-  --add-opens=java.base/java.io=ALL-UNNAMED --add-opens=java.base/java.nio=ALL-UNNAMED
-  --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/java.lang.reflect=ALL-UNNAMED
   --add-opens=java.base/java.text=ALL-UNNAMED --add-opens=java.base/java.time=ALL-UNNAMED
-  --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.util.concurrent=ALL-UNNAMED
-  --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
   --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED
 )
 
-die() { echo "flink_cluster.sh: $*" >&2; exit 1; }
-log() { echo "flink_cluster.sh: $*"; }
-now_ms() { date +%s%3N; }
-
 need_tools() {
-  command -v java >/dev/null 2>&1 \
-    || die "java not found on PATH: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
-  command -v curl >/dev/null 2>&1 || die "curl not found on PATH (apt-get install curl)"
+  need_java_and_curl
   [[ -f "$LIB/flink-runtime-1.19.3.jar" ]] || die "Flink jars missing in $LIB: run scripts/fetch_jars.sh first"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 pid_of() {  # pid_of jobmanager|taskmanager: prints the pid when that process of ours is running
-  local f="$RUN_DIR/$1.pid" pid cls
+  local cls
   [[ $1 == jobmanager ]] && cls=$JM_CLASS || cls=$TM_CLASS
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null)" || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$cls --configDir $CONF" || return 1
-  echo "$pid"
+  pid_matching "$RUN_DIR/$1.pid" "$cls --configDir $CONF"
 }
 
 write_config() {
@@ -228,17 +213,6 @@ worker_pool() {  # worker_pool start|stop: the pool beside the TaskManager, if F
     "$ROOT/scripts/worker_pool.sh" "$1"
 }
 start_worker_pool() { worker_pool start || fail_start "the worker pool did not start"; }
-
-stop_one() {
-  local name=$1 pid
-  if ! pid="$(pid_of "$name")"; then
-    rm -f "$RUN_DIR/$name.pid"
-    return 0
-  fi
-  terminate "$pid" "$name"
-  rm -f "$RUN_DIR/$name.pid"
-  log "stopped $name (pid $pid)"
-}
 
 stop() {
   if ! pid_of taskmanager >/dev/null && ! pid_of jobmanager >/dev/null; then

@@ -42,41 +42,25 @@ MASTER_CLASS=org.apache.spark.deploy.master.Master
 WORKER_CLASS=org.apache.spark.deploy.worker.Worker
 MASTER_URL="spark://127.0.0.1:$MASTER_PORT"
 
-# What Spark's own launcher adds on Java 17 (JavaModuleOptions): Kryo, Netty and the unsafe
-# memory code reflect into the JDK.
+# What Spark's own launcher adds on Java 17 (JavaModuleOptions) beyond the common ones: Kryo,
+# Netty and the unsafe memory code reflect into the JDK.
 JAVA17_OPTS=(
-  -XX:+IgnoreUnrecognizedVMOptions
-  --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.lang.invoke=ALL-UNNAMED
-  --add-opens=java.base/java.lang.reflect=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED
-  --add-opens=java.base/java.net=ALL-UNNAMED --add-opens=java.base/java.nio=ALL-UNNAMED
-  --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.util.concurrent=ALL-UNNAMED
-  --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
-  --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/sun.nio.cs=ALL-UNNAMED
-  --add-opens=java.base/sun.security.action=ALL-UNNAMED --add-opens=java.base/sun.util.calendar=ALL-UNNAMED
+  -XX:+IgnoreUnrecognizedVMOptions "${JAVA17_COMMON_OPTS[@]}"
+  --add-opens=java.base/java.lang.invoke=ALL-UNNAMED
+  --add-opens=java.base/sun.nio.cs=ALL-UNNAMED --add-opens=java.base/sun.security.action=ALL-UNNAMED
+  --add-opens=java.base/sun.util.calendar=ALL-UNNAMED
   -Djdk.reflect.useDirectMethodHandle=false
 )
 
-die() { echo "spark_cluster.sh: $*" >&2; exit 1; }
-log() { echo "spark_cluster.sh: $*"; }
-now_ms() { date +%s%3N; }
-
 need_tools() {
-  command -v java >/dev/null 2>&1 \
-    || die "java not found on PATH: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
-  command -v curl >/dev/null 2>&1 || die "curl not found on PATH (apt-get install curl)"
+  need_java_and_curl
   [[ -f "$JAR" ]] || die "$JAR missing: run scripts/fetch_jars.sh first"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 pid_of() {  # pid_of master|worker: prints the pid when that process of ours is running
-  local f="$RUN_DIR/$1.pid" pid cls
+  local cls
   [[ $1 == master ]] && cls=$MASTER_CLASS || cls=$WORKER_CLASS
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null)" || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dspark.run.dir=$RUN_DIR .*$cls" || return 1
-  echo "$pid"
+  pid_matching "$RUN_DIR/$1.pid" "-Dspark.run.dir=$RUN_DIR .*$cls"
 }
 
 # The Worker starts each executor as `java -cp $SPARK_HOME/jars/* ...`: a SPARK_HOME of our own
@@ -156,17 +140,6 @@ start() {
   done
   log "started in $(( $(now_ms) - t0 )) ms: master pid $(pid_of master), worker pid $(pid_of worker) ($CORES cores, $MEMORY)"
   log "master $MASTER_URL; web UI http://127.0.0.1:$MASTER_UI_PORT   (logs in $RUN_DIR/log)"
-}
-
-stop_one() {
-  local name=$1 pid
-  if ! pid="$(pid_of "$name")"; then
-    rm -f "$RUN_DIR/$name.pid"
-    return 0
-  fi
-  terminate "$pid" "$name"
-  rm -f "$RUN_DIR/$name.pid"
-  log "stopped $name (pid $pid)"
 }
 
 stop() {
