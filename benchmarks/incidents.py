@@ -19,8 +19,9 @@ Steps:
 3. From alerts/ and incidents/ it counts alerts by kind and incidents, and per label with at
    least 50 records the share of records *covered*: the record has its own alert, or an
    incident of its key (network_anomaly: its service and flag; volume_anomaly: its
-   protocol/service/flag) spans its event time (volume: from its first window's start to its
-   last window's end). Site-wide volume incidents ("all traffic surges") cover nothing here:
+   protocol/service/flag, its protocol and flag for a surge across services, and only its
+   src_bytes size class for a size key's surge) spans its event time (volume: from its first
+   window's start to its last window's end). Site-wide volume incidents ("all traffic surges") cover nothing here:
    they say when, not what. Normal records alerted: those with an alert of their own.
 
 Results: benchmarks/results/incidents.json and incidents.png (per-family coverage).
@@ -48,6 +49,7 @@ from pipelines.bootstrap import bootstrap
 from schemas.kdd import read_kdd_csv
 from schemas.layout import finished_files, output_folder
 from schemas.records import KDD_FEATURES
+from transforms.volume import size_class
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, '..', 'shared', 'data', 'kddcup.data_10_percent.gz')
@@ -125,14 +127,26 @@ def coverage(frame: pd.DataFrame, alerts: list[dict], incidents: list[dict]
   for (protocol, service, flag), rows in by_key.items():
     by_service_flag[(service, flag)].append(rows)
   by_service_flag = {k: np.sort(np.concatenate(v)) for k, v in by_service_flag.items()}
+  by_protocol_flag = collections.defaultdict(list)
+  for (protocol, service, flag), rows in by_key.items():
+    by_protocol_flag[(protocol, flag)].append(rows)
+  by_protocol_flag = {k: np.sort(np.concatenate(v)) for k, v in by_protocol_flag.items()}
+  src_bytes = frame['src_bytes'] if 'src_bytes' in frame else [None] * n
+  sizes = np.array([-1 if s is None else s for s in map(size_class, src_bytes)])
   window_s = 0.0
   for incident in latest.values():
     first = (incident['first_seen'] - START).total_seconds()
     last = (incident['last_seen'] - START).total_seconds()
     if incident['kind'] == 'volume_anomaly':
-      if incident['service'] is None:
+      if incident['protocol_type'] is None:
         continue  # site-wide
-      rows = by_key.get((incident['protocol_type'], incident['service'], incident['flag']))
+      if incident['service'] is None:  # one protocol and flag across services (a scan)
+        rows = by_protocol_flag.get((incident['protocol_type'], incident['flag']))
+      else:
+        rows = by_key.get((incident['protocol_type'], incident['service'], incident['flag']))
+      size = _size_of(incident.get('group_key'))
+      if rows is not None and size is not None:  # one size class of the key's requests
+        rows = rows[sizes[rows] == size]
       window_s = window_s or _window_s(alerts)
       last += window_s
     elif incident['kind'] == 'network_anomaly':
@@ -153,6 +167,12 @@ def coverage(frame: pd.DataFrame, alerts: list[dict], incidents: list[dict]
     families[label] = {'records': int(count), 'covered': float(covered[mask].mean()),
                        'alerted': float(alerted[mask].mean())}
   return {'families': families, 'latest': latest}
+
+
+def _size_of(group_key: str) -> Optional[int]:
+  """The src_bytes size class of a size key's volume incident ('...|size 31'), else None."""
+  last = (group_key or '').rsplit('|', 1)[-1]
+  return int(last[5:]) if last.startswith('size ') else None
 
 
 def _window_s(alerts: list[dict]) -> float:

@@ -10,6 +10,7 @@ import json
 import pandas as pd
 
 from benchmarks.incidents import MIN_FAMILY, RATE, START, coverage
+from transforms.volume import size_class
 
 
 def at(i):
@@ -51,3 +52,31 @@ def test_coverage_counts_own_alerts_and_incidents_of_the_same_key_only():
   assert families['back']['covered'] == 25 / 50 and families['back']['alerted'] == 2 / 50
   assert families['neptune']['covered'] == 0.0
   assert families['normal']['alerted'] == 1 / 50 and families['normal']['covered'] == 1 / 50
+
+
+def test_coverage_of_a_surge_across_services_and_of_one_size_class():
+  # 0..49 normal tcp http SF of 300 bytes, 50..99 nmap probes tcp SH over many services,
+  # 100..199 back: http SF requests of 54,540 bytes among normal ones (even records).
+  frame = pd.DataFrame({
+      'protocol_type': ['tcp'] * 200,
+      'service': ['http'] * 50 + [f'svc{i % 7}' for i in range(50)] + ['http'] * 100,
+      'flag': ['SF'] * 50 + ['SH'] * 50 + ['SF'] * 100,
+      'src_bytes': [300] * 100 + [54540 if i % 2 == 0 else 300 for i in range(100)],
+      'label': ['normal'] * 50 + ['nmap'] * 50 + ['back' if i % 2 == 0 else 'normal'
+                                                  for i in range(100)]})
+  alerts = [{'kind': 'volume_anomaly', 'details': json.dumps({'window_s': 0.1})}]
+  size = size_class(54540)
+  incidents = [
+      # tcp/*/SH: every service's SH records in its span.
+      {'incident_id': 'spread', 'update_seq': 0, 'kind': 'volume_anomaly',
+       'first_seen': at(50), 'last_seen': at(89), 'service': None, 'flag': 'SH',
+       'protocol_type': 'tcp', 'group_key': 'volume_anomaly|kdd|tcp|*|SH'},
+      # tcp/http/SF/<size>: only the http SF records of that size class.
+      {'incident_id': 'size', 'update_seq': 0, 'kind': 'volume_anomaly',
+       'first_seen': at(0), 'last_seen': at(189), 'service': 'http', 'flag': 'SF',
+       'protocol_type': 'tcp', 'group_key': f'volume_anomaly|kdd|tcp|http|SF|size {size}'},
+  ]
+  families = coverage(frame, alerts, incidents)['families']
+  assert families['nmap']['covered'] == 1.0  # 50..89 and the last window's 10 records
+  assert families['back']['covered'] == 1.0
+  assert families['normal']['covered'] == 0.0  # 300-byte http records are another class

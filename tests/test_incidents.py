@@ -17,6 +17,7 @@ from apache_beam.transforms.window import TimestampedValue
 from schemas.outputs import INCIDENT_SCHEMA
 from tests.factories import BASE_TS
 from transforms.incidents import GroupIncidents, group_key, incident_message
+from transforms.volume import VolumeParams, volume_alert
 
 UTC = datetime.timezone.utc
 T0 = BASE_TS
@@ -171,3 +172,18 @@ def test_a_replay_writes_the_same_incidents_and_rows():
   key, value = incident_message(streamed[0])
   assert key == streamed[0]['incident_id'].encode()
   assert json.loads(value)['update_seq'] == streamed[0]['update_seq']
+
+
+def test_volume_incidents_are_per_key_across_services_and_per_size_class():
+  params = VolumeParams()
+  plain = volume_alert('lab', 'tcp/http/SF', 100.0, 900, 10.0, 20.0, 60.0, params)
+  size = volume_alert('lab', 'tcp/http/SF/31', 100.0, 700, 0.01, 0.02, 0.1, params,
+                      share=0.7, total=1000)
+  spread = volume_alert('lab', 'tcp/*/SH', 100.0, 40, 0.0, 0.0, 30.0, params)
+  site = volume_alert('lab', '*', 100.0, 1000, 100.0, 200.0, 600.0, params)
+  assert group_key(plain) == 'volume_anomaly|lab|tcp|http|SF'
+  assert group_key(size) == 'volume_anomaly|lab|tcp|http|SF|size 31'
+  assert group_key(spread) == 'volume_anomaly|lab|tcp|*|SH'
+  assert group_key(site) == 'volume_anomaly|lab|*|*|*'
+  # A size key's alert whose details are not JSON still has a key (its parent's).
+  assert group_key({**size, 'details': '{"size_class": '}) == 'volume_anomaly|lab|tcp|http|SF'

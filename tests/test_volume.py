@@ -17,7 +17,8 @@ from schemas.outputs import ALERT_SCHEMA
 from tests.factories import BASE_TS
 from transforms.batch import RecordBatch
 from transforms.source import SourceMessage
-from transforms.volume import DetectVolumeAnomalies, VolumeParams, volume_alert
+from transforms.volume import (DetectVolumeAnomalies, VolumeParams, size_class, size_range,
+                               volume_alert)
 
 UTC = datetime.timezone.utc
 T0 = BASE_TS - BASE_TS % 10  # a window edge
@@ -165,3 +166,65 @@ def test_alert_ids_are_per_site_key_and_window():
   b = volume_alert('s', 'tcp/http/SF', 100.0, 70, 1.0, 2.0, 30.0, PARAMS)
   c = volume_alert('s', 'tcp/http/SF', 110.0, 50, 1.0, 2.0, 30.0, PARAMS)
   assert a['event_id'] == b['event_id'] != c['event_id']
+
+
+def sized(times, src_bytes, service='http', flag='SF', protocol='tcp'):
+  """A batch like :func:`batch` whose records carry ``src_bytes`` (one value or a list)."""
+  b = batch(times, service, flag, protocol)
+  values = src_bytes if isinstance(src_bytes, list) else [src_bytes] * len(times)
+  b.columns['src_bytes'] = values
+  return b
+
+
+def test_a_scan_across_services_is_flagged_once_for_its_protocol_and_flag():
+  # 40 SH probes in one window, each to another service: no service surges on its own.
+  probes = [batch([T0 + 150 + i * 0.2], f'svc{i}', 'SH') for i in range(40)]
+  alerts = run_streaming([(T0 + 150, steady(0, 15)), (T0 + 200, probes + steady(15, 20))])
+  assert windows_of(alerts, 'tcp/*/SH') == [iso(T0 + 150)]
+  [scan] = [a for a in alerts if json.loads(a['details'])['key'] == 'tcp/*/SH']
+  assert (scan['protocol_type'], scan['service'], scan['flag']) == ('tcp', None, 'SH')
+  assert 'across services' in json.loads(scan['details'])['what']
+  assert not [a for a in alerts if a['service'] and a['service'].startswith('svc')]
+  # A flood of one service is that service's surge, not a second one across services.
+  flood = [batch([T0 + 150 + i * 0.1 for i in range(60)], 'private', 'SH')]
+  alerts = run_streaming([(T0 + 150, steady(0, 15)), (T0 + 200, flood + steady(15, 20))])
+  assert windows_of(alerts, 'tcp/private/SH') == [iso(T0 + 150)]
+  assert windows_of(alerts, 'tcp/*/SH') == []
+
+
+def test_a_flood_of_one_request_size_inside_a_busy_key_is_flagged_by_its_share():
+  # 200 http requests per window of 200-300 bytes; then one window where 150 of them are
+  # 54,540-byte requests: the key's count does not change, its size mix does.
+  def normal(w, n=200):
+    return sized([T0 + 10 * w + i * 0.05 for i in range(n)],
+                 [200 + (i * 7) % 100 for i in range(n)])
+  busy = [normal(w) for w in range(15)]
+  mixed = sized([T0 + 150 + i * 0.05 for i in range(200)],
+                [54540] * 150 + [250] * 50)
+  alerts = run_streaming([(T0 + 150, busy), (T0 + 200, [mixed] + [normal(w) for w in
+                                                                  range(16, 20)])])
+  size = size_class(54540)
+  assert windows_of(alerts, f'tcp/http/SF/{size}') == [iso(T0 + 150)]
+  assert windows_of(alerts, 'tcp/http/SF') == []
+  [alert] = [a for a in alerts if json.loads(a['details']).get('size_class') == size]
+  details = json.loads(alert['details'])
+  assert details['count'] == 150 and details['parent_count'] == 200
+  assert details['src_bytes_low'] <= 54540 <= details['src_bytes_high']
+  [reason] = json.loads(alert['reasons'])
+  assert reason['value'] == 0.75 and 'src_bytes' in reason['feature']
+  assert alert['service'] == 'http' and 0 < alert['score'] < 1
+  # Traffic that comes back after a silence (a flood elsewhere ended) rises in every size
+  # class together: the key surges, its size mix does not.
+  quiet = [normal(w, 5) for w in range(15)]
+  alerts = run_streaming([(T0 + 150, quiet), (T0 + 200, [normal(w) for w in range(15, 20)])])
+  assert windows_of(alerts, 'tcp/http/SF')[:1] == [iso(T0 + 150)]
+  assert not [a for a in alerts if 'size_class' in json.loads(a['details'])]
+
+
+def test_size_classes_are_half_octaves():
+  assert size_class(None) is None and size_class('x') is None and size_class(-1) is None
+  assert size_class(float('nan')) is None
+  for value in (0, 1, 520, 1032, 1480, 54540, 10 ** 9):
+    low, high = size_range(size_class(value))
+    assert low <= value <= high
+  assert size_class(1032) != size_class(1480)  # smurf's echo replies and pod's large ones

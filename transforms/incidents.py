@@ -62,9 +62,23 @@ def group_key(alert: dict[str, Any]) -> str:
   elif kind == 'volume_anomaly':
     parts = (alert.get('protocol_type') or '*', alert.get('service') or '*',
              alert.get('flag') or '*')
+    size = _size_class(alert)
+    if size is not None:
+      parts += (f'size {size}',)  # a size key's surge (transforms/volume.py): its own incident
   else:
     parts = (alert.get('service'), alert.get('flag'))
   return '|'.join(str(p) for p in (kind, site) + parts)
+
+
+def _size_class(alert: dict[str, Any]) -> Any:
+  """The src_bytes size class of a volume alert of a size key, else None."""
+  details = alert.get('details')
+  if not details or 'size_class' not in details:
+    return None
+  try:
+    return orjson.loads(details).get('size_class')
+  except (orjson.JSONDecodeError, AttributeError):
+    return None
 
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)

@@ -57,6 +57,9 @@ from transforms.ids import uuid5
 
 VOLUME_KIND = 'volume_anomaly'
 ALL_TRAFFIC = '*'  # the key of a site's whole traffic
+ANY_SERVICE = '*'  # the service part of a protocol/*/flag key: all of the site's services
+# Size classes of src_bytes: half octaves (a class's upper bound is 1.41 times its lower).
+SIZE_CLASSES_PER_OCTAVE = 2
 # The MAD of a normal distribution is 0.6745 sigma: this scales it to one sigma.
 MAD_TO_SIGMA = 1.4826
 UTC = datetime.timezone.utc
@@ -67,6 +70,51 @@ def volume_key(protocol_type: Any, service: Any, flag: Any) -> str:
   return f'{protocol_type}/{service}/{flag}'
 
 
+def size_class(src_bytes: Any) -> Optional[int]:
+  """The half-octave class of a request size (``src_bytes``); None when it has none."""
+  try:
+    value = float(src_bytes)
+  except (TypeError, ValueError):
+    return None
+  if not math.isfinite(value) or value < 0:
+    return None
+  return int(math.floor(math.log2(value + 1.0) * SIZE_CLASSES_PER_OCTAVE))
+
+
+def size_range(size: int) -> tuple[int, int]:
+  """The src_bytes a size class holds, [low, high]."""
+  low = math.ceil(2.0 ** (size / SIZE_CLASSES_PER_OCTAVE) - 1.0)
+  high = math.ceil(2.0 ** ((size + 1) / SIZE_CLASSES_PER_OCTAVE) - 1.0) - 1
+  return int(low), int(max(low, high))
+
+
+def parse_key(key: str) -> tuple[Optional[str], Optional[str], Optional[str], Optional[int]]:
+  """(protocol_type, service, flag, size class) of a key: service None for ``tcp/*/S0``
+  (every service), all None for the site's whole traffic, size None but for a size key."""
+  if key == ALL_TRAFFIC:
+    return None, None, None, None
+  parts = key.split('/')
+  protocol, service, flag = (parts + [None, None, None])[:3]
+  size = int(parts[3]) if len(parts) > 3 and parts[3].lstrip('-').isdigit() else None
+  return protocol, None if service == ANY_SERVICE else service, flag, size
+
+
+def parent_key(key: str) -> Optional[str]:
+  """The protocol/service/flag key a size key is a share of (None for other keys)."""
+  parts = key.split('/')
+  return '/'.join(parts[:3]) if len(parts) == 4 else None
+
+
+def _kind_of(key: str) -> str:
+  """'size' (protocol/service/flag/size), 'spread' (protocol/*/flag) or 'count'."""
+  parts = key.split('/')
+  if len(parts) == 4:
+    return 'size'
+  if len(parts) == 3 and parts[1] == ANY_SERVICE:
+    return 'spread'
+  return 'count'
+
+
 def window_counts(batch: RecordBatch, window_s: float) -> Iterator[beam.window.TimestampedValue]:
   """A scored network batch -> ``(site, {key: count})`` per event-time window it touches,
   stamped with the window's start (pre-aggregated here: one element per window and site, not
@@ -74,13 +122,21 @@ def window_counts(batch: RecordBatch, window_s: float) -> Iterator[beam.window.T
   columns = batch.columns
   counts: dict[tuple[str, float], collections.Counter] = collections.defaultdict(
       collections.Counter)
-  for site, when, protocol, service, flag in zip(
+  sizes = columns.get('src_bytes')
+  if sizes is None:
+    sizes = [None] * len(columns['site'])
+  for site, when, protocol, service, flag, src_bytes in zip(
       columns['site'], columns['event_time'], columns['protocol_type'], columns['service'],
-      columns['flag']):
+      columns['flag'], sizes):
     seconds = when.timestamp()
     start = math.floor(seconds / window_s) * window_s
     counter = counts[(str(site), start)]
-    counter[volume_key(protocol, service, flag)] += 1
+    key = volume_key(protocol, service, flag)
+    counter[key] += 1
+    counter[volume_key(protocol, ANY_SERVICE, flag)] += 1
+    size = size_class(src_bytes)
+    if size is not None:
+      counter[f'{key}/{size}'] += 1
     counter[ALL_TRAFFIC] += 1
   for (site, start), counter in counts.items():
     yield window.TimestampedValue((site, dict(counter)), start)
@@ -124,9 +180,11 @@ class Baseline:
         diff_median_tracker=MedianTracker(BufferedSlidingQuantileTracker(windows, 0.5)))
     self.last_nonzero = -math.inf  # window start of its last count above zero
 
-  def push(self, count: int, start: float) -> None:
-    self.tracker.push(float(count))
-    if count:
+  def push(self, value: float, start: float, active: Optional[bool] = None) -> None:
+    """Learns ``value`` (a count, or a size key's share); ``active``: the key had traffic
+    (default: the value is not 0)."""
+    self.tracker.push(float(value))
+    if value if active is None else active:
       self.last_nonzero = start
 
   def bounds(self) -> tuple[float, float]:
@@ -141,8 +199,9 @@ class VolumeParams:
 
   def __init__(self, window_s: float = 10.0, baseline_windows: int = 30, min_count: int = 30,
                ratio: float = 3.0, z: float = 3.0, warmup_windows: int = 3,
-               allowed_lateness_s: float = 60.0):
+               allowed_lateness_s: float = 60.0, min_share: float = 0.1):
     self.window_s = float(window_s)
+    self.min_share = float(min_share)
     self.baseline_windows = int(baseline_windows)
     self.min_count = int(min_count)
     self.ratio = float(ratio)
@@ -155,34 +214,63 @@ class VolumeParams:
     high = median + self.z * MAD_TO_SIGMA * mad
     return high, max(float(self.min_count), self.ratio * max(high, 1.0))
 
+  def share_threshold(self, median: float, mad: float) -> tuple[float, float]:
+    """A size key's (upper bound of its usual share, the share at which it surges)."""
+    high = median + self.z * MAD_TO_SIGMA * mad
+    return high, max(self.min_share, self.ratio * high)
+
 
 def volume_alert(site: str, key: str, start: float, count: int, median: float, high: float,
-                 threshold: float, params: VolumeParams, late: bool = False) -> dict[str, Any]:
+                 threshold: float, params: VolumeParams, late: bool = False,
+                 share: Optional[float] = None, total: int = 0) -> dict[str, Any]:
   """One surging (site, key, window) -> an alert row (schemas.outputs.ALERT_SCHEMA). Its id is
   derived from the site, key and window (one alert per window and key, the same on replay);
-  its score is how far above the baseline's upper bound the count is, in [0, 1)."""
-  protocol, service, flag = (key.split('/', 2) + [None, None])[:3] if key != ALL_TRAFFIC else (
-      None, None, None)
-  what = 'connections' if key == ALL_TRAFFIC else f'{key} connections'
+  its score is how far above the baseline's upper bound the count (a size key: its share) is,
+  in [0, 1). ``share`` and ``total``: a size key's share of its parent key's ``total``."""
+  protocol, service, flag, size = parse_key(key)
   window_text = f'{params.window_s:g} s'
-  reason = {
-      'feature': f'connections per {window_text}', 'value': int(count),
-      'normal_low': 0.0, 'normal_high': round(high, 3),
-      'normal': f'usually {median:,.0f} (up to {high:,.0f}) per {window_text}',
-      'deviation': round(count / max(high, 1.0), 3)}
+  extra: dict[str, Any] = {}
+  if size is not None:
+    low, top = size_range(size)
+    parent = parent_key(key)
+    share = float(share or 0.0)
+    reason = {
+        'feature': f'share of {parent} connections with src_bytes {low:,}-{top:,}',
+        'value': round(share, 4), 'normal_low': 0.0, 'normal_high': round(high, 4),
+        'normal': f'usually {median:.1%} (up to {high:.1%}) of them',
+        'deviation': round(share / max(high, 0.01), 3)}
+    what = (f'{count:,} of {total:,} {parent} connections in {window_text} with src_bytes '
+            f'{low:,}-{top:,}')
+    score = 1.0 - (max(high, 0.01) / share) if share > max(high, 0.01) else 0.0
+    extra = {'size_class': size, 'src_bytes_low': low, 'src_bytes_high': top,
+             'share': share, 'parent_count': int(total)}
+  else:
+    if key == ALL_TRAFFIC:
+      what = 'connections'
+    elif service is None:
+      what = f'{protocol} {flag} connections across services (beyond any that surged alone)'
+    else:
+      what = f'{key} connections'
+    reason = {
+        'feature': f'connections per {window_text}', 'value': int(count),
+        'normal_low': 0.0, 'normal_high': round(high, 3),
+        'normal': f'usually {median:,.0f} (up to {high:,.0f}) per {window_text}',
+        'deviation': round(count / max(high, 1.0), 3)}
+    what = f'{count:,} {what} in {window_text}'
+    score = 1.0 - (max(high, 1.0) / float(count)) if count > max(high, 1.0) else 0.0
   begins = datetime.datetime.fromtimestamp(start, UTC)
   details = {'key': key, 'window_start': begins,
              'window_end': datetime.datetime.fromtimestamp(start + params.window_s, UTC),
              'window_s': params.window_s, 'count': int(count), 'baseline_median': median,
              'baseline_high': high, 'threshold': threshold, 'late': late,
-             'what': f'{count:,} {what} in {window_text}'}
+             'what': what, **extra}
   return {
       'event_id': uuid5(f'volume|{site}|{key}|{start!r}|{"late" if late else ""}'),
       'kind': VOLUME_KIND,
       'event_time': begins,
       'processing_time': utc_now(),
       'site': site,
-      'score': 1.0 - (max(high, 1.0) / float(count)) if count > max(high, 1.0) else 0.0,
+      'score': score,
       'model_version': None,
       'machine': None,
       'program': None,
@@ -254,43 +342,73 @@ class VolumeSurgeFn(beam.DoFn):
                 late: bool) -> Iterator[dict[str, Any]]:
     params = self._params
     keys: dict[str, Baseline] = state['keys']
+    warming = state['seen'] < params.warmup_windows
     if late or (state['next'] is not None and start < state['next']):
       # Its window was already evaluated: judged on its own, not learned from.
       self._late.inc()
-      for name, count in counts.items():
-        baseline = keys.get(name)
-        median, mad = baseline.bounds() if baseline else (0.0, 0.0)
-        high, threshold = params.threshold(median, mad)
-        if state['seen'] >= params.warmup_windows and count >= threshold:
-          self._surges.inc()
-          yield volume_alert(site, name, start, count, median, high, threshold, params, True)
+      yield from self._judge(site, keys, start, counts, warming, learn=False)
       return
     if state['next'] is not None:
-      # Windows without a single record: zeros for every key (at most a baseline's worth).
+      # Windows without a single record: zeros for every count key (at most a baseline's
+      # worth); a size key has no share in them.
       skipped = int(round((start - state['next']) / params.window_s))
       for i in range(min(skipped, params.baseline_windows)):
         empty = state['next'] + i * params.window_s
-        for baseline in keys.values():
-          baseline.push(0, empty)
-    warming = state['seen'] < params.warmup_windows
-    for name in set(keys) | set(counts):
-      count = counts.get(name, 0)
-      baseline = keys.get(name)
-      if baseline is None:
-        baseline = keys[name] = Baseline(params.baseline_windows)
-      median, mad = baseline.bounds()
-      high, threshold = params.threshold(median, mad)
-      if not warming and count >= threshold:
-        self._surges.inc()
-        yield volume_alert(site, name, start, count, median, high, threshold, params)
-      else:
-        baseline.push(count, start)
+        for name, baseline in keys.items():
+          if _kind_of(name) != 'size':
+            baseline.push(0, empty)
+    yield from self._judge(site, keys, start, counts, warming, learn=True)
     # A key silent for a whole baseline is forgotten: a fresh one starts from zeros too.
     horizon = start - params.baseline_windows * params.window_s
     for name in [n for n, b in keys.items() if b.last_nonzero < horizon]:
       del keys[name]
     state['seen'] += 1
     state['next'] = start + params.window_s
+
+  def _judge(self, site: str, keys: dict[str, 'Baseline'], start: float,
+             counts: dict[str, int], warming: bool, learn: bool
+             ) -> Iterator[dict[str, Any]]:
+    """One window of a site: each key against its baseline, learning (when ``learn``) from
+    the keys that do not surge. The protocol/service/flag keys (and the site's total) first:
+    a protocol/*/flag key is judged on what its services that surged on their own leave
+    over (a scan: many services, each too small to surge), and a size key is not judged
+    when its parent key surges (the parent's alert already covers its records)."""
+    params = self._params
+    names = sorted(set(keys) | set(counts), key=lambda n: (_kind_of(n) != 'count', n))
+    surging: set[str] = set()
+    explained: collections.Counter = collections.Counter()  # per protocol/*/flag key
+    for name in names:
+      kind = _kind_of(name)
+      count = counts.get(name, 0)
+      share, total = None, 0
+      if kind == 'spread':
+        count = max(0, count - explained[name])
+      elif kind == 'size':
+        parent = parent_key(name)
+        total = counts.get(parent, 0)
+        if total == 0 or parent in surging:
+          continue
+        share = count / total
+      baseline = keys.get(name)
+      if baseline is None and learn:
+        baseline = keys[name] = Baseline(params.baseline_windows)
+      median, mad = baseline.bounds() if baseline else (0.0, 0.0)
+      if kind == 'size':
+        high, threshold = params.share_threshold(median, mad)
+        surges = count >= params.min_count and share >= threshold
+      else:
+        high, threshold = params.threshold(median, mad)
+        surges = count >= threshold
+      if not warming and surges:
+        surging.add(name)
+        if kind == 'count' and name != ALL_TRAFFIC:
+          protocol, service, flag, _ = parse_key(name)
+          explained[volume_key(protocol, ANY_SERVICE, flag)] += count
+        self._surges.inc()
+        yield volume_alert(site, name, start, count, median, high, threshold, params,
+                           not learn, share, total)
+      elif learn:
+        baseline.push(count if share is None else share, start, count > 0)
 
 
 class DetectVolumeAnomalies(beam.PTransform):
