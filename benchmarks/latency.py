@@ -56,6 +56,7 @@ from generator.messages import network_json_rows, network_message_from_json
 from generator.synthetic_network import generate_network
 from harness import kafka
 from model import registry
+from pipelines import startup
 from schemas.records import KDD_FEATURES
 from transforms.source import SourceMessage
 
@@ -246,6 +247,9 @@ def _table(result: dict[str, Any]) -> str:
                f'{k}={v}' for k, v in (s.get('effective_job_flags') or {}).items()),
            f"startup (job process start -> first alert): {common.fmt(result['startup_s'], 1)} s; "
            f"warm-up {s['warmup_s']} s + measured {s['measure_s']} s per rate",
+           'job startup phases (its startup line): ' + (', '.join(
+               f'{k} {v:.1f} s' for k, v in result['startup_phases'].items())
+               if result.get('startup_phases') else 'none logged'),
            '',
            f"{'rate/s':>7} {'achieved':>9} {'alerts':>8} {'missing':>7} {'p50 ms':>8} "
            f"{'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99 (Kafka ts)':>15}"]
@@ -457,6 +461,8 @@ def main(argv=None) -> dict[str, Any]:
                    f"p99 {_ms(lv['p99_ms'])} ms; {lv['alerts_missing']:,} of "
                    f"{lv['alerts_expected']:,} alerts missing")
       result['levels'] = levels
+      with open(job.log_path, encoding='utf-8', errors='replace') as f:
+        result['startup_phases'] = startup.parse_summary(f.read())
       result['memory'] = sampler.result()
       result['alerts_received_total'] = len(reader.received)
   finally:

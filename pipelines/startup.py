@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -120,6 +121,25 @@ class StartupTimeline:
 
   def as_dict(self) -> dict[str, float]:
     return {name: round(seconds, 3) for name, seconds in self.phases()}
+
+
+_LINE = re.compile(r'startup: (?:first archived row|no archived row yet)[^:]*: (.*)$')
+_PHASE = re.compile(r'(.+?) ([0-9.]+) s$')
+
+
+def parse_summary(log_text: str) -> Optional[dict[str, float]]:
+  """``{phase: seconds}`` of the first startup line in a job's log (benchmarks keep them with
+  their results), or None without one."""
+  for line in log_text.splitlines():
+    found = _LINE.search(line)
+    if found:
+      phases = {}
+      for part in found.group(1).split(', '):
+        phase = _PHASE.match(part.strip())
+        if phase:
+          phases[phase.group(1)] = float(phase.group(2))
+      return phases
+  return None
 
 
 def first_archive_file_since(output: str, since: float) -> Optional[float]:

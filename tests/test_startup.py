@@ -99,3 +99,14 @@ def test_the_worker_logs_its_phases_once_when_the_harness_starts(caplog):
   assert len(messages) == 1
   assert messages[0].startswith('SDK worker 1-2 started in 4.')
   assert 'python start and imports 4.' in messages[0] and 'harness 0.0 s' in messages[0]
+
+
+def test_parse_summary_reads_back_the_line_it_logs():
+  timeline = startup.StartupTimeline(started=10.0)
+  timeline.mark(startup.PYTHON_START, at=12.5)
+  timeline.mark(startup.FLINK_DEPLOYMENT, at=20.0)
+  timeline.mark(startup.FIRST_OUTPUT, at=21.25)
+  log = f'noise\n2026-12-01 14:48:29,402 INFO pipelines.startup {timeline.summary()}\nmore'
+  assert startup.parse_summary(log) == {'python start': 2.5, 'Flink deployment': 7.5,
+                                        'first output': 1.2}
+  assert startup.parse_summary('no such line') is None
