@@ -18,6 +18,8 @@ REQUIRED = [
     'numpy>=1.26',
     # Strict, fast JSON decoding of every message (transforms/parse.py).
     'orjson>=3.10',
+    # Typed JSON decoding of the streams' messages (transforms/parse.py).
+    'msgspec>=0.19',
     # One OpenMP/BLAS thread per scoring worker (transforms/inference.py).
     'threadpoolctl>=3.1',
     # Forests compiled for serving (model/serving.py): the same trees in a third less time.

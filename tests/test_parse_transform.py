@@ -2,21 +2,32 @@
 with its raw bytes, where it came from, the stage and the reason; counted in metrics."""
 
 import json
+import os
+import random
 import uuid
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from schemas.records import MEMORY, NETWORK, PROCESS
+from generator.messages import malform, network_json_rows, network_message_from_json
+from generator.source import SourceConfig, generate_messages
+from schemas.kdd import read_kdd_csv
+from schemas.records import KDD_FEATURES, MEMORY, NETWORK, PROCESS, SCHEMAS
 from tests.factories import BASE_TS, memory_record, message, network_record, process_record
+from tests.test_fuzz_parse import payloads
 from transforms.dead_letter import DEAD_LETTER
 from transforms.batch import RecordBatch
 from transforms.cleaning import clean_record
 from transforms.enrich import UNBOUNDED, Enrich, join_key
 from transforms.ids import UUID_NAMESPACE, stable_uuid, uuid5
-from transforms.parse import ParseAndClean
+from transforms.parse import ParseAndClean, _typed_decoder, decode_json, parse_chunks
+from transforms.source import SourceMessage
+
+KDD_SAMPLE = os.path.join(os.path.dirname(__file__), 'data', 'kdd_sample.csv')
 
 GOOD_NETWORK = network_record(1)
 # (payload, stage, a fragment of the error): the malformed-input corpus.
@@ -164,3 +175,88 @@ def test_derived_uuids_did_not_change_with_record_ids():
 def test_the_fast_uuid5_is_uuid5():
   for name in ('', 'x', 'record|network|net-1|' + 'a' * 64 + '|', 'é☃' * 100, 'u' * 5000):
     assert uuid5(name) == str(uuid.uuid5(UUID_NAMESPACE, name))
+
+
+# ---- the typed decoder against the exact path -------------------------------------------------
+
+def _exact(value):
+  """decode_json under another name: parse_chunks takes the typed decoder only for
+  decode_json itself, so this is the exact path (orjson, dicts, every value checked)."""
+  return decode_json(value)
+
+
+def _outcome(schema, messages, decode=decode_json):
+  out = []
+  for batch, dead in parse_chunks(schema, messages, max_records=7, decode=decode):
+    out.append(({name: [(type(v).__name__, repr(v)) for v in values]
+                 for name, values in batch.columns.items()},
+                [m.offset for m in batch.messages], batch.record_indexes,
+                [{k: v for k, v in row.items() if k != 'failed_at'} for row in dead]))
+  return out
+
+
+def assert_typed_path_is_exact(schema, values):
+  messages = [SourceMessage(schema.stream, v, 'test', 0, i) for i, v in enumerate(values)]
+  assert _outcome(schema, messages) == _outcome(schema, messages, _exact)
+
+
+# JSON number tokens, and strings around the typed decoder's checks (escapes, surrogates).
+NUMBER_TOKENS = st.from_regex(r'\A-?(0|[1-9]\d{0,25})(\.\d{1,20})?([eE][+-]?\d{1,3})?\Z')
+ODD_TOKENS = st.sampled_from([
+    b'true', b'null', b'"\\ud800"', b'"\\udc00x"', b'"\\ud83d\\ude00"', b'"\xed\xa0\x80"',
+    b'"\xc0\xaf"', b'"\xff"', b'"\\u0000"', b'" 12 "', b'"1.5K"', b'"-"', b'[]', b'{}', b'1e400',
+    b'-1e400', b'4611686018427387904', b'4611686018427387905', b'-4611686018427387905',
+    b'18446744073709551616', b'1' * 30, b'NaN', b'01', b'1.', b'.5', b'-0', b'\x0c1'])
+
+
+@st.composite
+def token_messages(draw, schema):
+  """Messages written token by token: a field's value is any JSON token above, now and then
+  an unknown or repeated field, and sometimes bytes that are no JSON at all."""
+  def record():
+    names = draw(st.lists(st.sampled_from(schema.names + ('extra',)), max_size=12))
+    return b'{' + b','.join(b'"%s":%s' % (n.encode(), draw(NUMBER_TOKENS.map(str.encode) |
+                                                           ODD_TOKENS)) for n in names) + b'}'
+  if schema.is_array:
+    text = b'[' + b','.join(record() for _ in range(draw(st.integers(0, 3)))) + b']'
+  else:
+    text = record()
+  return draw(st.sampled_from([text, text, text, b' ' + text + b'\n', text[:-1], b'\xef\xbb\xbf'
+                               + text, text + b'x']))
+
+
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_the_typed_decoder_gives_what_the_exact_path_gives(data):
+  schema = data.draw(st.sampled_from([NETWORK, PROCESS, MEMORY]))
+  values = data.draw(st.lists(token_messages(schema), max_size=8))
+  values += data.draw(st.lists(payloads(schema.stream), max_size=1))
+  assert_typed_path_is_exact(schema, values)
+
+
+def test_the_typed_decoder_takes_real_and_generated_messages_as_the_exact_path_does():
+  frame = read_kdd_csv(KDD_SAMPLE)
+  network = [network_message_from_json(row, topic='t', timestamp_ms=0, sequence_id=i, index=i,
+                                       site='s', rng=random.Random(i)).value
+             for i, row in enumerate(network_json_rows(frame[list(KDD_FEATURES)]))]
+  for stream, values in [('network', network)] + [
+      (s, [m.value for m in generate_messages(SourceConfig(streams=(s,), seed=5, count=200))])
+      for s in ('network', 'process', 'memory')]:
+    schema = SCHEMAS[stream]
+    # All of them take the typed decoder (else this would compare the exact path with itself).
+    assert all(_typed_decoder(schema)(v) is not None for v in values)
+    assert_typed_path_is_exact(schema, values)
+    malformed = [malform(v, random.Random(i)) for i, v in enumerate(values)]
+    assert_typed_path_is_exact(schema, malformed)
+
+
+def test_a_bad_record_of_a_typed_host_message_carries_its_own_json():
+  good = process_record(1, 2, 'sshd', BASE_TS, False)
+  bad = {'machine': '1', 'PID': 'x', 'CMD': 'sshd', 'ts': BASE_TS}  # fields absent, PID bad
+  value = json.dumps([good, bad]).encode()
+  assert _typed_decoder(PROCESS)(value)  # a message the typed decoder reads
+  (batch, dead), = parse_chunks(PROCESS, [SourceMessage('process', value, 'test', 0, 9)])
+  assert len(batch) == 1 and len(dead) == 1
+  assert json.loads(dead[0]['payload']) == bad and dead[0]['record_index'] == 1
+  assert dead[0]['error'] == "PID: not a number: 'x'"

@@ -7,9 +7,13 @@ why; the ParseAndClean transform turns it into a dead letter.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import re
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any, Callable, Optional, Sequence, Union
+
+import msgspec
 
 from schemas.limits import MAX_ABS_VALUE, MAX_NUMBER_LENGTH, MAX_STRING_LENGTH
 from schemas.records import FLOAT, INT, STR, Field, RecordSchema
@@ -108,34 +112,158 @@ def _cast(name: str, kind: str, value: Any) -> Any:
   return int(round(number))
 
 
-def _clean_column(field: Field, values: list, errors: dict[int, str]) -> list:
-  """Casts one column; a value that fails records its row's first error in ``errors``."""
+# A value that only ``_cast`` cleans: the fast paths below leave it to the per-value path.
+_SLOW = object()
+
+
+def _plain_number(kind: str, value: Any) -> Any:
+  """``_cast`` of a value that is not already a number of the field's type, for the forms
+  most values take (an int in a float field, a plain numeral string, a missing value); any
+  other value is ``_SLOW``. Each branch returns what ``_cast`` returns for that value."""
+  value_type = type(value)
+  if value_type is str:
+    text = value.strip()
+    if text in _MISSING:
+      return None
+    # parse_number's own plain-numeral branch, and _cast's integer rule for a value without
+    # a unit suffix (one that ends in a digit has none).
+    if text[-1:].isdigit() and '_' not in text and len(text) <= MAX_NUMBER_LENGTH:
+      try:
+        number = float(text)
+      except ValueError:
+        return _SLOW
+      if -MAX_ABS_VALUE <= number <= MAX_ABS_VALUE:  # NaN and infinities fail this
+        if kind == FLOAT:
+          return number
+        if number.is_integer():
+          return int(number)
+    return _SLOW
+  if value is None:
+    return None
+  if value_type is int and kind == FLOAT and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+    return float(value)
+  return _SLOW
+
+
+def _whole_column(kind: str, values: Sequence) -> Optional[list]:
+  """The cleaned column in a few passes of builtins when every value is already of its final
+  type and within bounds (network records nearly always are); None when one is not."""
+  types = set(map(type, values))
+  if kind == INT:
+    if types == {int} and -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE:
+      return list(values)
+  elif kind == FLOAT:
+    if types and types <= {int, float} and (
+        -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE):
+      # min and max can miss a NaN (it compares false with everything): look for one.
+      if types == {int}:
+        return list(map(float, values))
+      if not any(map(math.isnan, values)):
+        return list(values) if types == {float} else list(map(float, values))
+  elif kind == STR and types == {str}:
+    stripped = list(map(str.strip, values))
+    if max(map(len, stripped)) <= MAX_STRING_LENGTH:
+      if '' in stripped or '-' in stripped:
+        return [None if s in _MISSING else s for s in stripped]
+      return stripped
+  return None
+
+
+def _clean_column(field: Field, values: Sequence, errors: dict[int, str]) -> list:
+  """Casts one column; a value that fails records its row's first error in ``errors``.
+
+  Three tiers, each giving what ``_cast`` gives value by value: the whole column at once
+  (:func:`_whole_column`), then each value by the common forms (numbers of the right type
+  inline, :func:`_plain_number` for the rest), and ``_cast`` itself, with its error, for
+  what is left."""
+  if not values:
+    return []
   kind = field.kind
-  # Fast paths, one pass each over a column that is already of the right type (network
-  # records are nearly always); anything else falls back to ``_cast`` value by value.
-  if kind == INT and all(type(v) is int for v in values):
-    if not values or (-MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE):
-      return values
-  elif kind == FLOAT and all(type(v) is float or type(v) is int for v in values):
-    if all(-MAX_ABS_VALUE <= v <= MAX_ABS_VALUE for v in values):  # NaN fails this too
-      return [float(v) for v in values]
-  elif kind == STR and all(type(v) is str for v in values):
-    stripped = [v.strip() for v in values]
-    if not stripped or max(map(len, stripped)) <= MAX_STRING_LENGTH:
-      return [None if s in _MISSING else s for s in stripped]
-  cleaned = []
-  for position, value in enumerate(values):
+  cleaned = _whole_column(kind, values)
+  if cleaned is not None:
+    return cleaned
+  if kind == INT:
+    cleaned = [v if type(v) is int and -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE
+               else _plain_number(kind, v) for v in values]
+  elif kind == FLOAT:
+    cleaned = [v if type(v) is float and -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE
+               else _plain_number(kind, v) for v in values]
+  else:
+    cleaned = [_SLOW] * len(values)
+  position = 0
+  for _ in range(cleaned.count(_SLOW)):  # list.count and index compare by identity first
+    position = cleaned.index(_SLOW, position)
     try:
-      cleaned.append(_cast(field.name, kind, value))
+      cleaned[position] = _cast(field.name, kind, values[position])
     except CleaningError as e:
       errors.setdefault(position, str(e))
-      cleaned.append(None)
+      cleaned[position] = None
+    position += 1
   return cleaned
+
+
+# What a typed decoder (transforms/parse.py) may hand cleaning for a field: a JSON value that
+# the decoder's own checks leave exactly as orjson would decode it. Anything else (booleans,
+# objects, out-of-range numbers, unknown fields) makes it refuse the message, which is then
+# decoded and cleaned the exact way.
+_INT_BOUND = int(MAX_ABS_VALUE)
+_TYPED_VALUES = {
+    INT: Union[Annotated[int, msgspec.Meta(ge=-_INT_BOUND, le=_INT_BOUND)],
+               Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)], str, None],
+    STR: Optional[str],
+}
+_TYPED_VALUES[FLOAT] = _TYPED_VALUES[INT]
+
+
+@functools.lru_cache(maxsize=None)
+def record_struct(schema: RecordSchema) -> type[msgspec.Struct]:
+  """The msgspec Struct a typed JSON decoder reads ``schema``'s records into: its fields in
+  schema order, each None when absent, no unknown field allowed. :func:`clean_records` takes
+  these as it takes the decoded dicts, without building a dict per record."""
+  return msgspec.defstruct(
+      f'{schema.stream.title()}Record',
+      [(f.name, _TYPED_VALUES[f.kind], None) for f in schema.fields],
+      forbid_unknown_fields=True, gc=False)
+
+
+def _is_record(schema: RecordSchema, raw: Any) -> bool:
+  return isinstance(raw, dict) or type(raw) is record_struct(schema)
+
+
+def _raw_columns(schema: RecordSchema, records: list) -> list[Sequence]:
+  """Each field's values in ``records`` (dicts or :func:`record_struct`s; None where a record
+  lacks the field), in schema order."""
+  names = schema.names
+  if not records or len(names) < 2:
+    return [[_get(r, name) for r in records] for name in names]
+  types = set(map(type, records))
+  struct = record_struct(schema)
+  if types == {struct}:
+    rows = map(msgspec.structs.astuple, records)
+  elif types == {dict}:
+    try:
+      rows = list(map(_getter(names), records))  # one C call per record, not one per field
+    except KeyError:
+      rows = [tuple(map(r.get, names)) for r in records]
+  else:
+    rows = [msgspec.structs.astuple(r) if type(r) is struct else tuple(map(r.get, names))
+            for r in records]
+  return list(zip(*rows))
+
+
+def _get(record: Any, name: str) -> Any:
+  return record.get(name) if isinstance(record, dict) else getattr(record, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _getter(names: tuple[str, ...]) -> Callable[[dict], tuple]:
+  return operator.itemgetter(*names)
 
 
 def clean_records(schema: RecordSchema, raws: Sequence[Any]
                   ) -> tuple[dict[str, list], list[int], dict[int, str]]:
-  """Casts decoded JSON objects to ``schema``, column by column; unknown fields are ignored.
+  """Casts decoded JSON objects (or :func:`record_struct`s) to ``schema``, column by column;
+  unknown fields are ignored.
 
   Returns the columns of the records that cleaned, their positions in ``raws``, and for each
   record that did not, its position and why (the first failing field in schema order).
@@ -148,17 +276,20 @@ def clean_records(schema: RecordSchema, raws: Sequence[Any]
   ([1500000.0], [0], {1: "PID: not a number: 'x'"})
   """
   errors: dict[int, str] = {}
-  objects = []
-  for position, raw in enumerate(raws):
-    if isinstance(raw, dict):
-      objects.append(position)
-    else:
-      errors[position] = f'expected a JSON object, got {type(raw).__name__}'
-  records = [raws[p] for p in objects]
+  if set(map(type, raws)) <= {dict, record_struct(schema)}:
+    objects, records = range(len(raws)), list(raws)
+  else:
+    objects = []
+    for position, raw in enumerate(raws):
+      if _is_record(schema, raw):
+        objects.append(position)
+      else:
+        errors[position] = f'expected a JSON object, got {type(raw).__name__}'
+    records = [raws[p] for p in objects]
   column_errors: dict[int, str] = {}  # keyed by position in ``records``
   columns = {}
-  for field in schema.fields:
-    values = _clean_column(field, [r.get(field.name) for r in records], column_errors)
+  for field, values in zip(schema.fields, _raw_columns(schema, records)):
+    values = _clean_column(field, values, column_errors)
     if field.required and None in values:
       for position, value in enumerate(values):
         if value is None:
@@ -166,8 +297,9 @@ def clean_records(schema: RecordSchema, raws: Sequence[Any]
     columns[field.name] = values
   for position, error in column_errors.items():
     errors[objects[position]] = error
-  kept = [p for p in range(len(records)) if p not in column_errors]
+  kept = range(len(records))
   if column_errors:
+    kept = [p for p in kept if p not in column_errors]
     columns = {name: [values[p] for p in kept] for name, values in columns.items()}
   if 'PRI' in columns:
     # atop's NICE column is unreliable in the sources; the kernel's rule is authoritative.

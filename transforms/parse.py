@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import (Annotated, Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence,
+                    Union)
 
+import msgspec
 import orjson
 
 import apache_beam as beam
@@ -13,7 +16,7 @@ from apache_beam.metrics import Metrics
 from schemas.limits import MAX_BATCH_RECORDS, MAX_MESSAGE_BYTES, MAX_RECORDS_PER_MESSAGE
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
-from transforms.cleaning import clean_records
+from transforms.cleaning import clean_records, record_struct
 from transforms.dead_letter import (DEAD_LETTER, dead_letter_counter, dead_letter_row,
                                     record_payload)
 from transforms.route import BatchByStream
@@ -36,6 +39,32 @@ def decode_json(payload: bytes) -> Any:
   if len(payload) > MAX_MESSAGE_BYTES:
     raise ValueError(f'message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}')
   return orjson.loads(payload)
+
+
+@functools.lru_cache(maxsize=None)
+def _typed_decoder(schema: RecordSchema) -> Callable[[bytes], Any]:
+  """A JSON message of ``schema.stream`` -> its :func:`record_struct` (or a list of them),
+  the types checked in C; raises for any message it does not read exactly as
+  :func:`decode_json` would, which then takes the exact path."""
+  record = record_struct(schema)
+  if schema.is_array:
+    record = Annotated[list[record], msgspec.Meta(max_length=MAX_RECORDS_PER_MESSAGE)]
+  return msgspec.json.Decoder(record).decode
+
+
+def _raw_record(raw: Any, message: SourceMessage, index: int, redecoded: dict) -> Any:
+  """The record at ``index`` of a host message as :func:`decode_json` reads it: the typed
+  decoder's struct is no copy of what came (its absent fields are None), so its dead letter
+  carries the message's own record. Each message is decoded again at most once."""
+  if isinstance(raw, msgspec.Struct):
+    if id(message) not in redecoded:
+      try:
+        redecoded[id(message)] = decode_json(message.value or b'')
+      except Exception:  # pylint: disable=broad-except
+        redecoded[id(message)] = None  # then the row keeps the message's bytes
+    decoded = redecoded[id(message)]
+    return decoded[index] if isinstance(decoded, list) and index < len(decoded) else None
+  return raw
 
 
 def _clean_each(schema: RecordSchema, raws: Sequence[Any]
@@ -67,9 +96,11 @@ def _clean_chunk(schema: RecordSchema, raws: list, owners: list, indexes: list,
     log.warning('cleaning failed for a chunk of %d %s records; retrying them one by one',
                 len(raws), schema.stream, exc_info=True)
     columns, kept, errors = _clean_each(schema, raws)
+  redecoded = {}
   for position, error in sorted(errors.items()):
     index = indexes[position]
-    payload = None if index is None else record_payload(raws[position])
+    payload = None if index is None else record_payload(
+        _raw_record(raws[position], owners[position], index, redecoded))
     dead.append(dead_letter_row(owners[position], CLEAN_STAGE, error, payload=payload,
                                 record_index=index))
   if not kept:
@@ -78,6 +109,7 @@ def _clean_chunk(schema: RecordSchema, raws: list, owners: list, indexes: list,
                      [indexes[p] for p in kept])
 
 
+_UNTYPED = object()
 # A message's bytes -> a record (OBJECT streams) or a list of records (ARRAY streams); raises
 # for bytes that are neither. decode_json, or transforms.avro_decode.AvroDecoder.
 Decoder = Callable[[bytes], Any]
@@ -106,11 +138,22 @@ def parse_chunks(schema: RecordSchema, messages: Sequence[SourceMessage],
   ``decode`` reads other formats into the same shapes (Avro: transforms/avro_decode.py).
   """
   is_array = schema.is_array
+  # JSON messages first go through the typed decoder (msgspec): a message it reads needs no
+  # dict per record nor a type check per value; one it refuses is decoded again the exact way
+  # (orjson), so each message's outcome and dead letter are what that way gives.
+  typed = _typed_decoder(schema) if decode is decode_json else None
   dead: list[dict[str, Any]] = []
   raws, owners, indexes = [], [], []
   for message in messages:
     try:
-      decoded = decode(message.value or b'')
+      value, decoded = message.value or b'', _UNTYPED
+      if typed is not None and len(value) <= MAX_MESSAGE_BYTES:
+        try:
+          decoded = typed(value)
+        except Exception:  # pylint: disable=broad-except
+          pass
+      if decoded is _UNTYPED:
+        decoded = decode(value)
       if not is_array:
         raws.append(decoded)
         owners.append(message)
