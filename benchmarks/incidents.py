@@ -18,7 +18,8 @@ Steps:
    (``python -m pipelines.stream --source=files``, DirectRunner unless ``-- --runner=...``).
 3. From alerts/ and incidents/ it counts alerts by kind and incidents, and per label with at
    least 50 records the share of records *covered*: the record has its own alert, or an
-   incident of its key (network_anomaly: its service and flag; volume_anomaly: its
+   incident of its key (network_anomaly: its service and flag, or its flag alone for an
+   incident across services, every flag but SF; volume_anomaly: its
    protocol/service/flag, its protocol and flag for a surge across services, and only its
    src_bytes size class for a size key's surge) spans its event time (volume: from its first
    window's start to its last window's end). Site-wide volume incidents ("all traffic surges") cover nothing here:
@@ -131,6 +132,10 @@ def coverage(frame: pd.DataFrame, alerts: list[dict], incidents: list[dict]
   for (protocol, service, flag), rows in by_key.items():
     by_protocol_flag[(protocol, flag)].append(rows)
   by_protocol_flag = {k: np.sort(np.concatenate(v)) for k, v in by_protocol_flag.items()}
+  by_flag = collections.defaultdict(list)
+  for (protocol, service, flag), rows in by_key.items():
+    by_flag[flag].append(rows)
+  by_flag = {k: np.sort(np.concatenate(v)) for k, v in by_flag.items()}
   src_bytes = frame['src_bytes'] if 'src_bytes' in frame else [None] * n
   sizes = np.array([-1 if s is None else s for s in map(size_class, src_bytes)])
   window_s = 0.0
@@ -150,7 +155,10 @@ def coverage(frame: pd.DataFrame, alerts: list[dict], incidents: list[dict]
       window_s = window_s or _window_s(alerts)
       last += window_s
     elif incident['kind'] == 'network_anomaly':
-      rows = by_service_flag.get((incident['service'], incident['flag']))
+      if incident['service'] is None:  # one flag (not SF) across services
+        rows = by_flag.get(incident['flag'])
+      else:
+        rows = by_service_flag.get((incident['service'], incident['flag']))
     else:
       continue
     if rows is None:
@@ -166,7 +174,7 @@ def coverage(frame: pd.DataFrame, alerts: list[dict], incidents: list[dict]
     mask = labels == label
     families[label] = {'records': int(count), 'covered': float(covered[mask].mean()),
                        'alerted': float(alerted[mask].mean())}
-  return {'families': families, 'latest': latest}
+  return {'families': families, 'latest': latest, 'covered': covered}
 
 
 def _size_of(group_key: str) -> Optional[int]:
@@ -238,6 +246,7 @@ def main(argv: Optional[list[str]] = None) -> None:
   dead = read_output(output, 'dead_letter')
   cov = coverage(frame, alerts, incidents)
   latest = cov.pop('latest')
+  cov.pop('covered')
   families = cov['families']
   normal = families.get('normal', {'alerted': 0.0, 'covered': 0.0})
   attacks = {k: v for k, v in families.items() if k != 'normal'}

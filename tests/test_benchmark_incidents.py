@@ -80,3 +80,19 @@ def test_coverage_of_a_surge_across_services_and_of_one_size_class():
   assert families['nmap']['covered'] == 1.0  # 50..89 and the last window's 10 records
   assert families['back']['covered'] == 1.0
   assert families['normal']['covered'] == 0.0  # 300-byte http records are another class
+
+
+def test_a_network_incident_across_services_covers_its_flag_only():
+  # 0..99 neptune S0 over many services, 100..199 normal SF of the same services.
+  frame = pd.DataFrame({
+      'protocol_type': ['tcp'] * 200, 'service': [f'svc{i % 9}' for i in range(200)],
+      'flag': ['S0'] * 100 + ['SF'] * 100, 'src_bytes': [0] * 200,
+      'label': ['neptune'] * 100 + ['normal'] * 100})
+  alerts = [{'kind': 'network_anomaly', 'details': json.dumps({'uuid': f'kdd-{i:06d}'})}
+            for i in (0, 99)]
+  incidents = [{'incident_id': 'syn', 'update_seq': 0, 'kind': 'network_anomaly',
+                'first_seen': at(0), 'last_seen': at(199), 'service': None, 'flag': 'S0',
+                'protocol_type': 'tcp', 'group_key': 'network_anomaly|kdd|*|S0'}]
+  families = coverage(frame, alerts, incidents)['families']
+  assert families['neptune']['covered'] == 1.0 and families['neptune']['alerted'] == 0.02
+  assert families['normal']['covered'] == 0.0

@@ -110,17 +110,21 @@ def test_updates_while_open_are_bounded():
 
 
 def test_incidents_are_per_kind_service_and_flag_and_per_machine_program():
+  # A connection that did not end normally (REJ, S0, ...) is grouped by its flag across
+  # services (a scan or a SYN flood sweeps services): its incident names no service.
   alerts = [alert(0), alert(1, flag='REJ'), alert(2, service='smtp'),
-            alert(3, kind='host_attack', service=None, flag=None), alert(4)]
+            alert(3, kind='host_attack', service=None, flag=None), alert(4),
+            alert(5, service='finger', flag='REJ')]
   closed = final(run_streaming([(100, alerts)]))
-  assert sorted((r['kind'], r['service'], r['flag'], r['machine'], r['program'], r['count'])
-                for r in closed) == [
-      ('host_attack', None, None, 3, 'miner_42', 1), ('network_anomaly', 'http', 'REJ', None,
-                                                       None, 1),
+  assert sorted((r['kind'], r['service'] or '', r['flag'], r['machine'], r['program'],
+                 r['count']) for r in closed) == [
+      ('host_attack', '', None, 3, 'miner_42', 1), ('network_anomaly', '', 'REJ', None,
+                                                     None, 2),
       ('network_anomaly', 'http', 'SF', None, None, 2),
       ('network_anomaly', 'smtp', 'SF', None, None, 1)]
   assert [r['severity'] for r in closed if r['kind'] == 'host_attack'] == ['high']
   assert group_key(alerts[3]) == 'host_attack|lab|3|miner_42'
+  assert group_key(alerts[1]) == group_key(alerts[5]) == 'network_anomaly|lab|*|REJ'
 
 
 def test_late_alerts_join_the_open_incident_or_make_their_own():

@@ -2,7 +2,9 @@
 
     alert rows (every kind)
       -> keyed by what an incident shares:
-           network_anomaly: site, service, flag         volume_anomaly: site, protocol/service/flag
+           network_anomaly: site, service, flag (a connection that ended normally, flag SF);
+                            site, flag across services (any other flag: S0, REJ, RSTO, ...)
+           volume_anomaly: site, protocol/service/flag (and size class, for a size key)
            host_attack: site, machine, program
       -> IncidentFn (state + event-time timers): in event-time order, an alert joins the open
          incident of its key unless it comes more than ``gap_s`` after its last alert; an
@@ -21,6 +23,11 @@ Late alerts (event time before what was already evaluated for their key) join th
 incident when they lie within ``gap_s`` of its span; one older than that belonged to an incident
 already closed, and becomes an incident of its own, opened and closed at once (counted in
 ``incident_late_alerts``): never dropped, never reopening a closed incident.
+
+Network alerts of connections that did not end normally are grouped by their flag across
+services: a SYN flood or a scan sweeps many services with the same failure (half-open, refused,
+reset), and one incident per service would split one attack into dozens. Such an incident's
+``service`` is null; its ``top_features`` and reasons say what its alerts share.
 
 Severity: ``high`` for a host attack, an incident of 100 or more alerts, or a top score of
 0.99 or more; ``medium`` from 10 alerts or a top score of 0.9; ``low`` otherwise.
@@ -45,6 +52,10 @@ from transforms.dead_letter import utc_now
 from transforms.ids import uuid5
 
 DEFAULT_GAP_S = 60.0
+# The flag of a connection that was established and ended normally; network alerts of any other
+# flag are grouped across services.
+COMPLETED_FLAG = 'SF'
+ANY = '*'  # a key part that stands for every value
 DEFAULT_UPDATE_S = 30.0
 TOP_FEATURES = 3
 UTC = datetime.timezone.utc
@@ -66,7 +77,8 @@ def group_key(alert: dict[str, Any]) -> str:
     if size is not None:
       parts += (f'size {size}',)  # a size key's surge (transforms/volume.py): its own incident
   else:
-    parts = (alert.get('service'), alert.get('flag'))
+    flag = alert.get('flag')
+    parts = (alert.get('service') if flag == COMPLETED_FLAG else ANY, flag)
   return '|'.join(str(p) for p in (kind, site) + parts)
 
 
@@ -136,6 +148,9 @@ class Incident:
 
   def __init__(self, key: str, alert: dict[str, Any]):
     self.key = key
+    # A network incident of one flag across services names no service.
+    self.across_services = (alert.get('kind') == 'network_anomaly'
+                            and alert.get('flag') != COMPLETED_FLAG)
     self.incident_id = uuid5(f'incident|{key}|{alert["event_id"]}')
     self.first = alert
     self.first_seen = self.last_seen = alert['t']
@@ -176,7 +191,7 @@ class Incident:
         'kind': first.get('kind'),
         'group_key': self.key,
         'site': first.get('site'),
-        'service': first.get('service'),
+        'service': None if self.across_services else first.get('service'),
         'flag': first.get('flag'),
         'protocol_type': first.get('protocol_type'),
         'machine': first.get('machine'),

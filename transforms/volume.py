@@ -197,7 +197,7 @@ class Baseline:
 class VolumeParams:
   """The detector's settings (see the module docstring)."""
 
-  def __init__(self, window_s: float = 10.0, baseline_windows: int = 30, min_count: int = 30,
+  def __init__(self, window_s: float = 10.0, baseline_windows: int = 30, min_count: int = 20,
                ratio: float = 3.0, z: float = 3.0, warmup_windows: int = 3,
                allowed_lateness_s: float = 60.0, min_share: float = 0.1):
     self.window_s = float(window_s)
