@@ -218,7 +218,9 @@ def with_flink_defaults(argv: Sequence[str]) -> list[str]:
     return argv
   given = _given(argv)
   defaults = {
-      '--flink_job_server_jar': jvm.flink_job_server_jar,
+      '--flink_job_server_jar': (jvm.flink_job_server_app_jar
+                                 if ships_one_jar(PipelineOptions(argv))
+                                 else jvm.flink_job_server_jar),
       '--flink_version': lambda: jvm.FLINK_VERSION,
       '--environment_type': lambda: 'PROCESS',
   }
@@ -490,6 +492,25 @@ def submits_uber_jar(options: PipelineOptions) -> bool:
   return bool(flink.flink_submit_uber_jar) and not is_embedded(flink.flink_master)
 
 
+def ships_one_jar(options: PipelineOptions) -> bool:
+  """``--flink_submit_uber_jar`` or ``--output_executable_path``: the job reaches Flink as one
+  jar with nothing beside it (no class path of the job server's), so by default that jar is
+  :func:`transforms.jvm.flink_job_server_app_jar`, which holds the project's Java classes."""
+  return (bool(options.view_as(FlinkRunnerOptions).flink_submit_uber_jar) or
+          bool(options.view_as(PortableOptions).output_executable_path))
+
+
+def uber_jar_flink_job(result) -> Optional[str]:
+  """The Flink job id of a job submitted with ``--flink_submit_uber_jar``, else None. Beam's
+  FlinkUberJarJobServer runs in this process and is the result's job service; its Beam job id
+  (``job-<uuid>``) names no Flink job, and its own cancel posts to ``/v1/<jid>/stop``, a path
+  Flink does not have (404), so :func:`cancel_flink_job`, :func:`stop_with_savepoint` and the
+  summary need the id it keeps."""
+  jobs = getattr(getattr(result, '_job_service', None), '_jobs', None)
+  job = jobs.get(getattr(result, '_job_id', None)) if isinstance(jobs, dict) else None
+  return getattr(job, '_flink_job_id', None)
+
+
 # The REST API of each embedded Flink of ours, by the --job_endpoint of its job server.
 _EMBEDDED_REST: dict[str, str] = {}
 
@@ -757,11 +778,12 @@ def cancel_flink_job(result, flink_master: Optional[str] = None, timeout_s: floa
   if not base.startswith(('http://', 'https://')):
     base = 'http://' + base
   name = job_id.rsplit('_', 1)[0]  # invocation id = <job name>_<uuid>
+  uber = uber_jar_flink_job(result)
 
   def running():
     with urllib.request.urlopen(f'{base}/jobs/overview', timeout=5) as r:
       jobs = json.load(r)['jobs']
-    return [j['jid'] for j in jobs if j.get('name') == name and
+    return [j['jid'] for j in jobs if (j['jid'] == uber if uber else j.get('name') == name) and
             j.get('state') not in ('CANCELED', 'FAILED', 'FINISHED')]
 
   deadline = time.monotonic() + timeout_s
@@ -808,7 +830,7 @@ def stop_with_savepoint(result, options: PipelineOptions, target_dir: str,
   job_id = getattr(result, '_job_id', None) or ''
   deadline = time.monotonic() + timeout_s
   # A job just submitted reaches Flink only once the job server has translated it.
-  while (jid := running_flink_job(base, job_id)) is None:
+  while (jid := uber_jar_flink_job(result) or running_flink_job(base, job_id)) is None:
     if PipelineState.is_terminal(result.state) or time.monotonic() > deadline:
       raise RuntimeError(f'no running Flink job for {job_id} at {base} (Beam: {result.state})')
     time.sleep(1)

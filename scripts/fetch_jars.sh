@@ -2,6 +2,9 @@
 # Fetch the product's PINNED JVM artifacts with Maven (from Maven Central, through ~/.m2) into
 # .cache/jars/:
 #   .cache/jars/beam-runners-flink-1.19-job-server-2.62.0.jar      Beam Flink job server (+ KafkaIO)
+#   .cache/jars/beam-runners-flink-1.19-job-server-app-2.62.0.jar  the same + our Java classes (jvm/loopback),
+#                                                                 the one jar --flink_submit_uber_jar and
+#                                                                 --output_executable_path ship
 #   .cache/jars/beam-runners-spark-3-job-server-2.62.0.jar         Beam Spark 3 job server (Spark 3.5.0;
 #                                                                 also runs scripts/spark_cluster.sh)
 #   .cache/jars/beam-sdks-java-io-expansion-service-2.62.0.jar     Beam IO expansion service (KafkaIO)
@@ -12,7 +15,7 @@
 # Beam 2.77 Java artifacts and no published job-server / expansion-service shadow jars, so the Beam
 # jars are shaded here from Beam Java 2.62.0 modules; that fixes Flink to 1.19).
 #
-# A second run is a no-op: when every output exists and the poms have not changed (sha256 stamp), Maven
+# A second run is a no-op: when every output exists and nothing under jvm/ has changed (sha256 stamp), Maven
 # is not even started. A fresh clone on the same machine downloads nothing and shades nothing: the
 # outputs are also kept, per pom hash, in $JARS_CACHE (~/.cache/streaming-attack-detection/jars) and
 # hard-linked (or copied) from there; failing that, Maven runs offline (-o) from ~/.m2 first and only
@@ -28,6 +31,7 @@ die() { echo "fetch_jars: $*" >&2; exit 1; }
 
 outputs=(
   "$JARS_DIR/beam-runners-flink-1.19-job-server-2.62.0.jar"
+  "$JARS_DIR/beam-runners-flink-1.19-job-server-app-2.62.0.jar"
   "$JARS_DIR/beam-runners-spark-3-job-server-2.62.0.jar"
   "$JARS_DIR/beam-sdks-java-io-expansion-service-2.62.0.jar"
   "$JARS_DIR/kafka/lib/kafka_2.13-3.9.2.jar"
@@ -36,8 +40,8 @@ outputs=(
   "$JARS_DIR/flink/plugins/s3-fs-hadoop/flink-s3-fs-hadoop-1.19.3.jar"
 )
 
-pom_hash() {
-  (cd "$ROOT" && find jvm -name pom.xml -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+pom_hash() {  # every file the Maven build reads: the poms, and the Java sources it compiles
+  (cd "$ROOT" && find jvm -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
 }
 
 want="$(pom_hash)"

@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 
+from pipelines import runners
 from transforms import jvm
 
 
@@ -48,3 +49,41 @@ def test_the_expansion_launcher_runs_with_the_expansion_jar_on_its_class_path(tm
     assert 'LoopbackExpansionService.class' in z.namelist()
   assert 'Main-Class: LoopbackExpansionService' in manifest
   assert f'Class-Path: {jar.name}' in manifest
+
+
+def test_the_job_server_app_jar_holds_our_classes_as_the_sources_compile_today(tmp_path):
+  """The jar shipped alone (--flink_submit_uber_jar, --output_executable_path) carries the
+  classes of jvm/loopback/ byte for byte as they compile now: one built before a change there
+  fails here (scripts/fetch_jars.sh rebuilds it). Its ServerFactory is ours, not Beam's."""
+  app = _pinned(jvm.flink_job_server_app_jar)
+  jar = tmp_path / os.path.basename(app)
+  jar.symlink_to(app)
+  current = jvm.loopback_jar('current', str(jar), jvm.JOB_SERVER_SOURCES)
+  with zipfile.ZipFile(current) as now, zipfile.ZipFile(app) as shipped:
+    classes = [n for n in now.namelist() if n.endswith('.class')]
+    assert 'attackdetection/kafka/KafkaBatchSource$Reader.class' in classes
+    assert ('org/apache/beam/sdk/fn/server/ServerFactory$InetSocketAddressServerFactory.class'
+            in classes)
+    stale = [n for n in classes if n not in shipped.namelist() or shipped.read(n) != now.read(n)]
+    assert not stale, f'{app} is older than jvm/loopback/ (run scripts/fetch_jars.sh): {stale}'
+    # The job server itself, and the runner whose jar --output_executable_path copies.
+    assert 'Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver' in (
+        shipped.read('META-INF/MANIFEST.MF').decode())
+    assert 'org/apache/beam/runners/flink/FlinkPipelineRunner.class' in shipped.namelist()
+
+
+@pytest.mark.parametrize('flag', ['--flink_submit_uber_jar', '--output_executable_path=job.jar'])
+def test_a_job_shipped_as_one_jar_gets_the_app_jar_by_default(tmp_path, monkeypatch, flag):
+  for name in (jvm.JOB_SERVER_JAR, jvm.JOB_SERVER_APP_JAR):
+    (tmp_path / name).write_bytes(b'')
+  monkeypatch.setenv('BEAM_JARS_DIR', str(tmp_path))
+  base = ['--runner=FlinkRunner', '--flink_master=localhost:8081']
+
+  def jar(argv):
+    argv = runners.with_flink_defaults(argv)
+    return [a.split('=', 1)[1] for a in argv if a.startswith('--flink_job_server_jar=')]
+
+  assert jar([*base, flag]) == [str(tmp_path / jvm.JOB_SERVER_APP_JAR)]
+  assert jar(base) == [str(tmp_path / jvm.JOB_SERVER_JAR)]
+  # A jar the command line names wins.
+  assert jar([*base, flag, '--flink_job_server_jar=/x.jar']) == ['/x.jar']

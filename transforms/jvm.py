@@ -6,6 +6,7 @@ The jars are pinned and built by ``scripts/fetch_jars.sh`` into ``.cache/jars/``
 the Python SDK is 2.77.0)::
 
     .cache/jars/beam-runners-flink-1.19-job-server-2.62.0.jar   (job server; also carries KafkaIO)
+    .cache/jars/beam-runners-flink-1.19-job-server-app-2.62.0.jar  (the same + our Java classes)
     .cache/jars/beam-sdks-java-io-expansion-service-2.62.0.jar  (expansion service for KafkaIO)
 
 This module sits below both of its users: the Kafka transforms (transforms/kafka_io.py) expand
@@ -28,6 +29,8 @@ JAVA_BEAM_VERSION = '2.62.0'
 FLINK_VERSION = '1.19'
 JOB_SERVER_JAR = f'beam-runners-flink-{FLINK_VERSION}-job-server-{JAVA_BEAM_VERSION}.jar'
 EXPANSION_SERVICE_JAR = f'beam-sdks-java-io-expansion-service-{JAVA_BEAM_VERSION}.jar'
+# JOB_SERVER_JAR with the classes of JOB_SERVER_SOURCES inside (jvm/beam-flink-job-server-app).
+JOB_SERVER_APP_JAR = f'beam-runners-flink-{FLINK_VERSION}-job-server-app-{JAVA_BEAM_VERSION}.jar'
 
 # What the local JVMs bind: the name Beam itself puts in every URL it hands out.
 LOCAL_HOST = 'localhost'
@@ -70,6 +73,15 @@ def _jar(name: str, path: Optional[str]) -> str:
 def flink_job_server_jar(jars_dir: Optional[str] = None) -> str:  # pylint: disable=redefined-outer-name
   """Path of the pinned Beam Flink job server jar (``--flink_job_server_jar``)."""
   return _jar(JOB_SERVER_JAR, jars_dir)
+
+
+def flink_job_server_app_jar(jars_dir: Optional[str] = None) -> str:  # pylint: disable=redefined-outer-name
+  """Path of the job server jar that also holds the project's Java classes (the Kafka read in
+  batches, the loopback ServerFactory), compiled by Maven from jvm/loopback/. It is the one jar
+  shipped to the cluster when nothing can be put beside it: ``--flink_submit_uber_jar`` adds
+  the pipeline to a copy of ``--flink_job_server_jar``, and ``--output_executable_path`` copies
+  the jar that holds the job server's main class."""
+  return _jar(JOB_SERVER_APP_JAR, jars_dir)
 
 
 def io_expansion_service_jar(jars_dir: Optional[str] = None) -> str:  # pylint: disable=redefined-outer-name
