@@ -4,13 +4,18 @@ functions the job's DoFns call, timed on generated traffic.
 
     python -m benchmarks.stages                          # 20,000 network + host records
     python -m benchmarks.stages --records 5000 --batch_size 1 --batch_size 100 --batch_size 1000
+    python -m benchmarks.stages --kdd_file ../shared/data/kddcup.data_10_percent.gz \
+        --records 100000 --batch_size 2000 --only parse       # parsing real records alone
 
 Stages: ``parse`` (JSON decoding and cleaning, ParseAndClean), ``enrich`` (event time, uuid,
 site), ``inference`` (the registry's model on one batch, RunInference's call), ``join``
 (pairing flagged process and memory records in a window, JoinHostAttacks' per-window work),
 ``write`` (the archive sink: Arrow conversion, the shuffle's IPC chunk, Parquet). The runner's
 own cost (Fn API transfer, shuffles, Kafka) is what ``benchmarks.throughput`` adds on top.
-Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
+Times are CPU time of the process (``time.process_time``), which a machine busy with other
+work changes far less than wall time. ``--kdd_file`` takes the network records from a KDD Cup
+CSV file, in file order, as the generator sends them. ``--only parse`` times parsing alone
+(no model, no join). Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
@@ -45,13 +50,19 @@ STAGES = ('parse', 'enrich', 'inference', 'join', 'write')
 DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a model call each
 
 
-def source_messages(stream: str, records: int, seed: int) -> list:
-  """Generated messages of one stream holding about ``records`` records."""
+def source_messages(stream: str, records: int, seed: int,
+                    kdd_file: Optional[str] = None) -> list:
+  """Generated messages of one stream holding about ``records`` records (network records of
+  ``kdd_file`` in file order, when given)."""
   is_array = SCHEMAS[stream].is_array
   messages, count = [], 0
   # Event times an hour back: the job's event-time bounds (schemas/limits.py) refuse older.
   start_ms = int(time.time() * 1000) - 3_600_000
-  for m in generate_messages(SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms)):
+  config = SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms)
+  if kdd_file and stream == 'network':
+    config = SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms, source='kdd',
+                          kdd_file=kdd_file, one_sequential_pass=True, count=records)
+  for m in generate_messages(config):
     messages.append(SourceMessage(stream, m.value, m.topic, 0, len(messages), m.timestamp_ms))
     count += m.value.count(b'"CMD"') if is_array else max(1, len(m.uuids))
     if count >= records:
@@ -60,16 +71,17 @@ def source_messages(stream: str, records: int, seed: int) -> list:
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-  started = time.perf_counter()
+  started = time.process_time()
   result = fn()
-  return time.perf_counter() - started, result
+  return time.process_time() - started, result
 
 
-def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
-                ) -> dict[str, Any]:
-  """Seconds per stage over all ``messages``, in batches of ``batch_size`` records."""
+def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int,
+                only: Optional[str] = None) -> dict[str, Any]:
+  """CPU seconds per stage over all ``messages``, in batches of ``batch_size`` records;
+  ``only='parse'``: that stage alone."""
   schema, arrow_schema = SCHEMAS[stream], ARCHIVE_SCHEMAS[stream]
-  loaded = registry.load_for_serving(model_dir, stream)
+  loaded = None if only else registry.load_for_serving(model_dir, stream)
   seconds = collections.Counter()
   records = 0
   scored_batches = []
@@ -83,6 +95,9 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int
     chunk = messages[begin:begin + step]
     elapsed, (batch, _) = _timed(lambda: parse_messages(schema, chunk))
     seconds['parse'] += elapsed
+    if only:
+      records += len(batch)
+      continue
     elapsed, (batch, _) = _timed(lambda: enrich_batch(schema, batch, 'bench'))
     seconds['enrich'] += elapsed
     elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch))
@@ -127,20 +142,27 @@ def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, 
   return time.perf_counter() - started, flagged, pairs
 
 
-def run(records: int, batch_sizes: list[int], model_dir: str, seed: int) -> dict[str, Any]:
-  common.ensure_models(model_dir)
-  messages = {s: source_messages(s, records, seed) for s in STREAMS}
+def run(records: int, batch_sizes: list[int], model_dir: str, seed: int,
+        kdd_file: Optional[str] = None, only: Optional[str] = None) -> dict[str, Any]:
+  if not only:
+    common.ensure_models(model_dir)
+  messages = {s: source_messages(s, records, seed, kdd_file) for s in STREAMS}
   sweep = []
   for batch_size in batch_sizes:
     row = {'batch_size': batch_size}
     for stream in STREAMS:
-      costs = stage_costs(stream, messages[stream], model_dir, batch_size)
+      costs = stage_costs(stream, messages[stream], model_dir, batch_size, only)
       row[stream] = {'records': costs['records'],
                      'us_per_record': {k: v / costs['records'] * 1e6
                                        for k, v in costs['seconds'].items()}}
       row[stream]['records_per_s'] = costs['records'] / sum(costs['seconds'].values())
       if SCHEMAS[stream].joined:
         row.setdefault('_batches', {})[stream] = costs['batches']
+    if only:
+      row.pop('_batches', None)
+      sweep.append(row)
+      print(_parse_table(row), flush=True)
+      continue
     seconds, flagged, pairs = join_cost(*(row['_batches'][s] for s in HOST_STREAMS))
     del row['_batches']
     host_records = sum(row[s]['records'] for s in HOST_STREAMS)
@@ -149,9 +171,20 @@ def run(records: int, batch_sizes: list[int], model_dir: str, seed: int) -> dict
                    'us_per_flagged_record': seconds / max(1, flagged) * 1e6}
     sweep.append(row)
     print(_row_table(row), flush=True)
+  table = _parse_table if only else _row_table
   return {'machine': common.machine_info(), 'records_per_stream': records, 'seed': seed,
-          'model_dir': model_dir, 'sweep': sweep,
-          'table': '\n'.join(_row_table(row) for row in sweep)}
+          'model_dir': model_dir, 'kdd_file': kdd_file, 'only': only, 'sweep': sweep,
+          'table': '\n'.join(table(row) for row in sweep)}
+
+
+def _parse_table(row: dict[str, Any]) -> str:
+  lines = [f"batch size {row['batch_size']:,}: parse (decode + clean), CPU microseconds per "
+           f"record", f"  {'stream':8} {'records':>8} {'parse':>7} {'records/s':>10}"]
+  for stream in STREAMS:
+    lines.append(f"  {stream:8} {row[stream]['records']:8,} "
+                 f"{row[stream]['us_per_record']['parse']:7.2f} "
+                 f"{row[stream]['records_per_s']:10,.0f}")
+  return '\n'.join(lines) + '\n'
 
 
 def _row_table(row: dict[str, Any]) -> str:
@@ -211,10 +244,19 @@ def main(argv=None) -> None:
   parser.add_argument('--model_dir', default='models',
                       help='Model registry; bootstrapped when empty (default: %(default)s).')
   parser.add_argument('--seed', type=int, default=7)
+  parser.add_argument('--kdd_file',
+                      help='Network records from this KDD Cup CSV file (plain or gzip), in file '
+                      'order, instead of generated ones.')
+  parser.add_argument('--only', choices=['parse'],
+                      help='Time this stage alone (results: stages_<stage>.json, no plot).')
   parser.add_argument('--results_dir', default=common.DEFAULT_RESULTS)
   args = parser.parse_args(argv)
   result = run(args.records, args.batch_size or list(DEFAULT_BATCH_SIZES), args.model_dir,
-               args.seed)
+               args.seed, args.kdd_file, args.only)
+  if args.only:
+    path = common.write_json(args.results_dir, f'stages_{args.only}', result)
+    print(f'\nwrote {path}', file=sys.stderr)
+    return
   path = common.write_json(args.results_dir, 'stages', result)
   plot(result, path[:-len('.json')] + '.png')
   print(f'\nwrote {path} and stages.png', file=sys.stderr)

@@ -2,6 +2,7 @@
 timed over the records generated, and the table, JSON and plot are written."""
 
 import json
+import os
 
 from benchmarks import stages
 
@@ -19,3 +20,18 @@ def test_stages_benchmark_smoke(synthetic_model_dir, tmp_path):
     assert row['join']['us_per_host_record'] >= 0
   assert 'batch size 300' in result['table']
   assert (tmp_path / 'stages.png').stat().st_size > 0
+
+
+def test_stages_benchmark_parse_alone_on_kdd_records(tmp_path):
+  kdd = os.path.join(os.path.dirname(__file__), 'data', 'kdd_sample.csv')
+  stages.main(['--records=300', '--batch_size=100', '--only=parse', f'--kdd_file={kdd}',
+               f'--results_dir={tmp_path}'])
+  result = json.loads((tmp_path / 'stages_parse.json').read_text())
+  row, = result['sweep']
+  assert row['network']['records'] == 40  # the sample's records, each once, in file order
+  for stream in ('process', 'memory'):
+    assert row[stream]['records'] >= 300
+  for stream in ('network', 'process', 'memory'):
+    assert set(row[stream]['us_per_record']) == {'parse'}
+    assert row[stream]['us_per_record']['parse'] > 0
+  assert 'parse (decode + clean)' in result['table']
