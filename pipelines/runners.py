@@ -752,9 +752,11 @@ def _stop_job_server(server) -> None:
 
 
 def cancel(result, options: PipelineOptions) -> None:
-  """Cancels a running job (on a Flink session cluster too)."""
+  """Cancels a running job (on a Flink session cluster too, and on the embedded Flink of a job
+  server kept running, ``--flink_rest_url``: there too the Flink job outlives a Beam cancel)."""
   if is_flink(options):
-    cancel_flink_job(result, options.view_as(FlinkRunnerOptions).flink_master)
+    reused = options.view_as(ReusedJobServerOptions).flink_rest_url
+    cancel_flink_job(result, reused or options.view_as(FlinkRunnerOptions).flink_master)
   else:
     result.cancel()
 
