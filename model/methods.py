@@ -27,9 +27,10 @@ What they learn as normal traffic matters more than which one it is (see
 :func:`auto_methods` and ``--reference``): the records labelled normal when the archive has
 labels (KDD Cup data is ~80% smurf / neptune floods, so density learned from all records calls
 the floods normal), all records otherwise. With labels, cross-validation on the held-out
-labels picks the method and its grid point; without, a label-free criterion does (the area
-under the mass-volume curve, model/criteria.py) among the Gaussian mixtures and
-IsolationForest (the real-vs-synthetic forest learns floods, frequent patterns, as normal).
+labels picks the method and its grid point; without, label-free criteria do: the area under
+the mass-volume curve (model/criteria.py) picks each method's grid point, and the contrast AUC
+on the calibration split picks between the Gaussian mixture and IsolationForest
+(model/selection.py; the real-vs-synthetic forest learns floods, frequent patterns, as normal).
 
 Supervised (labels needed; the process and memory detectors, or ``--method`` for network):
 
@@ -101,16 +102,17 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
 UNLABELLED_DEFAULTS: dict[str, dict[str, Any]] = {'isolation_forest': {'max_samples': 256}}
 
 
-# What ``--method auto`` fits without labels: the mixture, whose grid point the label-free
-# criterion (model/criteria.py) chooses, and IsolationForest beside it as the baseline.
+# What ``--method auto`` fits without labels: the mixture (its grid point chosen by the
+# mass-volume criterion, model/criteria.py) and IsolationForest (the paper's defaults); the
+# contrast AUC chooses between them (model/selection.py).
 LABEL_FREE = ('gaussian_mixture', 'isolation_forest')
 LABEL_FREE_BASELINE = 'isolation_forest'
 
 
 def auto_methods(detector: str, has_labels: bool) -> tuple[str, ...]:
   """What ``--method auto`` tries. Network: all label-free methods when held-out labels can
-  choose between them; without labels, :data:`LABEL_FREE`, chosen by the mass-volume
-  criterion. The real-vs-synthetic forest is left out then: it learns every frequent pattern
+  choose between them; without labels, :data:`LABEL_FREE`, chosen by label-free criteria
+  (model/selection.py). The real-vs-synthetic forest is left out then: it learns every frequent pattern
   as normal, and a flood (thousands of near-identical attack records: neptune, smurf) is a
   frequent pattern, so on an unlabelled archive it scores floods as normal (benchmarks/
   README.md, 'Figures behind the code's defaults'); learning from records labelled normal,

@@ -322,6 +322,12 @@ def fit_final(config: RetrainConfig, info: dict[str, Any], method: str,
                                          reference)
   detector.threshold = threshold
   calibration_metrics = evaluation.ranking_metrics(cal_y[cal_y >= 0], cal_scores[cal_y >= 0])
+  if not info['has_labels']:
+    # What chooses between label-free methods (model/selection.py), on rows the test keeps
+    # out of the choice.
+    cal_X = dataset.feature_frame(schema, calibration)
+    calibration_metrics[evaluation.UNLABELLED_METRIC] = evaluation.contrast_auc(
+        cal_scores, detector.anomaly_score(contrast_frame(config, cal_X)))
 
   test_X = dataset.feature_frame(schema, test)
   scores = detector.anomaly_score(test_X)
