@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 
-from model.features import classifier_pipeline
+from model.features import classifier_pipeline, frame_from_columns
 from schemas.records import RecordSchema
 
 
@@ -25,12 +25,36 @@ class ScoredDetector(ClassifierMixin, BaseEstimator):
     self.threshold = threshold
 
   def anomaly_score(self, X) -> np.ndarray:
+    return self._score(self.pipeline, X)
+
+  def _score(self, model, X) -> np.ndarray:
     if self.score_method == 'predict_proba':
-      return self.pipeline.predict_proba(X)[:, 1]
+      return model.predict_proba(X)[:, 1]
     if self.score_method == 'isolation':
       # score_samples is minus the paper's anomaly score 2^(-E[h]/c(n)), which lies in (0, 1].
-      return np.clip(-self.pipeline.score_samples(X), 0.0, 1.0)
+      return np.clip(-model.score_samples(X), 0.0, 1.0)
     raise ValueError(f'unknown score_method {self.score_method!r}')
+
+  def serve_features(self, compiled) -> None:
+    """Scores :meth:`score_columns` through ``compiled`` (model/serving.py's compiled form of
+    the pipeline's first step), in this process only."""
+    self._compiled_features = compiled
+
+  def score_columns(self, schema: RecordSchema, columns) -> np.ndarray:
+    """``anomaly_score`` of the frame :func:`model.features.frame_from_columns` makes of
+    ``columns`` (a RecordBatch's); without the frame when the preprocessing is compiled."""
+    compiled = self.__dict__.get('_compiled_features')
+    if compiled is not None and compiled.input_columns == tuple(schema.feature_columns):
+      matrix = compiled.transform(columns)
+      if matrix is not None:
+        return self._score(self.pipeline.steps[-1][1], matrix)
+    return self.anomaly_score(frame_from_columns(schema, columns))
+
+  def __getstate__(self):
+    # A copy: on Python 3.11+ the default state is the instance's own __dict__.
+    state = dict(super().__getstate__())
+    state.pop('_compiled_features', None)  # process-local; the pickle stays scikit-learn's own
+    return state
 
   def predict_proba(self, X) -> np.ndarray:
     score = self.anomaly_score(X)

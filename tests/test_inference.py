@@ -10,9 +10,12 @@ import time
 import pytest
 
 from model import registry, signing
+from model.features import frame_from_columns, frame_from_records
+from model.profile import NormalProfile
 from schemas.records import NETWORK
 from tests.factories import message, network_record
-from transforms.inference import RegistryModelHandler
+from transforms.inference import (REASONS_PER_RECORD, RegistryModelHandler, flagged_reasons,
+                                  score_batch)
 from transforms.parse import parse_messages
 
 
@@ -143,3 +146,49 @@ def test_a_forged_far_future_version_does_not_block_later_publishes(model_dir, t
   [scored] = handler.run_inference([network_batch(network_record(0))], live)
   assert set(scored.columns['model_version']) == {newer}
   assert registry.latest_version(models, 'network') == forged
+
+
+def test_reasons_of_records_alike_are_computed_once_and_equal_the_profiles(model_dir):
+  """A flood's copies share their reasons; every record's reasons are still exactly what the
+  profile gives it alone, and 0.0 and -0.0 (or a missing value) are not taken as alike."""
+  normal = [network_record(i) for i in range(200)]
+  profile = NormalProfile.fit(NETWORK, frame_from_records(NETWORK, normal))
+  flood = [network_record(1000 + i, attack=True) for i in range(30)]
+  odd = [network_record(2000, attack=True, serror_rate=-0.0),  # the flood's is 0.0
+         network_record(2001, attack=True, hot=None),
+         network_record(2002, attack=True, service='never-seen')]
+  batch = network_batch(*(flood + odd + flood[:5]))
+  flagged = list(range(len(batch)))
+  calls = []
+  real_reasons = profile.reasons
+
+  def counted(frame, top_k):
+    calls.append(len(frame))
+    return real_reasons(frame, top_k)
+  profile.reasons = counted
+  got = flagged_reasons(NETWORK, profile, batch, flagged)
+  expected = real_reasons(frame_from_columns(NETWORK, batch.columns), REASONS_PER_RECORD)
+  assert got == expected
+  assert all(got), 'the records must have reasons for this to mean much'
+  assert calls == [1 + len(odd)]  # the flood once, each odd record once
+  # A subset of the flagged records, in another order of appearance.
+  calls.clear()
+  assert flagged_reasons(NETWORK, profile, batch, [31, 2, 32, 5]) == [
+      expected[31], expected[2], expected[32], expected[5]]
+  assert calls == [3]
+
+
+def test_score_batch_gives_reasons_to_the_flagged_records_only(model_dir):
+  loaded = registry.load_for_serving(model_dir, 'network')
+  normal = [network_record(i) for i in range(200)]
+  profile = NormalProfile.fit(NETWORK, frame_from_records(NETWORK, normal))
+  batch = network_batch(*(network_record(i, attack=i % 3 == 0) for i in range(30)))
+  scored = score_batch(NETWORK, loaded, batch, profile)
+  flagged = [i for i, p in enumerate(scored.columns['prediction']) if p == 1]
+  assert flagged == [i for i in range(30) if i % 3 == 0]
+  expected = profile.reasons(frame_from_columns(NETWORK, batch.take(flagged).columns), 3)
+  assert [scored.columns['reasons'][i] for i in flagged] == expected
+  assert all(scored.columns['reasons'][i] is None for i in range(30) if i not in flagged)
+  # The compiled path scores as the model's own frame path does.
+  frame = frame_from_columns(NETWORK, batch.columns)
+  assert scored.columns['score'] == loaded.estimator.predict_proba(frame)[:, 1].tolist()

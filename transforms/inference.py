@@ -140,25 +140,68 @@ def _one_native_thread_per_worker() -> None:
 REASONS_PER_RECORD = 3
 
 
+def _feature_keys(schema: RecordSchema, frame) -> Optional[list]:
+  """A key per row of a model input frame, equal for two rows exactly when the profile sees
+  the same values in both (the numbers' float64 bits, so 0.0 and -0.0 differ; the strings);
+  None when a value cannot be a key."""
+  numeric = [n for n in schema.feature_columns if n in set(schema.numeric_features)]
+  numbers = np.ascontiguousarray(frame[numeric].to_numpy(dtype=np.float64))
+  bits = numbers.view(np.dtype((np.void, numbers.shape[1] * 8))).ravel().tolist() if numeric \
+      else [b''] * len(frame)
+  others = [frame[n].tolist() for n in schema.feature_columns if n not in set(numeric)]
+  keys = list(zip(bits, *others))
+  try:
+    set(keys)
+  except TypeError:
+    return None
+  return keys
+
+
+def flagged_reasons(schema: RecordSchema, profile: normal_profile.NormalProfile,
+                    batch: RecordBatch, flagged: Sequence[int]) -> list:
+  """``profile.reasons`` of the records of ``batch`` at ``flagged``, computed once per distinct
+  feature row: a flood's copies (thousands of records alike in every feature) have the same
+  reasons, and the reasons are a flagged record's largest cost. Every record gets its own
+  list of its own dicts."""
+  frame = frame_from_columns(schema, batch.take(list(flagged)).columns)
+  keys = _feature_keys(schema, frame)
+  if keys is None:
+    return profile.reasons(frame, REASONS_PER_RECORD)
+  first: dict = {}
+  for position, key in enumerate(keys):
+    first.setdefault(key, position)
+  if len(first) == len(keys):
+    return profile.reasons(frame, REASONS_PER_RECORD)
+  distinct = profile.reasons(frame.iloc[list(first.values())], REASONS_PER_RECORD)
+  slot = dict(zip(first, distinct))
+  return [slot[key] for key in keys]
+
+
 def score_batch(schema: RecordSchema, loaded: registry.LoadedModel, batch: RecordBatch,
                 profile: Optional[normal_profile.NormalProfile] = None) -> RecordBatch:
   """``batch`` with prediction (0/1), score and model_version columns, from one model call,
   and ``reasons`` for the flagged rows when the model has a ``profile``."""
   _one_native_thread_per_worker()
-  frame = frame_from_columns(schema, batch.columns)
-  scores = loaded.estimator.predict_proba(frame)[:, 1]
-  threshold = getattr(loaded.estimator, 'threshold', None)
-  if threshold is None:
-    predictions = loaded.estimator.predict(frame)
+  estimator = loaded.estimator
+  threshold = getattr(estimator, 'threshold', None)
+  score_columns = getattr(estimator, 'score_columns', None)
+  if score_columns is not None and threshold is not None:
+    # The model contract's score, from the batch's columns (model/detector.py).
+    scores = score_columns(schema, batch.columns)
+    predictions = scores >= threshold
   else:
-    predictions = scores >= threshold  # the same rule as predict(), without scoring twice
+    frame = frame_from_columns(schema, batch.columns)
+    scores = estimator.predict_proba(frame)[:, 1]
+    if threshold is None:
+      predictions = estimator.predict(frame)
+    else:
+      predictions = scores >= threshold  # the same rule as predict(), without scoring twice
   predictions = np.asarray(predictions, dtype=np.int64)
   reasons: list = [None] * len(batch)
   if profile is not None:
-    flagged = np.flatnonzero(predictions == 1)
-    if len(flagged):
-      for position, why in zip(flagged, profile.reasons(frame.iloc[flagged],
-                                                        REASONS_PER_RECORD)):
+    flagged = np.flatnonzero(predictions == 1).tolist()
+    if flagged:
+      for position, why in zip(flagged, flagged_reasons(schema, profile, batch, flagged)):
         reasons[position] = why
   return batch.with_columns(
       prediction=predictions.tolist(),
