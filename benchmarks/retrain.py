@@ -193,13 +193,18 @@ def plot(data: dict, path: str) -> None:
   plt = pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
   for runner in RUNNERS:
-    points = sorted((r['rows'], r['seconds'], r['peak_rss_mb'])
+    points = sorted((r['rows'], r['seconds'], r['peak_rss_mb'],
+                     r.get('load_avg', {}).get('mean_1min'))
                     for r in data['results'] if r['runner'] == runner)
     if not points:
       continue
-    rows, seconds, memory = zip(*points)
+    rows, seconds, memory, loads = zip(*points)
     left.plot(rows, seconds, marker='o', label=runner)
     right.plot(rows, memory, marker='o', label=runner)
+    for x, y, load in zip(rows, seconds, loads):
+      if load is not None:
+        left.annotate(f'load {load:.0f}', (x, y), textcoords='offset points', xytext=(4, 4),
+                      fontsize=6)
   for axis, label in ((left, 'seconds'), (right, 'peak RSS of the process tree (MB)')):
     axis.set_xscale('log')
     axis.set_xlabel('archive rows read')
@@ -207,7 +212,8 @@ def plot(data: dict, path: str) -> None:
     axis.legend(fontsize=8)
   machine = data['machine']
   fig.suptitle(f"retrain per runner: {machine.get('cores')} cores, {machine.get('when_utc')} UTC, "
-               f"load {machine.get('load_avg_at_start')} at start", fontsize=8)
+               f"load {machine.get('load_avg_at_start')} at start (beside each time: the mean "
+               "1-min load while it ran)", fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
