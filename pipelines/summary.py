@@ -36,18 +36,35 @@ from transforms.join import LATE_NAMESPACE, LATE_SUFFIX
 
 _LOG = logging.getLogger(__name__)
 
+# The consumer lag: the sum, over the splits of the Kafka read, of KafkaIO's reader gauge
+# ``source.splits/<split>.backlog_elements`` (Beam's SourceMetrics: the records between the
+# split's position and its partitions' newest offsets, -1 while unknown, which is left out).
+CONSUMER_LAG = 'consumer_lag'
+BACKLOG_ELEMENTS = 'backlog_elements'
+
 
 def counters(result) -> dict[str, int]:
-  """Beam counters summed over steps, by name (e.g. ``network_messages``)."""
+  """Beam counters summed over steps, by name (e.g. ``network_messages``), and the consumer
+  lag (:data:`CONSUMER_LAG`) when the Kafka read reported one."""
   totals: dict[str, int] = defaultdict(int)
   try:
-    queried = result.metrics().query(MetricsFilter())['counters']
+    queried = result.metrics().query(MetricsFilter())
   except Exception:  # pylint: disable=broad-except
     return {}  # a runner that cannot report metrics still ran the job
-  for counter in queried:
+  for counter in queried['counters']:
     totals[f'{counter.key.metric.namespace}.{counter.key.metric.name}'] += (
         counter.committed if counter.committed is not None else counter.attempted or 0)
+  for gauge in queried.get('gauges', []):
+    value = gauge.committed if gauge.committed is not None else gauge.attempted
+    if gauge.key.metric.name.endswith(BACKLOG_ELEMENTS) and value is not None:
+      _add_backlog(totals, value.value)
   return dict(totals)
+
+
+def _add_backlog(totals: dict[str, int], value) -> None:
+  """Adds one split's backlog gauge to the consumer lag (unknown, -1, adds nothing)."""
+  if value is not None and int(value) >= 0:
+    totals[CONSUMER_LAG] = totals.get(CONSUMER_LAG, 0) + int(value)
 
 
 def _get(base: str, path: str):
@@ -68,8 +85,8 @@ def _beam_metric(rest_name: str) -> Optional[str]:
 
 def flink_counters(base: str, flink_job_id: str) -> dict[str, int]:
   """Beam's counters of a running Flink job, summed over operators and subtasks, by
-  ``namespace.name`` (``ParseAndClean.network_messages``), from the REST API at ``base``.
-  KafkaIO's reader adds ``source.splits_<n>_backlog_elements``, its own backlog estimate."""
+  ``namespace.name`` (``ParseAndClean.network_messages``), from the REST API at ``base``, and
+  the consumer lag (:data:`CONSUMER_LAG`) from KafkaIO's per-split backlog gauges."""
   totals: dict[str, int] = defaultdict(int)
   for vertex in _get(base, f'/jobs/{flink_job_id}')['vertices']:
     path = f'/jobs/{flink_job_id}/vertices/{vertex["id"]}/metrics'
@@ -81,9 +98,13 @@ def flink_counters(base: str, flink_job_id: str) -> dict[str, int]:
       query = urllib.parse.quote(','.join(ids[start:start + 20]), safe=',')
       for metric in _get(base, f'{path}?get={query}'):
         try:
-          totals[wanted[metric['id']]] += int(float(metric.get('value') or 0))
+          value = int(float(metric.get('value') or 0))
         except ValueError:
-          pass  # a distribution or gauge of Beam's, not a count
+          continue  # a distribution of Beam's, not a count
+        if wanted[metric['id']].endswith(BACKLOG_ELEMENTS):
+          _add_backlog(totals, value)
+        else:
+          totals[wanted[metric['id']]] += value
   return dict(totals)
 
 
@@ -91,8 +112,10 @@ class FlinkCounterWatch:
   """Reads :func:`flink_counters` of one job every ``every_s`` seconds in a thread; ``last``
   holds the latest reading with any count in it (empty until then)."""
 
-  def __init__(self, base: str, beam_job_id: str, every_s: float = 3.0):
+  def __init__(self, base: str, beam_job_id: str, every_s: float = 3.0,
+               flink_job_id: Optional[str] = None):
     self.base, self.beam_job_id, self.every_s = base, beam_job_id, every_s
+    self.flink_job_id = flink_job_id  # known up front for an uber jar
     self.last: dict[str, int] = {}
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name='flink-counters', daemon=True)
@@ -100,7 +123,7 @@ class FlinkCounterWatch:
   def read(self) -> dict[str, int]:
     """One reading now (also stored in ``last`` when it counts anything)."""
     try:
-      jid = runners.running_flink_job(self.base, self.beam_job_id)
+      jid = self.flink_job_id or runners.running_flink_job(self.base, self.beam_job_id)
       totals = flink_counters(self.base, jid) if jid else {}
     except (OSError, urllib.error.URLError, ValueError, KeyError) as e:
       _LOG.debug('Flink metrics not readable at %s: %s', self.base, e)
@@ -138,7 +161,8 @@ def watch(result, options: PipelineOptions) -> Iterator[FlinkCounterWatch | _NoW
   if not base or not job_id:
     yield _NoWatch()
     return
-  watcher = FlinkCounterWatch(base, job_id).start()
+  watcher = FlinkCounterWatch(base, job_id,
+                              flink_job_id=runners.uber_jar_flink_job(result)).start()
   try:
     yield watcher
   finally:
@@ -174,6 +198,9 @@ def print_summary(result, opts, out=None,
     lines.append(
         f"  {stream:<10}{totals.get(f'ParseAndClean.{stream}_messages', 0):>12}"
         f"{totals.get(f'ParseAndClean.{stream}_cleaned', 0):>12}{dead_by_stream[stream]:>14}")
+  if CONSUMER_LAG in totals:
+    lines.append(f'  consumer lag: {totals[CONSUMER_LAG]} records behind the newest Kafka offsets '
+                 '(KafkaIO\'s backlog estimate, last reading)')
   if late_by_stream:
     lines.append('  late for the host join (dead letters, stage join): ' + ', '.join(
         f'{stream} {count}' for stream, count in sorted(late_by_stream.items())))

@@ -15,6 +15,7 @@
 package attackdetection.kafka;
 
 import java.io.IOException;
+import java.lang.reflect.Method;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.NoSuchElementException;
@@ -82,6 +83,19 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
     inner.validate();
   }
 
+  private static final long BACKLOG_REPORT_NANOS = 1_000_000_000L;
+
+  /** KafkaIO's reader's (private) reportBacklog(), accessible; null on a reader without it. */
+  static Method backlogReporter(Object reader) {
+    try {
+      Method method = reader.getClass().getDeclaredMethod("reportBacklog");
+      method.setAccessible(true);
+      return method;
+    } catch (ReflectiveOperationException | RuntimeException e) {
+      return null;
+    }
+  }
+
   /**
    * One batch per advance(): the inner reader's next record, then more while it has them ready
    * without waiting long, up to maxRecords records, maxBytes bytes of keys and values, or
@@ -93,20 +107,48 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
     private final List<KafkaRecord<byte[], byte[]>> pending = new ArrayList<>();
     private byte[] current;
     private Instant currentTimestamp;
+    // KafkaIO's reader's private reportBacklog(), or null (see reportBacklog below).
+    private final Method reportBacklog;
+    private long backlogReportedNanos;
 
     Reader(KafkaBatchSource source, UnboundedReader<KafkaRecord<byte[], byte[]>> inner) {
       this.source = source;
       this.inner = inner;
+      this.reportBacklog = backlogReporter(inner);
     }
 
     @Override
     public boolean start() throws IOException {
-      return inner.start() && fill();
+      boolean read = inner.start() && fill();
+      reportBacklog();
+      return read;
     }
 
     @Override
     public boolean advance() throws IOException {
-      return inner.advance() && fill();
+      boolean read = inner.advance() && fill();
+      reportBacklog();
+      return read;
+    }
+
+    /**
+     * KafkaIO's per-split gauges source.splits/[split].backlog_elements and backlog_bytes (the
+     * consumer lag on Flink's metrics) set afresh, at most once a second. KafkaIO sets them only
+     * when a poll brings records, so a reader that had caught up kept the backlog of its last
+     * poll for good (a topic's whole size after every record of it was read). Called from
+     * start() and advance(), where the runner has its metrics container in place.
+     */
+    private void reportBacklog() {
+      long now = System.nanoTime();
+      if (reportBacklog == null || now - backlogReportedNanos < BACKLOG_REPORT_NANOS) {
+        return;
+      }
+      backlogReportedNanos = now;
+      try {
+        reportBacklog.invoke(inner);
+      } catch (ReflectiveOperationException | RuntimeException e) {
+        // Metrics only: the read goes on without a fresh lag.
+      }
     }
 
     /** Called with the inner reader on a record; leaves it on the batch's last one. */
