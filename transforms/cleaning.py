@@ -137,6 +137,21 @@ def _plain_number(kind: str, value: Any) -> Any:
           return number
         if number.is_integer():
           return int(number)
+      return _SLOW
+    # A plain decimal with a unit ("1.5K", "-100K", "0.02%"): what _MESSY_NUMBER reads
+    # (here without an exponent or a space before the unit), scaled as parse_number scales.
+    unit, digits = text[-1:], text[:-1]
+    scale = 1 if unit == '%' else _UNITS.get(unit.upper()) if unit.isalpha() else None
+    unsigned = digits[1:] if digits[:1] in ('+', '-') else digits
+    if scale is not None and len(text) <= MAX_NUMBER_LENGTH and unsigned.replace(
+        '.', '', 1).isdecimal():
+      number = float(digits) * scale
+      if -MAX_ABS_VALUE <= number <= MAX_ABS_VALUE:
+        if kind == FLOAT:
+          return number
+        # A unit letter means the producer rounded for display; a bare % does not.
+        if unit != '%' or number.is_integer():
+          return int(round(number))
     return _SLOW
   if value is None:
     return None
@@ -182,12 +197,18 @@ def _clean_column(field: Field, values: Sequence, errors: dict[int, str]) -> lis
   cleaned = _whole_column(kind, values)
   if cleaned is not None:
     return cleaned
+  # Inline, the two commonest forms: a number of the field's type, and a short string of
+  # decimal digits (with a point for a float field), which reads exactly (below 2**53) and
+  # well within bounds.
   if kind == INT:
     cleaned = [v if type(v) is int and -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE
+               else int(s) if type(v) is str and (s := v.strip()).isdecimal() and len(s) < 16
                else _plain_number(kind, v) for v in values]
   elif kind == FLOAT:
     cleaned = [v if type(v) is float and -MAX_ABS_VALUE <= v <= MAX_ABS_VALUE
-               else _plain_number(kind, v) for v in values]
+               else float(s) if type(v) is str and (s := v.strip()).replace('.', '', 1
+                                                                        ).isdecimal()
+               and len(s) < 16 else _plain_number(kind, v) for v in values]
   else:
     cleaned = [_SLOW] * len(values)
   position = 0
