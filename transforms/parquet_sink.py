@@ -23,6 +23,7 @@ import zlib
 from typing import Any, Iterable, Optional
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -97,15 +98,31 @@ class _ArrowChunksFn(beam.DoFn):
       self._rows[self._key(element)].append(element)
       return
     table = element.to_arrow(self._schema)
-    keys = list(zip(
-        [event_date(t) for t in element.columns[self._time_field]],
-        [self._shard(u) for u in element.columns['uuid']]))
+    shards = ([0] * len(element) if self._num_shards == 1
+              else [self._shard(u) for u in element.columns['uuid']])
+    keys = list(zip(self._dates(element, table), shards))
     distinct = set(keys)
     if len(distinct) == 1:
       self._tables[keys[0]].append(table)
       return
     for key in distinct:
       self._tables[key].append(table.filter(pa.array([k == key for k in keys])))
+
+  def _dates(self, element: RecordBatch, table: pa.Table) -> list[str]:
+    """:func:`event_date` of each record, from the table's timestamps (UTC, as event_date's
+    dates are): one call per distinct day instead of one per record."""
+    times = element.columns[self._time_field]
+    column = table.column(self._time_field)
+    if not times or not pa.types.is_timestamp(column.type) or column.null_count:
+      return [event_date(t) for t in times]
+    per_day = {'s': 86_400, 'ms': 86_400_000, 'us': 86_400_000_000,
+               'ns': 86_400_000_000_000}[column.type.unit]
+    days = np.floor_divide(column.cast(pa.int64()).to_numpy(), per_day)
+    if days.min() == days.max():
+      return [event_date(times[0])] * len(times)
+    _, first, which = np.unique(days, return_index=True, return_inverse=True)
+    names = [event_date(times[i]) for i in first.tolist()]
+    return [names[i] for i in which.tolist()]
 
   def finish_bundle(self):
     for key in set(self._tables) | set(self._rows):
