@@ -1,9 +1,20 @@
 """DetectVolumeAnomalies: floods are anomalies of rate, not of one record.
 
     scored network RecordBatches
-      -> per (site, event-time window): connections per protocol/service/flag, and in all
-      -> per site, in event-time order: each window's count against the recent baseline of
-         its key -> a ``volume_anomaly`` alert per surging key and window
+      -> per (site, event-time window): connections per protocol/service/flag, per
+         protocol/*/flag (across services), per protocol/service/flag/size (src_bytes in
+         half-octave classes), and in all
+      -> per site, in event-time order: each window's count (a size key: its share of its
+         protocol/service/flag) against the recent baseline of its key -> a
+         ``volume_anomaly`` alert per surging key and window
+
+Four kinds of key, for four shapes of attack: a flood of one service (protocol/service/flag);
+any surge of the site (its whole traffic); a scan that touches many services, each too few
+times to surge (protocol/*/flag, judged on what the services that surged on their own leave
+over); a flood of one request size inside a busy service, which changes the service's mix and
+not its count (protocol/service/flag/size, judged by its share, and not in a window where its
+protocol/service/flag surges: when a flood elsewhere ends, a service's traffic comes back in
+every size class at once).
 
 A smurf or neptune flood is made of records that each look ordinary once the flood is most of
 the traffic (a density model learns them as normal); what gives it away is how many there are.
