@@ -160,20 +160,23 @@ def _plain_number(kind: str, value: Any) -> Any:
   return _SLOW
 
 
-def _whole_column(kind: str, values: Sequence) -> Optional[list]:
+def _whole_column(kind: str, values: Sequence, bounded: bool) -> Optional[list]:
   """The cleaned column in a few passes of builtins when every value is already of its final
-  type and within bounds (network records nearly always are); None when one is not."""
+  type and within bounds (network records nearly always are); None when one is not.
+  ``bounded``: the values come from the typed decoder, whose numbers are finite and within
+  bounds already."""
   types = set(map(type, values))
   if kind == INT:
-    if types == {int} and -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE:
+    if types == {int} and (bounded or (
+        -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE)):
       return list(values)
   elif kind == FLOAT:
-    if types and types <= {int, float} and (
-        -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE):
+    if types and types <= {int, float} and (bounded or (
+        -MAX_ABS_VALUE <= min(values) and max(values) <= MAX_ABS_VALUE)):
       # min and max can miss a NaN (it compares false with everything): look for one.
       if types == {int}:
         return list(map(float, values))
-      if not any(map(math.isnan, values)):
+      if bounded or not any(map(math.isnan, values)):
         return list(values) if types == {float} else list(map(float, values))
   elif kind == STR and types == {str}:
     stripped = list(map(str.strip, values))
@@ -184,7 +187,8 @@ def _whole_column(kind: str, values: Sequence) -> Optional[list]:
   return None
 
 
-def _clean_column(field: Field, values: Sequence, errors: dict[int, str]) -> list:
+def _clean_column(field: Field, values: Sequence, errors: dict[int, str],
+                  bounded: bool = False) -> list:
   """Casts one column; a value that fails records its row's first error in ``errors``.
 
   Three tiers, each giving what ``_cast`` gives value by value: the whole column at once
@@ -194,7 +198,7 @@ def _clean_column(field: Field, values: Sequence, errors: dict[int, str]) -> lis
   if not values:
     return []
   kind = field.kind
-  cleaned = _whole_column(kind, values)
+  cleaned = _whole_column(kind, values, bounded)
   if cleaned is not None:
     return cleaned
   # Inline, the two commonest forms: a number of the field's type, and a short string of
@@ -240,7 +244,9 @@ _TYPED_VALUES[FLOAT] = _TYPED_VALUES[INT]
 def record_struct(schema: RecordSchema) -> type[msgspec.Struct]:
   """The msgspec Struct a typed JSON decoder reads ``schema``'s records into: its fields in
   schema order, each None when absent, no unknown field allowed. :func:`clean_records` takes
-  these as it takes the decoded dicts, without building a dict per record."""
+  these as it takes the decoded dicts, without building a dict per record, and trusts their
+  numbers to be within bounds: make them with a typed decoder only (``msgspec.json.Decoder``
+  checks the bounds; the constructor does not)."""
   return msgspec.defstruct(
       f'{schema.stream.title()}Record',
       [(f.name, _TYPED_VALUES[f.kind], None) for f in schema.fields],
@@ -309,8 +315,10 @@ def clean_records(schema: RecordSchema, raws: Sequence[Any]
     records = [raws[p] for p in objects]
   column_errors: dict[int, str] = {}  # keyed by position in ``records``
   columns = {}
+  # Only the typed decoder makes record_structs, and their numbers are within bounds.
+  bounded = bool(records) and set(map(type, records)) == {record_struct(schema)}
   for field, values in zip(schema.fields, _raw_columns(schema, records)):
-    values = _clean_column(field, values, column_errors)
+    values = _clean_column(field, values, column_errors, bounded)
     if field.required and None in values:
       for position, value in enumerate(values):
         if value is None:
