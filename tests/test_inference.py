@@ -7,15 +7,20 @@ import pickle
 import shutil
 import time
 
+import apache_beam as beam
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from model import registry, signing
 from model.features import frame_from_columns, frame_from_records
 from model.profile import NormalProfile
 from schemas.records import NETWORK
 from tests.factories import message, network_record
-from transforms.inference import (REASONS_PER_RECORD, RegistryModelHandler, flagged_reasons,
-                                  score_batch)
+from transforms.dead_letter import DEAD_LETTER
+from transforms.inference import (REASONS_PER_RECORD, PartlyScored, RegistryModelHandler, Score,
+                                  flagged_reasons, score_batch)
 from transforms.parse import parse_messages
 
 
@@ -192,3 +197,42 @@ def test_score_batch_gives_reasons_to_the_flagged_records_only(model_dir):
   # The compiled path scores as the model's own frame path does.
   frame = frame_from_columns(NETWORK, batch.columns)
   assert scored.columns['score'] == loaded.estimator.predict_proba(frame)[:, 1].tolist()
+
+
+def _with_unscorable(batch, positions):
+  """The batch with an infinity at ``positions``: cleaning never lets one through, and the
+  model's imputer refuses it (a real failure of the real model on those records only)."""
+  src_bytes = list(batch.columns['src_bytes'])
+  for p in positions:
+    src_bytes[p] = float('inf')
+  return batch.with_columns(src_bytes=src_bytes)
+
+
+def test_only_the_records_the_model_cannot_score_are_dead_letters(model_dir):
+  handler = RegistryModelHandler(NETWORK, model_dir, refresh_seconds=0)
+  live = handler.load_model()
+  batch = network_batch(*(network_record(i, attack=i % 4 == 1) for i in range(40)))
+  [good] = handler.run_inference([batch], live)
+  [partly] = handler.run_inference([_with_unscorable(batch, [3, 17, 18])], live)
+  assert isinstance(partly, PartlyScored)
+  kept = [i for i in range(40) if i not in (3, 17, 18)]
+  assert partly.records.columns['uuid'] == [batch.columns['uuid'][i] for i in kept]
+  assert partly.records.columns['prediction'] == [good.columns['prediction'][i] for i in kept]
+  assert partly.records.columns['score'] == [good.columns['score'][i] for i in kept]
+  assert [d['offset'] for d in partly.dead] == [3, 17, 18]
+  assert all(d['stage'] == 'inference' and 'infinity' in d['error'].lower()
+             for d in partly.dead)
+  assert [d['payload'] for d in partly.dead] == [batch.messages[i].value for i in (3, 17, 18)]
+
+
+def test_score_sends_unscorable_records_to_dead_letters_and_counts_them(model_dir):
+  batch = network_batch(*(network_record(i) for i in range(20)))
+  bad = _with_unscorable(batch, list(range(20)))  # nothing in it scores
+  with TestPipeline() as p:
+    result = p | beam.Create([_with_unscorable(batch, [5]), bad, batch]) | Score(
+        NETWORK, model_dir, refresh_seconds=0)
+    assert_that(result['records'] | beam.Map(len), equal_to([19, 20]), label='scored')
+    assert_that(result[DEAD_LETTER] | beam.Map(lambda d: d['offset']),
+                equal_to([5] + list(range(20))), label='dead')
+  counters = p.result.metrics().query(MetricsFilter().with_name('network_dead_lettered'))
+  assert sum(c.committed for c in counters['counters']) == 21

@@ -19,6 +19,7 @@ key file: model/signing.py) and travel inside the handler, so workers need no ke
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -210,6 +211,33 @@ def score_batch(schema: RecordSchema, loaded: registry.LoadedModel, batch: Recor
       reasons=reasons)
 
 
+@dataclasses.dataclass
+class PartlyScored:
+  """What the handler returns for a batch the model could score only in part: the scored
+  records and a dead letter (stage ``inference``) for each record it could not score."""
+  records: RecordBatch
+  dead: list
+
+
+def score_or_bisect(schema: RecordSchema, loaded: registry.LoadedModel, batch: RecordBatch,
+                    profile: Optional[normal_profile.NormalProfile] = None
+                    ) -> tuple[list[RecordBatch], list[dict[str, Any]]]:
+  """:func:`score_batch`, and when the model raises on the batch, the same on each half, down
+  to the records it raises on alone: (scored parts in record order, their dead letters). A
+  few bad records in a batch cost a few model calls each, never one call per record."""
+  try:
+    return [score_batch(schema, loaded, batch, profile)], []
+  except Exception as e:  # pylint: disable=broad-except
+    if len(batch) <= 1:
+      return [], [batch_record_dead_letter(batch, p, INFERENCE_STAGE, e)
+                  for p in range(len(batch))]
+  half = len(batch) // 2
+  scored, dead = score_or_bisect(schema, loaded, batch.take(range(half)), profile)
+  more_scored, more_dead = score_or_bisect(schema, loaded,
+                                           batch.take(range(half, len(batch))), profile)
+  return scored + more_scored, dead + more_dead
+
+
 class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
   """Scores RecordBatches with the registry's newest model of their stream.
 
@@ -238,7 +266,16 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
     if refused:
       Metrics.counter(self.get_metrics_namespace(), MODELS_REFUSED).inc(refused)
     profile = model.profiles.get(loaded.version)
-    return [score_batch(self._schema, loaded, records, profile) for records in batch]
+    return [self._score(loaded, records, profile) for records in batch]
+
+  def _score(self, loaded, records: RecordBatch, profile):
+    scored, dead = score_or_bisect(self._schema, loaded, records, profile)
+    if not dead:
+      return scored[0]
+    log.warning('the %s model %s could not score %d of %d records; they are dead letters',
+                self._schema.stream, loaded.version, len(dead), len(records))
+    return PartlyScored(RecordBatch.concat(self._schema.stream, scored) if scored else
+                        records.take([]), dead)
 
   def batch_elements_kwargs(self):
     return {'min_batch_size': 1, 'max_batch_size': 1}
@@ -274,9 +311,28 @@ def _failed_batch_to_dead_letters(stream: str):
   return to_rows
 
 
+class SplitPartlyScored(beam.DoFn):
+  """RecordBatch | PartlyScored -> scored RecordBatches, and ``DEAD_LETTER`` rows for the
+  records the model could not score (counted as the stage's dead letters)."""
+
+  def __init__(self, stream: str):
+    self._dead = dead_letter_counter('Score', stream)
+
+  def process(self, element):
+    if not isinstance(element, PartlyScored):
+      yield element
+      return
+    self._dead.inc(len(element.dead))
+    for row in element.dead:
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER, row)
+    if len(element.records):
+      yield element.records
+
+
 class Score(beam.PTransform):
   """Enriched RecordBatches of one stream -> scored RecordBatches (``result['records']``),
-  plus ``DEAD_LETTER`` rows for the records of a batch the model could not score."""
+  plus ``DEAD_LETTER`` rows for the records the model could not score (found by bisecting a
+  batch it raised on: the rest of the batch is scored)."""
 
   def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
                public_keys: Optional[signing.PublicKeys] = None):
@@ -290,10 +346,14 @@ class Score(beam.PTransform):
     # Read here, where the job is built: the handler carries the keys to the workers.
     keys = self._public_keys if self._public_keys is not None else signing.reader_keys()
     handler = RegistryModelHandler(self._schema, self._model_dir, self._refresh_seconds, keys)
-    scored, failed = records | RunInference(handler).with_exception_handling()
-    # RunInference declares no output type, so its results would get the generic coder,
-    # which measures sampled batches by pickling them (see RecordBatchCoder).
+    results, failed = records | RunInference(handler).with_exception_handling()
+    split = results | 'SplitPartlyScored' >> beam.ParDo(
+        SplitPartlyScored(self._schema.stream)).with_outputs(DEAD_LETTER, main='records')
+    scored = split.records
+    # Declared, or the results would get the generic coder, which measures sampled batches
+    # by pickling them (see RecordBatchCoder).
     scored.element_type = RecordBatch
     dead = failed.failed_inferences | 'FailedBatchToDeadLetters' >> beam.FlatMap(
         _failed_batch_to_dead_letters(self._schema.stream))
-    return {'records': scored, DEAD_LETTER: dead}
+    return {'records': scored,
+            DEAD_LETTER: (dead, split[DEAD_LETTER]) | 'ScoreDeadLetters' >> beam.Flatten()}
