@@ -324,7 +324,9 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
     options = PipelineOptions(args)
     result = submit(options, timeline)
     try:
-      yield result
+      with startup.watch(timeline, result, runners.flink_rest_url(options),
+                         options.view_as(StreamOptions).output):
+        yield result
     finally:
       stop(result, options)
 

@@ -147,7 +147,9 @@ _LENGTH = struct.Struct('<i')
 DEFAULT_MAX_BATCH_RECORDS = 5000
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
 # How long the source may keep filling one batch while records keep coming: bounds what a
-# batch adds to an alert's latency at a steady trickle (100 ms bundles follow it).
+# batch adds to an alert's latency at a steady trickle (100 ms bundles follow it). A reader
+# caught up (KafkaIO's backlog below one batch's bytes) fills for a quarter of it: there
+# waiting only delays the first records (KafkaBatchSource.java).
 DEFAULT_MAX_BATCH_MS = 20
 
 
@@ -241,8 +243,9 @@ class ReadKafkaBatches(beam.PTransform):
       sets to the event time), ``LogAppendTime`` or ``ProcessingTime``.
     max_num_records / max_read_time_s: make the read bounded (demos and tests only).
     max_batch_records / max_batch_bytes / max_batch_ms: the batch bounds (a batch also closes
-      when the reader has no more records ready; with ``max_num_records`` or
-      ``max_read_time_s``, at each bundle's end, and ``max_batch_ms`` does not apply).
+      when the reader has no more records ready, and fills for a quarter of ``max_batch_ms``
+      when the reader is caught up; with ``max_num_records`` or ``max_read_time_s``, at each
+      bundle's end, and ``max_batch_ms`` does not apply).
     expansion_service: defaults to :func:`expansion_service`; ``host:port`` of one kept
       running (pipelines/services.py) starts no JVM.
   """

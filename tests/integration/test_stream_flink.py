@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import time
 import uuid
 
@@ -20,7 +21,7 @@ import pytest
 from generator.messages import Message
 from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
-from pipelines import stream as stream_job
+from pipelines import startup, stream as stream_job
 from harness.kafka import make_topics
 from tests.helpers import host_records, read_output
 from transforms.join import reference_join
@@ -82,7 +83,8 @@ def flink_master(request):
 
 
 def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_master,
-                                                        synthetic_model_dir, tmp_path):
+                                                        synthetic_model_dir, tmp_path, caplog):
+  caplog.set_level(logging.INFO, logger='pipelines.startup')
   suffix = uuid.uuid4().hex[:8]
   topics = {s: f'{s}_{suffix}' for s in ('network', 'process', 'memory')}
   alerts_topic = f'alerts_{suffix}'
@@ -157,6 +159,13 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
     time.sleep(6)  # one more roll of the files: anything written twice would show now
   print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s; ' +
         ', '.join(f'{k} after {v:.1f} s' for k, v in milestones.items()))
+
+  # The job's startup line: every phase seen, in order, the first output last.
+  lines = [r.getMessage() for r in caplog.records if r.name == 'pipelines.startup']
+  assert len(lines) == 1 and lines[0].startswith('startup: first archived row'), lines
+  assert list(startup.parse_summary(lines[0])) == [
+      startup.JOB_SERVER, startup.EXPANSION_SERVICE, startup.EXPANSION, startup.SUBMISSION,
+      startup.FLINK_DEPLOYMENT, startup.SDK_WORKERS, startup.FIRST_OUTPUT]
 
   network = read_output(output, 'archive/network')
   assert sorted(r['uuid'] for r in network) == sorted(valid_uuids)

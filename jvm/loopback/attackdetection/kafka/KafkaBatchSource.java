@@ -99,7 +99,10 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
   /**
    * One batch per advance(): the inner reader's next record, then more while it has them ready
    * without waiting long, up to maxRecords records, maxBytes bytes of keys and values, or
-   * maxFillNanos of filling (so that a steady trickle does not hold a batch back).
+   * maxFillNanos of filling (so that a steady trickle does not hold a batch back); a quarter
+   * of that when the reader is caught up (its backlog less than one batch's bytes): records
+   * then come as they are produced, and waiting for more only delays the first ones, while a
+   * reader behind fills whole batches from what is already there.
    */
   static final class Reader extends UnboundedReader<byte[]> {
     private final KafkaBatchSource source;
@@ -157,6 +160,7 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
       long bytes = 0;
       Instant latest = null;
       long started = System.nanoTime();
+      long fillNanos = caughtUp() ? source.maxFillNanos / 4 : source.maxFillNanos;
       while (true) {
         KafkaRecord<byte[], byte[]> record = inner.getCurrent();
         Instant timestamp = inner.getCurrentTimestamp();
@@ -169,7 +173,7 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
         }
         if (pending.size() >= source.maxRecords
             || bytes >= source.maxBytes
-            || System.nanoTime() - started >= source.maxFillNanos
+            || System.nanoTime() - started >= fillNanos
             || !inner.advance()) {
           break;
         }
@@ -178,6 +182,12 @@ public final class KafkaBatchSource extends UnboundedSource<byte[], KafkaCheckpo
       currentTimestamp = latest;
       pending.clear();
       return true;
+    }
+
+    /** KafkaIO's backlog estimate (refreshed about once a second) is below one batch. */
+    private boolean caughtUp() {
+      long backlog = inner.getSplitBacklogBytes();
+      return backlog != BACKLOG_UNKNOWN && backlog < source.maxBytes;
     }
 
     @Override
