@@ -89,12 +89,22 @@ def _beam_counter(text: str, name: str) -> float:
   return sum(float(v) for v in pattern.findall(text))
 
 
+def _backlogs(text: str, job_name: str) -> list[float]:
+  """KafkaIO's per-split backlog gauges (the consumer lag) of one job on a Prometheus page, where
+  the reporter writes the job's name with each character other than [A-Za-z0-9_] as '_'."""
+  label = re.sub(r'\W', '_', job_name)
+  pattern = re.compile(r'^flink_taskmanager_job_task_operator_source_splits_\w+_backlog_elements'
+                       rf'\{{[^}}]*job_name="{label}"[^}}]*\}} (\S+)$', re.M)
+  return [float(v) for v in pattern.findall(text)]
+
+
 def test_stopped_run_on_the_worker_pool_prints_real_counts(
     cluster, kafka_bootstrap, synthetic_model_dir, tmp_path):
   """``python -m pipelines.stream`` on the worker pool, with the project staged by
   --setup_file, stopped with SIGTERM once its outputs are complete: the summary it prints has
   the counts the outputs hold (a stopped job reports none through Beam: they come from Flink's
-  REST API), and the TaskManager's Prometheus endpoint showed Beam's counters while it ran."""
+  REST API), and the TaskManager's Prometheus endpoint showed Beam's counters while it ran, and
+  the consumer lag (KafkaIO's backlog per split) down to 0 once everything was read."""
   suffix = uuid.uuid4().hex[:8]
   topics = topics_for(suffix)
   make_topics(kafka_bootstrap, topics.values())
@@ -107,14 +117,15 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
   assert sink.stats()['acknowledged'] == N_MESSAGES
 
   output = str(tmp_path / 'out')
+  job_name = f'platform-summary-{suffix}'
   args = stream_args(kafka_bootstrap, topics, output, synthetic_model_dir, cluster.master,
                      *_external(cluster), f'--setup_file={ROOT}/setup.py',
-                     f'--job_name=platform-summary-{suffix}')
+                     f'--job_name={job_name}')
   log_path = tmp_path / 'stream.log'
   with open(log_path, 'wb') as log:
     job = subprocess.Popen([sys.executable, '-m', 'pipelines.stream', *args], cwd=ROOT,
                            stdout=log, stderr=subprocess.STDOUT)
-  seen = {'prometheus': 0.0, 'workers': []}
+  seen = {'prometheus': 0.0, 'workers': [], 'lag': []}
 
   def complete() -> bool:
     assert job.poll() is None, log_path.read_text()[-3000:]
@@ -126,8 +137,20 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
     written = len(read_output(output, 'archive/network')) + len(read_output(output, 'dead_letter'))
     return written == N_MESSAGES and seen['prometheus'] == N_MESSAGES
 
+  def caught_up() -> bool:
+    pages = ''.join(_prometheus(port) for port in cluster.metrics_ports)
+    seen['lag'] = _backlogs(pages, job_name) or seen['lag']
+    return bool(seen['lag']) and sum(seen['lag']) == 0
+
   try:
     wait_until(complete, 300, 'every message archived or dead-lettered, and counted', 2)
+    # The backlog gauges are set afresh at most once a second, from offsets KafkaIO fetches
+    # every few seconds.
+    for _ in range(30):
+      if caught_up():
+        break
+      time.sleep(2)
+    assert seen['lag'] and sum(seen['lag']) == 0, f'consumer lag after reading everything: {seen}'
     # The summary reads Flink's REST API every 3 s, whose metrics are at most 2 s old.
     time.sleep(8)
     # The workers were the pool's, running from the cluster's folder, over the staged package.
@@ -152,6 +175,9 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
   assert dead and archived
   rows = re.search(r'archive/network/\s+(\d+) rows', summary)
   assert rows and int(rows.group(1)) == len(archived), summary
+  # One gauge per split of the topic's partitions, and the summary's lag from Flink's REST API.
+  assert len(seen['lag']) >= 1 and min(seen['lag']) >= 0, seen['lag']
+  assert re.search(r'^\s+consumer lag: 0 records', summary, re.M), summary
 
 
 def test_stop_with_savepoint_on_s3_and_resume_loses_nothing(
