@@ -1,5 +1,6 @@
 """Value parsing and record cleaning: the rules of DESIGN.md, one case per rule."""
 
+import contextlib
 import json
 import os
 import time
@@ -112,14 +113,27 @@ def test_a_record_that_is_not_an_object_is_refused():
     '+' + '9' * 50_000 + 'K!', '.' + '5' * 100_000 + 'e'])
 def test_long_digit_strings_are_refused_in_linear_time(text):
   """The number pattern once backtracked quadratically: '1' * 5000 + 'x' took seconds. Now
-  the length bound refuses it at once, and the pattern itself is linear when called alone."""
-  started = time.perf_counter()
+  the length bound refuses it at once, and the pattern itself is linear when called alone.
+  Each time is the best of five calls, so that a busy machine's preemptions do not count."""
   with pytest.raises(CleaningError, match='longer than 64'):
     parse_number(text)
-  assert time.perf_counter() - started < 0.01
-  started = time.perf_counter()
+  assert _best_time_s(lambda: _refused(text)) < 0.01
   assert _MESSY_NUMBER.match(text) is None
-  assert time.perf_counter() - started < 0.05, 'the pattern backtracks'
+  assert _best_time_s(lambda: _MESSY_NUMBER.match(text)) < 0.05, 'the pattern backtracks'
+
+
+def _refused(text):
+  with contextlib.suppress(CleaningError):
+    parse_number(text)
+
+
+def _best_time_s(call, repeats=5):
+  best = float('inf')
+  for _ in range(repeats):
+    started = time.perf_counter()
+    call()
+    best = min(best, time.perf_counter() - started)
+  return best
 
 
 def test_numeric_strings_up_to_the_bound_still_parse():
