@@ -27,6 +27,7 @@ from transforms.source import SourceMessage
 # uuid5 namespace of this product: the same record always gets the same ids.
 UUID_NAMESPACE = uuid.UUID('5b1c3a1e-9f44-4b8e-a4f1-6d0e8f2f7a10')
 _NAMESPACED = hashlib.sha1(UUID_NAMESPACE.bytes)
+_VARIANT = {digit: '89ab'[int(digit, 16) & 0x3] for digit in '0123456789abcdef'}
 
 
 def uuid5(name: str) -> str:
@@ -38,11 +39,10 @@ def uuid5(name: str) -> str:
   """
   digest = _NAMESPACED.copy()
   digest.update(name.encode('utf-8', 'surrogatepass'))
-  raw = bytearray(digest.digest()[:16])
-  raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-  raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-  h = raw.hex()
-  return f'{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}'
+  h = digest.hexdigest()
+  # The version nibble is 5 and the variant's two top bits are 10 (RFC 4122), set on the hex
+  # digits themselves.
+  return f'{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}'
 
 
 def message_digest(message: SourceMessage) -> str:
