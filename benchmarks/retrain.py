@@ -177,7 +177,7 @@ def write(results_dir: str, machine: dict, extra: list[str], results: list[dict]
   for r in results:
     load = r.get('load_avg', {})
     table.append(f"{r['runner']:<14} {r['rows']:>10,} {r['seconds']:>9.0f} "
-                 f"{r.get('cpu_s', float('nan')):>8,.0f} {r['peak_rss_mb']:>8,.0f} MB   "
+                 f"{_or_dash(r.get('cpu_s')):>8} {r['peak_rss_mb']:>8,.0f} MB   "
                  f"{load.get('mean_1min', float('nan')):>9.1f}   "
                  f"{r['chosen']}")
   print('\n' + '\n'.join(table))
@@ -185,6 +185,10 @@ def write(results_dir: str, machine: dict, extra: list[str], results: list[dict]
           'results': results}
   print('wrote', common.write_json(results_dir, 'retrain', data), file=sys.stderr)
   plot(data, os.path.join(results_dir, 'retrain.png'))
+
+
+def _or_dash(value) -> str:
+  return '-' if value is None else f'{value:,.0f}'
 
 
 def plot(data: dict, path: str) -> None:
