@@ -227,7 +227,8 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     self._compiled = serving.OnnxForest(self.forest_, self.n_features_in_)
 
   def __getstate__(self):
-    state = super().__getstate__()
+    # A copy: on Python 3.11+ the default state is the instance's own __dict__.
+    state = dict(super().__getstate__())
     state.pop('_compiled', None)  # process-local; the pickle stays scikit-learn's own
     return state
 

@@ -60,6 +60,7 @@ def test_the_compiled_form_never_reaches_a_pickle(tmp_path):
   assert '_compiled' in served.pipeline.steps[-1][1].__dict__
   assert len(pickle.dumps(served)) == len(pickle.dumps(plain))
   assert '_compiled' not in pickle.loads(pickle.dumps(served)).pipeline.steps[-1][1].__dict__
+  assert '_compiled' in served.pipeline.steps[-1][1].__dict__  # pickling left the live one whole
   # Nor a registry file: a skops file holding it would ask for a type off the trusted list.
   data, model_format = registry.dumps_model(served)
   assert model_format == 'skops'
