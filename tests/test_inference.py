@@ -18,6 +18,7 @@ from model.features import frame_from_columns, frame_from_records
 from model.profile import NormalProfile
 from schemas.records import NETWORK
 from tests.factories import message, network_record
+from transforms import inference
 from transforms.dead_letter import DEAD_LETTER
 from transforms.inference import (REASONS_PER_RECORD, PartlyScored, RegistryModelHandler, Score,
                                   flagged_reasons, score_batch)
@@ -236,3 +237,19 @@ def test_score_sends_unscorable_records_to_dead_letters_and_counts_them(model_di
                 equal_to([5] + list(range(20))), label='dead')
   counters = p.result.metrics().query(MetricsFilter().with_name('network_dead_lettered'))
   assert sum(c.committed for c in counters['counters']) == 21
+
+
+def test_a_batch_nothing_in_which_scores_costs_a_bounded_number_of_model_calls(
+    model_dir, monkeypatch):
+  """A model that raises on every record (broken, not the records) must not be called twice
+  per record: past the budget the rest becomes dead letters whole."""
+  loaded = registry.load_for_serving(model_dir, 'network')
+  batch = network_batch(*(network_record(i) for i in range(300)))
+  calls = []
+  real_score_batch = inference.score_batch
+  monkeypatch.setattr(inference, 'score_batch',
+                      lambda *args: calls.append(1) or real_score_batch(*args))
+  scored, dead = inference.score_or_bisect(NETWORK, loaded,
+                                           _with_unscorable(batch, list(range(300))))
+  assert scored == [] and len(calls) <= inference.MAX_SCORING_CALLS
+  assert sorted(d['offset'] for d in dead) == list(range(300))

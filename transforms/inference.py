@@ -219,22 +219,36 @@ class PartlyScored:
   dead: list
 
 
+# Model calls one batch may take while bisecting: a few bad records are found in a few calls
+# each, and a model that raises on everything (a broken model, not bad records) costs this
+# many calls a batch, not two per record.
+MAX_SCORING_CALLS = 64
+
+
 def score_or_bisect(schema: RecordSchema, loaded: registry.LoadedModel, batch: RecordBatch,
-                    profile: Optional[normal_profile.NormalProfile] = None
+                    profile: Optional[normal_profile.NormalProfile] = None,
+                    budget: Optional[dict] = None
                     ) -> tuple[list[RecordBatch], list[dict[str, Any]]]:
   """:func:`score_batch`, and when the model raises on the batch, the same on each half, down
-  to the records it raises on alone: (scored parts in record order, their dead letters). A
-  few bad records in a batch cost a few model calls each, never one call per record."""
+  to the records it raises on alone: (scored parts in record order, their dead letters).
+  After MAX_SCORING_CALLS model calls for one batch, the parts not yet scored become dead
+  letters whole, with the model's last error."""
+  budget = {'calls': 0, 'error': None} if budget is None else budget
+  if budget['calls'] >= MAX_SCORING_CALLS:
+    return [], [batch_record_dead_letter(batch, p, INFERENCE_STAGE, budget['error'])
+                for p in range(len(batch))]
+  budget['calls'] += 1
   try:
     return [score_batch(schema, loaded, batch, profile)], []
   except Exception as e:  # pylint: disable=broad-except
+    budget['error'] = e
     if len(batch) <= 1:
       return [], [batch_record_dead_letter(batch, p, INFERENCE_STAGE, e)
                   for p in range(len(batch))]
   half = len(batch) // 2
-  scored, dead = score_or_bisect(schema, loaded, batch.take(range(half)), profile)
+  scored, dead = score_or_bisect(schema, loaded, batch.take(range(half)), profile, budget)
   more_scored, more_dead = score_or_bisect(schema, loaded,
-                                           batch.take(range(half, len(batch))), profile)
+                                           batch.take(range(half, len(batch))), profile, budget)
   return scored + more_scored, dead + more_dead
 
 
