@@ -17,8 +17,8 @@ from schemas.outputs import ALERT_SCHEMA
 from tests.factories import BASE_TS
 from transforms.batch import RecordBatch
 from transforms.source import SourceMessage
-from transforms.volume import (DetectVolumeAnomalies, VolumeParams, size_class, size_range,
-                               volume_alert)
+from transforms.volume import (DetectVolumeAnomalies, VolumeParams, VolumeSurgeFn, size_class,
+                               size_range, volume_alert)
 
 UTC = datetime.timezone.utc
 T0 = BASE_TS - BASE_TS % 10  # a window edge
@@ -228,3 +228,20 @@ def test_size_classes_are_half_octaves():
     low, high = size_range(size_class(value))
     assert low <= value <= high
   assert size_class(1032) != size_class(1480)  # smurf's echo replies and pod's large ones
+
+
+def test_a_flood_of_new_key_names_cannot_grow_the_state_and_still_alerts():
+  """A producer inventing a service name per record: a site keeps at most max_keys
+  baselines, and a key past the cap is still judged (here: it surges)."""
+  params = VolumeParams(window_s=10, min_count=30, warmup_windows=3, max_keys=50)
+  surges = VolumeSurgeFn(params)
+  state = {'next': None, 'seen': 0, 'keys': {}}
+  for w in range(20):
+    counts = {f'tcp/made-up-{w}-{i}/SF': 1 for i in range(100)}
+    counts['*'] = 100
+    list(surges._evaluate('site-a', state, T0 + 10 * w, counts, False))  # pylint: disable=protected-access
+    assert len(state['keys']) <= params.max_keys
+  flood = {'tcp/yet-another/SF': 400, '*': 400}
+  alerts = list(surges._evaluate('site-a', state, T0 + 200, flood, False))  # pylint: disable=protected-access
+  assert 'yet-another' not in {k.split('/')[1] for k in state['keys'] if '/' in k}
+  assert 'yet-another' in {a['service'] for a in alerts}

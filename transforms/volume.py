@@ -210,8 +210,13 @@ class VolumeParams:
 
   def __init__(self, window_s: float = 10.0, baseline_windows: int = 30, min_count: int = 20,
                ratio: float = 3.0, z: float = 3.0, warmup_windows: int = 3,
-               allowed_lateness_s: float = 60.0, min_share: float = 0.1):
+               allowed_lateness_s: float = 60.0, min_share: float = 0.1,
+               max_keys: int = 5000):
     self.window_s = float(window_s)
+    # Baselines a site keeps: a producer sending a new service name with every record must
+    # not grow the state without bound. A key past the cap is still judged (against an
+    # empty baseline, so only a surge of min_count or more alerts), just not learned.
+    self.max_keys = int(max_keys)
     self.min_share = float(min_share)
     self.baseline_windows = int(baseline_windows)
     self.min_count = int(min_count)
@@ -313,6 +318,7 @@ class VolumeSurgeFn(beam.DoFn):
     self._params = params
     self._late = Metrics.counter('volume', 'volume_late_windows')
     self._surges = Metrics.counter('volume', 'volume_anomalies')
+    self._untracked = Metrics.counter('volume', 'volume_keys_untracked')
 
   def process(self, element, pending=beam.DoFn.StateParam(PENDING),
               flush=beam.DoFn.TimerParam(FLUSH), flush_at=beam.DoFn.StateParam(FLUSH_AT)):
@@ -402,7 +408,10 @@ class VolumeSurgeFn(beam.DoFn):
         share = count / total
       baseline = keys.get(name)
       if baseline is None and learn:
-        baseline = keys[name] = Baseline(params.baseline_windows)
+        if len(keys) < params.max_keys:
+          baseline = keys[name] = Baseline(params.baseline_windows)
+        else:
+          self._untracked.inc()
       median, mad = baseline.bounds() if baseline else (0.0, 0.0)
       if kind == 'size':
         high, threshold = params.share_threshold(median, mad)
@@ -418,7 +427,7 @@ class VolumeSurgeFn(beam.DoFn):
         self._surges.inc()
         yield volume_alert(site, name, start, count, median, high, threshold, params,
                            not learn, share, total)
-      elif learn:
+      elif learn and baseline is not None:
         baseline.push(count if share is None else share, start, count > 0)
 
 
