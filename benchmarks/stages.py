@@ -6,6 +6,8 @@ functions the job's DoFns call, timed on generated traffic.
     python -m benchmarks.stages --records 5000 --batch_size 1 --batch_size 100 --batch_size 1000
     python -m benchmarks.stages --kdd_file ../shared/data/kddcup.data_10_percent.gz \
         --records 100000 --batch_size 2000 --only parse       # parsing real records alone
+    python -m benchmarks.stages --kdd_file ../shared/data/kddcup.data_10_percent.gz \
+        --spread --records 50000 --batch_size 2000           # the whole file's mix
 
 Stages: ``parse`` (JSON decoding and cleaning, ParseAndClean), ``enrich`` (event time, uuid,
 site), ``inference`` (the registry's model on one batch, RunInference's call), ``join``
@@ -14,7 +16,10 @@ site), ``inference`` (the registry's model on one batch, RunInference's call), `
 own cost (Fn API transfer, shuffles, Kafka) is what ``benchmarks.throughput`` adds on top.
 Times are CPU time of the process (``time.process_time``), which a machine busy with other
 work changes far less than wall time. ``--kdd_file`` takes the network records from a KDD Cup
-CSV file, in file order, as the generator sends them. ``--only parse`` times parsing alone
+CSV file, in file order, as the generator sends them; with ``--spread``, in blocks of 2,000
+consecutive lines spread over the whole file instead of its first lines (the file's mix, each
+batch with the file's own locality: floods of alike records). Scoring computes the normal
+profile's reasons of the flagged records, as the job does. ``--only parse`` times parsing alone
 (no model, no join). Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
 """
 
@@ -30,12 +35,14 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
+import numpy as np
 from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks import common, report
 from generator.source import SourceConfig, generate_messages
-from model import registry
+from model import profile as normal_profile, registry
+from schemas.kdd import read_kdd_csv
 from schemas.outputs import ARCHIVE_SCHEMAS
 from schemas.records import HOST_STREAMS, SCHEMAS, STREAMS
 from transforms.detect import predicted_attacks
@@ -48,12 +55,13 @@ from transforms.source import SourceMessage
 
 STAGES = ('parse', 'enrich', 'inference', 'join', 'write')
 DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a model call each
+SPREAD_BLOCK = 2_000  # consecutive KDD lines per block with --spread: the job's batch size
 
 
 def source_messages(stream: str, records: int, seed: int,
-                    kdd_file: Optional[str] = None) -> list:
+                    kdd_file: Optional[str] = None, spread: bool = False) -> list:
   """Generated messages of one stream holding about ``records`` records (network records of
-  ``kdd_file`` in file order, when given)."""
+  ``kdd_file`` in file order, when given; ``spread``: blocks spread over the file)."""
   is_array = SCHEMAS[stream].is_array
   messages, count = [], 0
   # Event times an hour back: the job's event-time bounds (schemas/limits.py) refuse older.
@@ -62,12 +70,26 @@ def source_messages(stream: str, records: int, seed: int,
   if kdd_file and stream == 'network':
     config = SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms, source='kdd',
                           kdd_file=kdd_file, one_sequential_pass=True, count=records)
+    if spread:
+      config = SourceConfig(streams=(stream,), seed=seed, start_ms=start_ms, source='kdd',
+                            frame=spread_blocks(kdd_file, records), one_sequential_pass=True,
+                            count=records)
   for m in generate_messages(config):
     messages.append(SourceMessage(stream, m.value, m.topic, 0, len(messages), m.timestamp_ms))
     count += m.value.count(b'"CMD"') if is_array else max(1, len(m.uuids))
     if count >= records:
       return messages
   return messages
+
+
+def spread_blocks(kdd_file: str, records: int):
+  """About ``records`` lines of ``kdd_file`` as blocks of SPREAD_BLOCK consecutive lines
+  spread evenly over the file."""
+  frame = read_kdd_csv(kdd_file)
+  block = min(SPREAD_BLOCK, len(frame))
+  starts = np.linspace(0, len(frame) - block, max(1, records // block)).astype(int)
+  rows = np.concatenate([np.arange(start, start + block) for start in starts])
+  return frame.iloc[rows].reset_index(drop=True)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -82,6 +104,7 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int,
   ``only='parse'``: that stage alone."""
   schema, arrow_schema = SCHEMAS[stream], ARCHIVE_SCHEMAS[stream]
   loaded = None if only else registry.load_for_serving(model_dir, stream)
+  profile = None if only else normal_profile.load_profile(loaded, model_dir=model_dir)
   seconds = collections.Counter()
   records = 0
   scored_batches = []
@@ -100,7 +123,7 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int,
       continue
     elapsed, (batch, _) = _timed(lambda: enrich_batch(schema, batch, 'bench'))
     seconds['enrich'] += elapsed
-    elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch))
+    elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch, profile))
     seconds['inference'] += elapsed
     elapsed, _ = _timed(lambda: _write(batch, arrow_schema, path))
     seconds['write'] += elapsed
@@ -143,10 +166,11 @@ def join_cost(process_batches: list, memory_batches: list) -> tuple[float, int, 
 
 
 def run(records: int, batch_sizes: list[int], model_dir: str, seed: int,
-        kdd_file: Optional[str] = None, only: Optional[str] = None) -> dict[str, Any]:
+        kdd_file: Optional[str] = None, only: Optional[str] = None,
+        spread: bool = False) -> dict[str, Any]:
   if not only:
     common.ensure_models(model_dir)
-  messages = {s: source_messages(s, records, seed, kdd_file) for s in STREAMS}
+  messages = {s: source_messages(s, records, seed, kdd_file, spread) for s in STREAMS}
   sweep = []
   for batch_size in batch_sizes:
     row = {'batch_size': batch_size}
@@ -173,7 +197,8 @@ def run(records: int, batch_sizes: list[int], model_dir: str, seed: int,
     print(_row_table(row), flush=True)
   table = _parse_table if only else _row_table
   return {'machine': common.machine_info(), 'records_per_stream': records, 'seed': seed,
-          'model_dir': model_dir, 'kdd_file': kdd_file, 'only': only, 'sweep': sweep,
+          'model_dir': model_dir, 'kdd_file': kdd_file, 'spread': spread, 'only': only,
+          'sweep': sweep,
           'table': '\n'.join(table(row) for row in sweep)}
 
 
@@ -247,12 +272,17 @@ def main(argv=None) -> None:
   parser.add_argument('--kdd_file',
                       help='Network records from this KDD Cup CSV file (plain or gzip), in file '
                       'order, instead of generated ones.')
+  parser.add_argument('--spread', action='store_true',
+                      help=f'With --kdd_file: blocks of {SPREAD_BLOCK:,} consecutive lines '
+                      'spread over the whole file instead of its first lines.')
   parser.add_argument('--only', choices=['parse'],
                       help='Time this stage alone (results: stages_<stage>.json, no plot).')
   parser.add_argument('--results_dir', default=common.DEFAULT_RESULTS)
   args = parser.parse_args(argv)
+  if args.spread and not args.kdd_file:
+    parser.error('--spread takes blocks of a --kdd_file')
   result = run(args.records, args.batch_size or list(DEFAULT_BATCH_SIZES), args.model_dir,
-               args.seed, args.kdd_file, args.only)
+               args.seed, args.kdd_file, args.only, args.spread)
   if args.only:
     path = common.write_json(args.results_dir, f'stages_{args.only}', result)
     print(f'\nwrote {path}', file=sys.stderr)

@@ -35,3 +35,24 @@ def test_stages_benchmark_parse_alone_on_kdd_records(tmp_path):
     assert set(row[stream]['us_per_record']) == {'parse'}
     assert row[stream]['us_per_record']['parse'] > 0
   assert 'parse (decode + clean)' in result['table']
+
+
+def test_spread_blocks_come_from_the_whole_file(monkeypatch):
+  kdd = os.path.join(os.path.dirname(__file__), 'data', 'kdd_sample.csv')
+  monkeypatch.setattr(stages, 'SPREAD_BLOCK', 10)
+  whole = stages.read_kdd_csv(kdd)
+  spread = stages.spread_blocks(kdd, 20)
+  assert len(spread) == 20
+  assert spread.iloc[:10].equals(whole.iloc[:10].reset_index(drop=True))
+  assert spread.iloc[10:].reset_index(drop=True).equals(
+      whole.iloc[len(whole) - 10:].reset_index(drop=True))  # the last block ends the file
+
+
+def test_stages_benchmark_every_stage_on_spread_kdd_records(synthetic_model_dir, tmp_path):
+  kdd = os.path.join(os.path.dirname(__file__), 'data', 'kdd_sample.csv')
+  stages.main(['--records=40', '--batch_size=20', f'--kdd_file={kdd}', '--spread',
+               f'--model_dir={synthetic_model_dir}', f'--results_dir={tmp_path}'])
+  result = json.loads((tmp_path / 'stages.json').read_text())
+  row, = result['sweep']
+  assert result['spread'] and row['network']['records'] == 40
+  assert all(us > 0 for us in row['network']['us_per_record'].values())
