@@ -21,7 +21,11 @@ DEFAULT_FILES = {schema.default_topic: f'{stream}.jsonl' for stream, schema in S
 # retried send must not duplicate a message.
 REQUIRED_PRODUCER_CONFIG = {'acks': 'all', 'enable.idempotence': True}
 DEFAULT_PRODUCER_CONFIG = {'linger.ms': 20, 'compression.type': 'lz4',
-                           'client.id': 'attack-detection-generator'}
+                           'client.id': 'attack-detection-generator',
+                           # librdkafka can keep a partition's stale leader after a broker
+                           # restart until its next periodic refresh (5 min by default), with
+                           # every message for it queued meanwhile.
+                           'topic.metadata.refresh.interval.ms': 10_000}
 
 
 class _Counting:

@@ -123,7 +123,7 @@ record_strategy = st.tuples(
     st.integers(0, 150), st.booleans(), st.integers(0, 19))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(record_strategy, min_size=2, max_size=14, unique_by=lambda r: r[:4]))
 def test_join_equals_brute_force_reference_on_out_of_order_late_streams(drawn):
   records = [(kind, scored(kind, machine, program, T0 + offset, attack), delay)
