@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from harness.ports import free_port
 from pipelines import runners
 from transforms import jvm
 
@@ -95,3 +96,25 @@ def test_the_job_server_block_removes_the_temporary_state_folder():
   with runners.job_server(argv) as args:  # not on Flink: argv unchanged, no job server
     assert args == argv
   assert not os.path.exists(storage)
+
+
+class _CancelledInvocation:
+  """What cancel_flink_job reads of a Beam PipelineResult: its job id and cancel()."""
+  _job_id = 'stream_0123456789abcdef'
+
+  def __init__(self):
+    self.cancelled = False
+
+  def cancel(self):
+    self.cancelled = True
+
+
+def test_cancel_when_flink_is_already_gone_warns_instead_of_failing(caplog):
+  """The embedded Flink of a job server kept running shuts down with its last job: after the
+  Beam cancel, nothing answers on its REST port, and stopping the job must not crash."""
+  result = _CancelledInvocation()
+  gone = f'localhost:{free_port()}'  # nothing listens there
+  with caplog.at_level('WARNING', logger=runners._LOG.name):  # pylint: disable=protected-access
+    runners.cancel_flink_job(result, gone)
+  assert result.cancelled
+  assert any('could not reach Flink' in r.getMessage() for r in caplog.records)
