@@ -174,7 +174,12 @@ class StartupLine(logging.Filter):
     return True
 
 
-def main(argv=None) -> None:
+def main(argv=None, started: Optional[float] = None,
+         first_phase: str = 'python start and imports') -> None:
+  """Boots the worker for ``argv`` (sys.argv's by default). A worker forked from the fork
+  server (pipelines/fork_server.py) counts from its launcher's start (``started``), its
+  first phase being the launcher and the fork instead of the interpreter's start."""
+  argv = list(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(prog='scripts/sdk_worker.sh', description=__doc__.split('\n\n')[0])
   parser.add_argument('--id', required=True)
   parser.add_argument('--provision_endpoint', required=True)
@@ -184,8 +189,8 @@ def main(argv=None) -> None:
   parser.add_argument('--semi_persist_dir', default=None)
   args, _ = parser.parse_known_args(argv)
   # From the process's start: a worker re-started over its staged packages keeps its pid.
-  timeline = StartupTimeline()
-  timeline.mark('python start and imports')
+  timeline = StartupTimeline(started)
+  timeline.mark(first_phase)
   os.environ.update(worker_environment(args))
   timeline.mark('provision')
   if not os.environ.get(_STAGED_ENV):
@@ -196,11 +201,10 @@ def main(argv=None) -> None:
       # project's modules already, and those would shadow the staged ones.
       env = dict(os.environ, **{_STAGED_ENV: site})
       env['PYTHONPATH'] = os.pathsep.join(p for p in (site, env.get('PYTHONPATH')) if p)
-      os.execve(sys.executable, [sys.executable, '-m', 'pipelines.sdk_worker', *sys.argv[1:]],
-                env)
+      os.execve(sys.executable, [sys.executable, '-m', 'pipelines.sdk_worker', *argv], env)
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
   logging.getLogger(sdk_worker_main.__name__).addFilter(StartupLine(args.id, timeline))
-  sdk_worker_main.main(sys.argv)
+  sdk_worker_main.main([sys.argv[0], *argv])
 
 
 if __name__ == '__main__':

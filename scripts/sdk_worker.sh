@@ -8,4 +8,9 @@ PYTHON="${BEAM_SDK_PYTHON:-$ROOT/.venv/bin/python}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # stdout to stderr: Beam's worker pool gives each worker a stdout pipe that nobody reads, and a
 # full pipe would block the worker.
+if [ -n "${ATTACK_DETECTION_FORK_SERVER:-}" ]; then
+  # The job's fork server (pipelines/fork_server.py) forks the worker from its pre-imported
+  # interpreter; this process waits for it (and starts a fresh one if there is no server).
+  exec "$PYTHON" -m pipelines.fork_server "$@" 1>&2
+fi
 exec "$PYTHON" -m pipelines.sdk_worker "$@" 1>&2
