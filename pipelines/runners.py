@@ -60,7 +60,7 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, SparkJarJobServer
 from apache_beam.utils.subprocess_server import pick_port
 
-from pipelines import storage
+from pipelines import fork_server, storage
 from transforms import jvm
 from transforms.parse import DEFAULT_BATCH_SIZE
 
@@ -257,6 +257,24 @@ def _with_process_workers(argv: list[str], given: set[str], workers_per_core: in
   argv.append('--environment_config=' + json.dumps({'command': SDK_WORKER_SCRIPT}))
   if '--sdk_worker_parallelism' not in given:
     argv.append(f'--sdk_worker_parallelism={workers_per_core * (os.cpu_count() or 1)}')
+
+
+@contextlib.contextmanager
+def forked_sdk_workers(argv: Sequence[str]) -> Iterator[None]:
+  """For the span of a ``with`` block around the job server's start and the job: a fork
+  server (pipelines/fork_server.py) that the job's PROCESS workers are forked from, when they
+  run on this host (an embedded Flink started here, the default PROCESS environment of
+  :func:`_with_process_workers`). It preloads the workers' imports while the JVMs start.
+  Elsewhere nothing: scripts/sdk_worker.sh starts fresh workers then."""
+  options = PipelineOptions(list(argv))
+  portable = options.view_as(PortableOptions)
+  if not (is_flink(options) and is_embedded(options.view_as(FlinkRunnerOptions).flink_master)
+          and not portable.job_endpoint and portable.environment_type == 'PROCESS'
+          and _value(argv, '--environment_config') == json.dumps({'command': SDK_WORKER_SCRIPT})):
+    yield
+    return
+  with fork_server.running(os.environ.get('BEAM_SDK_PYTHON')):
+    yield
 
 
 def flink_pipeline_options(

@@ -261,7 +261,9 @@ def run(argv: Optional[Sequence[str]] = None,
   """Runs the job until it ends (or ``--run_for_s``); ``timeline`` (made here without one)
   collects the startup phases and logs them at the first archived row (pipelines/startup.py)."""
   timeline = timeline or startup.StartupTimeline(started=time.time())
-  with runners.job_server(with_stream_defaults(argv or [])) as args:
+  argv = with_stream_defaults(argv or [])
+  # The SDK workers' fork server preloads their imports while the job server starts.
+  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
     timeline.mark(startup.JOB_SERVER)
     return _run(PipelineOptions(args), timeline)
 
@@ -318,7 +320,8 @@ def _expansion_scope(opts: StreamOptions, timeline: startup.StartupTimeline) -> 
 def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]:
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
-  with runners.job_server(with_stream_defaults(argv)) as args:
+  argv = with_stream_defaults(argv)
+  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
     timeline = startup.StartupTimeline(started=time.time())
     timeline.mark(startup.JOB_SERVER)
     options = PipelineOptions(args)
