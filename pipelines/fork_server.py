@@ -70,7 +70,7 @@ PRELOAD = ('apache_beam.runners.worker.sdk_worker_main',
            'apache_beam.runners.worker.bundle_processor',
            'apache_beam.runners.worker.operations',
            'apache_beam.io.filesystems', 'pyarrow.parquet', 'pandas', 'sklearn.ensemble',
-           'sklearn.pipeline', 'msgspec', 'pipelines.sdk_worker')
+           'sklearn.pipeline', 'msgspec', 'skl2onnx', 'pipelines.sdk_worker')
 # The project's packages whose every module is preloaded too.
 PRELOAD_PACKAGES = ('schemas', 'model', 'transforms')
 
@@ -82,6 +82,7 @@ SINGLE_THREADED_ENV = {'OPENBLAS_NUM_THREADS': '1', 'JE_ARROW_MALLOC_CONF': 'bac
 
 _RELAYED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
+_REPLY_TIMEOUT_S = 300
 _HEADER = struct.Struct('!I')
 _MAX_MESSAGE = 16 << 20
 
@@ -411,6 +412,8 @@ def launch(argv: Sequence[str], path: Optional[str] = None,
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
       conn.connect(path)
+      # A server still preloading answers when it is done; one that hangs is given up on.
+      conn.settimeout(_REPLY_TIMEOUT_S)
       env = {k: v for k, v in os.environ.items() if k != FORK_SERVER_ENV}
       _send(conn, {'argv': list(argv), 'env': env, 'cwd': os.getcwd(), 'launcher': os.getpid(),
                    'interpreter': _interpreter()}, fds=(0, 1, 2))
@@ -427,6 +430,7 @@ def launch(argv: Sequence[str], path: Optional[str] = None,
   if conn is None:
     fallback(argv)
     return 1  # only when the fallback returns (tests)
+  conn.settimeout(None)
   return _wait(conn, int(reply['pid']))
 
 
