@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.procs import children, cmdline, cpu_ticks, descendants, status_kb
+from harness.procs import children, cmdline, cpu_ticks, descendants, jvm_thread_ticks, status_kb
 from harness.scripts import ROOT
 from model import registry
 from pipelines import runners
@@ -162,6 +162,41 @@ def steady_rate(samples: Sequence[tuple[float, int]], total: int,
   return None
 
 
+def steady_cpu(sampler: 'MemorySampler', samples: Sequence[tuple[float, int]], started: float,
+               exclude: Sequence[str] = ('kafka_broker',), low: float = 0.1,
+               high: float = 0.9) -> Optional[dict[str, Any]]:
+  """CPU microseconds per archived record in the steady part of a run (between the first
+  samples with ``low`` and ``high`` of the rows), per process role and per JVM thread kind
+  (``<role> jit``, ``<role> gc``, ``<role> work``): where the time goes once the job runs, apart
+  from its start. ``samples`` are (seconds since ``started``, rows); ``started`` is the run's
+  ``time.monotonic()`` at its start. None when the run archived too little for a window."""
+  total = samples[-1][1] if samples else 0
+  band = [(t, r) for t, r in samples if low * total <= r <= high * total]
+  if len(band) < 2 or band[-1][1] <= band[0][1]:
+    return None
+  (t1, r1), (t2, r2) = band[0], band[-1]
+  cpu = {k: v for k, v in sampler.cpu_between(started + t1, started + t2).items()
+         if k.split(' ')[0] not in exclude}
+  roles = [k for k in cpu if ' ' not in k]
+  per_record = {k: round(v / (r2 - r1) * 1e6, 1) for k, v in cpu.items() if v > 0}
+  per_record['total'] = round(sum(cpu[k] for k in roles) / (r2 - r1) * 1e6, 1)
+  return {'records': r2 - r1, 'seconds': round(t2 - t1, 2),
+          'cores': round(sum(cpu[k] for k in roles) / (t2 - t1), 2), 'us_per_record': per_record}
+
+
+def steady_cpu_line(steady: Optional[dict[str, Any]]) -> str:
+  """``steady_cpu``'s figures in one line: each role, its JVM's JIT and GC threads apart."""
+  if not steady:
+    return 'n/a'
+  us = steady['us_per_record']
+  parts = []
+  for role in sorted((k for k in us if ' ' not in k and k != 'total'), key=lambda k: -us[k]):
+    extra = [f'{kind} {us[f"{role} {kind}"]:.1f}' for kind in ('jit', 'gc')
+             if us.get(f'{role} {kind}')]
+    parts.append(f'{role} {us[role]:.1f}' + (f' ({", ".join(extra)})' if extra else ''))
+  return f"{us['total']:.1f} us/record on {steady['cores']:.2f} cores: " + ', '.join(parts)
+
+
 # ---- processes and memory ---------------------------------------------------------------------
 
 
@@ -200,7 +235,8 @@ class MemorySampler:
   ``roots``: ``{label: pid}``; every descendant is sampled too, under the role its command line
   shows (a root's own role is its label). Per role it keeps the peak of the summed RSS, the
   largest VmHWM seen and the processes seen; per process its CPU time at the last sample
-  (``cpu_s``: their sum, less what a process used after its last sample).
+  (``cpu_s``: their sum, less what a process used after its last sample), and at every sample
+  the CPU time so far per role, a JVM's also per kind of thread (:meth:`cpu_between`).
   """
 
   def __init__(self, roots: dict[str, int], every_s: float = 0.5):
@@ -211,6 +247,7 @@ class MemorySampler:
     self.processes: dict[int, dict[str, Any]] = {}
     self._root_cmds: set[str] = set()
     self._parents: dict[int, int] = {}
+    self.cpu_timeline: list[tuple[float, dict[str, int]]] = []
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -266,9 +303,35 @@ class MemorySampler:
       self.peak_hwm_kb[role] = max(self.peak_hwm_kb.get(role, 0), status.get('VmHWM', 0))
       info['hwm_kb'] = max(info.get('hwm_kb', 0), status.get('VmHWM', 0))
       info['cpu_ticks'] = max(info.get('cpu_ticks', 0), cpu_ticks(pid))
+      if role.endswith('_jvm'):
+        kinds = info.setdefault('jvm_ticks', {})
+        for kind, ticks in jvm_thread_ticks(pid).items():
+          kinds[kind] = max(kinds.get(kind, 0), ticks)
     for role, kb in totals.items():
       self.peak_rss_kb[role] = max(self.peak_rss_kb.get(role, 0), kb)
+    self.cpu_timeline.append((time.monotonic(), self._cpu_so_far()))
     return {role: round(kb / 1024, 1) for role, kb in sorted(totals.items())}
+
+  def _cpu_so_far(self) -> dict[str, int]:
+    """Clock ticks so far per role, and per ``<jvm role> <thread kind>``."""
+    out: dict[str, int] = {}
+    for info in self.processes.values():
+      role = info['role']
+      out[role] = out.get(role, 0) + info.get('cpu_ticks', 0)
+      for kind, ticks in info.get('jvm_ticks', {}).items():
+        out[f'{role} {kind}'] = out.get(f'{role} {kind}', 0) + ticks
+    return out
+
+  def cpu_between(self, start: float, end: float) -> dict[str, float]:
+    """CPU seconds per role (and per JVM thread kind) between the samples nearest to the
+    monotonic times ``start`` and ``end``."""
+    if not self.cpu_timeline:
+      return {}
+    def nearest(t):
+      return min(self.cpu_timeline, key=lambda sample: abs(sample[0] - t))[1]
+    first, last = nearest(start), nearest(end)
+    hz = os.sysconf('SC_CLK_TCK')
+    return {key: (ticks - first.get(key, 0)) / hz for key, ticks in sorted(last.items())}
 
   def _run(self) -> None:
     while not self._stop.is_set():

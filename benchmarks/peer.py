@@ -312,6 +312,7 @@ def run_peer(bootstrap: str, topic: str, expected: int, args, work: str, python:
       'all_archived_s': done_t if status == 'complete' else None,
       'micro_batches': reported.get('micro_batches'), 'spark': reported.get('spark'),
       'samples': samples, 'memory': memory, 'cpu_s': memory['cpu_s'], 'log': log_path,
+      'steady_cpu': common.steady_cpu(sampler, samples, started),
       'output': archive_dir,
   }
 
@@ -460,6 +461,11 @@ def _table(result: dict[str, Any]) -> str:
       f"CPU per record, product / peer: {common.fmt(ratio['cpu_us_per_record'], 2)} (what a busy "
       f"machine changes least: there the rates are each job's share of contested cores, "
       f"load {result['machine']['load_avg_at_start']} at start)")
+  lines.append('CPU per record in the steady window (10% -> 90% archived), by process role; '
+               'a JVM\'s JIT compiler and GC threads apart:')
+  for r in result['runs']:
+    lines.append(f"  {r['system'] + ' #' + str(r['round']):<10} "
+                 f"{common.steady_cpu_line(r.get('steady_cpu'))}")
   lines.append('startup: process start -> first archived row; overall: first archived row -> '
                'all archived; (excl.1st): the same without the first output\'s rows; whole: '
                'process start -> all archived; CPU: every process of the '

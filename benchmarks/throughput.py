@@ -179,6 +179,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       'records_per_s_steady': steady, 'records_per_s_overall': overall,
       'first_output_s': first_output, 'all_archived_s': done_t if status == 'complete' else None,
       'environment': environment, 'samples': samples, 'memory': memory, 'log': job.log_path,
+      'steady_cpu': common.steady_cpu(sampler, samples, job.started),
   }
 
 

@@ -65,6 +65,29 @@ def cpu_ticks(pid: int) -> int:
   return 0
 
 
+# A JVM's threads by what they do, from their names (/proc shows the first 15 characters): the
+# JIT compilers' and the garbage collector's CPU is a cost of the JVM, not of the records.
+_JVM_THREAD_KINDS = (('C1 CompilerThre', 'jit'), ('C2 CompilerThre', 'jit'),
+                     ('GC Thread', 'gc'), ('G1 ', 'gc'), ('VM Thread', 'gc'))
+
+
+def jvm_thread_ticks(pid: int) -> dict[str, int]:
+  """CPU clock ticks of a JVM's threads so far, summed by kind: ``jit`` (the C1 and C2
+  compilers), ``gc`` (the collector's threads and the VM thread, which runs its pauses) and
+  ``work`` (every other thread). Threads that have ended are not counted."""
+  out = {'jit': 0, 'gc': 0, 'work': 0}
+  with contextlib.suppress(OSError):
+    for tid in os.listdir(f'/proc/{pid}/task'):
+      with contextlib.suppress(OSError, IndexError, ValueError):
+        with open(f'/proc/{pid}/task/{tid}/stat', encoding='ascii', errors='replace') as f:
+          head, tail = f.read().rsplit(')', 1)
+        name = head.split('(', 1)[1]
+        fields = tail.split()
+        kind = next((k for prefix, k in _JVM_THREAD_KINDS if name.startswith(prefix)), 'work')
+        out[kind] += int(fields[11]) + int(fields[12])
+  return out
+
+
 def status_kb(pid: int) -> dict[str, int]:
   """``VmRSS`` and ``VmHWM`` of ``pid`` in kB (empty once it is gone)."""
   out = {}

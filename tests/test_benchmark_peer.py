@@ -3,11 +3,15 @@ archives, and the jar names it leaves out because pyspark ships them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks import peer
+from benchmarks import common, peer
 
 
 def _archive(uuids, predictions, version='v1'):
@@ -63,3 +67,25 @@ def test_java_major_version():
   assert peer.java_major('openjdk version "17.0.15" 2025-04-15') == 17
   assert peer.java_major('java version "1.8.0_392"') == 8
   assert peer.java_major('bash: java: command not found') == 0
+
+
+def test_cpu_per_record_of_the_steady_window_only():
+  spin = 'import time\nend = time.time() + 2.5\nwhile time.time() < end: pass'
+  child = subprocess.Popen([sys.executable, '-c', spin])
+  started = time.monotonic()
+  sampler = common.MemorySampler({'python_job': child.pid}, every_s=0.1)
+  samples = []
+  with sampler:
+    while child.poll() is None:
+      time.sleep(0.1)
+      # 1,000 rows a second: the window between 10% and 90% of the last count.
+      samples.append((time.monotonic() - started, int((time.monotonic() - started) * 1000)))
+  steady = common.steady_cpu(sampler, samples, started)
+  assert steady is not None
+  us = steady['us_per_record']
+  # One busy core for 1,000 rows a second is 1,000 us a row (ticks are 10 ms: a margin).
+  assert 700 <= us['python_job'] <= 1200, steady
+  assert us['total'] == us['python_job'] and 0.7 <= steady['cores'] <= 1.2
+  line = common.steady_cpu_line(steady)
+  assert line.startswith(f"{us['total']:.1f} us/record") and 'python_job' in line
+  assert common.steady_cpu(sampler, samples[:1], started) is None

@@ -11,7 +11,7 @@ import sys
 from harness import scripts
 from harness.kafka import fresh_topics, topics_for
 from harness.ports import free_port
-from harness.procs import cmdline, cpu_ticks, descendants, rss_mb
+from harness.procs import cmdline, cpu_ticks, descendants, jvm_thread_ticks, rss_mb
 
 
 def test_a_free_port_can_be_bound_on_loopback():
@@ -40,6 +40,28 @@ def test_descendants_cmdline_cpu_and_memory_of_a_child_and_grandchild():
     child.kill()
     child.wait()
   assert cmdline(child.pid) == '' and cpu_ticks(child.pid) == 0  # gone: empty, not an error
+
+
+def test_a_jvms_cpu_is_split_by_kind_of_thread(tmp_path):
+  source = tmp_path / 'Spin.java'
+  source.write_text('public class Spin { public static void main(String[] a) {'
+                    ' long end = System.nanoTime() + 3_000_000_000L, x = 0;'
+                    ' while (System.nanoTime() < end) { x += x * 31 + 7; }'
+                    ' System.out.println(x); } }')
+  jvm = subprocess.Popen(['java', str(source)], stdout=subprocess.DEVNULL)
+  try:
+    subprocess.run(['sleep', '2'], check=True)
+    kinds = jvm_thread_ticks(jvm.pid)
+    total = cpu_ticks(jvm.pid)
+  finally:
+    jvm.kill()
+    jvm.wait()
+  assert set(kinds) == {'jit', 'gc', 'work'}
+  assert kinds['jit'] > 0, 'the source launcher compiles, and the spin loop is JIT-compiled'
+  assert kinds['work'] > kinds['gc']
+  # Every live thread is counted once (threads that ended are in the process's total only).
+  assert sum(kinds.values()) <= total + 2 and sum(kinds.values()) >= 0.5 * total
+  assert jvm_thread_ticks(jvm.pid) == {'jit': 0, 'gc': 0, 'work': 0}  # gone
 
 
 def test_topic_names():
