@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import time
 import uuid
 
@@ -157,6 +158,15 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
     while not outputs_complete() and time.monotonic() < deadline:
       time.sleep(2)
     time.sleep(6)  # one more roll of the files: anything written twice would show now
+    forked = _fork_server_children()
+  # On the job's own embedded Flink its SDK workers are forked from its fork server
+  # (pipelines/fork_server.py), which stops with the job; elsewhere there is none.
+  if flink_master == '[local]':
+    assert len(forked) == 1 and forked[0], forked
+    assert not any(os.path.exists(f'/proc/{pid}') for pid in forked[0])  # reaped by the server
+  else:
+    assert not forked
+  assert not _fork_server_children()
   print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s; ' +
         ', '.join(f'{k} after {v:.1f} s' for k, v in milestones.items()))
 
@@ -191,3 +201,19 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   print(f'[accounting] sent {len(sent)} (malformed {len(malformed)}): archived network '
         f'{len(network)}, process {len(process)}, memory {len(memory)}; dead letters '
         f'{len(dead)}; attacks {len(attacks)}; alerts {len(alerts)}')
+
+
+def _fork_server_children() -> list[list[int]]:
+  """For each fork server this process started: the pids of its children (forked workers)."""
+  stats = {}
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        stats[int(pid)] = (ppid, f.read())
+    except (OSError, ValueError):
+      pass
+  servers = [pid for pid, (ppid, cmd) in stats.items()
+             if ppid == os.getpid() and b'pipelines.fork_server\0serve' in cmd]
+  return [[pid for pid, (ppid, _) in stats.items() if ppid == server] for server in servers]
