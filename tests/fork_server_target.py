@@ -5,7 +5,8 @@ tests/test_fork_server.py::
 
 Each child prints what it got (argv, one environment variable, working directory, pid, its
 random draw, its threads, its open descriptors) as one JSON line on the launcher's stdout, then
-``argv[0]``: ``exit N`` exits with N, ``sleep`` sleeps until signalled.
+``argv[0]``: ``exit N`` exits with N, ``exec N`` execs a Python that exits with N, ``sleep``
+sleeps until signalled.
 """
 
 import json
@@ -25,6 +26,8 @@ def target(argv, launcher):
         flush=True)
   if argv[0] == 'sleep':
     time.sleep(120)
+  if argv[0] == 'exec':  # as a worker over staged packages does: a fresh interpreter, same pid
+    os.execv(sys.executable, [sys.executable, '-c', f'import sys; sys.exit({int(argv[1])})'])
   sys.exit(int(argv[1]))
 
 

@@ -80,6 +80,13 @@ def test_the_child_gets_the_launchers_streams_environment_and_exit_status(server
   assert outputs[0]['random'] != outputs[1]['random']  # reseeded in each child
 
 
+def test_a_child_that_execs_a_fresh_interpreter_is_still_waited_for(server):
+  launcher = _launcher(server, 'exec', '5')
+  out, err = launcher.communicate(timeout=30)
+  assert launcher.returncode == 5, err
+  assert json.loads(out)['argv'] == ['exec', '5']
+
+
 def test_the_launcher_relays_sigterm_and_dies_of_it(server):
   launcher = _launcher(server, 'sleep')
   child = json.loads(launcher.stdout.readline())
