@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pipelines import fork_server
+from pipelines import fork_server, runners
 
 ROOT = fork_server.ROOT
 
@@ -166,3 +166,19 @@ def _pids_with(text):
       except OSError:
         pass
   return pids
+
+
+@pytest.mark.parametrize('extra, forks', [
+    ([], True),
+    (['--flink_master=flink.example:8081'], False),  # a cluster's TaskManagers start them
+    (['--job_endpoint=localhost:8099'], False),  # a job server started elsewhere
+    (['--environment_type=LOOPBACK'], False),
+    (['--environment_type=EXTERNAL'], False),  # the pool beside each TaskManager
+    (['--environment_config={"command": "/opt/other_boot.sh"}'], False),
+])
+def test_the_job_forks_only_its_own_embedded_flinks_process_workers(extra, forks):
+  argv = runners.with_flink_defaults(['--runner=FlinkRunner', '--flink_job_server_jar=x.jar',
+                                      *extra])
+  with runners.forked_sdk_workers(argv):
+    assert (fork_server.FORK_SERVER_ENV in os.environ) == forks
+  assert fork_server.FORK_SERVER_ENV not in os.environ
