@@ -253,3 +253,18 @@ def test_a_batch_nothing_in_which_scores_costs_a_bounded_number_of_model_calls(
                                            _with_unscorable(batch, list(range(300))))
   assert scored == [] and len(calls) <= inference.MAX_SCORING_CALLS
   assert sorted(d['offset'] for d in dead) == list(range(300))
+
+
+def test_runinference_hands_each_batch_to_the_model_as_it_comes(model_dir):
+  """Batches are made upstream: RunInference's BatchElements, which keeps each element until
+  the next one arrives or the bundle ends, is skipped; a single RecordBatch (how RunInference
+  then passes an element) is one model call, and its failure dead-letters every record."""
+  handler = RegistryModelHandler(NETWORK, model_dir)
+  assert handler.should_skip_batching()
+  batch = network_batch(*(network_record(i) for i in range(4)))
+  [scored] = handler.run_inference(batch, handler.load_model())
+  assert len(scored) == 4 and scored.messages == batch.messages
+  assert handler.get_num_bytes(batch) == handler.get_num_bytes([batch]) > 0
+  rows = list(inference._failed_batch_to_dead_letters('network')((batch, ValueError('boom'))))  # pylint: disable=protected-access
+  assert [r['offset'] for r in rows] == [0, 1, 2, 3]
+  assert all('boom' in r['error'] for r in rows)

@@ -12,7 +12,7 @@ from transforms.batch import RecordBatch, RecordBatchCoder
 from transforms.dead_letter import DEAD_LETTER
 from transforms.parse import ParseAndClean, parse_messages
 from transforms.route import BatchByStream
-from transforms.source import SourceMessage, SourceMessageCoder
+from transforms.source import MessageBatch, SourceMessage, SourceMessageCoder
 
 
 def test_messages_are_batched_by_stream_and_unknown_streams_dead_lettered():
@@ -78,3 +78,39 @@ def test_batches_are_cut_by_bytes_as_well_as_by_messages():
     assert len(lists) >= 3, [len(b) for b in lists]
   assert_that(batches['network'], check)
   pipeline.run()
+
+
+def test_a_batch_open_for_max_wait_goes_on_before_the_bundle_ends(monkeypatch):
+  """Records streaming into a running bundle: a stream's batch that has waited max_wait_s is
+  output after the element that finds it so (checked per element), not at the bundle's end;
+  a fresh one keeps filling."""
+  from transforms import route  # pylint: disable=import-outside-toplevel
+  now = [50.0]
+  monkeypatch.setattr(route.time, 'monotonic', lambda: now[0])
+  fn = route._BatchByStreamFn(['network', 'process'], batch_size=100, max_wait_s=0.01)  # pylint: disable=protected-access
+  fn.start_bundle()
+  first = [message('network', network_record(i), offset=i) for i in range(3)]
+  assert list(fn.process(MessageBatch(first, 0))) == []
+  now[0] += 0.004
+  assert list(fn.process(first[0]._replace(offset=3))) == []
+  now[0] += 0.007
+  second = [message('network', network_record(i), offset=i) for i in range(4, 6)]
+  [out] = list(fn.process(MessageBatch(second, 0)))
+  assert out.tag == 'network' and [m.offset for m in out.value] == [0, 1, 2, 3, 4, 5]
+  late = message('network', network_record(9), offset=9)
+  assert list(fn.process(late)) == []  # a new batch, open since now
+  [rest] = list(fn.finish_bundle())
+  assert [m.offset for m in rest.value.value] == [9]
+
+
+def test_without_max_wait_batches_wait_for_size_or_the_bundle(monkeypatch):
+  from transforms import route  # pylint: disable=import-outside-toplevel
+  now = [50.0]
+  monkeypatch.setattr(route.time, 'monotonic', lambda: now[0])
+  fn = route._BatchByStreamFn(['network'], batch_size=100)  # pylint: disable=protected-access
+  fn.start_bundle()
+  for i in range(3):
+    assert list(fn.process(message('network', network_record(i), offset=i))) == []
+    now[0] += 10
+  [rest] = list(fn.finish_bundle())
+  assert len(rest.value.value) == 3

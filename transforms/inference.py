@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -252,11 +252,18 @@ def score_or_bisect(schema: RecordSchema, loaded: registry.LoadedModel, batch: R
   return scored + more_scored, dead + more_dead
 
 
+def _batches(batch: Union[RecordBatch, Sequence[RecordBatch]]) -> Sequence[RecordBatch]:
+  return (batch,) if isinstance(batch, RecordBatch) else batch
+
+
 class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
   """Scores RecordBatches with the registry's newest model of their stream.
 
   Each element is already a batch of records (ParseAndClean batches them), so RunInference
-  passes them on one at a time and each is one model call.
+  skips its own batching (``should_skip_batching``) and each element is one model call:
+  BatchElements, even with batches of one, holds each element back until the next one arrives
+  or the bundle ends, and with records streaming into a running bundle an alert would wait
+  for that.
   """
 
   def __init__(self, schema: RecordSchema, model_dir: str, refresh_seconds: float = 10.0,
@@ -273,14 +280,16 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
     return LiveModel(self._model_dir, self._schema.stream, self._refresh_seconds,
                      self._public_keys)
 
-  def run_inference(self, batch: Sequence[RecordBatch], model: LiveModel,
+  def run_inference(self, batch: Union[RecordBatch, Sequence[RecordBatch]], model: LiveModel,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[RecordBatch]:
+    """``batch``: one RecordBatch (how RunInference passes each element, batching skipped),
+    or a sequence of them."""
     loaded = model.get()
     refused = model.take_refusals()
     if refused:
       Metrics.counter(self.get_metrics_namespace(), MODELS_REFUSED).inc(refused)
     profile = model.profiles.get(loaded.version)
-    return [self._score(loaded, records, profile) for records in batch]
+    return [self._score(loaded, records, profile) for records in _batches(batch)]
 
   def _score(self, loaded, records: RecordBatch, profile):
     scored, dead = score_or_bisect(self._schema, loaded, records, profile)
@@ -291,12 +300,12 @@ class RegistryModelHandler(ModelHandler[RecordBatch, RecordBatch, LiveModel]):
     return PartlyScored(RecordBatch.concat(self._schema.stream, scored) if scored else
                         records.take([]), dead)
 
-  def batch_elements_kwargs(self):
-    return {'min_batch_size': 1, 'max_batch_size': 1}
+  def should_skip_batching(self) -> bool:
+    return True
 
-  def get_num_bytes(self, batch: Sequence[RecordBatch]) -> int:
+  def get_num_bytes(self, batch: Union[RecordBatch, Sequence[RecordBatch]]) -> int:
     # For RunInference's byte metrics; the default pickles every batch to measure it.
-    return sum(len(m.value or b'') for records in batch for m in records.messages)
+    return sum(len(m.value or b'') for records in _batches(batch) for m in records.messages)
 
   def get_metrics_namespace(self) -> str:
     return f'RunInference_{self._schema.stream}'
@@ -306,10 +315,11 @@ def _failed_batch_to_dead_letters(stream: str):
   counter = dead_letter_counter('Score', stream)
 
   def to_rows(failed):
-    """(batches, exception) -> a dead letter per record; never raises, whatever arrives."""
+    """(batch or batches, exception) -> a dead letter per record; never raises, whatever
+    arrives."""
     try:
       batches, error = failed
-      batches = list(batches)
+      batches = list(_batches(batches))
     except Exception as e:  # pylint: disable=broad-except
       counter.inc()
       yield dead_letter_row(failed, INFERENCE_STAGE, e)

@@ -50,7 +50,7 @@ from apache_beam.transforms.external import (ExternalTransform, JavaJarExpansion
                                              NamedTupleBasedPayloadBuilder)
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms import jvm
+from transforms import fn_data, jvm
 from transforms.source import MessageBatch, SourceMessage
 
 # Arguments that make the expanded KafkaIO runnable inside the Flink JVM (no Docker, no `boot`).
@@ -211,6 +211,25 @@ def decode_batch(data: bytes, stream_by_topic: Mapping[str, str]) -> MessageBatc
   return MessageBatch(messages, value_start - keys_end)
 
 
+class DecodeBatchesFn(beam.DoFn):
+  """One batch in ReadKafkaBatches.java's layout (bytes) -> its MessageBatch
+  (:func:`decode_batch`).
+
+  Its ``setup`` also makes this worker's output to the runner honour
+  ``--experiments=data_buffer_time_limit_ms`` with whole elements only (transforms/fn_data.py):
+  every Python stage that reads Kafka runs this DoFn, before its first bundle.
+  """
+
+  def __init__(self, stream_by_topic: Mapping[str, str]):
+    self._stream_by_topic = dict(stream_by_topic)
+
+  def setup(self):
+    fn_data.install()
+
+  def process(self, data: bytes):
+    yield decode_batch(data, self._stream_by_topic)
+
+
 def _timestamped_messages(batch: MessageBatch):
   """A MessageBatch -> its SourceMessages, each stamped with its Kafka record time."""
   for message in batch.messages:
@@ -318,7 +337,7 @@ class ReadKafkaBatches(beam.PTransform):
     return (
         pbegin
         | 'ReadKafkaBatches' >> read.with_output_types(bytes)
-        | 'Decode' >> beam.Map(decode_batch, self._topics).with_output_types(MessageBatch))
+        | 'Decode' >> beam.ParDo(DecodeBatchesFn(self._topics)).with_output_types(MessageBatch))
 
 
 class ReadKafkaMessages(ReadKafkaBatches):

@@ -26,6 +26,10 @@ PARSE_STAGE = 'parse'
 CLEAN_STAGE = 'clean'
 # Records scored per model call and written per Arrow table; see benchmarks/stages.py.
 DEFAULT_BATCH_SIZE = 2000
+# How long a batch may stay open while records trickle in: with the Flink job's
+# data_buffer_time_limit_ms the records of a bundle reach the worker while it runs, and a
+# batch scored only at the bundle's end would hold every alert of it back until then.
+MAX_BATCH_WAIT_S = 0.01
 log = logging.getLogger(__name__)
 
 
@@ -256,7 +260,8 @@ class ParseAndClean(beam.PTransform):
 
   Two steps: :class:`BatchByStream` routes the messages by stream and batches them within each
   bundle, up to ``batch_size`` per batch (the batch is what the model scores in one call and
-  what the archive writes as one table); then :class:`ParseBatches` parses and cleans each
+  what the archive writes as one table), or what came within ``max_batch_wait_s`` while the
+  bundle runs; then :class:`ParseBatches` parses and cleans each
   stream's batches. A message of a stream not in ``schemas`` is dead-lettered (stage
   ``route``). Returns ``result[stream]``, the batches of each stream, and
   ``result[DEAD_LETTER]``, every dead letter of both steps. ``decoders``: stream -> the
@@ -265,16 +270,19 @@ class ParseAndClean(beam.PTransform):
 
   def __init__(self, schemas: Union[RecordSchema, Iterable[RecordSchema]],
                batch_size: int = DEFAULT_BATCH_SIZE,
-               decoders: Optional[Mapping[str, Decoder]] = None):
+               decoders: Optional[Mapping[str, Decoder]] = None,
+               max_batch_wait_s: Optional[float] = MAX_BATCH_WAIT_S):
     self._schemas = (schemas,) if isinstance(schemas, RecordSchema) else tuple(schemas)
     super().__init__(label='ParseAndClean' if len(self._schemas) > 1
                      else f'ParseAndClean[{self._schemas[0].stream}]')
     self._batch_size = batch_size
     self._decoders = dict(decoders or {})
+    self._max_batch_wait_s = max_batch_wait_s
 
   def expand(self, messages):
     batches = messages | 'ByStream' >> BatchByStream(
-        [schema.stream for schema in self._schemas], self._batch_size)
+        [schema.stream for schema in self._schemas], self._batch_size,
+        max_wait_s=self._max_batch_wait_s)
     outputs, dead = {}, [batches[DEAD_LETTER]]
     for schema in self._schemas:
       parsed = batches[schema.stream] | ParseBatches(
