@@ -133,6 +133,23 @@ def _die_with_parent(signum: int) -> None:
     pass
 
 
+def _show_command_line(argv: Sequence[str]) -> None:
+  """Shows ``argv`` as this process's command line (``/proc/self/cmdline``, ``ps``), cut to the
+  space the original one had: a forked worker would show the server's otherwise, and tools
+  find SDK workers by their command line (``ps``, the fault tests, the benchmarks' samplers).
+  The original arguments' memory is the kernel's record of them; Python keeps copies."""
+  try:
+    with open('/proc/self/stat', 'rb') as f:
+      fields = f.read().rsplit(b')', 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (stat fields 48, 49)
+  except (OSError, IndexError, ValueError):
+    return
+  if start <= 0 or end - start < 2:
+    return
+  data = '\0'.join(argv).encode()[:end - start - 1]
+  ctypes.memmove(start, data + b'\0' * (end - start - len(data)), end - start)
+
+
 def _interpreter() -> dict:
   """What a forked worker shares with the server and must match what the launcher's fresh
   interpreter would be."""
@@ -305,6 +322,7 @@ class ForkServer:
     os.environ.clear()
     os.environ.update(request['env'])
     sys.argv = [os.path.join(ROOT, 'pipelines', 'sdk_worker.py'), *request['argv']]
+    _show_command_line([sys.executable, '-m', 'pipelines.sdk_worker', *request['argv']])
     random.seed()  # also done by Python at fork; numpy's global generator is not
     numpy = sys.modules.get('numpy')
     if numpy is not None:

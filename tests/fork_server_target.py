@@ -22,7 +22,8 @@ from pipelines.fork_server import ForkServer, thread_count
 def target(argv, launcher):
   print(json.dumps({'argv': argv, 'launcher': launcher, 'pid': os.getpid(), 'cwd': os.getcwd(),
                     'env': os.environ.get('FORK_TEST_VALUE'), 'random': random.getrandbits(64),
-                    'threads': thread_count(), 'fds': sorted(os.listdir('/proc/self/fd'))}),
+                    'threads': thread_count(), 'fds': sorted(os.listdir('/proc/self/fd')),
+                    'cmdline': open('/proc/self/cmdline', 'rb').read().decode()}),
         flush=True)
   if argv[0] == 'sleep':
     time.sleep(120)

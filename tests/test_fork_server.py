@@ -74,6 +74,8 @@ def test_the_child_gets_the_launchers_streams_environment_and_exit_status(server
     assert child['argv'] == ['exit', str(code)] and child['env'] == f'v{code}'
     assert child['cwd'] == ROOT and child['launcher'] == launcher.pid
     assert child['pid'] != launcher.pid and child['threads'] == 1
+    # Shown as the worker it is (ps, the fault tests find workers so), not as the server.
+    assert child['cmdline'].split('\0')[1:4] == ['-m', 'pipelines.sdk_worker', 'exit'], child
     # The server's sockets and its other launchers' connections are not the child's: its
     # streams only, and the folder it listed them from.
     assert len(child['fds']) == 4 and {'0', '1', '2'} <= set(child['fds']), child['fds']
