@@ -36,6 +36,7 @@ same user can connect. It never listens on TCP.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import gc
@@ -284,22 +285,27 @@ class ForkServer:
     pid = os.fork()
     if pid:
       return pid
-    code = 1
+    code, die_of = 1, None
     try:
       self._become_worker(conn, request, fds)
       self.target(list(request['argv']), int(request['launcher']))
       code = 0
     except SystemExit as e:
       code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+      die_of = signal.SIGINT  # as Python itself ends on an uncaught Ctrl-C
     except BaseException:  # pylint: disable=broad-except
       logging.getLogger('pipelines.sdk_worker').exception('SDK worker failed')
     finally:
+      # The end of an interpreter, not of the server's loop this child was forked inside.
       with contextlib.suppress(BaseException):
-        import atexit  # pylint: disable=import-outside-toplevel
         atexit._run_exitfuncs()  # pylint: disable=protected-access
       with contextlib.suppress(BaseException):
         sys.stdout.flush()
         sys.stderr.flush()
+      if die_of is not None:
+        signal.signal(die_of, signal.SIG_DFL)
+        os.kill(os.getpid(), die_of)
       os._exit(code)  # pylint: disable=protected-access
 
   def _become_worker(self, conn: socket.socket, request: dict, fds: list[int]) -> None:

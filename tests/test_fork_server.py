@@ -89,12 +89,13 @@ def test_a_child_that_execs_a_fresh_interpreter_is_still_waited_for(server):
   assert json.loads(out)['argv'] == ['exec', '5']
 
 
-def test_the_launcher_relays_sigterm_and_dies_of_it(server):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_the_launcher_relays_a_signal_and_dies_of_it(server, signum):
   launcher = _launcher(server, 'sleep')
   child = json.loads(launcher.stdout.readline())
   assert _alive(child['pid'])
-  launcher.send_signal(signal.SIGTERM)
-  assert launcher.wait(timeout=30) == -signal.SIGTERM  # as the worker itself would
+  launcher.send_signal(signum)
+  assert launcher.wait(timeout=30) == -signum  # as the worker itself would
   assert _gone(child['pid'])
 
 
