@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -140,7 +141,6 @@ def test_the_job_side_server_preloads_without_threads_and_stops(tmp_path):
     while not os.path.exists(path) and time.monotonic() < deadline:
       time.sleep(0.05)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    import socket  # pylint: disable=import-outside-toplevel
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
       conn.connect(path)  # answered once the preloading is done
       r, w = os.pipe()
