@@ -442,7 +442,7 @@ def launch(argv: Sequence[str], path: Optional[str] = None,
       _send(conn, {'argv': list(argv), 'env': env, 'cwd': os.getcwd(), 'launcher': os.getpid(),
                    'interpreter': _interpreter()}, fds=(0, 1, 2))
       reply, _ = _recv(conn)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # no server, a stopped one, a garbled answer
       print(f'fork server {path}: {e}; starting a fresh SDK worker', file=sys.stderr)
       reply = None
     if reply is None or 'pid' not in reply:
