@@ -1,9 +1,14 @@
 """The PROCESS-environment worker boot: secrets given as flags never reach the runner's log."""
 
+import json
 import logging
+import subprocess
+import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from harness.scripts import ROOT
+from pipelines import sdk_worker
 from pipelines.sdk_worker import RedactOptions
 
 
@@ -20,3 +25,13 @@ def test_the_options_log_line_masks_secret_values():
   line = record.getMessage()
   assert 'SECRET' not in line and 'AKIA-ID' not in line
   assert 'http://127.0.0.1:9000' in line and 'FlinkRunner' in line  # the rest stays readable
+
+
+def test_a_worker_freezes_what_it_loaded_and_collects_young_objects_less_often():
+  code = ('import gc, json; from pipelines import sdk_worker; before = gc.get_threshold(); '
+          'sdk_worker.collect_garbage_less_often(); '
+          'print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))')
+  before, after, frozen = json.loads(subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  assert before == [700, 10, 10] and after == list(sdk_worker.GC_THRESHOLDS)
+  assert frozen > 10_000  # Beam and the project's modules, out of every later collection
