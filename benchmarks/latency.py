@@ -23,7 +23,10 @@ before ``produce()`` (librdkafka producer, linger 1 ms) and is also its Kafka ti
 consumer thread reads the alerts topic (``fetch.wait.max.ms`` 10) and extracts the record uuid
 from each alert's ``details``. Latency = alert received - sent (primary), and alert's Kafka
 timestamp (set by the job's producer) - input timestamp (without the consumer's fetch delay).
-Percentiles are over the expected alerts of the measured window; an expected alert that never
+Each alert's own ``processing_time`` (stamped in the Python stage when the alert is made,
+right after scoring) splits it in two: send -> scored (source, the Python stage's bundle and
+its work) and scored -> in the alerts topic (the way out: the Python worker's output, the
+Java Kafka-write stage's bundle, the producer). Percentiles are over the expected alerts of the measured window; an expected alert that never
 arrives counts as infinitely late (so p99 is "inf" when more than 1% are missing).
 
 The bundle settings decide most of it: Flink's ``--max_bundle_time_mills`` /
