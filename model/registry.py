@@ -41,7 +41,6 @@ import zipfile
 from typing import Any, Callable, NamedTuple, Optional
 
 import joblib
-import skops.io as skops_io
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
@@ -309,9 +308,18 @@ def read_version_file(model_dir: str, detector: str, version: str, name: str,
   return data
 
 
+def _skops_io():
+  """skops.io, imported on first use: importing it walks scikit-learn's estimators, a cost the
+  stream job's own process (which builds the pipeline and never reads a model) need not pay at
+  its start. SDK workers have it preloaded (pipelines/fork_server.py)."""
+  import skops.io  # pylint: disable=import-outside-toplevel
+  return skops.io
+
+
 def dumps_model(estimator: Any) -> tuple[bytes, str]:
   """``(bytes, format)``: skops when every type in it is trusted, else a joblib pickle."""
   try:
+    skops_io = _skops_io()
     data = skops_io.dumps(estimator, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
     untrusted = set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
   except Exception as e:  # pylint: disable=broad-except
@@ -330,6 +338,7 @@ def loads_model(data: bytes, model_format: str, *, allow_pickle: bool) -> Any:
   """A model from its bytes. skops builds trusted types only and refuses the rest; a joblib
   pickle can run any code, so it is loaded only with ``allow_pickle`` (a verified signature)."""
   if model_format == 'skops':
+    skops_io = _skops_io()
     try:
       untrusted = set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
     except Exception as e:  # pylint: disable=broad-except

@@ -71,7 +71,7 @@ PRELOAD = ('apache_beam.runners.worker.sdk_worker_main',
            'apache_beam.runners.worker.bundle_processor',
            'apache_beam.runners.worker.operations',
            'apache_beam.io.filesystems', 'pyarrow.parquet', 'pandas', 'sklearn.ensemble',
-           'sklearn.pipeline', 'msgspec', 'skl2onnx', 'pipelines.sdk_worker')
+           'sklearn.pipeline', 'msgspec', 'skl2onnx', 'skops.io', 'pipelines.sdk_worker')
 # The project's packages whose every module is preloaded too.
 PRELOAD_PACKAGES = ('schemas', 'model', 'transforms')
 
