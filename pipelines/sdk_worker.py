@@ -178,8 +178,8 @@ class StartupLine(logging.Filter):
 # Python's collector runs a young collection every 700 new container objects. A worker's batches
 # are columns of thousands of records (a tuple per record while they are parsed, lists per
 # field), nearly all of them garbage at the end of the bundle, so with the default the collector
-# walked them, and everything they promoted, dozens of times a batch: about a tenth of a scoring
-# worker's CPU in a profile of the job (benchmarks/README.md, "Where the time goes now").
+# walked them, and everything they promoted, dozens of times a batch (its share of a scoring
+# worker's CPU: benchmarks/README.md, "Where the time goes now").
 GC_THRESHOLDS = (20_000, 20, 50)
 
 
