@@ -216,6 +216,10 @@ def role_of(cmd: str) -> str:
     return 'short_lived_helper'  # Beam's environment probes at submission (java, docker, pip)
   if 'kafka.Kafka' in cmd:
     return 'kafka_broker'
+  if 'pipelines.fork_server serve' in cmd:  # pipelines/fork_server.py: the forked workers'
+    return 'sdk_worker_fork_server'           # parent, which has preloaded their imports
+  if 'pipelines.fork_server' in cmd:  # scripts/sdk_worker.sh as a forked worker's launcher
+    return 'sdk_worker_launcher'
   if 'sdk_worker' in cmd:  # PROCESS environment: scripts/sdk_worker.sh, sdk_worker_main
     return 'python_sdk_worker'
   if 'java' in cmd.split(' ', 1)[0] or ' -jar ' in cmd or '-cp ' in cmd:

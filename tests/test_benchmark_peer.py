@@ -89,3 +89,16 @@ def test_cpu_per_record_of_the_steady_window_only():
   line = common.steady_cpu_line(steady)
   assert line.startswith(f"{us['total']:.1f} us/record") and 'python_job' in line
   assert common.steady_cpu(sampler, samples[:1], started) is None
+
+
+@pytest.mark.parametrize('cmd, role', [
+    ('/v/bin/python -m pipelines.fork_server serve --socket /tmp/f/socket', 'sdk_worker_fork_server'),
+    ('/v/bin/python -m pipelines.fork_server --id=1-2 --provision_endpoint=localhost:1',
+     'sdk_worker_launcher'),
+    ('/v/bin/python -m pipelines.sdk_worker --id=1-2 --provision_endpoint=localhost:1',
+     'python_sdk_worker'),
+    ('java -cp a.jar:beam-runners-flink-1.19-job-server-2.62.0.jar org.apache.beam.X',
+     'flink_job_server_jvm'),
+])
+def test_process_roles_tell_the_fork_server_and_its_launchers_from_the_workers(cmd, role):
+  assert common.role_of(cmd) == role
