@@ -3,6 +3,7 @@ archives, and the jar names it leaves out because pyspark ships them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks import common, peer
+from harness.procs import cpu_ticks
 
 
 def _archive(uuids, predictions, version='v1'):
@@ -73,19 +75,26 @@ def test_cpu_per_record_of_the_steady_window_only():
   spin = 'import time\nend = time.time() + 2.5\nwhile time.time() < end: pass'
   child = subprocess.Popen([sys.executable, '-c', spin])
   started = time.monotonic()
-  sampler = common.MemorySampler({'python_job': child.pid}, every_s=0.1)
-  samples = []
+  sampler = common.MemorySampler({'python_job': child.pid}, every_s=0.05)
+  samples, ticks = [], []
   with sampler:
     while child.poll() is None:
-      time.sleep(0.1)
-      # 1,000 rows a second: the window between 10% and 90% of the last count.
-      samples.append((time.monotonic() - started, int((time.monotonic() - started) * 1000)))
+      time.sleep(0.05)
+      # 1,000 rows a second; the child's own CPU time beside them, read here independently.
+      t = time.monotonic() - started
+      samples.append((t, int(t * 1000)))
+      ticks.append(cpu_ticks(child.pid))
   steady = common.steady_cpu(sampler, samples, started)
   assert steady is not None
+  total = samples[-1][1]
+  first = next(i for i, (_, r) in enumerate(samples) if r >= 0.1 * total)
+  last = max(i for i, (_, r) in enumerate(samples) if r <= 0.9 * total)
+  rows = samples[last][1] - samples[first][1]
+  expected = (ticks[last] - ticks[first]) / os.sysconf('SC_CLK_TCK') / rows * 1e6
   us = steady['us_per_record']
-  # One busy core for 1,000 rows a second is 1,000 us a row (ticks are 10 ms: a margin).
-  assert 700 <= us['python_job'] <= 1200, steady
-  assert us['total'] == us['python_job'] and 0.7 <= steady['cores'] <= 1.2
+  # The sampler's own samples are up to one period off the window's ends: a margin for that.
+  assert abs(us['python_job'] - expected) <= 0.2 * expected + 0.1e6 / rows, (steady, expected)
+  assert us['python_job'] > 0 and us['total'] == us['python_job'] and steady['cores'] > 0
   line = common.steady_cpu_line(steady)
   assert line.startswith(f"{us['total']:.1f} us/record") and 'python_job' in line
   assert common.steady_cpu(sampler, samples[:1], started) is None
