@@ -227,7 +227,11 @@ def role_of(cmd: str) -> str:
       return 'flink_job_server_jvm'
     if 'expansion-service' in cmd:
       return 'expansion_service_jvm'
+    if 'org.apache.spark.deploy.SparkSubmit' in cmd:  # the peer's driver JVM (local[2])
+      return 'spark_jvm'
     return 'other_jvm'
+  if 'pyspark.daemon' in cmd:  # the peer's Python workers (mapInPandas)
+    return 'spark_python_worker'
   if 'python' in cmd.split(' ', 1)[0]:
     return 'python'
   return 'other'
@@ -298,7 +302,11 @@ class MemorySampler:
         # Seen first below its launcher script (a restarted TaskManager), then made a root.
         info['role'] = label
       elif info['cmd'].startswith('bash '):  # a script that exec()s: show what it became
-        info['cmd'] = (cmdline(pid) or info['cmd'])[:160]
+        cmd = cmdline(pid)
+        if cmd and not cmd.startswith('bash '):
+          info['cmd'] = cmd[:160]
+          if pid not in self.roots.values():
+            info['role'] = role_of(cmd)
       status = status_kb(pid)
       if not status:
         continue

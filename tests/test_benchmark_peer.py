@@ -108,6 +108,9 @@ def test_cpu_per_record_of_the_steady_window_only():
      'python_sdk_worker'),
     ('java -cp a.jar:beam-runners-flink-1.19-job-server-2.62.0.jar org.apache.beam.X',
      'flink_job_server_jvm'),
+    ('/usr/lib/jvm/java-17/bin/java -cp /p/conf:/p/jars/* -Xmx1g org.apache.spark.deploy.SparkSubmit '
+     '--conf spark.master=local[2] pyspark-shell', 'spark_jvm'),
+    ('/v/bin/python -m pyspark.daemon pyspark.worker', 'spark_python_worker'),
 ])
 def test_process_roles_tell_the_fork_server_and_its_launchers_from_the_workers(cmd, role):
   assert common.role_of(cmd) == role
