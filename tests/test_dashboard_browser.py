@@ -322,7 +322,7 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
   rejected rows in its feeds table and logs no error."""
   # Local: Playwright is optional (the tests skip without it); importing it here keeps
   # the module importable.
-  from playwright.sync_api import sync_playwright
+  from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
   producer = Producer({'bootstrap.servers': broker, 'linger.ms': 5,
                        'message.max.bytes': 1_000_000})
@@ -344,11 +344,11 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
     producer.produce('alerts', json.dumps(dict(
         json.loads(kafka_message(sample_network_alert(50_000 + i, now, 0.9))[1]),
         service=f'forged-service-{i}-' + 'z' * 200)).encode())
-  producer.flush(30)
+  assert producer.flush(60) == 0, 'the broker did not take the forged messages'
   real = sample_network_alert(77_777, time.time(), 0.993, service='real-after-forgery')
   key, value = kafka_message(real)
   producer.produce('alerts', value, key)
-  producer.flush(10)
+  assert producer.flush(30) == 0, 'the broker did not take the real alert'
 
   console_errors = []
   with sync_playwright() as playwright:
@@ -359,8 +359,12 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
       page.on('pageerror', lambda e: console_errors.append(str(e)))
       page.goto(dashboard, wait_until='domcontentloaded')
       page.wait_for_selector('#conn.live', timeout=15_000)
-      page.locator(f'#alerts-table tbody tr[data-id="{real["event_id"]}"]').wait_for(
-          state='visible', timeout=30_000)
+      try:
+        page.locator(f'#alerts-table tbody tr[data-id="{real["event_id"]}"]').wait_for(
+            state='visible', timeout=60_000)
+      except PlaywrightTimeout:  # what the dashboard had consumed by then, for the failure
+        feed = _get_json(dashboard + 'api/state')['feeds']['alerts']
+        raise AssertionError(f'the real alert was not drawn; the alerts feed: {feed}') from None
       rejected = _wait_js(page, "(() => { const r = document.getElementById('rejected-row');"
                           " return r && /[1-9]/.test(r.cells[1].textContent) &&"
                           " r.cells[1].textContent; })()", 20)

@@ -9,6 +9,7 @@ submitter's: nothing relies on a shared path or on the submitter's current direc
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -79,8 +80,13 @@ def _parent(pid: int) -> int:
 
 
 def _prometheus(port: int) -> str:
-  with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5) as r:
-    return r.read().decode()
+  """One metrics page; '' when the endpoint dropped the request (seen in CI while the job's
+  tasks were being deployed: "Remote end closed connection"), which the callers poll again."""
+  try:
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5) as r:
+      return r.read().decode()
+  except (OSError, http.client.HTTPException):
+    return ''
 
 
 def _beam_counter(text: str, name: str) -> float:
