@@ -363,7 +363,7 @@ def test_forged_alerts_on_the_topic_do_not_break_the_page(broker, dashboard):
       page.wait_for_selector('#conn.live', timeout=15_000)
       try:
         page.locator(f'#alerts-table tbody tr[data-id="{real["event_id"]}"]').wait_for(
-            state='visible', timeout=60_000)
+            state='visible', timeout=30_000)
       except PlaywrightTimeout:  # what the dashboard had consumed by then, for the failure
         feed = _get_json(dashboard + 'api/state')['feeds']['alerts']
         raise AssertionError(f'the real alert was not drawn; the alerts feed: {feed}') from None
