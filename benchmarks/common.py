@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -50,8 +51,63 @@ def _first_line(cmd: Sequence[str]) -> str:
     return 'unknown'
 
 
+def _python_loop_ms(n: int = 1_000_000) -> float:
+  """The median of five runs of a fixed pure-Python loop: the speed of one core for code like
+  the job's own Python, as this machine gives it now (a median, not the best run: a host
+  whose cores are shared makes the runs differ, and the job feels that too)."""
+  runs = []
+  for _ in range(5):
+    started = time.perf_counter()
+    total = 0
+    for i in range(n):
+      total += i
+    runs.append(time.perf_counter() - started)
+  return round(statistics.median(runs) * 1000, 1)
+
+
+def _pipe_round_trip_us(trips: int = 2000) -> Optional[float]:
+  """The median round trip of one byte between two processes over pipes: a wake-up of another
+  process and back, which the job pays at every Fn API and gRPC hand-off and its reference
+  (a single process) does not; None where os.fork is missing."""
+  if not hasattr(os, 'fork'):
+    return None
+  to_child, from_parent = os.pipe()
+  from_child, to_parent = os.pipe()
+  pid = os.fork()
+  if pid == 0:  # the echoing child: never returns into the benchmark
+    try:
+      os.close(from_parent)  # so that the parent's close ends the child's read
+      os.close(from_child)
+      while os.read(to_child, 1):
+        os.write(to_parent, b'x')
+    finally:
+      os._exit(0)  # pylint: disable=protected-access
+  os.close(to_child)
+  os.close(to_parent)
+  times = []
+  try:
+    for _ in range(trips):
+      started = time.perf_counter()
+      os.write(from_parent, b'x')
+      os.read(from_child, 1)
+      times.append(time.perf_counter() - started)
+  finally:
+    os.close(from_parent)
+    os.close(from_child)
+    os.waitpid(pid, 0)
+  return round(statistics.median(times) * 1e6, 1)
+
+
+def machine_speed() -> dict[str, Optional[float]]:
+  """Two calibration figures measured at the benchmark's start, so that absolute figures of
+  different days (and machines) can be told apart: one core's Python speed, and the cost of
+  waking another process (benchmarks/README.md, "Reading the figures")."""
+  return {'python_loop_ms': _python_loop_ms(), 'pipe_round_trip_us': _pipe_round_trip_us()}
+
+
 def machine_info() -> dict[str, Any]:
-  """Cores, CPU model, RAM, load and the versions of everything measured."""
+  """Cores, CPU model, RAM, load, calibration figures and the versions of everything
+  measured."""
   cpu = 'unknown'
   with contextlib.suppress(OSError):
     with open('/proc/cpuinfo', encoding='utf-8') as f:
@@ -78,7 +134,7 @@ def machine_info() -> dict[str, Any]:
     git, dirty = os.environ['BENCH_GIT_REV'] + ' (exported)', ''
   return {
       'cores': os.cpu_count(), 'cpu': cpu, 'ram_gb': mem_gb,
-      'load_avg_at_start': [round(x, 2) for x in os.getloadavg()],
+      'load_avg_at_start': [round(x, 2) for x in os.getloadavg()], 'speed': machine_speed(),
       'os': platform.platform(), 'versions': versions,
       'git': git + (' (working tree modified)' if dirty else ''),
       'when_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'),
@@ -87,8 +143,10 @@ def machine_info() -> dict[str, Any]:
 
 def machine_line(m: dict[str, Any]) -> str:
   v = m['versions']
+  speed = m.get('speed') or {}
   return (f"{m['cores']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, load {m['load_avg_at_start']} "
-          f"at start; Python {v.get('python')}, Beam {v.get('apache_beam')} (Java "
+          f"at start, speed: Python loop {speed.get('python_loop_ms')} ms, pipe round trip "
+          f"{speed.get('pipe_round_trip_us')} us; Python {v.get('python')}, Beam {v.get('apache_beam')} (Java "
           f"{v.get('beam_java')}), Flink {v.get('flink')}, Kafka {v.get('kafka_broker')}; "
           f"git {m['git']}; {m['when_utc']} UTC")
 
