@@ -17,8 +17,7 @@ What each phase holds (docs/RUNTIME.md, "Startup"):
 * ``python start``: the interpreter's start and the job's imports, up to ``main``;
 * ``job server``: the job server JVM until its job service answers (none with
   ``--job_endpoint``: a running one is reused);
-* ``expansion service``: what is left of the expansion-service JVM's start once the job server
-  answers (it starts beside the job server's JVM; none with
+* ``expansion service``: the expansion-service JVM until it answers (none with
   ``--expansion_service=host:port``);
 * ``expansion``: building the pipeline, with the Kafka transforms expanded by it;
 * ``submission``: the pipeline's proto, staging, and the job server's ``Run``;

@@ -262,27 +262,10 @@ def run(argv: Optional[Sequence[str]] = None,
   collects the startup phases and logs them at the first archived row (pipelines/startup.py)."""
   timeline = timeline or startup.StartupTimeline(started=time.time())
   argv = with_stream_defaults(argv or [])
-  with _started_beside_the_job_server(argv), runners.job_server(argv) as args:
+  # The SDK workers' fork server preloads their imports while the job server starts.
+  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
     timeline.mark(startup.JOB_SERVER)
     return _run(PipelineOptions(args), timeline)
-
-
-@contextlib.contextmanager
-def _started_beside_the_job_server(argv: Sequence[str]) -> Iterator[None]:
-  """What the job needs next, started while the job server's JVM starts rather than after it:
-  the SDK workers' fork server (it preloads their imports) and the expansion service's JVM
-  (the pipeline's build takes it over, see _expansion_scope). Both are stopped with the block
-  if nothing took them over."""
-  opts = PipelineOptions(list(argv)).view_as(StreamOptions)
-  early_expansion = opts.source == 'kafka' and not opts.expansion_service
-  with runners.forked_sdk_workers(argv):
-    if early_expansion:
-      kafka_io.expansion_service().start_in_background()
-    try:
-      yield
-    finally:
-      if early_expansion:
-        kafka_io.expansion_service().release_background_start()
 
 
 def submit(options: PipelineOptions,
@@ -324,7 +307,7 @@ def _expansion_scope(opts: StreamOptions, timeline: startup.StartupTimeline) -> 
     yield
     return
   service = kafka_io.expansion_service()
-  service.__enter__()  # starts the JVM, or takes over its start in the background; waits for it
+  service.__enter__()  # starts the JVM and waits until it answers
   timeline.mark(startup.EXPANSION_SERVICE)
   try:
     yield
@@ -338,7 +321,7 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
   argv = with_stream_defaults(argv)
-  with _started_beside_the_job_server(argv), runners.job_server(argv) as args:
+  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
     timeline = startup.StartupTimeline(started=time.time())
     timeline.mark(startup.JOB_SERVER)
     options = PipelineOptions(args)

@@ -2,9 +2,7 @@
 them (transforms/kafka_io.py decode_batch), and BatchByStream on such batches. The Java side is
 run end to end by tests/integration/test_kafka_flink.py and the stream job's tests."""
 
-import os
 import struct
-import time
 import zipfile
 
 import apache_beam as beam
@@ -12,7 +10,6 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from harness import procs
 from tests.factories import message, network_record
 from tests.test_loopback_jars import _pinned
 from transforms import jvm, kafka_io
@@ -151,44 +148,3 @@ def test_an_unbounded_read_is_flinks_own_read_of_the_batching_source():
   assert sorted(unbounded) == [('beam:transform:pardo:v1', python),
                                ('beam:transform:read:v1', None)]
   assert ('beam:transform:pardo:v1', 'EMBEDDED') in bounded
-
-
-
-def _expansion_jvms():
-  launcher = os.path.basename(kafka_io.expansion_service_command()[0])
-  return [pid for pid in procs.descendants(os.getpid()) if launcher in procs.cmdline(pid)]
-
-
-def _gone(pids, timeout_s=30.0):
-  deadline = time.monotonic() + timeout_s
-  while time.monotonic() < deadline:
-    if not set(pids) & set(_expansion_jvms()):
-      return True
-    time.sleep(0.2)
-  return False
-
-
-def test_an_expansion_service_started_in_the_background_is_one_jvm_taken_over_or_stopped():
-  """The stream job starts the expansion service's JVM beside its job server's: the pipeline's
-  ``with`` takes that start over (one JVM, stopped when the ``with`` ends), and a background
-  start that nothing took over is stopped by release_background_start."""
-  _pinned(jvm.io_expansion_service_jar)
-  service = kafka_io.expansion_service()
-  assert not _expansion_jvms()
-  service.start_in_background()
-  with service:
-    with service:  # a second Kafka transform's with: the same JVM
-      assert _expanded()
-    jvms = _expansion_jvms()
-    assert len(jvms) == 1
-  assert _gone(jvms)
-
-  service.start_in_background()
-  deadline = time.monotonic() + 30
-  while not _expansion_jvms() and time.monotonic() < deadline:
-    time.sleep(0.1)
-  jvms = _expansion_jvms()
-  assert len(jvms) == 1
-  service.release_background_start()
-  assert _gone(jvms)
-  service.release_background_start()  # nothing left to release: a no-op

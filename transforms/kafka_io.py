@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 import typing
 import zipfile
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
@@ -59,72 +58,20 @@ EXPANSION_SERVICE_ARGS = ('--defaultEnvironmentType=EMBEDDED', '--experiments=us
 
 
 
-class ExpansionServiceJar(JavaJarExpansionService):
-  """Beam's jar-based expansion service, whose JVM can also start in the background.
-
-  :meth:`start_in_background` begins the JVM's start in a thread and returns at once; the next
-  ``with`` waits for it and takes that start over (one JVM, one reference), so a job can start
-  this JVM beside its job server's instead of after it. :meth:`release_background_start` stops
-  a background start that no ``with`` took over.
-  """
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._background: Optional[threading.Thread] = None
-    self._background_error: Optional[BaseException] = None
-
-  def start_in_background(self) -> None:
-    if self._background is None and self._service_count == 0:
-      self._background = threading.Thread(target=self._start_for_background,
-                                          name='start-expansion-service', daemon=True)
-      self._background.start()
-
-  def _start_for_background(self) -> None:
-    try:
-      super().__enter__()
-    except BaseException as e:  # pylint: disable=broad-except  # re-raised by __enter__
-      self._background_error = e
-
-  def _take_background_start(self) -> bool:
-    """Waits for a background start; True if it started the JVM (its reference is ours now)."""
-    thread, self._background = self._background, None
-    if thread is None:
-      return False
-    thread.join()
-    error, self._background_error = self._background_error, None
-    if error is not None:
-      raise error
-    return True
-
-  def __enter__(self):
-    if self._take_background_start():
-      return self._service
-    return super().__enter__()
-
-  def release_background_start(self) -> None:
-    try:
-      started = self._take_background_start()
-    except Exception:  # pylint: disable=broad-except  # nothing started, nothing to stop
-      return
-    if started:
-      self.__exit__(None, None, None)
+_EXPANSION_SERVICES: Dict[str, JavaJarExpansionService] = {}
 
 
-_EXPANSION_SERVICES: Dict[str, ExpansionServiceJar] = {}
-
-
-def expansion_service(jars_dir: Optional[str] = None) -> ExpansionServiceJar:
+def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService:
   """The expansion service for KafkaIO, on the pinned jar, set up for the EMBEDDED environment.
 
-  One object per jar: Beam starts the Java process lazily when a transform is expanded (or
-  early: :meth:`ExpansionServiceJar.start_in_background`), reuses it for the other Kafka
-  transforms of the same pipeline, and stops it afterwards.
+  One object per jar: Beam starts the Java process lazily when a transform is expanded, reuses it
+  for the other Kafka transforms of the same pipeline, and stops it afterwards.
   """
   jar = jvm.io_expansion_service_jar(jars_dir)
   service = _EXPANSION_SERVICES.get(jar)
   if service is None:
     launcher, args = expansion_service_command(jars_dir)
-    service = ExpansionServiceJar(launcher, extra_args=[jvm.LOCAL_HOST, '{{PORT}}', *args])
+    service = JavaJarExpansionService(launcher, extra_args=[jvm.LOCAL_HOST, '{{PORT}}', *args])
     _EXPANSION_SERVICES[jar] = service
   return service
 
@@ -448,6 +395,6 @@ class PublishToKafka(beam.PTransform):
             expansion_service=self._expansion_service or expansion_service()))
 
 
-__all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'ExpansionServiceJar', 'PublishToKafka',
-                         'READ_BATCHES_URN', 'ReadKafkaBatches', 'ReadKafkaMessages', 'decode_batch',
+__all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'PublishToKafka', 'READ_BATCHES_URN',
+                         'ReadKafkaBatches', 'ReadKafkaMessages', 'decode_batch',
                          'expansion_service')
