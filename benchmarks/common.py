@@ -71,29 +71,29 @@ def _pipe_round_trip_us(trips: int = 2000) -> Optional[float]:
   (a single process) does not; None where os.fork is missing."""
   if not hasattr(os, 'fork'):
     return None
-  to_child, from_parent = os.pipe()
-  from_child, to_parent = os.pipe()
+  child_in, parent_out = os.pipe()
+  parent_in, child_out = os.pipe()
   pid = os.fork()
   if pid == 0:  # the echoing child: never returns into the benchmark
     try:
-      os.close(from_parent)  # so that the parent's close ends the child's read
-      os.close(from_child)
-      while os.read(to_child, 1):
-        os.write(to_parent, b'x')
+      os.close(parent_out)  # so that the parent's close ends the child's read
+      os.close(parent_in)
+      while os.read(child_in, 1):
+        os.write(child_out, b'x')
     finally:
       os._exit(0)  # pylint: disable=protected-access
-  os.close(to_child)
-  os.close(to_parent)
+  os.close(child_in)
+  os.close(child_out)
   times = []
   try:
     for _ in range(trips):
       started = time.perf_counter()
-      os.write(from_parent, b'x')
-      os.read(from_child, 1)
+      os.write(parent_out, b'x')
+      os.read(parent_in, 1)
       times.append(time.perf_counter() - started)
   finally:
-    os.close(from_parent)
-    os.close(from_child)
+    os.close(parent_out)
+    os.close(parent_in)
     os.waitpid(pid, 0)
   return round(statistics.median(times) * 1e6, 1)
 
@@ -101,7 +101,7 @@ def _pipe_round_trip_us(trips: int = 2000) -> Optional[float]:
 def machine_speed() -> dict[str, Optional[float]]:
   """Two calibration figures measured at the benchmark's start, so that absolute figures of
   different days (and machines) can be told apart: one core's Python speed, and the cost of
-  waking another process (benchmarks/README.md, "Reading the figures")."""
+  waking another process (benchmarks/README.md, "The machine")."""
   return {'python_loop_ms': _python_loop_ms(), 'pipe_round_trip_us': _pipe_round_trip_us()}
 
 
@@ -146,9 +146,9 @@ def machine_line(m: dict[str, Any]) -> str:
   speed = m.get('speed') or {}
   return (f"{m['cores']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, load {m['load_avg_at_start']} "
           f"at start, speed: Python loop {speed.get('python_loop_ms')} ms, pipe round trip "
-          f"{speed.get('pipe_round_trip_us')} us; Python {v.get('python')}, Beam {v.get('apache_beam')} (Java "
-          f"{v.get('beam_java')}), Flink {v.get('flink')}, Kafka {v.get('kafka_broker')}; "
-          f"git {m['git']}; {m['when_utc']} UTC")
+          f"{speed.get('pipe_round_trip_us')} us; Python {v.get('python')}, "
+          f"Beam {v.get('apache_beam')} (Java {v.get('beam_java')}), Flink {v.get('flink')}, "
+          f"Kafka {v.get('kafka_broker')}; git {m['git']}; {m['when_utc']} UTC")
 
 
 # ---- outputs ----------------------------------------------------------------------------------
