@@ -10,12 +10,6 @@ import pytest
 from model import signing
 from tests.helpers import train_factory_models, train_synthetic_models
 
-# Every JVM the tests start (the Kafka broker, Flink, the job and expansion servers, Spark)
-# compiles with C1 only: the tests' jobs are small and short, and C2's compiling is wasted
-# on them. Same semantics, far less CPU (measured: benchmarks/README.md, "The machine"). A
-# JAVA_TOOL_OPTIONS of the caller's own is kept as it is.
-os.environ.setdefault('JAVA_TOOL_OPTIONS', '-XX:TieredStopAtLevel=1')
-
 
 @pytest.fixture(scope='session', autouse=True)
 def model_keys(tmp_path_factory):
