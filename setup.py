@@ -48,7 +48,7 @@ setuptools.setup(
     extras_require={
         # The generator's Kafka producer, the dashboard's consumer, model reports' plots.
         'tools': ['confluent-kafka>=2.4', 'matplotlib>=3.8'],
-        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100',
+        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'pytest-xdist>=3.5', 'hypothesis>=6.100',
                  'confluent-kafka>=2.4', 'matplotlib>=3.8',
                  # Drives Debian's /usr/bin/chromium; never `playwright install` (no download).
                  'playwright>=1.45',

@@ -15,6 +15,17 @@ def cmdline(pid: int) -> str:
   return ''
 
 
+def alive(pid: int) -> bool:
+  """Whether ``pid`` runs: it exists and is no zombie. A process may end between any two reads
+  of /proc, so every way it can be found gone counts as gone."""
+  try:
+    os.kill(pid, 0)
+    with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except (OSError, IndexError):
+    return False
+
+
 def find_pid(predicate: Callable[[str], bool]) -> Optional[int]:
   """The first process whose command line ``predicate`` accepts, else None."""
   for name in os.listdir('/proc'):

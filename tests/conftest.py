@@ -1,5 +1,6 @@
 """Shared fixtures: a model registry with small models trained on factory records, signed
-with a key pair made for the test session."""
+with a key pair made for the test session. And the one switch for the long tests: marker
+``long``, skipped (with the reason) unless ``--full`` is given."""
 
 from __future__ import annotations
 
@@ -9,6 +10,21 @@ import pytest
 
 from model import signing
 from tests.helpers import train_factory_models, train_synthetic_models
+
+
+def pytest_addoption(parser):
+  parser.addoption('--full', action='store_true',
+                   help='also run the tests marked long (./run_tests.sh --full; see '
+                   'docs/operations.md for what they add)')
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption('--full'):
+    return
+  skip = pytest.mark.skip(reason='long test, not in CI: ./run_tests.sh --full runs it')
+  for item in items:
+    if 'long' in item.keywords:
+      item.add_marker(skip)
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from harness.procs import alive
 from pipelines import fork_server, runners
 
 ROOT = fork_server.ROOT
@@ -48,20 +49,11 @@ def _launcher(path, *argv, **extra):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _alive(pid):
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-    return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-
-
 def _gone(pid, timeout_s=10):
   deadline = time.monotonic() + timeout_s
-  while _alive(pid) and time.monotonic() < deadline:
+  while alive(pid) and time.monotonic() < deadline:
     time.sleep(0.05)
-  return not _alive(pid)
+  return not alive(pid)
 
 
 def test_the_child_gets_the_launchers_streams_environment_and_exit_status(server, tmp_path):
@@ -94,7 +86,7 @@ def test_a_child_that_execs_a_fresh_interpreter_is_still_waited_for(server):
 def test_the_launcher_relays_a_signal_and_dies_of_it(server, signum):
   launcher = _launcher(server, 'sleep')
   child = json.loads(launcher.stdout.readline())
-  assert _alive(child['pid'])
+  assert alive(child['pid'])
   launcher.send_signal(signum)
   assert launcher.wait(timeout=30) == -signum  # as the worker itself would
   assert _gone(child['pid'])

@@ -48,6 +48,7 @@ def test_host_prefill_and_baseline_smoke(kafka_bootstrap, synthetic_model_dir, t
   assert common.ArchiveCounter(str(tmp_path / 'out' / 'archive')).rows() == result['records']
 
 
+@pytest.mark.long  # a benchmark's smoke run
 def test_latency_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_path):
   from benchmarks import latency
   result = latency.main([

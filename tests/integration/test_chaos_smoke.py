@@ -23,6 +23,7 @@ from tests.helpers import require_jvm_side
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,  # a benchmark's smoke run; each fault kind is in test_faults.py
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 

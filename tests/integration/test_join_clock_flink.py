@@ -23,6 +23,7 @@ from transforms.join import is_joinable, reference_join
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,  # the TestStream versions in tests/test_join.py run in CI
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 

@@ -206,6 +206,7 @@ def test_kafka_broker_listens_on_loopback_only(kafka_bootstrap):
   assert exposed(by_pid) == {}
 
 
+@pytest.mark.long  # the embedded job and the broker are checked in CI
 def test_standalone_cluster_with_a_job_listens_on_loopback_only(flink_rest, kafka_bootstrap,
                                                                 synthetic_model_dir, tmp_path):
   """scripts/flink_cluster.sh's JobManager and TaskManager, while a stream job runs on them:

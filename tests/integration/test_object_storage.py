@@ -101,6 +101,7 @@ def upload_jsonl(client, bucket: str, prefix: str, messages) -> None:
                       Body=b'\n'.join(values) + b'\n')
 
 
+@pytest.mark.long  # the S3 archive and retrain run in CI in the test below
 def test_two_sites_archive_to_one_bucket_and_retrain_reads_both(s3_server, s3_flags_only):
   client = s3_server.client()
   bucket = s3_server.make_bucket(f'sites-{uuid.uuid4().hex[:8]}')

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import peer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # a benchmark's smoke run
 
 MESSAGES = 3000
 

@@ -4,8 +4,8 @@ TCP (SASL_PLAINTEXT) and over TLS (SASL_SSL, a certificate from a CA made for th
 the password appears in no log line, no console output and no output file.
 
 CI runs the SASL_SSL case (SASL and TLS together, the one production uses); the SASL_PLAINTEXT
-case differs only in the listener and the client's protocol, and ``SASL_TESTS=all`` runs it
-too (a broker and a Flink job of its own: about a minute)."""
+case differs only in the listener and the client's protocol, and is a long test
+(``./run_tests.sh --full``: a broker and a Flink job of its own, about a minute)."""
 
 from __future__ import annotations
 
@@ -60,9 +60,8 @@ def _files_containing(root: str, needle: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize('protocol', [
-    pytest.param('SASL_PLAINTEXT', marks=pytest.mark.skipif(
-        os.environ.get('SASL_TESTS') != 'all',
-        reason='SASL_SSL covers the same code in CI; SASL_TESTS=all runs this one too')),
+    # Long: it differs from SASL_SSL only in the listener and the client's protocol.
+    pytest.param('SASL_PLAINTEXT', marks=pytest.mark.long),
     'SASL_SSL'])
 def test_sasl_credentials_from_the_environment_are_never_logged(protocol, synthetic_model_dir,
                                                                 tmp_path, caplog, capfd,

@@ -12,6 +12,7 @@ from benchmarks import soak
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,  # a benchmark's smoke run
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 

@@ -10,8 +10,8 @@ results as on the DirectRunner, only ``--runner`` differs.
   saw the application finish.
 
 The DirectRunner's training runs once for the module; both Spark retrains are checked against it.
-To keep CI lean only the cluster's retrain runs by default (the embedded one differs only in
-``--spark_master_url``; ``SPARK_TESTS=all`` runs it too).
+CI runs the bounded detection graph; both retrains are long tests (``./run_tests.sh --full``):
+the embedded one differs from the cluster's only in ``--spark_master_url``.
 """
 
 from __future__ import annotations
@@ -111,9 +111,7 @@ def flatten(value, path: str = '') -> tuple[dict[str, float], dict[str, object]]
   return numbers, others
 
 
-@pytest.mark.skipif(os.environ.get('SPARK_TESTS') != 'all',
-                    reason='the standalone-cluster retrain below covers the same code in CI; '
-                    'SPARK_TESTS=all runs this one too (~4-10 min on 2 shared cores)')
+@pytest.mark.long  # ~4-10 min on 2 shared cores; the standalone-cluster retrain covers its code
 def test_spark_and_direct_runner_train_the_same_model(spark_ready, archive, direct_training,
                                                       tmp_path):
   on_spark = retrain.run(retrain_args(archive) + ['--model_dir', str(tmp_path / 'spark'),
@@ -124,6 +122,7 @@ def test_spark_and_direct_runner_train_the_same_model(spark_ready, archive, dire
                                      'report.html'))
 
 
+@pytest.mark.long  # a Spark cluster of its own; CI runs the detection graph on Spark
 def test_retrain_on_the_standalone_cluster_trains_the_same_model(spark_cluster, archive,
                                                                  direct_training, tmp_path):
   assert spark_cluster.state().get('aliveworkers') == 1

@@ -75,9 +75,10 @@ def assert_dead_letters_match(dead: list[dict], malformed: list[Message]) -> Non
                for letters in per_record.values()), message.value[:80]
 
 
-@pytest.fixture(params=['embedded', 'cluster'])
+@pytest.fixture(params=['embedded', pytest.param('cluster', marks=pytest.mark.long)])
 def flink_master(request):
-  """Flink embedded in the job server ([local]), and a standalone session cluster."""
+  """Flink embedded in the job server ([local]), and a standalone session cluster (long: CI
+  runs the standalone cluster in tests/integration/test_kafka_flink.py)."""
   if request.param == 'embedded':
     return '[local]'
   return request.getfixturevalue('flink_rest')
