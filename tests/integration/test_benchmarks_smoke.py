@@ -14,6 +14,7 @@ from harness.kafka import fresh_topics, make_topics
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.long  # a benchmark's smoke run
 def test_throughput_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_path):
   from benchmarks import throughput
   result = throughput.main([

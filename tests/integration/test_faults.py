@@ -133,6 +133,7 @@ def _cluster_args(bootstrap, topics, output, model_dir, master, suffix, checkpoi
                      '--execution_retry_delay=2000', f'--job_name=faults-{suffix}')
 
 
+@pytest.mark.long  # a cluster of its own; the SDK worker kill restores a checkpoint in CI
 def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_cluster,
                                                         synthetic_model_dir, tmp_path):
   master, _ = own_cluster

@@ -35,6 +35,7 @@ from tests.integration.faults import (account, archived_uuids, assert_nothing_lo
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,  # a cluster, a worker pool and MinIO of its own; CI runs the cluster in test_kafka_flink.py
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 
@@ -186,7 +187,6 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
   assert re.search(r'^\s+consumer lag: 0 records', summary, re.M), summary
 
 
-@pytest.mark.long  # the checkpoint resume of test_faults.py runs in CI
 def test_stop_with_savepoint_on_s3_and_resume_loses_nothing(
     cluster, kafka_bootstrap, s3_server, synthetic_model_dir, tmp_path):
   """Checkpoints on S3 while traffic flows, stop-with-savepoint into the same bucket, traffic
