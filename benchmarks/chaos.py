@@ -418,7 +418,8 @@ def chaos(args: argparse.Namespace) -> dict[str, Any]:
     duration_s = sampler.now()
     traffic.stop_sending()
     stats = traffic.finish(timeout_s=300)
-    failures = f'; failed deliveries by error: {dict(traffic.sink.errors)}' if stats['failed'] else ''
+    failures = (f'; failed deliveries by error: {dict(traffic.sink.errors)}'
+                if stats['failed'] else '')
     log(f'traffic stopped: {stats}{failures}; draining')
     drain(sampler, archive, traffic, args.drain_timeout_s)
     for attempt in range(4):

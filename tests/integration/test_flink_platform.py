@@ -35,7 +35,9 @@ from tests.integration.faults import (account, archived_uuids, assert_nothing_lo
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.long,  # a cluster, a worker pool and MinIO of its own; CI runs the cluster in test_kafka_flink.py
+    # Long: a cluster, a worker pool and MinIO of its own; CI runs the cluster in
+    # test_kafka_flink.py.
+    pytest.mark.long,
     pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning'),
 ]
 

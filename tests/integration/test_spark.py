@@ -111,7 +111,7 @@ def flatten(value, path: str = '') -> tuple[dict[str, float], dict[str, object]]
   return numbers, others
 
 
-@pytest.mark.long  # ~4-10 min on 2 shared cores; the standalone-cluster retrain covers its code
+@pytest.mark.long  # ~4-10 min on 2 shared cores; only --spark_master_url differs from the next
 def test_spark_and_direct_runner_train_the_same_model(spark_ready, archive, direct_training,
                                                       tmp_path):
   on_spark = retrain.run(retrain_args(archive) + ['--model_dir', str(tmp_path / 'spark'),
