@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Optional
 
+from harness.procs import alive
 from harness.ports import free_port
 from harness.scripts import ScriptCluster
 
@@ -70,7 +71,7 @@ class FlinkCluster(ScriptCluster):
     with contextlib.suppress(OSError, ValueError):
       with open(os.path.join(self.run_dir, f'{name}.pid'), encoding='utf-8') as f:
         pid = int(f.read().strip())
-      if os.path.exists(f'/proc/{pid}'):
+      if alive(pid):
         return pid
     return None
 

@@ -165,7 +165,7 @@ def test_job_cancel_and_restart_resumes_from_checkpoint(kafka_bootstrap, own_clu
   alerts_dedupe_by_event_id(output)
 
 
-@pytest.mark.long  # a cluster of its own; the other fault kinds run in CI
+@pytest.mark.long  # a cluster of its own; the broker restart and SDK worker kill run in CI
 def test_taskmanager_loss_restarts_the_job(kafka_bootstrap, own_cluster, synthetic_model_dir,
                                            tmp_path):
   master, cluster = own_cluster
