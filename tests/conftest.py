@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
     return
   skip = pytest.mark.skip(reason='long test, not in CI: ./run_tests.sh --full runs it')
   for item in items:
-    if 'long' in item.keywords:
+    if item.get_closest_marker('long'):
       item.add_marker(skip)
 
 
