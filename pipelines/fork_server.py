@@ -6,7 +6,7 @@ and the project before it can connect, and the job starts four of them at once o
 the JVM needs too. The stream job instead starts one fork server beside its job server
 (:func:`running`, from pipelines/runners.py ``forked_sdk_workers``)::
 
-    python -m pipelines.fork_server serve --socket /tmp/sdk-fork-server-xyz/socket
+    python -m pipelines.fork_server serve --socket /tmp/attack-detection-0/fork-server-4711-xyz/socket
 
 It imports what the workers need once (:data:`PRELOAD`), while the JVM starts, then forks a
 worker per request. The process Flink starts, scripts/sdk_worker.sh, becomes a thin
@@ -29,8 +29,8 @@ safe or would not give the worker a fresh one would have: more than one thread i
 (a thread pool, gRPC, a logging thread: forking copies only the calling thread and whatever
 locks the others held), or another interpreter or ``sys.path`` than the launcher's.
 
-The socket is in a folder of its own (``mkdtemp``: mode 0700) and is itself 0600: only the
-same user can connect. It never listens on TCP.
+The socket is in a folder of its own in the user's private scratch folder (pipelines/scratch.py:
+mode 0700) and is itself 0600: only the same user can connect. It never listens on TCP.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Callable, Iterator, Optional, Sequence
+
+from pipelines import scratch
 
 _LOG = logging.getLogger('pipelines.fork_server')
 
@@ -489,7 +490,7 @@ def running(python: Optional[str] = None) -> Iterator[str]:
   """A fork server for the span of a ``with`` block, its socket in ``FORK_SERVER_ENV`` for
   the processes started meanwhile (the job server JVM, and through it Flink's launchers).
   Returns at once: the server preloads while the caller goes on. Yields the socket's path."""
-  folder = tempfile.mkdtemp(prefix='sdk-fork-server-')
+  folder = scratch.process_folder('fork-server')
   path = os.path.join(folder, 'socket')
   env = dict(os.environ)
   for key, value in SINGLE_THREADED_ENV.items():

@@ -60,7 +60,7 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, SparkJarJobServer
 from apache_beam.utils.subprocess_server import pick_port
 
-from pipelines import fork_server, storage
+from pipelines import fork_server, scratch, storage
 from transforms import jvm
 from transforms.parse import DEFAULT_BATCH_SIZE
 
@@ -461,13 +461,30 @@ def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
     remove_temporary_storage(argv)
 
 
-class _LoopbackFlinkJobServer(FlinkJarJobServer):
+class _InScratchFolder:
+  """A job server whose files are in a scratch folder of its own (pipelines/scratch.py), out
+  of the shared temporary folder: the artifacts the job stages, and, as the JVM's
+  ``java.io.tmpdir``, the embedded Flink's MiniCluster folders, the RPC jar it unpacks and
+  native libraries, a local Spark's block manager."""
+
+  _scratch: str
+
+  def local_temp_dir(self, **kwargs) -> str:
+    return tempfile.mkdtemp(dir=self._scratch, **kwargs)
+
+  def in_scratch_folder(self, cmd: list[str]) -> list[str]:
+    """``cmd``, a ``java`` command line (Beam's: the launcher first), with the folder as
+    the JVM's temporary folder."""
+    return [cmd[0], f'-Djava.io.tmpdir={self._scratch}', *cmd[1:]]
+
+
+class _LoopbackFlinkJobServer(_InScratchFolder, FlinkJarJobServer):
   """Beam's job server with every server it starts bound to loopback: the job server jar
   behind a replacement of Beam's ServerFactory (jvm/loopback/), and, for an embedded Flink,
   a Flink configuration that binds the MiniCluster's own ports there."""
 
-  def __init__(self, options: PipelineOptions, conf_dir: Optional[str]):
-    self._conf_dir = conf_dir
+  def __init__(self, options: PipelineOptions, conf_dir: Optional[str], scratch_folder: str):
+    self._conf_dir, self._scratch = conf_dir, scratch_folder
     self._s3 = (options.get_all_options(retain_unknown_options=True).get(
         'state_backend_storage_path') or '').startswith('s3://')
     super().__init__(options)
@@ -493,7 +510,7 @@ class _LoopbackFlinkJobServer(FlinkJarJobServer):
       # class path; nothing is staged from it for an embedded Flink.
       classpath += embedded_plugin_jars(self._s3)
     cmd[at:at + 2] = ['-cp', os.pathsep.join(classpath), FLINK_JOB_SERVER_MAIN]
-    return cmd, endpoint
+    return self.in_scratch_folder(cmd), endpoint
 
 
 def embedded_plugin_jars(s3: bool) -> list[str]:
@@ -605,9 +622,11 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
   flink = options.view_as(FlinkRunnerOptions)
   embedded = is_embedded(flink.flink_master)
   flink.flink_master = FlinkRunner.add_http_scheme(flink.flink_master)
-  conf_dir = tempfile.mkdtemp(prefix='flink-conf-') if embedded else None
+  folder = scratch.process_folder('flink-job-server')
+  conf_dir = os.path.join(folder, 'conf') if embedded else None
   endpoint = f'localhost:{job_port}'
   if conf_dir:
+    os.mkdir(conf_dir)
     conf = embedded_flink_conf(options)
     if rest_port:
       conf['rest.port'] = str(rest_port)
@@ -618,20 +637,17 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
     if 'metrics.reporter.prom.port' in conf:
       _LOG.info('Flink metrics (Prometheus): http://127.0.0.1:%s/metrics',
                 conf['metrics.reporter.prom.port'])
-  server = _LoopbackFlinkJobServer(options, conf_dir)
+  server = _LoopbackFlinkJobServer(options, conf_dir, folder)
   try:
     server.start()  # returns once the job service answers on job_port
   except BaseException:
-    if conf_dir:
-      shutil.rmtree(conf_dir, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     raise
   try:
     yield [*pipeline_args, f'--job_endpoint={endpoint}']
   finally:
     _EMBEDDED_REST.pop(endpoint, None)
-    _stop_job_server(server)
-    if conf_dir:
-      shutil.rmtree(conf_dir, ignore_errors=True)
+    _stop_job_server(server, folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,11 +723,15 @@ def with_spark_defaults(argv: Sequence[str], kind: str) -> list[str]:
   return argv
 
 
-class _LoopbackSparkJobServer(SparkJarJobServer):
+class _LoopbackSparkJobServer(_InScratchFolder, SparkJarJobServer):
   """Beam's Spark job server with its own servers bound to loopback (the ServerFactory of
   jvm/loopback/, as for Flink) and, for an embedded Spark or a master on this host, Spark's
   driver too (SPARK_LOCAL_IP: RPC, block manager and web UI ports). A master elsewhere must
   reach the driver, so there Spark's own binding (or the user's SPARK_LOCAL_IP) stays."""
+
+  def __init__(self, options: PipelineOptions, scratch_folder: str):
+    self._scratch = scratch_folder
+    super().__init__(options)
 
   def java_arguments(self, job_port, artifact_port, expansion_port, artifacts_dir):
     # The job server's own expansion service: unused (KafkaIO has its own).
@@ -724,6 +744,7 @@ class _LoopbackSparkJobServer(SparkJarJobServer):
     patch = jvm.loopback_jar('beam-server-factory-loopback', jar, [jvm.SERVER_FACTORY_SOURCE])
     cmd[at:at + 2] = ['-cp', f'{patch}{os.pathsep}{jar}', SPARK_JOB_SERVER_MAIN]
     master = self._master_url or ''
+    cmd = self.in_scratch_folder(cmd)
     if is_local_spark(master) or _on_this_host(master):
       cmd[:0] = ['env', f'SPARK_LOCAL_IP={SPARK_LOCAL_IP}']
     return cmd, endpoint
@@ -741,20 +762,25 @@ def spark_job_server(pipeline_args: List[str]) -> Iterator[List[str]]:
   reasons and the same stop order as :func:`flink_job_server`)."""
   job_port, = pick_port(None)
   options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
-  server = _LoopbackSparkJobServer(options)
-  server.start()  # returns once the job service answers on job_port
+  folder = scratch.process_folder('spark-job-server')
+  server = _LoopbackSparkJobServer(options, folder)
+  try:
+    server.start()  # returns once the job service answers on job_port
+  except BaseException:
+    shutil.rmtree(folder, ignore_errors=True)
+    raise
   try:
     yield [*pipeline_args, f'--job_endpoint=localhost:{job_port}']
   finally:
-    _stop_job_server(server)
+    _stop_job_server(server, folder)
 
 
-def _stop_job_server(server) -> None:
-  """Stops a Beam job server JVM, then removes its artifacts folder.
+def _stop_job_server(server, scratch_folder: str) -> None:
+  """Stops a Beam job server JVM, then removes its artifacts and scratch folders.
 
   Beam's own stop() deletes the artifacts temp dir BEFORE stopping the JVM; when the JVM is
   still writing there, rmtree raises and the job server JVM is left running (orphaned JVMs
-  seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directory."""
+  seen here after FlinkRunner's at-exit stop). So: the JVM first, then the directories."""
   process = getattr(server, '_server', None)
   temp_root = getattr(server, '_local_temp_root', None)
   if process is None:
@@ -763,6 +789,7 @@ def _stop_job_server(server) -> None:
     process.stop()
     if temp_root:
       shutil.rmtree(temp_root, ignore_errors=True)
+  shutil.rmtree(scratch_folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

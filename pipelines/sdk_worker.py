@@ -31,7 +31,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Optional
 
 import grpc
@@ -45,6 +44,7 @@ from apache_beam.runners.portability.stager import (EXTRA_PACKAGES_FILE, REQUIRE
                                                     WORKFLOW_TARBALL_FILE)
 from apache_beam.runners.worker import sdk_worker_main
 
+from pipelines import scratch
 from pipelines.startup import StartupTimeline
 from transforms.redaction import redact_options
 
@@ -60,8 +60,9 @@ def provision_info(endpoint: str, worker_id: str):
                                  metadata=[('worker_id', worker_id)], timeout=60).info
 
 
-def worker_environment(args: argparse.Namespace) -> dict[str, str]:
-  """The environment Beam's ``sdk_worker_main`` reads its set-up from."""
+def worker_environment(args: argparse.Namespace, scratch_folder: str) -> dict[str, str]:
+  """The environment Beam's ``sdk_worker_main`` reads its set-up from; its semi-persistent
+  folder (where Beam would load a pickled main session from) is ``scratch_folder``."""
   info = provision_info(args.provision_endpoint, args.id)
   env = {
       'WORKER_ID': args.id,
@@ -70,7 +71,7 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
           info.control_endpoint.url or args.control_endpoint),
       'LOGGING_API_SERVICE_DESCRIPTOR': _descriptor(
           info.logging_endpoint.url or args.logging_endpoint),
-      'SEMI_PERSISTENT_DIRECTORY': args.semi_persist_dir or tempfile.mkdtemp(prefix='beam-sdk-'),
+      'SEMI_PERSISTENT_DIRECTORY': scratch_folder,
       'RUNNER_CAPABILITIES': ' '.join(info.runner_capabilities),
   }
   if info.HasField('status_endpoint'):
@@ -103,20 +104,22 @@ def _fetch(stub, artifact, path: str) -> None:
 def install_staged(info, artifact_endpoint: str, cache_root: Optional[str] = None) -> Optional[str]:
   """Installs what the job staged into a folder of its own and returns it, or None when it
   staged no package. The folder is keyed by the artifacts (their content hashes), so the
-  workers of one job on one host install once, under a lock, and later ones reuse it."""
+  workers of one job on one host install once, under a lock, and later ones reuse it. It is
+  in the user's private scratch folder (pipelines/scratch.py), never at a path of the shared
+  temporary folder, where another user could plant packages for the worker to import."""
   staged = staged_names(info)
   packages = [n for n in staged if n in (WORKFLOW_TARBALL_FILE, REQUIREMENTS_FILE,
                                            EXTRA_PACKAGES_FILE)]
   if not packages or not artifact_endpoint:
     return None
   key = hashlib.sha256(b''.join(staged[n].SerializeToString() for n in sorted(staged)))
-  root = os.path.join(cache_root or tempfile.gettempdir(),
-                      f'attack-detection-staged-{key.hexdigest()[:16]}')
+  root = scratch.staged_folder(key.hexdigest()[:16], cache_root)
   site, files, done = os.path.join(root, 'site'), os.path.join(root, 'files'), os.path.join(
       root, '.installed')
   os.makedirs(files, exist_ok=True)
   with open(os.path.join(root, '.lock'), 'w', encoding='utf-8') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
+    os.utime(lock.fileno())  # used now: scratch.sweep keeps it
     if os.path.exists(done):
       return site
     with grpc.insecure_channel(artifact_endpoint) as channel:
@@ -207,7 +210,13 @@ def main(argv=None, started: Optional[float] = None,
   # From the process's start: a worker re-started over its staged packages keeps its pid.
   timeline = StartupTimeline(started)
   timeline.mark(first_phase)
-  os.environ.update(worker_environment(args))
+  if args.semi_persist_dir:
+    folder = args.semi_persist_dir
+  elif os.environ.get(_STAGED_ENV):  # re-started over its staged packages: the same folder
+    folder = os.environ['SEMI_PERSISTENT_DIRECTORY']
+  else:
+    folder = scratch.process_folder('sdk-worker')
+  os.environ.update(worker_environment(args, folder))
   timeline.mark('provision')
   if not os.environ.get(_STAGED_ENV):
     site = install_staged(provision_info(args.provision_endpoint, args.id), args.artifact_endpoint)

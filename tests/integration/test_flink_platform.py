@@ -168,7 +168,7 @@ def test_stopped_run_on_the_worker_pool_prints_real_counts(
     assert os.readlink(f'/proc/{worker}/cwd') == cluster.cwd
     with open(f'/proc/{worker}/environ', 'rb') as f:
       environ = dict(v.split(b'=', 1) for v in f.read().split(b'\0') if b'=' in v)
-    assert b'attack-detection-staged-' in environ.get(b'PYTHONPATH', b'')
+    assert b'/staged-' in environ.get(b'PYTHONPATH', b'')
   finally:
     job.send_signal(signal.SIGTERM)
     code = job.wait(120)

@@ -22,7 +22,7 @@ import pytest
 from generator.messages import Message
 from generator.sinks import KafkaSink
 from generator.source import SourceConfig, generate_messages
-from pipelines import startup, stream as stream_job
+from pipelines import scratch, startup, stream as stream_job
 from harness.kafka import make_topics
 from tests.helpers import host_records, read_output
 from transforms.join import reference_join
@@ -160,6 +160,20 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
       time.sleep(2)
     time.sleep(6)  # one more roll of the files: anything written twice would show now
     forked = _fork_server_children()
+    owners = {os.getpid(), *(pid for children in forked for pid in children)}
+    during = _scratch_folders(owners)
+    server_files = [entry for folder in during if folder.startswith('flink-job-server-')
+                    for entry in os.listdir(os.path.join(scratch.private_root(), folder))]
+  # The job server's and the workers' scratch files were in the user's private folder
+  # (pipelines/scratch.py); the job's own are gone with it, its workers' at the next start.
+  assert [kind for kind in during if kind.startswith('flink-job-server-')], during
+  if flink_master == '[local]':
+    assert any(e.startswith('minicluster_') for e in server_files), server_files
+    assert sum(f.startswith('sdk-worker-') for f in during) == len(forked[0]), (during, forked)
+  left = _scratch_folders(owners)
+  assert not [f for f in left if scratch.owner(f) == os.getpid()], left
+  scratch.sweep(scratch.private_root())
+  assert not _scratch_folders(owners), (during, left)
   # On the job's own embedded Flink its SDK workers are forked from its fork server
   # (pipelines/fork_server.py), which stops with the job; elsewhere there is none.
   if flink_master == '[local]':
@@ -202,6 +216,11 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   print(f'[accounting] sent {len(sent)} (malformed {len(malformed)}): archived network '
         f'{len(network)}, process {len(process)}, memory {len(memory)}; dead letters '
         f'{len(dead)}; attacks {len(attacks)}; alerts {len(alerts)}')
+
+
+def _scratch_folders(owners: set[int]) -> list[str]:
+  """The folders in the private scratch root of the processes ``owners``."""
+  return sorted(f for f in os.listdir(scratch.private_root()) if scratch.owner(f) in owners)
 
 
 def _fork_server_children() -> list[list[int]]:
