@@ -6,7 +6,7 @@ and the project before it can connect, and the job starts four of them at once o
 the JVM needs too. The stream job instead starts one fork server beside its job server
 (:func:`running`, from pipelines/runners.py ``forked_sdk_workers``)::
 
-    python -m pipelines.fork_server serve --socket /tmp/attack-detection-0/fork-server-4711-xyz/socket
+    python -m pipelines.fork_server serve --socket <scratch>/fork-server-4711-xyz/socket
 
 It imports what the workers need once (:data:`PRELOAD`), while the JVM starts, then forks a
 worker per request. The process Flink starts, scripts/sdk_worker.sh, becomes a thin

@@ -5,10 +5,10 @@ The job's processes write scratch files: the job server JVM (the embedded Flink 
 blob store and I/O folders, a 21 MB RPC jar it unpacks at every start, native libraries; a
 local Spark's block manager), the Python SDK workers (Beam's semi-persistent folder) and the
 fork server's socket. In the system's temporary folder, those of every process killed before
-its clean-up stayed for good (Flink stops SDK workers with SIGKILL; a job killed with -9 never
-stops its JVM's MiniCluster cleanly: about 23 MB per embedded Flink start). They were readable
-by anyone on the host, and a worker that trusts a folder at a fixed shared path (the staged
-packages it imports) could be handed one planted by another user. So::
+its clean-up stayed for good (Flink stops SDK workers with SIGKILL; a job server JVM stopped
+before its MiniCluster shuts down leaves its folders and the unpacked jar, about 23 MB). They
+were readable by anyone on the host, and a worker that trusts a folder at a fixed shared path
+(the staged packages it imports) could be handed one planted by another user. So::
 
     <tmp>/attack-detection-<uid>/       mode 0700, owned by the user (checked, or refused)
         <kind>-<pid>-<random>/           one process's scratch (see process_folder)
