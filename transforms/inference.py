@@ -218,6 +218,12 @@ class PartlyScored:
   records: RecordBatch
   dead: list
 
+  @property
+  def messages(self):
+    """The scored records' messages: what transforms.batch.RecordBatchCoder measures (the
+    handler's results are declared RecordBatches, see :class:`Score`)."""
+    return self.records.messages
+
 
 # Model calls one batch may take while bisecting: a few bad records are found in a few calls
 # each, and a model that raises on everything (a broken model, not bad records) costs this
@@ -371,11 +377,13 @@ class Score(beam.PTransform):
     keys = self._public_keys if self._public_keys is not None else signing.reader_keys()
     handler = RegistryModelHandler(self._schema, self._model_dir, self._refresh_seconds, keys)
     results, failed = records | RunInference(handler).with_exception_handling()
+    # Declared, here and below, or the results would get the generic coder, which measures
+    # the batches the harness samples by pickling them: 22 ms for 2,000 records, against
+    # 0.2 (see RecordBatchCoder; a PartlyScored is measured by its records' messages).
+    results.element_type = RecordBatch
     split = results | 'SplitPartlyScored' >> beam.ParDo(
         SplitPartlyScored(self._schema.stream)).with_outputs(DEAD_LETTER, main='records')
     scored = split.records
-    # Declared, or the results would get the generic coder, which measures sampled batches
-    # by pickling them (see RecordBatchCoder).
     scored.element_type = RecordBatch
     dead = failed.failed_inferences | 'FailedBatchToDeadLetters' >> beam.FlatMap(
         _failed_batch_to_dead_letters(self._schema.stream))
