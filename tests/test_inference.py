@@ -272,7 +272,7 @@ def test_runinference_hands_each_batch_to_the_model_as_it_comes(model_dir):
 
 def test_the_scored_batches_are_measured_without_pickling(model_dir):
   """The harness samples element sizes with each PCollection's coder; the generic one pickles
-  a whole batch to measure it (22 ms for 2,000 records). Every batch PCollection of Score has
+  a whole batch to measure it. Every batch PCollection of Score has
   the batch coder, which measures a PartlyScored too, and carries it whole."""
   from apache_beam.runners import pipeline_context  # pylint: disable=import-outside-toplevel
   from transforms.batch import RecordBatchCoder  # pylint: disable=import-outside-toplevel

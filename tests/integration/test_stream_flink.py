@@ -166,7 +166,7 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
                     for entry in os.listdir(os.path.join(scratch.private_root(), folder))]
   # The job server's and the workers' scratch files were in the user's private folder
   # (pipelines/scratch.py); the job's own are gone with it, its workers' at the next start.
-  assert [kind for kind in during if kind.startswith('flink-job-server-')], during
+  assert [f for f in during if f.startswith('flink-job-server-')], during
   if flink_master == '[local]':
     assert any(e.startswith('minicluster_') for e in server_files), server_files
     assert sum(f.startswith('sdk-worker-') for f in during) == len(forked[0]), (during, forked)
