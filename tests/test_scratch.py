@@ -26,6 +26,11 @@ def _ended_pid() -> int:
   return process.pid
 
 
+def _cmdline(pid: int) -> bytes:
+  with open(f'/proc/{pid}/cmdline', 'rb') as f:
+    return f.read()
+
+
 def test_private_root_is_made_private(tmpdir_root):
   assert scratch.private_root() == str(tmpdir_root)
   assert tmpdir_root.stat().st_mode & 0o777 == 0o700
@@ -70,6 +75,10 @@ def test_a_folder_named_on_a_running_command_line_is_kept(tmpdir_root):
   folder = scratch.process_folder('flink-job-server', pid=_ended_pid())
   jvm_like = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)',
                                f'-Djava.io.tmpdir={folder}'])
+  # Until the child has exec'd, its command line is still the forking test's.
+  deadline = time.monotonic() + 30
+  while folder.encode() not in _cmdline(jvm_like.pid) and time.monotonic() < deadline:
+    time.sleep(0.01)
   try:
     assert scratch.sweep(str(tmpdir_root)) == []
     assert os.path.isdir(folder)
