@@ -81,14 +81,16 @@ def sweep(root: str) -> list[str]:
   """Removes the process folders in ``root`` whose process has ended and that no running
   process names on its command line, and staged-packages folders unused for
   :data:`STAGED_UNUSED_S`; returns the paths removed."""
-  ended = []
+  ended, staged = [], []
   for name in _listdir(root):
     pid = owner(name)
     if pid is not None and not _running(pid):
       ended.append(os.path.join(root, name))
+    elif name.startswith(STAGED_PREFIX):
+      staged.append(os.path.join(root, name))
   named = _command_lines() if ended else ''
   removed = [path for path in ended if path not in named]
-  removed += [path for path in _staged_folders(root) if _unused_staged(path)]
+  removed += [path for path in staged if _unused_staged(path)]
   for path in removed:
     shutil.rmtree(path, ignore_errors=True)
   if removed:
@@ -136,10 +138,6 @@ def _command_lines() -> str:
         with open(f'/proc/{entry}/cmdline', 'rb') as f:
           lines.append(f.read().decode('utf-8', 'replace'))
   return '\0'.join(lines)
-
-
-def _staged_folders(root: str) -> list[str]:
-  return [os.path.join(root, n) for n in _listdir(root) if n.startswith(STAGED_PREFIX)]
 
 
 def _unused_staged(path: str) -> bool:
