@@ -9,6 +9,7 @@ import json
 import re
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.execution import MetricKey, MetricsContainer
 from apache_beam.metrics.metric import MetricResult
 from apache_beam.metrics.metricbase import MetricName
@@ -38,29 +39,37 @@ def scored(stream: str, machine: int, cmd_pid: str, ts: int, attack: bool = True
 
 
 def assert_join_emits(arrivals: list[tuple[str, dict, int]], expected_ids) -> None:
-  """Feeds (stream, record, watermark before it) in order through JoinHostAttacks and checks
-  that the emitted event ids are exactly ``expected_ids``: each once, none missing."""
+  """Feeds (stream, record, watermark before it) in order through JoinHostAttacks, each record
+  after its clock hint as the pipeline sends them (transforms/detect.py), and checks that the
+  emitted event ids are exactly ``expected_ids``: each once, none missing. A ``network``
+  record is only a hint, on the join's ``clock`` input."""
   stream, current = TestStream(), None
   for kind, record, watermark in arrivals:
     if current is None or watermark > current:  # TestStream wants it strictly increasing
       stream, current = stream.advance_watermark_to(watermark), watermark
-    stream = stream.add_elements(
-        [TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
-                          record['ts'])])
+    hint = clock_hint(record['ts'], record['ts'])
+    elements = [TimestampedValue((kind, hint.value), hint.timestamp)]
+    if kind != 'network':
+      elements.append(TimestampedValue(
+          (kind, ((record['machine'], record['CMD_PID']), record)), record['ts']))
+    stream = stream.add_elements(elements)
   assert_stream_joins_to(stream.advance_watermark_to_infinity(), expected_ids)
 
 
 def assert_stream_joins_to(stream: TestStream, expected_ids, late_uuids=()) -> None:
-  """Runs a TestStream of (stream, keyed record) through JoinHostAttacks: exactly
-  ``expected_ids`` come out, and exactly the records of ``late_uuids`` are dead letters
-  (stage ``join``)."""
+  """Runs a TestStream of (stream, keyed record or clock hint) through JoinHostAttacks (a
+  ``network`` stream's hints on its ``clock`` input): exactly ``expected_ids`` come out, and
+  exactly the records of ``late_uuids`` are dead letters (stage ``join``)."""
   options = PipelineOptions()
   options.view_as(StandardOptions).streaming = True
+  streams = ('process', 'memory', 'network')
   with TestPipeline(options=options) as pipeline:
     tagged = pipeline | stream
-    process, memory = tagged | beam.Partition(lambda e, n: 0 if e[0] == 'process' else 1, 2)
+    process, memory, network = tagged | beam.Partition(
+        lambda e, n: streams.index(e[0]), len(streams))
     joined = ({'process': process | 'P' >> beam.Values(),
-               'memory': memory | 'M' >> beam.Values()} | JoinHostAttacks())
+               'memory': memory | 'M' >> beam.Values(),
+               'clock': network | 'N' >> beam.Values()} | JoinHostAttacks())
     assert_that(joined['attacks'] | beam.Map(lambda row: row['event_id']),
                 equal_to(list(expected_ids)))
     # Their count: test_each_late_record_is_counted_under_its_stream.
@@ -288,4 +297,33 @@ def test_a_fast_catch_up_with_rare_attacks_keeps_the_clock_at_the_watermark():
                                    for kind in ('process', 'memory')])
               .advance_watermark_to(T0 + 30 * k - 5))
   stream = stream.add_elements([keyed(p2), keyed(m2)]).advance_watermark_to_infinity()
+  assert_stream_joins_to(stream, [attack_event_id(p1, m1), attack_event_id(p2, m2)])
+
+
+@pytest.mark.parametrize('mover', ['memory', 'network'])
+def test_a_stream_quiet_while_another_moves_the_watermark_still_takes_late_records(mover):
+  """All streams share one watermark. While the host streams are quiet, another stream's
+  batches (memory's or the network's, flagged or not) move it three minutes on in moments;
+  their hints keep the process clock in fine steps, so a process record 5 s behind the watermark
+  still joins (without them the clock doubled past the watermark and dead-lettered it)."""
+  p1 = scored('process', 1, 'miner_7', T0 + 5)
+  m1 = scored('memory', 1, 'miner_7', T0 + 9)
+  p2 = scored('process', 1, 'miner_7', T0 + 175)
+  m2 = scored('memory', 1, 'miner_7', T0 + 177)
+
+  def keyed(kind, record):
+    return TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
+                            record['ts'])
+
+  def hint(earliest, newest):
+    (key, span), = [clock_hint(earliest, newest).value]
+    return TimestampedValue((mover, (key, span)), newest)
+
+  stream = TestStream().advance_watermark_to(T0).add_elements(
+      [keyed('process', p1), keyed('memory', m1)])
+  for k in range(1, 7):  # 30 s of event time per batch
+    stream = (stream.add_elements([hint(T0 + 30 * k - 30, T0 + 30 * k)])
+              .advance_watermark_to(T0 + 30 * k))
+  stream = stream.add_elements(
+      [keyed('process', p2), keyed('memory', m2)]).advance_watermark_to_infinity()
   assert_stream_joins_to(stream, [attack_event_id(p1, m1), attack_event_id(p2, m2)])

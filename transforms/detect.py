@@ -49,14 +49,19 @@ def predicted_attacks(batch: RecordBatch) -> Iterator[dict]:
   return batch.take(flagged).rows()
 
 
+def batch_clock_hint(batch: RecordBatch) -> Iterator[TimestampedValue]:
+  """A scored batch -> the join clock's hint of its event-time span (none if it is empty)."""
+  times = batch.columns['event_time']
+  if times:
+    yield clock_hint(min(times).timestamp(), max(times).timestamp())
+
+
 def keyed_attacks(batch: RecordBatch, key_of: Callable[[dict], Any]
                   ) -> Iterator[TimestampedValue]:
   """Flagged host rows keyed for the join and stamped with their event time (a batch's own
   timestamp is not any one record's), after the batch's event-time span for the join's clock
   (first, so that a stream's first batch starts the clock before its records reach it)."""
-  times = batch.columns['event_time']
-  if times:
-    yield clock_hint(min(times).timestamp(), max(times).timestamp())
+  yield from batch_clock_hint(batch)
   for row in predicted_attacks(batch):
     yield TimestampedValue((key_of(row), row), row['event_time'].timestamp())
 
@@ -108,10 +113,16 @@ class DetectAttacks(beam.PTransform):
       dead_letters += [enriched[DEAD_LETTER], result[DEAD_LETTER]]
 
     outputs = {ARCHIVE_FOLDERS[stream]: scored[stream] for stream in STREAMS}
-    joined = {
+    join_inputs = {
         stream: scored[stream] | f'{stream}PredictedAttacks' >> beam.FlatMap(
             keyed_attacks, join_key(SCHEMAS[stream]))
-        for stream in HOST_STREAMS} | JoinHostAttacks(allowed_lateness_s=self._allowed_lateness_s)
+        for stream in HOST_STREAMS}
+    # The streams not joined move the same watermark: the join's clock hears of them too.
+    elsewhere = [scored[stream] | f'{stream}ClockHint' >> beam.FlatMap(batch_clock_hint)
+                 for stream in STREAMS if stream not in HOST_STREAMS]
+    if elsewhere:
+      join_inputs['clock'] = elsewhere | 'ClockElsewhere' >> beam.Flatten()
+    joined = join_inputs | JoinHostAttacks(allowed_lateness_s=self._allowed_lateness_s)
     attacks = joined['attacks']
     dead_letters.append(joined[DEAD_LETTER])  # records too late for the join (stage join)
     network_alerts = (

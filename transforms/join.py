@@ -36,9 +36,11 @@ What the runner would drop is never dropped silently (docs/time-and-watermarks.m
   passes only if its earlier window, with the allowed lateness, ends after
   ``rung - CLOCK_STEP_S``; the windows allow ``CLOCK_STEP_S`` more, so the runner's rule
   cannot drop what passed.
-* Rungs climb by ``CLOCK_STEP_S`` while the clock is near the stream's records. Clock hints
-  (:func:`clock_hint`, one per batch of the stream's records, flagged or not) say where
-  those are; without them, rare attacks in a fast catch-up would look like the next case.
+* Rungs climb by ``CLOCK_STEP_S`` while the clock is near the records. Clock hints
+  (:func:`clock_hint`, one per batch of records, flagged or not) say where those are: the
+  stream's own, and those of every other stream read with it, since they all move the one
+  watermark. Without them, rare attacks in a fast catch-up, or a stream quiet while the others
+  move the watermark on, would look like the next case.
 * A watermark far ahead of every record (a producer's CreateTime in the future drives
   KafkaIO's watermark) makes rungs fire at once, again and again: then the steps double, the
   clock catches up in a few dozen firings, and every record behind it is a counted dead
@@ -74,6 +76,9 @@ CLOCK_STEP_S = 5
 CLOCK_SHARDS = 1  # one clock per stream: only its first record precedes a hold (module doc)
 LATE_STAGE = 'join'
 CLOCK_HINT_KEY = None  # the key of clock_hint elements (records are keyed by host_key)
+# The key of another stream's clock hints at a gate: they say where the watermark may be, but
+# do not start the clock (a stream's records can lag the others').
+_ELSEWHERE_KEY = 'elsewhere'
 # The counter of records too late for the join: <LATE_NAMESPACE>/<stream><LATE_SUFFIX>.
 LATE_NAMESPACE, LATE_SUFFIX = 'JoinHostAttacks', '_late_for_join'
 _MICROS = 1_000_000
@@ -142,6 +147,12 @@ def _counted(row: dict[str, Any], stream: str) -> dict[str, Any]:
   return row
 
 
+def _hint_elsewhere(element) -> Iterable:
+  """A stream's (key, record) or clock hint -> its clock hint, for another stream's gate."""
+  if element[0] is CLOCK_HINT_KEY:
+    yield _ELSEWHERE_KEY, element[1]
+
+
 class _JoinClockFn(beam.DoFn):
   """(shard, (key, row)) stamped with the row's ts -> (key, row) the join's windows will take,
   or a dead letter (tagged ``DEAD_LETTER``) for a row they could drop as late.
@@ -167,6 +178,10 @@ class _JoinClockFn(beam.DoFn):
     keyed = element[1]
     t = ts.micros
     state = clock.read()
+    if keyed[0] == _ELSEWHERE_KEY:
+      if state is not None and t > state[1] + self._step_us:
+        clock.write((state[0], t))
+      return
     if state is None:
       # The first element: nothing is known of the watermark yet (see the module doc).
       earliest = keyed[1] if keyed[0] is CLOCK_HINT_KEY else t
@@ -219,9 +234,11 @@ class JoinHostAttacks(beam.PTransform):
   ``{'attacks': attack event rows, DEAD_LETTER: records too late for the join}``.
 
   Keys are ``(machine, CMD_PID)``; element timestamps are the records' ``ts``. The inputs may
-  also hold :func:`clock_hint` elements (one per batch of the stream's records, flagged or not):
-  without them the clock knows only the flagged records, and where those are rare a fast
-  catch-up can run it ahead of the watermark (docs/time-and-watermarks.md).
+  also hold :func:`clock_hint` elements (one per batch of the stream's records, flagged or not),
+  and an optional ``'clock'`` input the hints of streams read with these but not joined (they
+  move the same watermark). Without hints the clock knows only the flagged records, and where
+  those are rare a fast catch-up can run it ahead of the watermark
+  (docs/time-and-watermarks.md).
   """
 
   def __init__(self, gap_s: int = JOIN_GAP_S, allowed_lateness_s: int = MAX_LATENESS_S,
@@ -232,7 +249,7 @@ class JoinHostAttacks(beam.PTransform):
     self._early_firing_s = early_firing_s
     self._shards = max(1, clock_shards)
 
-  def _windowed_attacks(self, records, stream: str, late: list):
+  def _windowed_attacks(self, records, stream: str, elsewhere: list, late: list):
     if records.is_bounded:
       # Early firings need a processing clock, which a bounded (batch) input does not have;
       # and nothing in it is late.
@@ -244,6 +261,8 @@ class JoinHostAttacks(beam.PTransform):
           lambda kv: kv[0] is CLOCK_HINT_KEY or kv[1]['prediction'] == 1)
       early = trigger.AfterProcessingTime(self._early_firing_s)
       shards = self._shards
+      if elsewhere:
+        attacks = [attacks, *elsewhere] | f'{stream}AndClockElsewhere' >> beam.Flatten()
       gated = (
           attacks
           | f'{stream}ClockShard' >> beam.Map(
@@ -263,9 +282,16 @@ class JoinHostAttacks(beam.PTransform):
 
   def expand(self, host_records):
     late = []
+    streams = ('process', 'memory')
+    hints = {}  # input -> its clock hints, for the gates of the other streams
+    if not host_records['process'].is_bounded:
+      hints = {name: host_records[name] | f'{name}ClockHints' >> beam.FlatMap(_hint_elsewhere)
+               for name in (*streams, 'clock') if name in host_records}
     grouped = {
-        stream: self._windowed_attacks(host_records[stream], stream, late)
-        for stream in ('process', 'memory')} | beam.CoGroupByKey()
+        stream: self._windowed_attacks(
+            host_records[stream], stream, [h for name, h in hints.items() if name != stream],
+            late)
+        for stream in streams} | beam.CoGroupByKey()
     attacks = (
         grouped
         | 'PairsInCanonicalWindow' >> beam.FlatMap(
