@@ -38,21 +38,27 @@ def scored(stream: str, machine: int, cmd_pid: str, ts: int, attack: bool = True
           'model_version': 'v1'}
 
 
+def keyed(record: dict) -> TimestampedValue:
+  """A scored record -> its TestStream element: (its stream, (join key, record)) at its ts."""
+  stream = record['uuid'].split('-', 1)[0]
+  return TimestampedValue((stream, ((record['machine'], record['CMD_PID']), record)),
+                          record['ts'])
+
+
+def hint(stream: str, earliest: int, newest: int) -> TimestampedValue:
+  """The TestStream element of a clock hint: a batch of ``stream`` spanning the two times."""
+  return TimestampedValue((stream, clock_hint(earliest, newest).value), newest)
+
+
 def assert_join_emits(arrivals: list[tuple[str, dict, int]], expected_ids) -> None:
   """Feeds (stream, record, watermark before it) in order through JoinHostAttacks, each record
   after its clock hint as the pipeline sends them (transforms/detect.py), and checks that the
-  emitted event ids are exactly ``expected_ids``: each once, none missing. A ``network``
-  record is only a hint, on the join's ``clock`` input."""
+  emitted event ids are exactly ``expected_ids``: each once, none missing."""
   stream, current = TestStream(), None
   for kind, record, watermark in arrivals:
     if current is None or watermark > current:  # TestStream wants it strictly increasing
       stream, current = stream.advance_watermark_to(watermark), watermark
-    hint = clock_hint(record['ts'], record['ts'])
-    elements = [TimestampedValue((kind, hint.value), hint.timestamp)]
-    if kind != 'network':
-      elements.append(TimestampedValue(
-          (kind, ((record['machine'], record['CMD_PID']), record)), record['ts']))
-    stream = stream.add_elements(elements)
+    stream = stream.add_elements([hint(kind, record['ts'], record['ts']), keyed(record)])
   assert_stream_joins_to(stream.advance_watermark_to_infinity(), expected_ids)
 
 
@@ -157,11 +163,10 @@ def test_a_pair_in_an_early_pane_and_the_on_time_pane_is_emitted_once():
   m = scored('memory', 1, 'miner_7', T0 + 9)
   stream = (TestStream()
             .advance_watermark_to(T0)
-            .add_elements([TimestampedValue(('process', ((1, 'miner_7'), p)), p['ts'])])
-            .add_elements([TimestampedValue(('memory', ((1, 'miner_7'), m)), m['ts'])])
+            .add_elements([keyed(p)])
+            .add_elements([keyed(m)])
             .advance_processing_time(EARLY_FIRING_S + 1)
-            .add_elements([TimestampedValue(('process', ((2, 'x_1'), scored(
-                'process', 2, 'x_1', T0 + 6, attack=False))), T0 + 6)])
+            .add_elements([keyed(scored('process', 2, 'x_1', T0 + 6, attack=False))])
             .advance_processing_time(EARLY_FIRING_S + 1))
   assert_stream_joins_to(stream, [attack_event_id(p, m)])
 
@@ -175,12 +180,11 @@ def test_a_record_later_than_allowed_is_a_counted_dead_letter_not_lost():
   late_m = scored('memory', 1, 'miner_7', T0 + 66)
   stream = (TestStream()
             .advance_watermark_to(T0 + 60)
-            .add_elements([TimestampedValue(('process', ((1, 'miner_7'), p)), p['ts'])])
-            .add_elements([TimestampedValue(('memory', ((1, 'miner_7'), m)), m['ts'])])
+            .add_elements([keyed(p)])
+            .add_elements([keyed(m)])
             # [T0 + 60, T0 + 120) + 20 s lateness is over at T0 + 140.
             .advance_watermark_to(T0 + 145)
-            .add_elements([TimestampedValue(('memory', ((1, 'miner_7'), late_m)),
-                                            late_m['ts'])])
+            .add_elements([keyed(late_m)])
             .advance_watermark_to_infinity())
   assert_stream_joins_to(stream, [attack_event_id(p, m)], late_uuids=[late_m['uuid']])
 
@@ -195,14 +199,12 @@ def test_a_producer_clock_far_ahead_cannot_make_correct_records_vanish():
            scored('process', 3, 'sh_1', T0 + 20)]
   stream = (TestStream()
             .advance_watermark_to(T0)
-            .add_elements([TimestampedValue(('process', ((1, 'miner_7'), p1)), p1['ts'])])
-            .add_elements([TimestampedValue(('memory', ((1, 'miner_7'), m1)), m1['ts'])])
+            .add_elements([keyed(p1)])
+            .add_elements([keyed(m1)])
             .advance_watermark_to(T0 + 10)
             .advance_watermark_to(T0 + 30 * 365 * 86_400))  # thirty years ahead
   for record in after:
-    kind = record['uuid'].split('-', 1)[0]
-    stream = stream.add_elements([TimestampedValue(
-        (kind, ((record['machine'], record['CMD_PID']), record)), record['ts'])])
+    stream = stream.add_elements([keyed(record)])
   assert_stream_joins_to(stream.advance_watermark_to_infinity(), [attack_event_id(p1, m1)],
                          late_uuids=[r['uuid'] for r in after])
 
@@ -223,9 +225,7 @@ def test_the_gate_never_passes_what_the_windows_would_drop():
   for kind, record, watermark in arrivals:
     if current is None or watermark > current:
       stream, current = stream.advance_watermark_to(watermark), watermark
-    stream = stream.add_elements(
-        [TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
-                          record['ts'])])
+    stream = stream.add_elements([keyed(record)])
   passed = [r for r in records if r['uuid'] not in late]
   expected = reference_join([r for r in passed if r['uuid'].startswith('process')],
                             [r for r in passed if r['uuid'].startswith('memory')])
@@ -281,16 +281,6 @@ def test_a_fast_catch_up_with_rare_attacks_keeps_the_clock_at_the_watermark():
   m1 = scored('memory', 1, 'miner_7', T0 + 9)
   p2 = scored('process', 1, 'miner_7', T0 + 595)
   m2 = scored('memory', 1, 'miner_7', T0 + 597)
-
-  def keyed(record):
-    kind = record['uuid'].split('-', 1)[0]
-    return TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
-                            record['ts'])
-
-  def hint(kind, earliest, newest):
-    (key, span), = [clock_hint(earliest, newest).value]
-    return TimestampedValue((kind, (key, span)), newest)
-
   stream = TestStream().advance_watermark_to(T0).add_elements([keyed(p1), keyed(m1)])
   for k in range(1, 21):  # batches of unflagged records, 30 s of event time each
     stream = (stream.add_elements([hint(kind, T0 + 30 * k - 30, T0 + 30 * k)
@@ -310,20 +300,9 @@ def test_a_stream_quiet_while_another_moves_the_watermark_still_takes_late_recor
   m1 = scored('memory', 1, 'miner_7', T0 + 9)
   p2 = scored('process', 1, 'miner_7', T0 + 175)
   m2 = scored('memory', 1, 'miner_7', T0 + 177)
-
-  def keyed(kind, record):
-    return TimestampedValue((kind, ((record['machine'], record['CMD_PID']), record)),
-                            record['ts'])
-
-  def hint(earliest, newest):
-    (key, span), = [clock_hint(earliest, newest).value]
-    return TimestampedValue((mover, (key, span)), newest)
-
-  stream = TestStream().advance_watermark_to(T0).add_elements(
-      [keyed('process', p1), keyed('memory', m1)])
+  stream = TestStream().advance_watermark_to(T0).add_elements([keyed(p1), keyed(m1)])
   for k in range(1, 7):  # 30 s of event time per batch
-    stream = (stream.add_elements([hint(T0 + 30 * k - 30, T0 + 30 * k)])
+    stream = (stream.add_elements([hint(mover, T0 + 30 * k - 30, T0 + 30 * k)])
               .advance_watermark_to(T0 + 30 * k))
-  stream = stream.add_elements(
-      [keyed('process', p2), keyed('memory', m2)]).advance_watermark_to_infinity()
+  stream = stream.add_elements([keyed(p2), keyed(m2)]).advance_watermark_to_infinity()
   assert_stream_joins_to(stream, [attack_event_id(p1, m1), attack_event_id(p2, m2)])
