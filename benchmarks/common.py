@@ -220,6 +220,17 @@ def steady_rate(samples: Sequence[tuple[float, int]], total: int,
   return None
 
 
+def steady_band(samples: Sequence[tuple[float, int]], low: float = 0.1, high: float = 0.9
+                ) -> Optional[tuple[tuple[float, int], tuple[float, int]]]:
+  """The first samples with ``low`` and with ``high`` of the run's rows: the steady part of a
+  run, apart from its start and its last records. None when too few samples fall in it."""
+  total = samples[-1][1] if samples else 0
+  band = [(t, r) for t, r in samples if low * total <= r <= high * total]
+  if len(band) < 2 or band[-1][1] <= band[0][1]:
+    return None
+  return band[0], band[-1]
+
+
 def steady_cpu(sampler: 'MemorySampler', samples: Sequence[tuple[float, int]], started: float,
                exclude: Sequence[str] = ('kafka_broker',), low: float = 0.1,
                high: float = 0.9) -> Optional[dict[str, Any]]:
@@ -228,11 +239,10 @@ def steady_cpu(sampler: 'MemorySampler', samples: Sequence[tuple[float, int]], s
   (``<role> jit``, ``<role> gc``, ``<role> work``): where the time goes once the job runs, apart
   from its start. ``samples`` are (seconds since ``started``, rows); ``started`` is the run's
   ``time.monotonic()`` at its start. None when the run archived too little for a window."""
-  total = samples[-1][1] if samples else 0
-  band = [(t, r) for t, r in samples if low * total <= r <= high * total]
-  if len(band) < 2 or band[-1][1] <= band[0][1]:
+  band = steady_band(samples, low, high)
+  if band is None:
     return None
-  (t1, r1), (t2, r2) = band[0], band[-1]
+  (t1, r1), (t2, r2) = band
   cpu = {k: v for k, v in sampler.cpu_between(started + t1, started + t2).items()
          if k.split(' ')[0] not in exclude}
   roles = [k for k in cpu if ' ' not in k]
@@ -359,9 +369,11 @@ class MemorySampler:
       elif label and info['role'] != label:
         # Seen first below its launcher script (a restarted TaskManager), then made a root.
         info['role'] = label
-      elif info['cmd'].startswith('bash '):  # a script that exec()s: show what it became
+      elif info['cmd'].startswith('bash ') or info['role'] == 'sdk_worker_fork_server':
+        # A script that exec()s, or a worker forked from the fork server but seen before it
+        # took its own command line: show what it became.
         cmd = cmdline(pid)
-        if cmd and not cmd.startswith('bash '):
+        if cmd and cmd[:160] != info['cmd'] and not cmd.startswith('bash '):
           info['cmd'] = cmd[:160]
           if pid not in self.roots.values():
             info['role'] = role_of(cmd)
@@ -458,15 +470,17 @@ class StreamJob:
   the job server is stopped by its ``with`` block), then ends the group if it lingers.
   """
 
-  def __init__(self, args: Sequence[str], log_path: str):
+  def __init__(self, args: Sequence[str], log_path: str,
+               env: Optional[dict[str, str]] = None):
     self.args = [sys.executable, '-m', 'pipelines.stream', *args]
     self.log_path = log_path
+    self.env = dict(env or {})
     self.proc: Optional[subprocess.Popen] = None
     self.started = 0.0
 
   def start(self) -> 'StreamJob':
     self._log = open(self.log_path, 'wb')  # pylint: disable=consider-using-with
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **self.env)
     self.started = time.monotonic()
     self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                  env=env, start_new_session=True)

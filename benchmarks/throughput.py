@@ -26,7 +26,8 @@ Reported per phase: records/s sustained (least-squares slope of archived rows ov
 first output (job process start -> first archived row; includes the job server start, pipeline
 expansion, submission and one roll), the baseline's records/s and the ratio job / baseline;
 peak memory per process role. Prints a table, writes ``throughput.json`` and ``throughput.png``
-under ``--results_dir``.
+under ``--results_dir``. ``--stage_cpu`` adds where the SDK workers' CPU goes in the steady
+window: per DoFn method, fused stage and thread (pipelines/stage_cpu.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from benchmarks.baseline import path_name
 from generator.source import SourceConfig, generate_messages
 from harness import kafka
 from harness.scripts import ROOT
+from pipelines import stage_cpu
 from schemas.records import HOST_STREAMS, SCHEMAS
 
 TARGET_NETWORK_PER_S = 20_000
@@ -123,13 +125,15 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       bootstrap=bootstrap, topics=topics, output=output, model_dir=args.model_dir,
       parallelism=args.parallelism, roll_seconds=args.roll_seconds,
       run_for_s=args.timeout_s + 30, job_name=job_name, extra=extra),
-      os.path.join(work, 'stream.log'))
+      os.path.join(work, 'stream.log'),
+      env={stage_cpu.DIR_ENV: os.path.join(work, 'stage-cpu')} if args.stage_cpu else None)
   archive = [common.ArchiveCounter(os.path.join(output, 'archive', s)) for s in STREAMS[phase]]
   dead = common.ArchiveCounter(os.path.join(output, 'dead_letter'))
   samples: list[tuple[float, int]] = []
   first_output = None
   status = 'timeout'
   job.start()
+  wall_offset = time.time() - time.monotonic()
   sampler = common.MemorySampler({'python_job': job.pid, 'kafka_broker': broker_pid})
   last_change, last_total = time.monotonic(), -1
   try:
@@ -180,7 +184,36 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       'first_output_s': first_output, 'all_archived_s': done_t if status == 'complete' else None,
       'environment': environment, 'samples': samples, 'memory': memory, 'log': job.log_path,
       'steady_cpu': common.steady_cpu(sampler, samples, job.started),
+      'stage_cpu': (steady_stage_cpu(os.path.join(work, 'stage-cpu'), samples,
+                                     wall_offset + job.started) if args.stage_cpu else None),
   }
+
+
+def steady_stage_cpu(folder: str, samples: list[tuple[float, int]],
+                     started_wall: float) -> Optional[dict[str, float]]:
+  """The SDK workers' own accounts (pipelines/stage_cpu.py) over the run's steady window:
+  microseconds of CPU per archived record, per DoFn method, bundle kind and thread."""
+  band = common.steady_band(samples)
+  if band is None:
+    return None
+  (t1, r1), (t2, r2) = band
+  return stage_cpu.window(stage_cpu.read_snapshots(folder), started_wall + t1,
+                          started_wall + t2, r2 - r1)
+
+
+def stage_cpu_table(per_record: dict[str, float]) -> str:
+  """The workers' CPU per record: whole processes, then each thread kind, bundle kind and DoFn
+  method, largest first."""
+  groups = (('threads', 'thread '), ('bundles (a fused stage each)', 'bundle '),
+            ('DoFn methods', ''))
+  lines = [f"  SDK workers, whole processes: {per_record.get('process', 0):.1f} us/record"]
+  for title, prefix in groups:
+    rows = sorted(((k, v) for k, v in per_record.items() if k != 'process' and (
+        k.startswith(prefix) if prefix else not k.startswith(('thread ', 'bundle ')))),
+        key=lambda kv: -kv[1])
+    lines.append(f'  {title}:')
+    lines += [f'    {v:7.1f}  {k[len(prefix):]}' for k, v in rows]
+  return '\n'.join(lines)
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -214,6 +247,13 @@ def _table(result: dict[str, Any]) -> str:
                  (f"; baseline process {base:,.0f}" if base else ''))
   envs = sorted({p['job'].get('environment') or '?' for p in result['phases'].values()})
   lines.append(f"Python SDK harness: {'; '.join(envs)}")
+  for phase, p in result['phases'].items():
+    steady = p['job'].get('steady_cpu')
+    lines.append(f'steady CPU, {phase}: {common.steady_cpu_line(steady)}')
+    if p['job'].get('stage_cpu'):
+      lines.append(f'where the SDK workers spend it, {phase} (steady window, us of CPU per '
+                   f'archived record; pipelines/stage_cpu.py):')
+      lines.append(stage_cpu_table(p['job']['stage_cpu']))
   lines.append(f"target: {TARGET_NETWORK_PER_S:,} network events/s sustained; job >= 0.5 x baseline")
   return '\n'.join(lines)
 
@@ -281,6 +321,9 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument('--stall_s', type=float, default=60)
   parser.add_argument('--poll_s', type=float, default=0.5)
   parser.add_argument('--seed', type=int, default=1)
+  parser.add_argument('--stage_cpu', action='store_true',
+                      help='The SDK workers time each DoFn, bundle and thread of theirs '
+                      '(pipelines/stage_cpu.py) and the table adds their CPU per record.')
   args, extra = parser.parse_known_args(argv)
   extra = [a for a in extra if a != '--']
   phases = [p.strip() for p in args.streams.split(',') if p.strip()]

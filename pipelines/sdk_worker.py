@@ -44,7 +44,7 @@ from apache_beam.runners.portability.stager import (EXTRA_PACKAGES_FILE, REQUIRE
                                                     WORKFLOW_TARBALL_FILE)
 from apache_beam.runners.worker import sdk_worker_main
 
-from pipelines import scratch
+from pipelines import scratch, stage_cpu
 from pipelines.startup import StartupTimeline
 from transforms.redaction import redact_options
 
@@ -230,6 +230,7 @@ def main(argv=None, started: Optional[float] = None,
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
   logging.getLogger(sdk_worker_main.__name__).addFilter(StartupLine(args.id, timeline))
   collect_garbage_less_often()
+  stage_cpu.install_from_environment()
   sdk_worker_main.main([sys.argv[0], *argv])
 
 
