@@ -4,12 +4,14 @@ Numbers are not checked, only that everything was measured and accounted for."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
 import pytest
 
 from harness.kafka import fresh_topics, make_topics
+from pipelines import stage_cpu
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +22,16 @@ def test_throughput_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_pa
   result = throughput.main([
       '--streams=network', '--network_messages=3000', f'--bootstrap_servers={kafka_bootstrap}',
       f'--model_dir={synthetic_model_dir}', f'--results_dir={tmp_path}', '--timeout_s=150',
-      '--stall_s=45'])
+      '--stall_s=45', '--stage_cpu', f'--work_dir={tmp_path / "work"}'])
   phase = result['phases']['network']
   assert phase['job']['status'] == 'complete', phase['job']
+  # The workers timed their DoFns (pipelines/stage_cpu.py) and the job still archived all.
+  folder, = glob.glob(str(tmp_path / 'work' / 'network-*' / 'stage-cpu'))
+  last = [rows[-1] for rows in stage_cpu.read_snapshots(folder).values()]
+  parse = [row['methods'].get('transforms.parse.ParseAndCleanFn.process') for row in last]
+  assert sum(p[1] for p in parse if p) > 0 and sum(p[2] for p in parse if p) <= 3000, parse
+  assert any('ParseAndCleanFn' in key for row in last for key in row['methods']
+             if key.startswith('bundle ')), last
   assert phase['job']['records_archived'] == 3000
   assert phase['job']['first_output_s'] > 0
   assert phase['baseline']['records'] == 3000 and phase['baseline']['complete']
