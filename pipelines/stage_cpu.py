@@ -44,6 +44,12 @@ _cpu: collections.Counter = collections.Counter()
 _calls: collections.Counter = collections.Counter()
 _elements: collections.Counter = collections.Counter()
 _local = threading.local()
+_lock = threading.Lock()  # bundles run on several threads; a += on a Counter is two steps
+
+
+def _charge(key: str, seconds: float) -> None:
+  with _lock:
+    _cpu[key] += seconds
 
 
 def _key(cls: type, method: str) -> str:
@@ -51,11 +57,13 @@ def _key(cls: type, method: str) -> str:
 
 
 def _count_call(key: str, args: tuple) -> None:
-  _calls[key] += 1
   try:
-    _elements[key] += len(args[1])  # args[0] is the DoFn
+    elements = len(args[1])  # args[0] is the DoFn
   except (IndexError, TypeError):
-    pass
+    elements = 0
+  with _lock:
+    _calls[key] += 1
+    _elements[key] += elements
   seen = getattr(_local, 'seen', None)
   if seen is not None:
     seen.add(key.rsplit('.', 2)[-2])
@@ -76,7 +84,7 @@ def timed_method(key: str, fn):
         except StopIteration:
           return
         finally:
-          _cpu[key] += time.thread_time() - started
+          _charge(key, time.thread_time() - started)
         yield item
     timed = timed_generator
   else:
@@ -87,7 +95,7 @@ def timed_method(key: str, fn):
       try:
         return fn(*args, **kwargs)
       finally:
-        _cpu[key] += time.thread_time() - started
+        _charge(key, time.thread_time() - started)
     timed = timed_function
   timed.stage_cpu_timed = True
   return timed
@@ -132,8 +140,9 @@ def _time_bundles() -> None:
     finally:
       stage = (f'bundle {request.process_bundle_descriptor_id}: '
                + ('+'.join(sorted(_local.seen)) or 'no DoFn of ours'))
-      _cpu[stage] += time.thread_time() - started
-      _calls[stage] += 1
+      _charge(stage, time.thread_time() - started)
+      with _lock:
+        _calls[stage] += 1
       _local.seen = None
   timed_bundle.stage_cpu_timed = True
   sdk_worker.SdkWorker.process_bundle = timed_bundle
@@ -157,9 +166,10 @@ def _thread_cpu() -> dict[str, float]:
 
 def snapshot() -> dict[str, Any]:
   usage = os.times()
+  with _lock:
+    methods = {k: [round(v, 6), _calls[k], _elements[k]] for k, v in _cpu.items()}
   return {'time': time.time(), 'process_cpu': usage.user + usage.system,
-          'threads': _thread_cpu(),
-          'methods': {k: [round(v, 6), _calls[k], _elements[k]] for k, v in _cpu.items()}}
+          'threads': _thread_cpu(), 'methods': methods}
 
 
 def _write_snapshots(folder: str) -> None:
