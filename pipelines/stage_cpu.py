@@ -113,8 +113,9 @@ def _subclasses(cls: type) -> Iterable[type]:
 
 
 def time_dofns() -> None:
-  """Wraps the methods of every DoFn class of ours imported so far (again at each bundle:
-  a fresh worker imports them while it unpickles its first stages)."""
+  """Wraps the methods of every DoFn class of ours imported so far. Beam binds a DoFn's
+  methods when it sets the DoFn up, so this must run before: at the worker's start, with the
+  project's modules imported (again at each bundle, for modules imported later)."""
   for cls in set(_subclasses(beam.DoFn)):
     if not _ours(cls):
       continue
@@ -160,7 +161,8 @@ def _thread_cpu() -> dict[str, float]:
     except OSError:
       continue  # the thread ended
     # "Thread-12 (run)" and "Thread-13 (run)" are one kind of thread.
-    out[_NUMBERED.sub('', names.get(int(tid), 'native'))] += (int(fields[11]) + int(fields[12])) / ticks
+    name = _NUMBERED.sub('', names.get(int(tid), 'native'))
+    out[name] += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
   return dict(out)
 
 
@@ -172,12 +174,15 @@ def snapshot() -> dict[str, Any]:
           'threads': _thread_cpu(), 'methods': methods}
 
 
+def _write_snapshot(folder: str) -> None:
+  with open(os.path.join(folder, f'{os.getpid()}.jsonl'), 'a', encoding='utf-8') as f:
+    f.write(json.dumps(snapshot()) + '\n')
+
+
 def _write_snapshots(folder: str) -> None:
-  path = os.path.join(folder, f'{os.getpid()}.jsonl')
   while True:
     time.sleep(SNAPSHOT_S)
-    with open(path, 'a', encoding='utf-8') as f:
-      f.write(json.dumps(snapshot()) + '\n')
+    _write_snapshot(folder)
 
 
 def install_from_environment() -> bool:
@@ -186,6 +191,10 @@ def install_from_environment() -> bool:
   if not folder:
     return False
   os.makedirs(folder, exist_ok=True)
+  # A fresh worker has not imported the DoFns' modules yet (a forked one has): the same
+  # imports the fork server preloads.
+  from pipelines import fork_server  # pylint: disable=import-outside-toplevel
+  fork_server.preload(modules=(), packages=fork_server.PRELOAD_PACKAGES)
   time_dofns()
   _time_bundles()
   threading.Thread(target=_write_snapshots, args=(folder,), name='stage-cpu',

@@ -3,10 +3,13 @@ read back into per-record costs of a window."""
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import apache_beam as beam
 
+from harness.scripts import ROOT
 from pipelines import stage_cpu
 
 
@@ -92,6 +95,23 @@ def test_a_window_divides_each_workers_difference_by_the_records(tmp_path):
                         'thread Thread': round((1.5 + 0.5) / 1e6 * 1e6, 1),
                         'm.Fn.process': 1.0}
   assert stage_cpu.window(snapshots, 100.5, 102.5, records=0) == {}
+
+
+def test_a_fresh_worker_times_the_dofns_before_it_sets_any_up(tmp_path):
+  """A worker not forked from the fork server has imported none of the DoFns' modules when it
+  starts; Beam binds their methods when it sets them up, so they must be wrapped by then."""
+  code = ('import sys; from pipelines import stage_cpu; '
+          'assert "transforms.parse" not in sys.modules; '
+          'assert stage_cpu.install_from_environment(); '
+          'from transforms.parse import ParseAndCleanFn; '
+          'from apache_beam.ml.inference.base import _RunInferenceDoFn; '
+          'assert ParseAndCleanFn.process.stage_cpu_timed; '
+          'assert _RunInferenceDoFn.process.stage_cpu_timed; '
+          'stage_cpu._write_snapshot(sys.argv[1])')
+  subprocess.run([sys.executable, '-c', code, str(tmp_path)], check=True, cwd=ROOT, timeout=120,
+                 env=dict(os.environ, **{stage_cpu.DIR_ENV: str(tmp_path)}))
+  (rows,) = stage_cpu.read_snapshots(str(tmp_path)).values()
+  assert rows[-1]['process_cpu'] > 0 and rows[-1]['threads']
 
 
 def test_install_from_environment_is_off_without_its_variable(monkeypatch):
