@@ -114,8 +114,8 @@ def _subclasses(cls: type) -> Iterable[type]:
 
 def time_dofns() -> None:
   """Wraps the methods of every DoFn class of ours imported so far. Beam binds a DoFn's
-  methods when it sets the DoFn up, so this must run before: at the worker's start, with the
-  project's modules imported (again at each bundle, for modules imported later)."""
+  methods when it sets the DoFn up, so this runs at the worker's start, once the project's
+  modules are imported (:func:`install_from_environment`)."""
   for cls in set(_subclasses(beam.DoFn)):
     if not _ours(cls):
       continue
@@ -133,7 +133,6 @@ def _time_bundles() -> None:
 
   @functools.wraps(process_bundle)
   def timed_bundle(self, request, instruction_id):
-    time_dofns()
     _local.seen = set()
     started = time.thread_time()
     try:
