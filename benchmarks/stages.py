@@ -136,7 +136,7 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int,
 def _write(batch, arrow_schema, path: str) -> None:
   """The archive sink's own code for one batch: its Arrow chunk for the shuffle (one bundle),
   then the Parquet file written from it to ``path``."""
-  to_chunks = _ArrowChunksFn(arrow_schema, 'event_time', num_shards=1)
+  to_chunks = _ArrowChunksFn('archive', arrow_schema, 'event_time', num_shards=1)
   to_chunks.start_bundle()
   to_chunks.process(batch, timestamp=Timestamp(0))
   for chunk in to_chunks.finish_bundle():

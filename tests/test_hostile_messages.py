@@ -30,7 +30,7 @@ from transforms.cleaning import clean_record
 from transforms.dead_letter import dead_letter_row, record_by_record
 from transforms.enrich import UNBOUNDED, EventTimeBounds, enrich_batch
 from transforms.ids import attack_event_id
-from transforms.parquet_sink import WritePartitionedParquet, event_date
+from transforms.parquet_sink import ParquetFolder, WritePartitionedParquet, event_date
 from transforms.parse import parse_chunks, parse_messages
 from transforms.source import SourceMessage
 
@@ -194,8 +194,9 @@ def test_far_apart_times_in_one_message_open_a_bounded_number_of_folders(models,
   batches = outcome.archived['memory']
   folder = str(tmp_path / 'archive')
   with TestPipeline() as pipeline:
-    _ = (pipeline | beam.Create(batches)
-         | WritePartitionedParquet(folder, ARCHIVE_SCHEMAS['memory'], time_field='event_time'))
+    _ = ({'memory': pipeline | beam.Create(batches)}
+         | WritePartitionedParquet(
+             {'memory': ParquetFolder(folder, ARCHIVE_SCHEMAS['memory'], 'event_time')}))
   folders = sorted(os.listdir(folder))
   assert 1 <= len(folders) <= 9, folders
   assert all(len(f) == len('dt=YYYY-MM-DD') and f.startswith('dt=') for f in folders)

@@ -29,7 +29,7 @@ def _batch(times):
 
 
 def _chunks(batch, num_shards):
-  to_chunks = _ArrowChunksFn(ARCHIVE_SCHEMAS['network'], 'event_time', num_shards)
+  to_chunks = _ArrowChunksFn('archive/network', ARCHIVE_SCHEMAS['network'], 'event_time', num_shards)
   to_chunks.start_bundle()
   to_chunks.process(batch, timestamp=Timestamp(0))
   return {value[0]: pa.ipc.open_stream(value[1]).read_all()
@@ -47,12 +47,12 @@ def test_each_record_lands_in_its_own_date_and_shard(num_shards, tmp_path):
            datetime.datetime(9999, 12, 31, 23, 59, tzinfo=UTC)] * 3
   batch = _batch(times)
   chunks = _chunks(batch, num_shards)
-  to_chunks = _ArrowChunksFn(ARCHIVE_SCHEMAS['network'], 'event_time', num_shards)
+  to_chunks = _ArrowChunksFn('archive/network', ARCHIVE_SCHEMAS['network'], 'event_time', num_shards)
   expected = {}
   for uuid, when in zip(batch.columns['uuid'], times):
-    expected.setdefault((event_date(when), to_chunks._shard(uuid)), set()).add(uuid)
+    expected.setdefault(('archive/network', event_date(when), to_chunks._shard(uuid)), set()).add(uuid)
   assert {key: set(table.column('uuid').to_pylist()) for key, table in chunks.items()} == expected
-  assert {date for date, _ in expected} == {
+  assert {date for _, date, _ in expected} == {
       '2024-03-01', '2024-03-02', '0001-01-01', '1969-12-31', '9999-12-31'}
   # The files read back as the records.
   path = str(tmp_path / 'part.parquet')
@@ -67,8 +67,8 @@ def test_a_batch_of_one_day_is_one_chunk():
   start = datetime.datetime(2024, 5, 5, tzinfo=UTC)
   batch = _batch([start + datetime.timedelta(seconds=i) for i in range(50)])
   chunks = _chunks(batch, 1)
-  assert list(chunks) == [('2024-05-05', 0)]
-  assert chunks[('2024-05-05', 0)].column('uuid').to_pylist() == batch.columns['uuid']
+  assert list(chunks) == [('archive/network', '2024-05-05', 0)]
+  assert chunks[('archive/network', '2024-05-05', 0)].column('uuid').to_pylist() == batch.columns['uuid']
 
 
 def _ipc(table):

@@ -8,14 +8,14 @@ import apache_beam as beam
 
 from schemas.layout import TIME_FIELDS, output_folder
 from schemas.outputs import OUTPUT_SCHEMAS
-from transforms.parquet_sink import WritePartitionedParquet, new_run_id
+from transforms.parquet_sink import ParquetFolder, WritePartitionedParquet, new_run_id
 
 
 class WriteOutputs(beam.PTransform):
   """{folder: rows} (as DetectAttacks returns; keys that are not output folders are ignored)
   -> Parquet under ``output/<folder>/``.
 
-  Returns {folder: PCollection of written file paths}.
+  Returns the PCollection of written file paths.
   """
 
   def __init__(self, output: str, *, site: str = 'local', roll_seconds: float = 60,
@@ -29,12 +29,12 @@ class WriteOutputs(beam.PTransform):
     self._run_id = run_id or new_run_id()
 
   def expand(self, outputs):
-    written = {}
-    folders = {f: rows for f, rows in outputs.items() if f in OUTPUT_SCHEMAS}
-    for folder, rows in folders.items():
-      written[folder] = rows | f'Write[{folder}]' >> WritePartitionedParquet(
-          output_folder(self._output, folder), OUTPUT_SCHEMAS[folder],
-          time_field=TIME_FIELDS[folder], roll_seconds=self._roll_seconds,
-          num_shards=self._num_shards, site=self._site, run_id=self._run_id,
-          metric_name=folder)
-    return written
+    rows = {f: rows for f, rows in outputs.items() if f in OUTPUT_SCHEMAS}
+    if not rows:
+      raise ValueError(f'none of {sorted(outputs)} is an output folder '
+                       f'({", ".join(sorted(OUTPUT_SCHEMAS))})')
+    folders = {f: ParquetFolder(output_folder(self._output, f), OUTPUT_SCHEMAS[f],
+                                TIME_FIELDS[f]) for f in rows}
+    return rows | 'Write' >> WritePartitionedParquet(
+        folders, roll_seconds=self._roll_seconds, num_shards=self._num_shards,
+        site=self._site, run_id=self._run_id)

@@ -1,9 +1,12 @@
-"""WritePartitionedParquet: rows -> Parquet files partitioned by event date, rolled by time.
+"""WritePartitionedParquet: rows -> Parquet folders partitioned by event date, rolled by time.
 
 ``beam.io.WriteToParquet`` writes one prefix; DESIGN.md wants ``dt=YYYY-MM-DD/`` folders and,
 in streaming, a bounded number of files. So rows are re-windowed into the global window with a
 processing-time trigger (every ``roll_seconds``, and once more at the end of a bounded input),
-grouped by (date, shard), and each group is written as one file with pyarrow in row batches.
+grouped by (folder, date, shard), and each group is written as one file with pyarrow in row
+batches. Every folder goes through the same one shuffle: on Flink each shuffle is a task of
+its own whose timers and flushers run whether rows flow or not, and the job has seven folders
+(benchmarks/README.md, "One shuffle for every output folder").
 Nothing is ever late for this sink: a record that arrives a day late goes into the next file of
 its own date folder rather than being dropped.
 
@@ -16,11 +19,12 @@ renamed, so readers never see half a file.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import re
 import uuid
 import zlib
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -72,16 +76,26 @@ def event_date(when: Any) -> str:
   return f'{when.year:04d}-{when.month:02d}-{when.day:02d}'
 
 
-class _ArrowChunksFn(beam.DoFn):
-  """Rows and RecordBatches -> one Arrow IPC chunk per (date, shard) and bundle.
+@dataclasses.dataclass(frozen=True)
+class ParquetFolder:
+  """Where one output's files go, what their columns are, and which field dates them."""
+  directory: str
+  schema: pa.Schema
+  time_field: str
 
-  The files are grouped by (date, shard), so everything written crosses a shuffle; sending
-  one compressed Arrow chunk per group and bundle instead of one pickled dict per row is most
-  of the sink's cost saved. A bundle's chunks are committed with the bundle, so a checkpoint
-  never loses buffered rows.
+
+class _ArrowChunksFn(beam.DoFn):
+  """Rows and RecordBatches of one folder -> one Arrow IPC chunk per (folder, date, shard)
+  and bundle: ``((folder, '2024-03-01', 0), b'<Arrow IPC stream>')``.
+
+  The files are grouped by (folder, date, shard), so everything written crosses a shuffle;
+  sending one compressed Arrow chunk per group and bundle instead of one pickled dict per row
+  is most of the sink's cost saved. A bundle's chunks are committed with the bundle, so a
+  checkpoint never loses buffered rows.
   """
 
-  def __init__(self, schema: pa.Schema, time_field: str, num_shards: int):
+  def __init__(self, folder: str, schema: pa.Schema, time_field: str, num_shards: int):
+    self._folder = folder
     self._schema = schema
     self._time_field = time_field
     self._num_shards = num_shards
@@ -133,7 +147,8 @@ class _ArrowChunksFn(beam.DoFn):
       with pa.ipc.new_stream(sink, self._schema, options=CHUNK_OPTIONS) as writer:
         for table in tables:
           writer.write_table(table)
-      yield GlobalWindows.windowed_value((key, sink.getvalue().to_pybytes()), self._timestamp)
+      yield GlobalWindows.windowed_value(((self._folder, ) + key, sink.getvalue().to_pybytes()),
+                                         self._timestamp)
 
   def _key(self, row):
     # Stable per row (uuid, event id, or a dead letter's payload), so a retry lands alike.
@@ -148,28 +163,32 @@ class _ArrowChunksFn(beam.DoFn):
 
 
 class _WriteGroupFn(beam.DoFn):
-  """((date, shard), Arrow IPC chunks) -> one Parquet file, written to a temporary name and
-  renamed."""
+  """((folder, date, shard), Arrow IPC chunks) -> one Parquet file under that folder's
+  directory, written to a temporary name and renamed; counted as ``<folder>_rows`` and
+  ``<folder>_files``."""
 
-  def __init__(self, directory: str, file_prefix: str, metric_name: str):
-    self._directory = directory
+  def __init__(self, directories: Mapping[str, str], file_prefix: str):
+    self._directories = dict(directories)
     self._file_prefix = file_prefix
-    self._rows = Metrics.counter('WritePartitionedParquet', f'{metric_name}_rows')
-    self._files = Metrics.counter('WritePartitionedParquet', f'{metric_name}_files')
+    self._counters = {
+        folder: (Metrics.counter('WritePartitionedParquet', f'{folder}_rows'),
+                 Metrics.counter('WritePartitionedParquet', f'{folder}_files'))
+        for folder in self._directories}
 
   def process(self, element, pane=beam.DoFn.PaneInfoParam):
-    (date, shard), chunks = element
-    folder = FileSystems.join(self._directory, partition_name(date))
+    (folder, date, shard), chunks = element
+    directory = FileSystems.join(self._directories[folder], partition_name(date))
     name = file_name(self._file_prefix, pane.index, shard)
-    final_path = FileSystems.join(folder, name)
-    temp_path = FileSystems.join(folder, in_progress_name(name))
+    final_path = FileSystems.join(directory, name)
+    temp_path = FileSystems.join(directory, in_progress_name(name))
     count = self._write(temp_path, chunks)
     if count == 0:
       FileSystems.delete([temp_path])
       return
     FileSystems.rename([temp_path], [final_path])
-    self._rows.inc(count)
-    self._files.inc()
+    rows, files = self._counters[folder]
+    rows.inc(count)
+    files.inc()
     yield final_path
 
   @staticmethod
@@ -198,39 +217,44 @@ class _WriteGroupFn(beam.DoFn):
 
 
 class WritePartitionedParquet(beam.PTransform):
-  """Dict rows or RecordBatches matching ``schema`` -> Parquet files under
-  ``directory/dt=YYYY-MM-DD/``.
+  """{folder: dict rows or RecordBatches} -> Parquet files under
+  ``folders[folder].directory/dt=YYYY-MM-DD/``, every folder through one shuffle.
 
-  Returns the PCollection of written file paths; counts rows and files as Beam metrics
-  ``<metric_name>_rows`` and ``<metric_name>_files``.
+  Returns the PCollection of written file paths; counts each folder's rows and files as Beam
+  metrics ``<folder>_rows`` and ``<folder>_files``.
   """
 
-  def __init__(self, directory: str, schema: pa.Schema, *, time_field: str,
-               roll_seconds: float = 60, num_shards: int = 1, site: str = 'local',
-               run_id: Optional[str] = None, metric_name: str = 'parquet'):
+  def __init__(self, folders: Mapping[str, ParquetFolder], *, roll_seconds: float = 60,
+               num_shards: int = 1, site: str = 'local', run_id: Optional[str] = None):
     super().__init__()
-    self._metric_name = metric_name
-    self._directory = directory
-    self._schema = schema
-    self._time_field = time_field
+    self._folders = dict(folders)
     self._roll_seconds = roll_seconds
     self._num_shards = max(1, num_shards)
     # The run id is fixed when the pipeline is built, so every worker names files alike.
     self._file_prefix = f'{safe_path_component(site)}-{run_id or new_run_id()}'
 
-  def expand(self, rows):
-    if rows.is_bounded:
-      # A bounded input is written once, at its end (batch runners have no processing clock).
-      rolled = rows | 'OneRoll' >> beam.WindowInto(window.GlobalWindows())
-    else:
-      rolled = rows | 'RollByProcessingTime' >> beam.WindowInto(
-          window.GlobalWindows(),
-          trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._roll_seconds)),
-          accumulation_mode=trigger.AccumulationMode.DISCARDING)
+  def expand(self, rows_by_folder):
+    unknown = set(rows_by_folder) - set(self._folders)
+    if unknown:
+      raise ValueError(f'no ParquetFolder for {sorted(unknown)}')
+    chunks = [
+        rows | f'Roll[{name}]' >> self._roll(rows.is_bounded)
+        | f'ToArrowChunks[{name}]' >> beam.ParDo(_ArrowChunksFn(
+            name, self._folders[name].schema, self._folders[name].time_field,
+            self._num_shards))
+        for name, rows in rows_by_folder.items()]
+    directories = {name: folder.directory for name, folder in self._folders.items()}
     return (
-        rolled
-        | 'ToArrowChunks' >> beam.ParDo(
-            _ArrowChunksFn(self._schema, self._time_field, self._num_shards))
+        chunks
+        | 'AllFolders' >> beam.Flatten()
         | 'GroupIntoFiles' >> beam.GroupByKey()
-        | 'WriteFiles' >> beam.ParDo(
-            _WriteGroupFn(self._directory, self._file_prefix, self._metric_name)))
+        | 'WriteFiles' >> beam.ParDo(_WriteGroupFn(directories, self._file_prefix)))
+
+  def _roll(self, is_bounded: bool) -> beam.WindowInto:
+    if is_bounded:
+      # A bounded input is written once, at its end (batch runners have no processing clock).
+      return beam.WindowInto(window.GlobalWindows())
+    return beam.WindowInto(
+        window.GlobalWindows(),
+        trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._roll_seconds)),
+        accumulation_mode=trigger.AccumulationMode.DISCARDING)
