@@ -257,12 +257,18 @@ def steady_cpu_line(steady: Optional[dict[str, Any]]) -> str:
   if not steady:
     return 'n/a'
   us = steady['us_per_record']
+  return f"{us['total']:.1f} us/record on {steady['cores']:.2f} cores: " + roles_line(us, 1)
+
+
+def roles_line(values: dict[str, float], digits: int) -> str:
+  """``{role: x, '<role> jit': y, ...}`` -> "role x (jit y, gc z), ...", largest first."""
   parts = []
-  for role in sorted((k for k in us if ' ' not in k and k != 'total'), key=lambda k: -us[k]):
-    extra = [f'{kind} {us[f"{role} {kind}"]:.1f}' for kind in ('jit', 'gc')
-             if us.get(f'{role} {kind}')]
-    parts.append(f'{role} {us[role]:.1f}' + (f' ({", ".join(extra)})' if extra else ''))
-  return f"{us['total']:.1f} us/record on {steady['cores']:.2f} cores: " + ', '.join(parts)
+  for role in sorted((k for k in values if ' ' not in k and k != 'total'),
+                     key=lambda k: -values[k]):
+    extra = [f'{kind} {values[f"{role} {kind}"]:.{digits}f}' for kind in ('jit', 'gc')
+             if values.get(f'{role} {kind}')]
+    parts.append(f'{role} {values[role]:.{digits}f}' + (f' ({", ".join(extra)})' if extra else ''))
+  return ', '.join(parts)
 
 
 # ---- processes and memory ---------------------------------------------------------------------

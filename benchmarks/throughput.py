@@ -51,6 +51,9 @@ from pipelines import stage_cpu
 from schemas.records import HOST_STREAMS, SCHEMAS
 
 TARGET_NETWORK_PER_S = 20_000
+# After the last archived row: the job's last roll and the checkpoint after it are written
+# by then, so the window sees the job with nothing to do.
+IDLE_SETTLE_S = 15
 STREAMS = {'network': tuple(s for s in SCHEMAS if not SCHEMAS[s].joined), 'host': HOST_STREAMS}
 
 
@@ -132,6 +135,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
   samples: list[tuple[float, int]] = []
   first_output = None
   status = 'timeout'
+  idle = None
   job.start()
   wall_offset = time.time() - time.monotonic()
   sampler = common.MemorySampler({'python_job': job.pid, 'kafka_broker': broker_pid})
@@ -151,6 +155,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
           last_total, last_change = rows + dead_rows, time.monotonic()
         if rows + dead_rows >= expected:
           status = 'complete'
+          idle = idle_cpu(sampler, job, args.idle_s)
           break
         if not job.alive():
           status = 'job exited'
@@ -184,9 +189,38 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       'first_output_s': first_output, 'all_archived_s': done_t if status == 'complete' else None,
       'environment': environment, 'samples': samples, 'memory': memory, 'log': job.log_path,
       'steady_cpu': common.steady_cpu(sampler, samples, job.started),
+      'idle_cpu': idle,
       'stage_cpu': (steady_stage_cpu(os.path.join(work, 'stage-cpu'), samples,
                                      wall_offset + job.started) if args.stage_cpu else None),
   }
+
+
+def idle_cpu(sampler: common.MemorySampler, job: common.StreamJob,
+             seconds: float) -> Optional[dict[str, Any]]:
+  """The cores each role of the running job uses with nothing left to read, over ``seconds``
+  that start ``IDLE_SETTLE_S`` after the last record was archived (its last roll written):
+  what the job costs whether records flow or not. None for ``seconds`` 0."""
+  if seconds <= 0:
+    return None
+  common.log(f'idle: measuring the job\'s CPU for {seconds:.0f} s with nothing to read')
+  time.sleep(IDLE_SETTLE_S)
+  start = time.monotonic()
+  while time.monotonic() - start < seconds and job.alive():
+    time.sleep(0.5)
+  elapsed = time.monotonic() - start
+  cpu = {k: v for k, v in sampler.cpu_between(start, start + elapsed).items()
+         if k.split(' ')[0] != 'kafka_broker'}
+  cores = {k: round(v / elapsed, 3) for k, v in cpu.items() if v > 0}
+  cores['total'] = round(sum(v for k, v in cpu.items() if ' ' not in k) / elapsed, 3)
+  return {'seconds': round(elapsed, 1), 'cores': cores}
+
+
+def idle_cpu_line(idle: Optional[dict[str, Any]]) -> str:
+  if not idle:
+    return 'n/a'
+  cores = idle['cores']
+  return (f"{cores['total']:.2f} cores over {idle['seconds']:.0f} s: "
+          + common.roles_line(cores, 2))
 
 
 def steady_stage_cpu(folder: str, samples: list[tuple[float, int]],
@@ -250,6 +284,9 @@ def _table(result: dict[str, Any]) -> str:
   for phase, p in result['phases'].items():
     steady = p['job'].get('steady_cpu')
     lines.append(f'steady CPU, {phase}: {common.steady_cpu_line(steady)}')
+    if p['job'].get('idle_cpu'):
+      lines.append(f"idle CPU, {phase} (after the run, nothing to read): "
+                   f"{idle_cpu_line(p['job']['idle_cpu'])}")
     if p['job'].get('stage_cpu'):
       lines.append(f'where the SDK workers spend it, {phase} (steady window, us of CPU per '
                    f'archived record; pipelines/stage_cpu.py):')
@@ -321,6 +358,10 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument('--stall_s', type=float, default=60)
   parser.add_argument('--poll_s', type=float, default=0.5)
   parser.add_argument('--seed', type=int, default=1)
+  parser.add_argument('--idle_s', type=float, default=0,
+                      help='Once everything is archived, keep the job running this many more '
+                      'seconds and report the cores each of its processes uses with nothing '
+                      'to read (default: %(default)s, not measured).')
   parser.add_argument('--stage_cpu', action='store_true',
                       help='The SDK workers time each DoFn, bundle and thread of theirs '
                       '(pipelines/stage_cpu.py) and the table adds their CPU per record.')
