@@ -18,7 +18,7 @@ from tests.factories import BASE_TS
 from transforms.batch import RecordBatch
 from transforms.source import SourceMessage
 from transforms.volume import (DetectVolumeAnomalies, VolumeParams, VolumeSurgeFn, size_class,
-                               size_range, volume_alert)
+                               size_range, volume_alert, window_counts)
 
 UTC = datetime.timezone.utc
 T0 = BASE_TS - BASE_TS % 10  # a window edge
@@ -245,3 +245,17 @@ def test_a_flood_of_new_key_names_cannot_grow_the_state_and_still_alerts():
   alerts = list(surges._evaluate('site-a', state, T0 + 200, flood, False))  # pylint: disable=protected-access
   assert 'yet-another' not in {k.split('/')[1] for k in state['keys'] if '/' in k}
   assert 'yet-another' in {a['service'] for a in alerts}
+
+
+def test_a_batch_is_counted_per_site_window_and_key():
+  records = (batch([T0 + 1, T0 + 2, T0 + 12], service='http')
+             .with_columns(src_bytes=[100.0, 100.0, None]))
+  other = batch([T0 + 3], service='smtp', site='site-b').with_columns(src_bytes=[0.0])
+  mixed = RecordBatch.concat('network', [records, other])
+  counted = {(v.value[0], v.timestamp.micros // 1_000_000): v.value[1]
+             for v in window_counts(mixed, 10)}
+  size = size_class(100.0)
+  assert counted == {
+      ('site-a', T0): {'tcp/http/SF': 2, 'tcp/*/SF': 2, f'tcp/http/SF/{size}': 2, '*': 2},
+      ('site-a', T0 + 10): {'tcp/http/SF': 1, 'tcp/*/SF': 1, '*': 1},
+      ('site-b', T0): {'tcp/smtp/SF': 1, 'tcp/*/SF': 1, 'tcp/smtp/SF/0': 1, '*': 1}}
