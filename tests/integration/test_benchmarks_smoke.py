@@ -22,7 +22,7 @@ def test_throughput_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_pa
   result = throughput.main([
       '--streams=network', '--network_messages=3000', f'--bootstrap_servers={kafka_bootstrap}',
       f'--model_dir={synthetic_model_dir}', f'--results_dir={tmp_path}', '--timeout_s=150',
-      '--stall_s=45', '--stage_cpu', f'--work_dir={tmp_path / "work"}'])
+      '--stall_s=45', '--stage_cpu', '--idle_s=5', f'--work_dir={tmp_path / "work"}'])
   phase = result['phases']['network']
   assert phase['job']['status'] == 'complete', phase['job']
   # The workers timed their DoFns (pipelines/stage_cpu.py) and the job still archived all.
@@ -34,6 +34,9 @@ def test_throughput_benchmark_smoke(kafka_bootstrap, synthetic_model_dir, tmp_pa
              if key.startswith('bundle ')), last
   assert phase['job']['records_archived'] == 3000
   assert phase['job']['first_output_s'] > 0
+  # With nothing left to read, the job's JVM still runs its timers.
+  idle = phase['job']['idle_cpu']
+  assert idle['seconds'] >= 5 and idle['cores']['flink_job_server_jvm'] > 0, idle
   assert phase['baseline']['records'] == 3000 and phase['baseline']['complete']
   roles = phase['job']['memory']['peak_rss_mb']
   assert roles['python_job'] > 0 and roles['flink_job_server_jvm'] > 0
