@@ -228,7 +228,9 @@ class WritePartitionedParquet(beam.PTransform):
                num_shards: int = 1, site: str = 'local', run_id: Optional[str] = None):
     super().__init__()
     self._folders = dict(folders)
-    self._roll_seconds = roll_seconds
+    # One trigger object for every folder: Beam's triggers compare by identity, and the
+    # Flatten of the folders' chunks warns of differing windowing unless they share it.
+    self._roll_trigger = trigger.Repeatedly(trigger.AfterProcessingTime(roll_seconds))
     self._num_shards = max(1, num_shards)
     # The run id is fixed when the pipeline is built, so every worker names files alike.
     self._file_prefix = f'{safe_path_component(site)}-{run_id or new_run_id()}'
@@ -254,7 +256,5 @@ class WritePartitionedParquet(beam.PTransform):
     if is_bounded:
       # A bounded input is written once, at its end (batch runners have no processing clock).
       return beam.WindowInto(window.GlobalWindows())
-    return beam.WindowInto(
-        window.GlobalWindows(),
-        trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._roll_seconds)),
-        accumulation_mode=trigger.AccumulationMode.DISCARDING)
+    return beam.WindowInto(window.GlobalWindows(), trigger=self._roll_trigger,
+                           accumulation_mode=trigger.AccumulationMode.DISCARDING)
