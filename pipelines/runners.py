@@ -61,7 +61,7 @@ from apache_beam.runners.portability.spark_runner import LOCAL_MASTER_PATTERN, S
 from apache_beam.utils.subprocess_server import pick_port
 
 from pipelines import fork_server, scratch, storage
-from transforms import jvm
+from transforms import jvm, kafka_io
 from transforms.parse import DEFAULT_BATCH_SIZE
 
 _LOG = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ PROMETHEUS_REPORTER = {
 }
 
 FLINK_JOB_SERVER_MAIN = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
+# How a job is told where an expansion service for its Kafka transforms already runs.
+EXPANSION_SERVICE_FLAG = '--expansion_service'
 
 # The embedded Flink (MiniCluster) of a [local] job server: its own ports on loopback (with
 # Flink's defaults some of them listen on all interfaces).
@@ -436,13 +438,18 @@ def remove_temporary_storage(argv: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
+def job_server(argv: Sequence[str], kafka_expansion: bool = False) -> Iterator[list[str]]:
   """``argv`` (with :func:`with_runner_defaults` applied) for the span of a ``with`` block,
   plus ``--job_endpoint`` of a job server of our own when it runs on Flink without one; ours
   listens on loopback only and stops with the block (Beam's own binds all interfaces and can
   outlive the run, see :func:`flink_job_server`). When the block ends, the temporary state
-  folder the defaults made is removed too."""
+  folder the defaults made is removed too.
+
+  ``kafka_expansion``: the job has Kafka transforms. Unless ``argv`` names an expansion service
+  already, a Flink job server of ours serves their expansion as well, and ``argv`` gets its
+  ``--expansion_service``: one JVM start fewer than the job starting a service of its own."""
   argv = list(argv)
+  kafka_expansion = kafka_expansion and not _value(argv, EXPANSION_SERVICE_FLAG)
   try:
     options = PipelineOptions(argv)
     if options.view_as(PortableOptions).job_endpoint or not (is_flink(options) or
@@ -455,7 +462,7 @@ def job_server(argv: Sequence[str]) -> Iterator[list[str]]:
       # Beam's FlinkUberJarJobServer, in this process: no job-server JVM (docs/RUNTIME.md).
       yield argv
     else:
-      with flink_job_server(argv) as with_endpoint:
+      with flink_job_server(argv, kafka_expansion=kafka_expansion) as with_endpoint:
         yield with_endpoint
   finally:
     remove_temporary_storage(argv)
@@ -483,8 +490,10 @@ class _LoopbackFlinkJobServer(_InScratchFolder, FlinkJarJobServer):
   behind a replacement of Beam's ServerFactory (jvm/loopback/), and, for an embedded Flink,
   a Flink configuration that binds the MiniCluster's own ports there."""
 
-  def __init__(self, options: PipelineOptions, conf_dir: Optional[str], scratch_folder: str):
+  def __init__(self, options: PipelineOptions, conf_dir: Optional[str], scratch_folder: str,
+               expansion_port: Optional[int] = None):
     self._conf_dir, self._scratch = conf_dir, scratch_folder
+    self._kafka_expansion_port = expansion_port
     self._s3 = (options.get_all_options(retain_unknown_options=True).get(
         'state_backend_storage_path') or '').startswith('s3://')
     super().__init__(options)
@@ -500,7 +509,8 @@ class _LoopbackFlinkJobServer(_InScratchFolder, FlinkJarJobServer):
     cmd, endpoint = super().subprocess_cmd_and_endpoint()
     at = cmd.index('-jar')
     jar = cmd[at + 1]
-    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, jvm.JOB_SERVER_SOURCES)
+    patch = jvm.loopback_jar('beam-server-factory-loopback', jar, jvm.JOB_SERVER_SOURCES,
+                             services=jvm.KAFKA_BATCHES_SERVICES)
     # -cp, not a launcher jar's manifest: the job server stages its class path as the job's
     # jars for a remote cluster, and both must be on it.
     classpath = [patch, jar]
@@ -509,7 +519,13 @@ class _LoopbackFlinkJobServer(_InScratchFolder, FlinkJarJobServer):
       # reporter factory ... could not be found"), but finds reporters and file systems on the
       # class path; nothing is staged from it for an embedded Flink.
       classpath += embedded_plugin_jars(self._s3)
-    cmd[at:at + 2] = ['-cp', os.pathsep.join(classpath), FLINK_JOB_SERVER_MAIN]
+    main = [FLINK_JOB_SERVER_MAIN]
+    if self._kafka_expansion_port:
+      # The Kafka transforms' expansion service in this JVM (the job server jar carries
+      # KafkaIO): one JVM start at a job's start instead of two.
+      main = [jvm.EXPANSION_MAIN_CLASS, jvm.LOCAL_HOST, str(self._kafka_expansion_port),
+              *kafka_io.expansion_service_args(jar), '--', *main]
+    cmd[at:at + 2] = ['-cp', os.pathsep.join(classpath), *main]
     return self.in_scratch_folder(cmd), endpoint
 
 
@@ -607,7 +623,8 @@ def flink_rest_url(options: PipelineOptions) -> Optional[str]:
 
 @contextlib.contextmanager
 def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
-                     rest_port: Optional[int] = None) -> Iterator[List[str]]:
+                     rest_port: Optional[int] = None, kafka_expansion: bool = False,
+                     expansion_port: Optional[int] = None) -> Iterator[List[str]]:
   """Runs the pinned Flink job server for the span of a ``with`` block.
 
   Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
@@ -616,8 +633,12 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
   exit, and that at-exit stop can fail and leave the JVM running (see below): every entry point
   runs one through :func:`job_server`. ``job_port`` / ``rest_port``: fixed ports for the
   job service and the embedded Flink's REST API (pipelines/services.py), else free ones.
+  ``kafka_expansion``: the job server's JVM serves the Kafka transforms' expansion too (on
+  ``expansion_port``, else a free one), and the arguments yielded name it in
+  ``--expansion_service`` (:data:`EXPANSION_SERVICE_FLAG`).
   """
   job_port, = pick_port(job_port)
+  expansion_port = pick_port(expansion_port)[0] if kafka_expansion else None
   options = PipelineOptions([*pipeline_args, f'--job_port={job_port}'])
   flink = options.view_as(FlinkRunnerOptions)
   embedded = is_embedded(flink.flink_master)
@@ -637,14 +658,15 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
     if 'metrics.reporter.prom.port' in conf:
       _LOG.info('Flink metrics (Prometheus): http://127.0.0.1:%s/metrics',
                 conf['metrics.reporter.prom.port'])
-  server = _LoopbackFlinkJobServer(options, conf_dir, folder)
+  server = _LoopbackFlinkJobServer(options, conf_dir, folder, expansion_port)
   try:
     server.start()  # returns once the job service answers on job_port
   except BaseException:
     shutil.rmtree(folder, ignore_errors=True)
     raise
+  expansion = [f'{EXPANSION_SERVICE_FLAG}={jvm.LOCAL_HOST}:{expansion_port}'] if expansion_port else []
   try:
-    yield [*pipeline_args, f'--job_endpoint={endpoint}']
+    yield [*pipeline_args, f'--job_endpoint={endpoint}', *expansion]
   finally:
     _EMBEDDED_REST.pop(endpoint, None)
     _stop_job_server(server, folder)

@@ -1,10 +1,10 @@
-"""The stream job's two JVM services kept running across job runs: a Flink job server (with
-an embedded Flink) and the Kafka transforms' expansion service.
+"""The stream job's JVM services kept running across job runs: a Flink job server (with an
+embedded Flink) and, in the same JVM, the Kafka transforms' expansion service.
 
     python -m pipelines.services                   # prints the flags, runs until Ctrl-C / SIGTERM
     python -m pipelines.stream --runner=FlinkRunner ... $(cat .run/services.flags)
 
-Each job otherwise starts and stops both JVMs itself, and a cold JVM loads and compiles the
+Each job otherwise starts and stops its own job server, and a cold JVM loads and compiles the
 classes of translation and expansion anew each time (docs/RUNTIME.md, "Startup"). A job
 given ``--job_endpoint``, ``--expansion_service`` and ``--flink_rest_url`` of these starts
 neither. Every server listens on loopback, as the job's own ones do. One job at a time: each
@@ -17,51 +17,15 @@ import argparse
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from apache_beam.utils.subprocess_server import pick_port
 
 from pipelines import runners
-from transforms import jvm, kafka_io
+from transforms import jvm
 
 _LOG = logging.getLogger('pipelines.services')
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
-  """Returns once something accepts connections on loopback ``port``; raises RuntimeError
-  when ``process`` exits first or after ``timeout_s``."""
-  deadline = time.monotonic() + timeout_s
-  while time.monotonic() < deadline:
-    if process.poll() is not None:
-      raise RuntimeError(f'the expansion service exited ({process.returncode}) before it answered')
-    with socket.socket() as s:
-      s.settimeout(1)
-      if s.connect_ex((jvm.LOCAL_HOST, port)) == 0:
-        return
-    time.sleep(0.2)
-  raise RuntimeError(f'nothing answers on {jvm.LOCAL_HOST}:{port} after {timeout_s} s')
-
-
-def start_expansion_service(port: Optional[int] = None) -> tuple[subprocess.Popen, int]:
-  """The expansion service of transforms/kafka_io.py as a process of its own on ``port`` (a
-  free one without); returns once it answers."""
-  port, = pick_port(port)
-  launcher, args = kafka_io.expansion_service_command()
-  process = subprocess.Popen(['java', '-jar', launcher, jvm.LOCAL_HOST, str(port), *args],
-                             stdout=sys.stderr)
-  try:
-    wait_for_port(port, process)
-  except BaseException:
-    process.kill()
-    process.wait()
-    raise
-  return process, port
 
 
 def job_flags(job_port: int, expansion_port: int, rest_port: int) -> list[str]:
@@ -88,13 +52,13 @@ def main(argv=None) -> None:
   # loopback binding and embedded Flink configuration.
   server_args = runners.with_flink_defaults(
       ['--runner=FlinkRunner', '--flink_master=[local]', *beam_args])
-  rest_port, = pick_port(args.rest_port)
+  rest_port, expansion_port = pick_port(args.rest_port, args.expansion_port)
   stopping = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-  expansion, expansion_port = start_expansion_service(args.expansion_port)
   try:
-    with runners.flink_job_server(server_args, job_port=args.job_port,
-                                  rest_port=rest_port) as with_endpoint:
+    with runners.flink_job_server(server_args, job_port=args.job_port, rest_port=rest_port,
+                                  kafka_expansion=True,
+                                  expansion_port=expansion_port) as with_endpoint:
       job_port = int(PipelineOptions(with_endpoint).view_as(
           PortableOptions).job_endpoint.rsplit(':', 1)[1])
       flags = ' '.join(job_flags(job_port, expansion_port, rest_port))
@@ -107,17 +71,10 @@ def main(argv=None) -> None:
       _LOG.info('job server and expansion service running; jobs add: %s', flags)
       try:
         while not stopping.wait(1):
-          if expansion.poll() is not None:
-            raise SystemExit(f'the expansion service exited ({expansion.returncode})')
+          pass
       except KeyboardInterrupt:
         pass
   finally:
-    expansion.terminate()
-    try:
-      expansion.wait(10)
-    except subprocess.TimeoutExpired:
-      expansion.kill()
-      expansion.wait()
     if args.flags_file and os.path.exists(args.flags_file):
       os.remove(args.flags_file)
 

@@ -250,9 +250,12 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:
   """``argv`` with the runner defaults (pipelines/runners.py) for this job: a streaming job
   when it reads Kafka, a batch job when it reads files once."""
-  source = PipelineOptions(list(argv)).view_as(StreamOptions).source
   return runners.with_runner_defaults(
-      argv, runners.STREAMING if source == 'kafka' else runners.BATCH)
+      argv, runners.STREAMING if _reads_kafka(argv) else runners.BATCH)
+
+
+def _reads_kafka(argv: Sequence[str]) -> bool:
+  return PipelineOptions(list(argv)).view_as(StreamOptions).source == 'kafka'
 
 
 def run(argv: Optional[Sequence[str]] = None,
@@ -263,7 +266,7 @@ def run(argv: Optional[Sequence[str]] = None,
   timeline = timeline or startup.StartupTimeline(started=time.time())
   argv = with_stream_defaults(argv or [])
   # The SDK workers' fork server preloads their imports while the job server starts.
-  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
+  with runners.forked_sdk_workers(argv), runners.job_server(argv, _reads_kafka(argv)) as args:
     timeline.mark(startup.JOB_SERVER)
     return _run(PipelineOptions(args), timeline)
 
@@ -296,9 +299,10 @@ def submit(options: PipelineOptions,
 
 @contextlib.contextmanager
 def _expansion_scope(opts: StreamOptions, timeline: startup.StartupTimeline) -> Iterator[None]:
-  """One expansion-service JVM for every Kafka transform of the pipeline: without an outer
-  ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own, two JVM starts
-  at every job start (benchmarks/README.md, "Figures behind the code's defaults").
+  """One expansion-service JVM for every Kafka transform of the pipeline where none is named
+  (on Flink the job server's serves them: pipelines/runners.py ``job_server``): without an
+  outer ``with``, ReadKafkaMessages and PublishToKafka each start and stop their own, two JVM
+  starts at every job start (benchmarks/README.md, "Figures behind the code's defaults").
 
   The JVM is stopped in a thread of its own once the pipeline is built: Beam's stop sends it
   SIGINT and sleeps a second at a time until it exits, and the submission need not wait for
@@ -321,7 +325,7 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   """The job running for the span of a ``with`` block (its own job server on Flink), then
   cancelled: for callers that decide themselves when to stop (fault tests, the soak)."""
   argv = with_stream_defaults(argv)
-  with runners.forked_sdk_workers(argv), runners.job_server(argv) as args:
+  with runners.forked_sdk_workers(argv), runners.job_server(argv, _reads_kafka(argv)) as args:
     timeline = startup.StartupTimeline(started=time.time())
     timeline.mark(startup.JOB_SERVER)
     options = PipelineOptions(args)

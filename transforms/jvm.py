@@ -41,6 +41,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LOOPBACK_SOURCES = os.path.join(_REPO_ROOT, 'jvm', 'loopback')
 SERVER_FACTORY_SOURCE = 'org/apache/beam/sdk/fn/server/ServerFactory.java'
 EXPANSION_MAIN_SOURCE = 'LoopbackExpansionService.java'
+EXPANSION_MAIN_CLASS = 'LoopbackExpansionService'
 # The project's own Java transform (Kafka records handed to Python in batches, see
 # transforms/kafka_io.py). The expansion service builds it, the job server's embedded harness
 # runs its DoFn: both class paths carry it.
@@ -51,8 +52,9 @@ KAFKA_BATCHES_SERVICES = {
     'org.apache.beam.sdk.expansion.ExternalTransformRegistrar':
         ['attackdetection.kafka.ReadKafkaBatches$Registrar'],
 }
-# What the job server runs with, before its own jar (pipelines/runners.py).
-JOB_SERVER_SOURCES = (SERVER_FACTORY_SOURCE, *KAFKA_BATCHES_SOURCES)
+# What the job server runs with, before its own jar (pipelines/runners.py): with the expansion
+# service's main, which can run the job server's in the same JVM.
+JOB_SERVER_SOURCES = (SERVER_FACTORY_SOURCE, EXPANSION_MAIN_SOURCE, *KAFKA_BATCHES_SOURCES)
 
 
 def jars_dir(path: Optional[str] = None) -> str:

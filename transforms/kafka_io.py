@@ -78,23 +78,29 @@ def expansion_service(jars_dir: Optional[str] = None) -> JavaJarExpansionService
 
 def expansion_service_command(jars_dir: Optional[str] = None) -> Tuple[str, List[str]]:
   """``(launcher jar, arguments after host and port)`` of the expansion service: what
-  :func:`expansion_service` starts, and what pipelines/services.py keeps running."""
+  :func:`expansion_service` starts."""
   jar = jvm.io_expansion_service_jar(jars_dir)
   # Beam's own main listens on all interfaces; the launcher binds the host it is given.
   # It also carries the project's ReadKafkaBatches transform and registers it.
   launcher = jvm.loopback_jar('expansion-service-loopback', jar,
                               [jvm.EXPANSION_MAIN_SOURCE, *jvm.KAFKA_BATCHES_SOURCES],
-                              main_class='LoopbackExpansionService',
+                              main_class=jvm.EXPANSION_MAIN_CLASS,
                               services=jvm.KAFKA_BATCHES_SERVICES)
+  return launcher, expansion_service_args(jar)
+
+
+def expansion_service_args(jar: str) -> List[str]:
+  """The expansion service's options, for its own JVM or the Flink job server's (which runs
+  it beside the job service: pipelines/runners.py); ``jar`` is the one it runs from."""
   # ``--filesToStage`` names what the expanded environment declares as its artifacts; an
   # EMBEDDED environment never loads them (its classes come from the job server jar), so
   # staging the 130 MB expansion jar itself would only cost time at each submission. The
   # smallest real jar we have stands in for it.
-  return launcher, [f'--filesToStage={_stage_marker(jar)}', *EXPANSION_SERVICE_ARGS]
+  return [f'--filesToStage={_stage_marker(jar)}', *EXPANSION_SERVICE_ARGS]
 
 
-def _stage_marker(expansion_jar: str) -> str:
-  marker = os.path.join(os.path.dirname(expansion_jar), 'embedded-environment-marker.jar')
+def _stage_marker(beside_jar: str) -> str:
+  marker = os.path.join(os.path.dirname(beside_jar), 'embedded-environment-marker.jar')
   if not os.path.isfile(marker):
     tmp = f'{marker}.{os.getpid()}.tmp'
     with zipfile.ZipFile(tmp, 'w') as jar:
