@@ -185,11 +185,12 @@ def test_stream_job_on_flink_accounts_for_every_message(kafka_bootstrap, flink_m
   print(f'[timing] stream job on Flink {flink_master}: {time.monotonic() - started:.1f} s; ' +
         ', '.join(f'{k} after {v:.1f} s' for k, v in milestones.items()))
 
-  # The job's startup line: every phase seen, in order, the first output last.
+  # The job's startup line: every phase seen, in order, the first output last; no expansion
+  # service JVM of its own (the job server serves the expansion).
   lines = [r.getMessage() for r in caplog.records if r.name == 'pipelines.startup']
   assert len(lines) == 1 and lines[0].startswith('startup: first archived row'), lines
   assert list(startup.parse_summary(lines[0])) == [
-      startup.JOB_SERVER, startup.EXPANSION_SERVICE, startup.EXPANSION, startup.SUBMISSION,
+      startup.JOB_SERVER, startup.EXPANSION, startup.SUBMISSION,
       startup.FLINK_DEPLOYMENT, startup.SDK_WORKERS, startup.FIRST_OUTPUT]
 
   network = read_output(output, 'archive/network')
