@@ -26,14 +26,14 @@ everything that is served.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+if TYPE_CHECKING:
+  from sklearn.compose import ColumnTransformer
+  from sklearn.preprocessing import OneHotEncoder
 
 from model.features import MISSING_CATEGORY, as_categories, signed_log1p
 
@@ -101,6 +101,11 @@ class CompiledFeatures:
   """
 
   def __init__(self, transformer: ColumnTransformer):
+    # pylint: disable=import-outside-toplevel,redefined-outer-name
+    # Imported here, not at import: see model/features.py.
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
     if type(transformer) is not ColumnTransformer:
       raise NotCompilable(f'not a ColumnTransformer: {type(transformer).__name__}')
     parts = {}

@@ -71,8 +71,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ('apache_beam.runners.worker.sdk_worker_main',
            'apache_beam.runners.worker.bundle_processor',
            'apache_beam.runners.worker.operations',
-           'apache_beam.io.filesystems', 'pyarrow.parquet', 'pandas', 'sklearn.ensemble',
-           'sklearn.pipeline', 'msgspec', 'skl2onnx', 'skops.io', 'pipelines.sdk_worker')
+           'apache_beam.io.filesystems', 'pyarrow.parquet', 'pandas', 'sklearn.compose',
+           'sklearn.ensemble', 'sklearn.impute', 'sklearn.pipeline', 'sklearn.preprocessing',
+           'msgspec', 'skl2onnx', 'skops.io', 'pipelines.sdk_worker')
 # The project's packages whose every module is preloaded too.
 PRELOAD_PACKAGES = ('schemas', 'model', 'transforms')
 
