@@ -222,9 +222,14 @@ class SyntheticContrastForest(ClassifierMixin, BaseEstimator):
     self.n_features_in_ = X.shape[1]
     return self
 
-  def compile_for_serving(self) -> None:
-    """Scores with ONNX Runtime from now on, in this process (see model/serving.py)."""
-    self._compiled = serving.OnnxForest(self.forest_, self.n_features_in_)
+  def onnx_graph(self) -> bytes:
+    """The forest as an ONNX graph, published beside the model (see model/serving.py)."""
+    return serving.onnx_graph(self.forest_, self.n_features_in_)
+
+  def compile_for_serving(self, graph: Optional[bytes] = None) -> None:
+    """Scores with ONNX Runtime from now on, in this process: with ``graph`` (the published
+    one), else converted here (see model/serving.py)."""
+    self._compiled = serving.OnnxForest(self.forest_, self.n_features_in_, graph)
 
   def __getstate__(self):
     # A copy: on Python 3.11+ the default state is the instance's own __dict__.

@@ -45,7 +45,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from model import signing
-from model.serving import compile_for_serving
+from model.serving import SERVING_FILES, compile_for_serving, serving_files
 
 DETECTORS = ('network', 'process', 'memory')
 MANIFEST_FILE = 'manifest.json'
@@ -443,15 +443,21 @@ def load(model_dir: str, detector: str, version: Optional[str] = None,
 
 def load_version_for_serving(model_dir: str, detector: str, version: str,
                              public_keys: Optional[signing.PublicKeys] = None) -> LoadedModel:
-  loaded = load_version(model_dir, detector, version, public_keys)
-  return loaded._replace(estimator=compile_for_serving(loaded.estimator))
+  return _compiled(model_dir, detector, load_version(model_dir, detector, version, public_keys))
 
 
 def load_for_serving(model_dir: str, detector: str, version: Optional[str] = None,
                      public_keys: Optional[signing.PublicKeys] = None) -> LoadedModel:
-  """:func:`load`, then the model compiled for scoring in this process (model/serving.py)."""
-  loaded = load(model_dir, detector, version, public_keys)
-  return loaded._replace(estimator=compile_for_serving(loaded.estimator))
+  """:func:`load`, then the model compiled for scoring in this process (model/serving.py),
+  with the compiled forms its version was published with."""
+  return _compiled(model_dir, detector, load(model_dir, detector, version, public_keys))
+
+
+def _compiled(model_dir: str, detector: str, loaded: LoadedModel) -> LoadedModel:
+  files = {name: read_version_file(model_dir, detector, loaded.version, name, loaded.manifest)
+           for name in SERVING_FILES}
+  return loaded._replace(estimator=compile_for_serving(
+      loaded.estimator, {name: data for name, data in files.items() if data is not None}))
 
 
 def newest_verified_manifest(model_dir: str, detector: str,
@@ -492,12 +498,13 @@ def publish(model_dir: str, detector: str, estimator: Any, *,
 
   ``extra_files`` ({plain file name: bytes}, e.g. the normal profile) are written into the
   version folder and listed with their sha256 in the manifest's ``files``, so the signature
-  covers them too (read back with :func:`read_version_file`)."""
+  covers them too (read back with :func:`read_version_file`); so are the model's compiled
+  forms (``model.serving.serving_files``: the forest's ONNX graph), which readers serve."""
   key = signing_key if signing_key is not None else signing.SigningKey.load()
   version = _check_version(version or new_version())
   version_dir = _version_dir(model_dir, detector, version)
   data, model_format = dumps_model(estimator)
-  extra_files = dict(extra_files or {})
+  extra_files = {**serving_files(estimator), **(extra_files or {})}
   for name in extra_files:
     _check_file_name(name)
   manifest = {

@@ -17,10 +17,14 @@
   an infinite number) goes through the transformer itself, which then behaves as it always
   did.
 
-The compiled forms live in the worker's memory only: they are built from the model that
-:func:`model.registry.load` has just verified (signed manifest, checksum, trusted types), and
-they are never serialised, written or read back, so the registry's signature still covers
-everything that is served.
+The compiled features live in the worker's memory only, built from the model that
+:func:`model.registry.load` has just verified (signed manifest, checksum, trusted types). The
+forest's ONNX graph is made once, when the model is published (:func:`serving_files`), and
+stored in the version folder beside it, where the signed manifest covers it as it covers the
+model: converting 100 trees took each worker a second of CPU at every start and every model
+reload. A reader maps the verified graph and checks it against the forest on a probe batch
+(:class:`OnnxForest`); a version published without one, or whose graph does not load or
+agree, is converted in the worker as before.
 """
 
 from __future__ import annotations
@@ -41,26 +45,49 @@ log = logging.getLogger(__name__)
 
 # The ONNX opset of the compiled graph; ai.onnx.ml's TreeEnsemble ops come with it.
 ONNX_OPSET = 18
+# The forest's ONNX graph in a version folder (model/registry.py publishes and reads it).
+FOREST_GRAPH_FILE = 'forest.onnx'
+# The files a version may hold for serving (each covered by its signed manifest).
+SERVING_FILES = (FOREST_GRAPH_FILE,)
+# How far the graph's float32 sums may drift from scikit-learn's float64 ones.
+GRAPH_TOLERANCE = 1e-5
+
+
+def onnx_graph(forest, n_features: int) -> bytes:
+  """A fitted scikit-learn ``RandomForestClassifier`` as a serialised ONNX graph."""
+  from skl2onnx import to_onnx  # pylint: disable=import-outside-toplevel  # a second to import
+  graph = to_onnx(forest, np.zeros((1, n_features), dtype=np.float32),
+                  options={id(forest): {'zipmap': False}}, target_opset=ONNX_OPSET)
+  return graph.SerializeToString()
 
 
 class OnnxForest:
-  """A fitted scikit-learn ``RandomForestClassifier`` as an ONNX Runtime session."""
+  """A fitted scikit-learn ``RandomForestClassifier`` as an ONNX Runtime session: of
+  ``graph`` (its :func:`onnx_graph`, published with it) when given, else converted here.
+  NotCompilable when a given graph scores a probe batch differently from ``forest``."""
 
-  def __init__(self, forest, n_features: int):
-    # Imported here: only serving needs them, and importing them costs a second.
-    import onnxruntime  # pylint: disable=import-outside-toplevel
-    from skl2onnx import to_onnx  # pylint: disable=import-outside-toplevel
-
-    graph = to_onnx(forest, np.zeros((1, n_features), dtype=np.float32),
-                    options={id(forest): {'zipmap': False}}, target_opset=ONNX_OPSET)
+  def __init__(self, forest, n_features: int, graph: Optional[bytes] = None):
+    import onnxruntime  # pylint: disable=import-outside-toplevel  # starts a thread at import
+    given = graph is not None
     options = onnxruntime.SessionOptions()
     # The runner already runs a worker per core (see transforms/inference.py).
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     self._session = onnxruntime.InferenceSession(
-        graph.SerializeToString(), options, providers=['CPUExecutionProvider'])
+        graph if given else onnx_graph(forest, n_features), options,
+        providers=['CPUExecutionProvider'])
     self._input = self._session.get_inputs()[0].name
     self._output = [o.name for o in self._session.get_outputs() if o.name != 'label'][0]
+    if given:
+      self._check(forest, n_features)
+
+  def _check(self, forest, n_features: int) -> None:
+    probe = np.random.default_rng(0).normal(0.0, 3.0, (16, n_features)).astype(np.float32)
+    expected = forest.predict_proba(probe)
+    got = self.predict_proba(probe)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=0,
+                                                      atol=GRAPH_TOLERANCE):
+      raise NotCompilable('the published ONNX graph scores differently from its forest')
 
   def predict_proba(self, X: np.ndarray) -> np.ndarray:
     return self._session.run([self._output], {self._input: X})[0]
@@ -228,20 +255,45 @@ def compile_features(transformer: Any) -> Optional[CompiledFeatures]:
   return None
 
 
-def compile_for_serving(estimator: Any) -> Any:
+def _final_step(estimator: Any) -> tuple[Any, Optional[list]]:
+  pipeline = getattr(estimator, 'pipeline', estimator)
+  steps = getattr(pipeline, 'steps', None)
+  return (steps[-1][1] if steps else pipeline), steps
+
+
+def serving_files(estimator: Any) -> dict[str, bytes]:
+  """What is published beside a model so that readers need not compile it: the forest's ONNX
+  graph ({:data:`FOREST_GRAPH_FILE`: bytes}), or nothing for a detector without one (or one
+  that does not convert: its readers then leave it to scikit-learn, with a warning)."""
+  final, _ = _final_step(estimator)
+  graph = getattr(final, 'onnx_graph', None)
+  if graph is None:
+    return {}
+  try:
+    return {FOREST_GRAPH_FILE: graph()}
+  except Exception:  # pylint: disable=broad-except
+    log.warning('could not convert the %s forest to ONNX; published without its graph',
+                type(final).__name__, exc_info=True)
+    return {}
+
+
+def compile_for_serving(estimator: Any, files: Optional[Mapping[str, bytes]] = None) -> Any:
   """Compiles the forest and the preprocessing of a loaded detector in place, where it has
-  them; returns it.
+  them; returns it. ``files``: the verified :func:`serving_files` of its version.
 
   What does not compile is served by scikit-learn, with a warning: slower, never wrong.
   """
-  pipeline = getattr(estimator, 'pipeline', estimator)
-  steps = getattr(pipeline, 'steps', None)
-  final = steps[-1][1] if steps else pipeline
+  final, steps = _final_step(estimator)
   compile_step = getattr(final, 'compile_for_serving', None)
   if compile_step is not None:
+    graph = (files or {}).get(FOREST_GRAPH_FILE)
     try:
-      compile_step()
-    except Exception:  # pylint: disable=broad-except
+      compile_step(graph)
+    except Exception as e:  # pylint: disable=broad-except
+      if graph is not None:
+        log.warning('not serving the published ONNX graph of the %s forest (%s); converting '
+                    'the forest here', type(final).__name__, e)
+        return compile_for_serving(estimator)
       log.warning('could not compile the %s forest; scikit-learn scores it',
                   type(final).__name__, exc_info=True)
   serve_features = getattr(estimator, 'serve_features', None)

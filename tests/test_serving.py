@@ -68,9 +68,61 @@ def test_the_compiled_form_never_reaches_a_pickle(tmp_path):
   assert '_compiled' not in reloaded.pipeline.steps[-1][1].__dict__
 
 
+def _scores_of(estimator, n=200):
+  frame = frame_from_records(NETWORK, [network_record(3000 + i, attack=i % 4 == 0)
+                                       for i in range(n)])
+  return estimator.predict_proba(frame)
+
+
+def test_the_forest_is_published_with_its_onnx_graph_and_served_from_it(tmp_path, monkeypatch):
+  models = str(tmp_path)
+  version = _published_forest(models)
+  manifest = registry.read_manifest(models, 'network', version)
+  assert serving.FOREST_GRAPH_FILE in manifest['files']  # signed with the model
+  plain = registry.load(models, 'network').estimator
+
+  def no_conversion(*_):
+    raise AssertionError('a reader converted the forest instead of serving the published graph')
+  monkeypatch.setattr(serving, 'onnx_graph', no_conversion)
+  served = registry.load_for_serving(models, 'network').estimator
+  assert isinstance(served.pipeline.steps[-1][1].__dict__.get('_compiled'), serving.OnnxForest)
+  assert np.abs(_scores_of(served) - _scores_of(plain)).max() < 1e-5
+
+
+def test_an_altered_graph_is_refused(tmp_path):
+  models = str(tmp_path)
+  version = _published_forest(models)
+  path = os.path.join(models, 'network', version, serving.FOREST_GRAPH_FILE)
+  with open(path, 'r+b') as f:
+    f.seek(100)
+    f.write(b'\x00')
+  with pytest.raises(registry.ModelIntegrityError, match='sha256'):
+    registry.load_for_serving(models, 'network')
+
+
+def test_a_signed_graph_of_another_forest_is_not_served(tmp_path, caplog):
+  models = str(tmp_path)
+  version = _published_forest(models)
+  first = registry.load(models, 'network').estimator
+  other = methods.fit(NETWORK, 'rf_synthetic', {'n_estimators': 5, 'max_samples': None},
+                      frame_from_records(NETWORK, [network_record(i) for i in range(100)]),
+                      n_jobs=1)
+  registry.publish(models, 'network', first,
+                   extra_files={serving.FOREST_GRAPH_FILE: serving.serving_files(other)[
+                       serving.FOREST_GRAPH_FILE]},
+                   feature_columns=list(NETWORK.feature_columns), training_rows=300)
+  with caplog.at_level(logging.WARNING, logger='model.serving'):
+    served = registry.load_for_serving(models, 'network').estimator
+  assert 'not serving the published ONNX graph' in caplog.text
+  assert registry.load(models, 'network').version != version  # the one with the wrong graph
+  # Converted in the reader instead: the first forest's own scores.
+  assert isinstance(served.pipeline.steps[-1][1].__dict__.get('_compiled'), serving.OnnxForest)
+  assert np.abs(_scores_of(served) - _scores_of(first)).max() < 1e-5
+
+
 def test_a_forest_that_does_not_compile_is_served_by_scikit_learn(caplog):
   class Unlucky:
-    def compile_for_serving(self):
+    def compile_for_serving(self, graph=None):
       raise RuntimeError('no ONNX today')
 
   model = Unlucky()
