@@ -121,7 +121,11 @@ def run_baseline(bootstrap: str, phase: str, topics: dict[str, str], model_dir: 
 
 
 def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[str, str],
-            expected: int, args, work: str, extra: list[str]) -> dict[str, Any]:
+            expected: int, args, work: str, extra: list[str], *, stage_cpu_on: bool = False,
+            idle_s: float = 0.0) -> dict[str, Any]:
+  """One run of the stream job until ``expected`` records are archived. ``args``: the flags
+  both this benchmark and benchmarks.peer have (model_dir, parallelism, roll_seconds, the
+  timeouts, poll_s); ``stage_cpu_on``, ``idle_s``: this benchmark's --stage_cpu, --idle_s."""
   output = os.path.join(work, 'job-out')
   job_name = f'bench-throughput-{phase}-{os.path.basename(work)[-8:]}'.lower().replace('_', '-')
   job = common.StreamJob(common.stream_args(
@@ -129,7 +133,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       parallelism=args.parallelism, roll_seconds=args.roll_seconds,
       run_for_s=args.timeout_s + 30, job_name=job_name, extra=extra),
       os.path.join(work, 'stream.log'),
-      env={stage_cpu.DIR_ENV: os.path.join(work, 'stage-cpu')} if args.stage_cpu else None)
+      env={stage_cpu.DIR_ENV: os.path.join(work, 'stage-cpu')} if stage_cpu_on else None)
   archive = [common.ArchiveCounter(os.path.join(output, 'archive', s)) for s in STREAMS[phase]]
   dead = common.ArchiveCounter(os.path.join(output, 'dead_letter'))
   samples: list[tuple[float, int]] = []
@@ -155,7 +159,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
           last_total, last_change = rows + dead_rows, time.monotonic()
         if rows + dead_rows >= expected:
           status = 'complete'
-          idle = idle_cpu(sampler, job, args.idle_s)
+          idle = idle_cpu(sampler, job, idle_s)
           break
         if not job.alive():
           status = 'job exited'
@@ -191,7 +195,7 @@ def run_job(bootstrap: str, broker_pid: Optional[int], phase: str, topics: dict[
       'steady_cpu': common.steady_cpu(sampler, samples, job.started),
       'idle_cpu': idle,
       'stage_cpu': (steady_stage_cpu(os.path.join(work, 'stage-cpu'), samples,
-                                     wall_offset + job.started) if args.stage_cpu else None),
+                                     wall_offset + job.started) if stage_cpu_on else None),
   }
 
 
@@ -401,7 +405,7 @@ def main(argv=None) -> dict[str, Any]:
           entry['baseline'] = run_baseline(bootstrap, phase, topics, args.model_dir, work,
                                            args.timeout_s, args.baseline_batch)
         entry['job'] = run_job(bootstrap, broker_pid, phase, topics, filled['records'], args,
-                               work, extra)
+                               work, extra, stage_cpu_on=args.stage_cpu, idle_s=args.idle_s)
         base = (entry.get('baseline') or {}).get('records_per_s')
         steady = entry['job']['records_per_s_steady']
         entry['ratio'] = steady / base if base and steady else None

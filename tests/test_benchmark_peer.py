@@ -114,3 +114,20 @@ def test_cpu_per_record_of_the_steady_window_only():
 ])
 def test_process_roles_tell_the_fork_server_and_its_launchers_from_the_workers(cmd, role):
   assert common.role_of(cmd) == role
+
+
+def test_every_flag_the_shared_job_runner_reads_is_one_the_peer_has():
+  """benchmarks.peer runs the stream job through benchmarks.throughput's run_job with its own
+  flags: a flag run_job reads that only throughput defines fails the peer at its first run."""
+  import ast  # pylint: disable=import-outside-toplevel
+  import inspect  # pylint: disable=import-outside-toplevel
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+
+  read = {node.attr for node in ast.walk(ast.parse(inspect.getsource(throughput.run_job)))
+          if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id == 'args'}
+  defined = {node.args[0].value.lstrip('-')
+             for node in ast.walk(ast.parse(inspect.getsource(peer.main)))
+             if isinstance(node, ast.Call) and getattr(node.func, 'attr', '') == 'add_argument'
+             and node.args and isinstance(node.args[0], ast.Constant)}
+  assert read and read <= defined, sorted(read - defined)
