@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 
 from model.features import classifier_pipeline, frame_from_columns
+from model.serving import score_distinct_rows
 from schemas.records import RecordSchema
 
 
@@ -47,7 +48,8 @@ class ScoredDetector(ClassifierMixin, BaseEstimator):
     if compiled is not None and compiled.input_columns == tuple(schema.feature_columns):
       matrix = compiled.transform(columns)
       if matrix is not None:
-        return self._score(self.pipeline.steps[-1][1], matrix)
+        final = self.pipeline.steps[-1][1]
+        return score_distinct_rows(lambda rows: self._score(final, rows), matrix)
     return self.anomaly_score(frame_from_columns(schema, columns))
 
   def __getstate__(self):

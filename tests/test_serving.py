@@ -120,6 +120,39 @@ def test_a_signed_graph_of_another_forest_is_not_served(tmp_path, caplog):
   assert np.abs(_scores_of(served) - _scores_of(first)).max() < 1e-5
 
 
+def test_each_distinct_row_is_scored_once_and_every_row_gets_its_score():
+  rng = np.random.default_rng(3)
+  distinct = rng.normal(size=(7, 4))
+  matrix = distinct[rng.integers(0, 7, 200)]
+  matrix[5] = -0.0  # a row of negative zeros is a row of its own, and scores as zeros do
+  matrix[6] = 0.0
+  calls = []
+
+  def score(rows):
+    calls.append(len(rows))
+    return rows.sum(axis=1) * 10
+
+  assert np.array_equal(serving.score_distinct_rows(score, matrix), matrix.sum(axis=1) * 10)
+  assert calls == [len({row.tobytes() for row in matrix})] == [9]
+  calls.clear()
+  assert np.array_equal(serving.score_distinct_rows(score, distinct), distinct.sum(axis=1) * 10)
+  assert calls == [7]
+
+
+def test_a_flood_of_identical_records_scores_as_each_record_alone(tmp_path):
+  models = str(tmp_path)
+  _published_forest(models)
+  plain = registry.load(models, 'network').estimator
+  served = registry.load_for_serving(models, 'network').estimator
+  records = [network_record(i % 3, attack=i % 3 == 0) for i in range(300)]  # 3 distinct
+  records += [network_record(5000 + i) for i in range(50)]
+  batch, _ = parse_messages(NETWORK, [message('network', r) for r in records])
+  scores = served.score_columns(NETWORK, batch.columns)
+  expected = plain.predict_proba(frame_from_records(NETWORK, records))[:, 1]
+  assert np.abs(scores - expected).max() < 1e-5
+  assert len(set(scores[:300].round(9))) <= 3
+
+
 def test_a_forest_that_does_not_compile_is_served_by_scikit_learn(caplog):
   class Unlucky:
     def compile_for_serving(self, graph=None):
