@@ -21,8 +21,8 @@ The compiled features live in the worker's memory only, built from the model tha
 :func:`model.registry.load` has just verified (signed manifest, checksum, trusted types). The
 forest's ONNX graph is made once, when the model is published (:func:`serving_files`), and
 stored in the version folder beside it, where the signed manifest covers it as it covers the
-model: converting 100 trees took each worker a second of CPU at every start and every model
-reload. A reader maps the verified graph and checks it against the forest on a probe batch
+model: converting the trees was most of a worker's model load, at every start and every
+reload (benchmarks/README.md, "Startup: one JVM fewer, ..."). A reader maps the verified graph and checks it against the forest on a probe batch
 (:class:`OnnxForest`); a version published without one, or whose graph does not load or
 agree, is converted in the worker as before.
 """
@@ -55,7 +55,7 @@ GRAPH_TOLERANCE = 1e-5
 
 def onnx_graph(forest, n_features: int) -> bytes:
   """A fitted scikit-learn ``RandomForestClassifier`` as a serialised ONNX graph."""
-  from skl2onnx import to_onnx  # pylint: disable=import-outside-toplevel  # a second to import
+  from skl2onnx import to_onnx  # pylint: disable=import-outside-toplevel  # slow to import
   graph = to_onnx(forest, np.zeros((1, n_features), dtype=np.float32),
                   options={id(forest): {'zipmap': False}}, target_opset=ONNX_OPSET)
   return graph.SerializeToString()

@@ -664,7 +664,8 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
   except BaseException:
     shutil.rmtree(folder, ignore_errors=True)
     raise
-  expansion = [f'{EXPANSION_SERVICE_FLAG}={jvm.LOCAL_HOST}:{expansion_port}'] if expansion_port else []
+  expansion = ([f'{EXPANSION_SERVICE_FLAG}={jvm.LOCAL_HOST}:{expansion_port}']
+               if expansion_port else [])
   try:
     yield [*pipeline_args, f'--job_endpoint={endpoint}', *expansion]
   finally:
