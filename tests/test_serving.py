@@ -1,6 +1,8 @@
-"""Serving a verified model: its forest compiled to ONNX Runtime scores as scikit-learn does,
-its preprocessing compiled to numpy gives the pipeline's matrix bit for bit, the compiled forms
-never reach a pickle or a registry file, and what will not compile is still served."""
+"""Serving a verified model: its forest compiled to ONNX Runtime scores as scikit-learn does
+(the graph published beside the model, signed with it, and checked against the forest), its
+preprocessing compiled to numpy gives the pipeline's matrix bit for bit, the live compiled forms
+never reach a pickle or the model file, each distinct row is scored once, and what will not
+compile is still served."""
 
 import logging
 import os
