@@ -267,9 +267,10 @@ def score_distinct_rows(score: Callable[[np.ndarray], np.ndarray],
                         dtype=np.intp, count=len(matrix))
   if len(index) == len(matrix):
     return score(matrix)
-  first = np.empty(len(index), dtype=np.intp)
-  first[inverse[::-1]] = np.arange(len(matrix) - 1, -1, -1)
-  return score(matrix[first])[inverse]
+  # A position of each distinct row (any one: its copies are alike).
+  where = np.empty(len(index), dtype=np.intp)
+  where[inverse] = np.arange(len(matrix))
+  return score(matrix[where])[inverse]
 
 
 def _final_step(estimator: Any) -> tuple[Any, Optional[list]]:

@@ -6,8 +6,8 @@ embedded Flink) and, in the same JVM, the Kafka transforms' expansion service.
 
 Each job otherwise starts and stops its own job server, and a cold JVM loads and compiles the
 classes of translation and expansion anew each time (docs/RUNTIME.md, "Startup"). A job
-given ``--job_endpoint``, ``--expansion_service`` and ``--flink_rest_url`` of these starts
-neither. Every server listens on loopback, as the job's own ones do. One job at a time: each
+given ``--job_endpoint``, ``--expansion_service`` and ``--flink_rest_url`` of these starts no
+JVM of its own. Every server listens on loopback, as the job's own ones do. One job at a time: each
 job's embedded Flink takes the fixed REST port while it runs.
 """
 
