@@ -31,6 +31,8 @@ REQUIRED = [
     'cryptography>=42',
     # Kafka client .properties files read as Java reads them (pipelines/kafka_config.py).
     'javaproperties>=0.8',
+    # Alerts and incidents published from the Python workers (transforms/kafka_publish.py).
+    'confluent-kafka>=2.4',
     # Avro message values, bare or in the Confluent wire format (transforms/avro_decode.py).
     'fastavro>=1.9',
 ]
@@ -46,10 +48,10 @@ setuptools.setup(
     package_data={'dashboard': ['static/*']},
     install_requires=REQUIRED,
     extras_require={
-        # The generator's Kafka producer, the dashboard's consumer, model reports' plots.
-        'tools': ['confluent-kafka>=2.4', 'matplotlib>=3.8'],
+        # Model reports' plots (the generator and the dashboard use confluent-kafka too).
+        'tools': ['matplotlib>=3.8'],
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'pytest-xdist>=3.5', 'hypothesis>=6.100',
-                 'confluent-kafka>=2.4', 'matplotlib>=3.8',
+                 'matplotlib>=3.8',
                  # Drives Debian's /usr/bin/chromium; never `playwright install` (no download).
                  'playwright>=1.45',
                  # Coverage-guided fuzzing (tests/fuzz_parse_atheris.py); wheels for x86_64.

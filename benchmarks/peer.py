@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks import common, report
-from benchmarks.throughput import run_job
+from benchmarks.throughput import run_job, stage_cpu_table
 from generator.source import SourceConfig, generate_messages
 from harness import kafka
 from harness.scripts import ROOT
@@ -234,7 +234,8 @@ def fill_topic(bootstrap: str, topic: str, kdd_file: str, messages: Optional[int
 def run_product(bootstrap: str, topics: dict[str, str], expected: int, args, work: str,
                 extra: list[str]) -> dict[str, Any]:
   """The stream job, as benchmarks.throughput runs it (its network phase)."""
-  result = run_job(bootstrap, None, 'network', topics, expected, args, work, extra)
+  result = run_job(bootstrap, None, 'network', topics, expected, args, work, extra,
+                   stage_cpu_on=args.stage_cpu)
   result['output'] = os.path.join(work, 'job-out', 'archive', 'network')
   result['cpu_s'] = result['memory']['cpu_s']
   return result
@@ -466,6 +467,11 @@ def _table(result: dict[str, Any]) -> str:
   for r in result['runs']:
     lines.append(f"  {r['system'] + ' #' + str(r['round']):<10} "
                  f"{common.steady_cpu_line(r.get('steady_cpu'))}")
+  for r in result['runs']:
+    if r.get('stage_cpu'):
+      lines.append(f"where the SDK workers spend it, product #{r['round']} (steady window, us of "
+                   'CPU per archived record; pipelines/stage_cpu.py):')
+      lines.append(stage_cpu_table(r['stage_cpu']))
   lines.append('startup: process start -> first archived row; overall: first archived row -> '
                'all archived; (excl.1st): the same without the first output\'s rows; whole: '
                'process start -> all archived; CPU: every process of the '
@@ -563,6 +569,10 @@ def main(argv=None) -> dict[str, Any]:
                       help='The stream job\'s run ends after this long without new rows.')
   parser.add_argument('--poll_s', type=float, default=0.5,
                       help='Archive polling and process sampling period (default: %(default)s).')
+  parser.add_argument('--stage_cpu', action='store_true',
+                      help='Also print where the product\'s SDK workers spend their CPU in the '
+                      'steady window: per DoFn method, fused stage and thread '
+                      '(pipelines/stage_cpu.py).')
   parser.add_argument('--seed', type=int, default=1,
                       help='Seeds the records\' uuids (default: %(default)s).')
   args, extra = parser.parse_known_args(argv)

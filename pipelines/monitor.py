@@ -46,7 +46,7 @@ def parquet_rows(output: str, folder: str) -> int:
 
 def topic_messages(bootstrap: str, topics: list[str]) -> dict[str, int]:
   """Messages in each topic (high minus low watermark over its partitions)."""
-  from confluent_kafka import Consumer, TopicPartition  # optional: the tools extra
+  from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
   consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'pipelines-monitor',
                        'enable.auto.commit': False})
   try:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import signal
 import sys
 import threading
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -36,7 +37,7 @@ from pipelines.summary import print_summary, watch
 from schemas.layout import INCIDENTS
 from schemas.limits import DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_EVENT_LEAD_S
 from schemas.records import ALERTS_TOPIC, INCIDENTS_TOPIC, SCHEMAS
-from transforms import kafka_io
+from transforms import kafka_io, kafka_publish
 from transforms.avro_decode import avro_decoders
 from transforms.alerts import FormatAlertMessages
 from transforms.detect import ALERTS_BY_KIND, DetectAttacks
@@ -83,6 +84,14 @@ class StreamOptions(PipelineOptions):
     group.add_argument('--incidents_topic', default=INCIDENTS_TOPIC,
                        help='Kafka topic incidents (alerts grouped) are published to '
                        '(default: %(default)s); empty to publish none.')
+    group.add_argument('--kafka_producer', choices=kafka_publish.PRODUCERS,
+                       default=kafka_publish.PYTHON,
+                       help='How alerts and incidents are published (default: %(default)s). '
+                       'python: from the Python workers with librdkafka, as soon as they are '
+                       'made, the Kafka settings translated from their Java names (SASL PLAIN '
+                       'and SCRAM, PEM and PKCS#12 key material); java: through KafkaIO\'s '
+                       'writer in the Flink JVM, for settings only the Java client has (JKS '
+                       'trust stores, Kerberos, OAuth). See docs/operations.md.')
     group.add_argument('--incident_gap_s', type=float, default=DEFAULT_GAP_S,
                        help='An incident closes after this many seconds of event time without '
                        'a new alert of its kind and key (default: %(default)s).')
@@ -218,6 +227,7 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
   model_dir = opts.view_as(ModelRegistryOptions).model_dir
   if storage.uses_s3(opts.output, model_dir, opts.input_dir):
     log.info('%s', storage.describe(opts))
+  publish = publisher(opts)
   outputs = read_messages(pipeline, opts) | DetectAttacks(
       model_dir, site=opts.site,
       model_refresh_s=opts.model_refresh_s,
@@ -230,21 +240,38 @@ def build(pipeline: beam.Pipeline, opts: StreamOptions) -> None:
       incident_gap_s=opts.incident_gap_s, incident_update_s=opts.incident_update_s)
   _ = outputs | WriteOutputs(opts.output, site=opts.site, roll_seconds=opts.roll_seconds,
                              num_shards=opts.num_shards)
-  if opts.source == 'kafka' and opts.alerts_topic:
+  if not publish:
+    return
+  if opts.alerts_topic:
     for kind, key in ALERTS_BY_KIND.items():
       # One sink per kind: network alerts go out from the scoring stage itself, without
       # waiting on a flatten with the join's host alerts.
       _ = (outputs[key]
            | f'FormatAlerts[{kind}]' >> FormatAlertMessages()
-           | f'PublishAlerts[{kind}]' >> kafka_io.PublishToKafka(
-               bootstrap_servers(opts), opts.alerts_topic, kafka_client_config(opts),
-               expansion_service=opts.expansion_service))
-  if opts.source == 'kafka' and opts.incidents_topic:
+           | f'PublishAlerts[{kind}]' >> publish(opts.alerts_topic))
+  if opts.incidents_topic:
     _ = (outputs[INCIDENTS]
          | 'FormatIncidents' >> FormatIncidentMessages()
-         | 'PublishIncidents' >> kafka_io.PublishToKafka(
-             bootstrap_servers(opts), opts.incidents_topic, kafka_client_config(opts),
-             expansion_service=opts.expansion_service))
+         | 'PublishIncidents' >> publish(opts.incidents_topic))
+
+
+def publisher(opts: StreamOptions) -> Optional[Callable[[str], kafka_io.PublishToKafka]]:
+  """topic -> the transform that publishes to it, as ``--kafka_producer`` says; None when the
+  job publishes nothing. Checked before anything is built: settings librdkafka cannot take
+  stop the job here, with what to do."""
+  if opts.source != 'kafka' or not (opts.alerts_topic or opts.incidents_topic):
+    return None
+  config = kafka_client_config(opts)
+  if opts.kafka_producer == kafka_publish.PYTHON:
+    try:
+      kafka_publish.librdkafka_config(config)
+    except kafka_publish.UntranslatableConfig as e:
+      raise SystemExit(f'{e}: publish with --kafka_producer=java (KafkaIO\'s Java writer), '
+                       'or give the setting in a form librdkafka has (docs/operations.md, '
+                       '"Kafka client settings")') from None
+  return functools.partial(
+      kafka_io.PublishToKafka, bootstrap_servers(opts), producer_config=config,
+      producer=opts.kafka_producer, expansion_service=opts.expansion_service)
 
 
 def with_stream_defaults(argv: Sequence[str]) -> list[str]:

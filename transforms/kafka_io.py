@@ -5,8 +5,9 @@ see transforms/jvm.py) and the Flink runner executes it. How it runs with no Doc
 
 * the expansion service is started with ``--defaultEnvironmentType=EMBEDDED`` and
   ``--experiments=use_deprecated_read``: the Kafka reader becomes Flink's native unbounded source
-  (``UnboundedSourceWrapper``) and the few Java DoFns around it (the batching of records, the
-  writer) run in a Java SDK harness *inside the Flink JVM*. Their classes come from the job
+  (``UnboundedSourceWrapper``) and a Java DoFn after it (the Java writer of
+  ``PublishToKafka(producer='java')``; the default producer is librdkafka in the Python
+  workers, transforms/kafka_publish.py) runs in a Java SDK harness *inside the Flink JVM*. Their classes come from the job
   server's class path (its jar and the project's classes, see transforms/jvm.py), which Flink
   gets as the job's user jars (on a remote cluster the job server uploads them with the job);
 * the Python DoFns run wherever the job's environment says. The stream and retrain jobs use
@@ -50,7 +51,7 @@ from apache_beam.transforms.external import (ExternalTransform, JavaJarExpansion
                                              NamedTupleBasedPayloadBuilder)
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms import fn_data, jvm
+from transforms import fn_data, jvm, kafka_publish
 from transforms.source import MessageBatch, SourceMessage
 
 # Arguments that make the expanded KafkaIO runnable inside the Flink JVM (no Docker, no `boot`).
@@ -369,8 +370,11 @@ class PublishToKafka(beam.PTransform):
   """Writes a PCollection of ``(key bytes, value bytes)`` to one Kafka topic.
 
   ``str`` keys / values are UTF-8 encoded; a ``None`` key is written as an empty key.
-  ``producer_config`` passes through like ``ReadKafkaMessages.consumer_config`` (security, TLS,
-  ``acks``, ``compression.type``, ...). Values are never logged here.
+  ``producer_config`` takes Java client settings, like ``ReadKafkaMessages.consumer_config``
+  (security, TLS, ``acks``, ``compression.type``, ...). ``producer``: ``python`` sends from the
+  Python workers with librdkafka, the settings translated (transforms/kafka_publish.py; raises
+  :class:`~transforms.kafka_publish.UntranslatableConfig` for one it cannot take); ``java``
+  through KafkaIO's writer in the runner's JVM, any Java setting. Values are never logged here.
   """
 
   def __init__(
@@ -379,26 +383,33 @@ class PublishToKafka(beam.PTransform):
       topic: str,
       producer_config: Optional[Mapping[str, str]] = None,
       *,
+      producer: str = kafka_publish.PYTHON,
       expansion_service: Union[JavaJarExpansionService, str, None] = None,  # pylint: disable=redefined-outer-name
       label: Optional[str] = None):
     super().__init__(label)
     if not topic:
       raise ValueError('topic is required')
+    if producer not in kafka_publish.PRODUCERS:
+      raise ValueError(f'producer must be one of {kafka_publish.PRODUCERS}, not {producer!r}')
     self._topic = topic
     self._config = _client_config(bootstrap_servers, producer_config)
+    self._producer = producer
+    if producer == kafka_publish.PYTHON:
+      self._config = kafka_publish.librdkafka_config(self._config)
     self._expansion_service = expansion_service
 
   def __repr__(self):
     return f'PublishToKafka(topic={self._topic!r})'
 
   def expand(self, pcoll):
-    return (
-        pcoll
-        | 'ToKV' >> beam.Map(_as_kv_bytes).with_output_types(Tuple[bytes, bytes])
-        | 'WriteToKafka' >> WriteToKafka(
-            producer_config=self._config,
-            topic=self._topic,
-            expansion_service=self._expansion_service or expansion_service()))
+    messages = pcoll | 'ToKV' >> beam.Map(_as_kv_bytes).with_output_types(Tuple[bytes, bytes])
+    if self._producer == kafka_publish.PYTHON:
+      return messages | 'Publish' >> beam.ParDo(
+          kafka_publish.PublishFn(self._topic, self._config))
+    return messages | 'WriteToKafka' >> WriteToKafka(
+        producer_config=self._config,
+        topic=self._topic,
+        expansion_service=self._expansion_service or expansion_service())
 
 
 __all__: Iterable[str] = ('EXPANSION_SERVICE_ARGS', 'PublishToKafka', 'READ_BATCHES_URN',

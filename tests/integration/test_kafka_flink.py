@@ -1,5 +1,6 @@
 """End to end on the real JVM side: Kafka broker -> ReadKafkaMessages -> Python Map ->
-PublishToKafka -> Kafka, on the FlinkRunner, with no Docker.
+PublishToKafka -> Kafka, on the FlinkRunner, with no Docker; PublishToKafka with each of its
+producers (KafkaIO's Java writer on the embedded Flink, librdkafka on the cluster).
 
 * ``test_roundtrip_on_embedded_flink``: ``--flink_master=[local]`` (a Flink MiniCluster inside the
   job server JVM).
@@ -105,7 +106,7 @@ def _consume(bootstrap, topic, n, timeout_s, result=None):
   return seen, first_at
 
 
-def _roundtrip(bootstrap, flink_master, label, max_num_records=None):
+def _roundtrip(bootstrap, flink_master, label, max_num_records=None, producer='python'):
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
   from pipelines import runners  # pylint: disable=import-outside-toplevel
   from transforms import kafka_io  # pylint: disable=import-outside-toplevel
@@ -128,7 +129,7 @@ def _roundtrip(bootstrap, flink_master, label, max_num_records=None):
           | kafka_io.ReadKafkaMessages(bootstrap, {in_topic: 'network'}, group_id=f'it-{suffix}',
                                        max_num_records=max_num_records)
           | beam.Map(enrich)
-          | kafka_io.PublishToKafka(bootstrap, out_topic))
+          | kafka_io.PublishToKafka(bootstrap, out_topic, producer=producer))
     t_built = time.monotonic()
     result = pipeline.run()
     t_submitted = time.monotonic()
@@ -165,7 +166,10 @@ def _roundtrip(bootstrap, flink_master, label, max_num_records=None):
 
 
 def test_roundtrip_on_embedded_flink(kafka_bootstrap):
-  _roundtrip(kafka_bootstrap, '[local]', 'local', max_num_records=N_MESSAGES + 1)
+  # KafkaIO's Java writer here (--kafka_producer=java); the stream job's tests and the cluster
+  # test below publish with the default, librdkafka in the Python workers.
+  _roundtrip(kafka_bootstrap, '[local]', 'local', max_num_records=N_MESSAGES + 1,
+             producer='java')
 
 
 def test_roundtrip_on_standalone_cluster(kafka_bootstrap, flink_rest):

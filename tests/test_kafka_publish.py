@@ -1,0 +1,121 @@
+"""The Java -> librdkafka translation of the job's Kafka settings, and which producer a job
+publishes with (transforms/kafka_publish.py). The real producer against a real broker: the
+stream job's integration tests (tests/integration/), SASL_SSL in test_sasl.py."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+
+from pipelines import stream
+from transforms import kafka_io, kafka_publish
+from transforms.kafka_publish import UntranslatableConfig, librdkafka_config
+
+PLAIN = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+         'username="detector" password="s3cr\\"et;pw";')
+
+
+def test_sasl_ssl_with_a_pem_trust_store():
+  config = librdkafka_config({
+      'bootstrap.servers': 'b:9093', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN',
+      'sasl.jaas.config': PLAIN, 'ssl.truststore.type': 'PEM',
+      'ssl.truststore.location': '/etc/ca.pem'})
+  assert config == {
+      'bootstrap.servers': 'b:9093', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN',
+      'sasl.username': 'detector', 'sasl.password': 's3cr"et;pw',
+      'ssl.ca.location': '/etc/ca.pem',
+      'linger.ms': '0', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000'}
+
+
+def test_scram_and_bare_jaas_values():
+  config = librdkafka_config({'sasl.mechanism': 'SCRAM-SHA-512', 'sasl.jaas.config': (
+      'org.apache.kafka.common.security.scram.ScramLoginModule required\n'
+      '    username=detector\n    password="pw";')})
+  assert (config['sasl.username'], config['sasl.password']) == ('detector', 'pw')
+
+
+def test_producer_tuning_passes_and_the_java_defaults_can_be_overridden():
+  config = librdkafka_config({'acks': '1', 'linger.ms': '5', 'compression.type': 'zstd',
+                              'max.request.size': '2000000', 'send.buffer.bytes': '65536',
+                              'ssl.endpoint.identification.algorithm': ''})
+  assert config['acks'] == '1' and config['linger.ms'] == '5'
+  assert config['compression.type'] == 'zstd' and config['message.max.bytes'] == '2000000'
+  assert config['socket.send.buffer.bytes'] == '65536'
+  assert config['ssl.endpoint.identification.algorithm'] == 'none'
+
+
+def test_the_readers_own_settings_are_left_out():
+  config = librdkafka_config({'group.id': 'g', 'auto.offset.reset': 'earliest',
+                              'max.poll.records': '500', 'isolation.level': 'read_committed'})
+  assert not {'group.id', 'auto.offset.reset', 'max.poll.records', 'isolation.level'} & set(config)
+
+
+def test_key_stores():
+  pem = librdkafka_config({'ssl.keystore.type': 'PEM', 'ssl.keystore.location': '/k.pem',
+                           'ssl.key.password': 'kp'})
+  assert pem['ssl.certificate.location'] == pem['ssl.key.location'] == '/k.pem'
+  assert pem['ssl.key.password'] == 'kp'
+  inline = librdkafka_config({'ssl.keystore.type': 'PEM', 'ssl.keystore.key': 'KEY',
+                              'ssl.keystore.certificate.chain': 'CHAIN',
+                              'ssl.truststore.type': 'pem', 'ssl.truststore.certificates': 'CA'})
+  assert (inline['ssl.key.pem'], inline['ssl.certificate.pem'], inline['ssl.ca.pem']) == (
+      'KEY', 'CHAIN', 'CA')
+  pkcs12 = librdkafka_config({'ssl.keystore.type': 'PKCS12', 'ssl.keystore.location': '/k.p12',
+                              'ssl.keystore.password': 'pw'})
+  assert (pkcs12['ssl.keystore.location'], pkcs12['ssl.keystore.password']) == ('/k.p12', 'pw')
+
+
+@pytest.mark.parametrize('java, named', [
+    # Java's own store formats (JKS is the default type).
+    ({'ssl.truststore.location': '/t.jks', 'ssl.truststore.password': 'pw'},
+     'ssl.truststore.type'),
+    ({'ssl.truststore.type': 'PKCS12', 'ssl.truststore.location': '/t.p12'},
+     'ssl.truststore.type'),
+    ({'ssl.keystore.location': '/k.jks'}, 'ssl.keystore.type'),
+    ({'ssl.keystore.type': 'PEM', 'ssl.keystore.password': 'pw'}, 'ssl.keystore.password'),
+    # Login modules that are more than a user name and a password.
+    ({'sasl.jaas.config': 'com.sun.security.auth.module.Krb5LoginModule required '
+                          'useKeyTab=true keyTab="/k.keytab" principal="d@R";'},
+     'sasl.jaas.config'),
+    ({'sasl.jaas.config': 'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                          'username="d" password="p" user_admin="x";'}, 'sasl.jaas.config'),
+    ({'sasl.jaas.config': 'not a jaas line'}, 'sasl.jaas.config'),
+    ({'ssl.enabled.protocols': 'TLSv1.3'}, 'ssl.enabled.protocols'),
+    ({'sasl.login.callback.handler.class': 'x.Handler'}, 'sasl.login.callback.handler.class'),
+])
+def test_settings_without_an_equivalent_are_named_never_their_values(java, named):
+  with pytest.raises(UntranslatableConfig) as refused:
+    librdkafka_config(java)
+  assert named in str(refused.value)
+  for value in java.values():
+    assert value not in str(refused.value)
+
+
+def test_the_job_refuses_at_launch_what_librdkafka_cannot_take(tmp_path):
+  properties = tmp_path / 'kafka.properties'
+  properties.write_text('ssl.truststore.location=/t.jks\nssl.truststore.password=hunter22\n')
+  opts = beam.options.pipeline_options.PipelineOptions(
+      [f'--kafka_config_file={properties}']).view_as(stream.StreamOptions)
+  with pytest.raises(SystemExit) as stopped:
+    stream.publisher(opts)
+  message = str(stopped.value)
+  assert 'ssl.truststore.type' in message and '--kafka_producer=java' in message
+  assert 'hunter22' not in message
+  opts.kafka_producer = kafka_publish.JAVA
+  assert stream.publisher(opts) is not None  # KafkaIO's writer takes any Java setting
+
+
+def test_python_publishing_is_a_python_dofn_and_java_a_kafkaio_transform():
+  python = kafka_io.PublishToKafka('b:9092', 'alerts', {'sasl.jaas.config': PLAIN})
+  pipeline = beam.Pipeline()
+  _ = pipeline | beam.Create([(b'k', b'v')]) | python
+  transforms = [t.transform for t in pipeline._current_transform().parts[-1].parts]  # pylint: disable=protected-access
+  assert any(isinstance(getattr(t, 'fn', None), kafka_publish.PublishFn) for t in transforms)
+  assert 'detector' not in repr(python) and 's3cr' not in repr(python)
+  with pytest.raises(UntranslatableConfig):
+    kafka_io.PublishToKafka('b:9092', 'alerts', {'ssl.truststore.location': '/t.jks'})
+  java = kafka_io.PublishToKafka('b:9092', 'alerts', {'ssl.truststore.location': '/t.jks'},
+                                 producer=kafka_publish.JAVA)
+  assert java._config['ssl.truststore.location'] == '/t.jks'  # pylint: disable=protected-access
+  with pytest.raises(ValueError):
+    kafka_io.PublishToKafka('b:9092', 'alerts', producer='go')

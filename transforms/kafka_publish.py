@@ -1,0 +1,210 @@
+"""Publishing to Kafka from the Python workers: librdkafka, no Java stage.
+
+Alerts and incidents are made in the Python SDK workers. Published through KafkaIO's Java
+writer, each one crossed the Fn API into the Flink JVM and waited there for a Java stage's own
+bundle, and that stage (with the Java SDK harness it needs) cost the JVM CPU and JIT work at
+every start (benchmarks/README.md, "Alerts published from the Python workers").
+:class:`PublishFn` produces them where they are made, with confluent-kafka's librdkafka
+producer: sent at once, flushed before the bundle commits. Delivery is at least once, as with
+KafkaIO's writer: a bundle whose messages are not all acknowledged fails and is retried.
+
+The job's Kafka settings are Java client settings (pipelines/kafka_config.py: the reader is
+KafkaIO either way). :func:`librdkafka_config` translates the ones librdkafka has an
+equivalent for (SASL PLAIN and SCRAM with their JAAS line, PEM and PKCS#12 key material, the
+producer's tuning) and names the others; where a setting has no equivalent (JKS trust stores,
+Kerberos, OAuth), the job publishes through KafkaIO's writer instead (``--kafka_producer=java``).
+No value is ever logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Mapping, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics.metric import Metrics
+
+log = logging.getLogger(__name__)
+
+PYTHON, JAVA = 'python', 'java'
+PRODUCERS = (PYTHON, JAVA)
+
+# Java client settings that mean the same to librdkafka under the same name.
+_SAME = frozenset((
+    'bootstrap.servers', 'security.protocol', 'sasl.mechanism', 'client.id', 'acks',
+    'compression.type', 'linger.ms', 'batch.size', 'retries', 'retry.backoff.ms',
+    'request.timeout.ms', 'delivery.timeout.ms', 'enable.idempotence',
+    'max.in.flight.requests.per.connection', 'ssl.key.password', 'ssl.cipher.suites',
+    'socket.connection.setup.timeout.ms', 'reconnect.backoff.ms', 'reconnect.backoff.max.ms',
+    'metadata.max.age.ms', 'sasl.username', 'sasl.password'))
+_RENAMED = {'send.buffer.bytes': 'socket.send.buffer.bytes',
+            'receive.buffer.bytes': 'socket.receive.buffer.bytes',
+            'max.request.size': 'message.max.bytes'}
+# The job's settings serve its Kafka reader too: what only a consumer (or only the Java
+# client's serialisers) reads means nothing to this producer.
+_CONSUMER_ONLY = frozenset((
+    'group.id', 'group.instance.id', 'auto.offset.reset', 'enable.auto.commit',
+    'auto.commit.interval.ms', 'isolation.level', 'max.poll.records', 'max.poll.interval.ms',
+    'fetch.min.bytes', 'fetch.max.bytes', 'fetch.max.wait.ms', 'max.partition.fetch.bytes',
+    'session.timeout.ms', 'heartbeat.interval.ms', 'partition.assignment.strategy',
+    'client.rack', 'check.crcs', 'key.deserializer', 'value.deserializer', 'key.serializer',
+    'value.serializer', 'exclude.internal.topics', 'allow.auto.create.topics'))
+# What the Java client does when a setting is absent, where librdkafka differs.
+_JAVA_DEFAULTS = {'linger.ms': '0', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000'}
+# The JAAS modules whose whole content is a user name and a password.
+_PASSWORD_MODULES = ('PlainLoginModule', 'ScramLoginModule')
+_JAAS = re.compile(r'\s*(?P<module>[\w.$]+)\s+(?:required|requisite|sufficient|optional)'
+                   r'(?P<options>.*?);?\s*', re.DOTALL)
+_JAAS_OPTION = re.compile(r'\s*(?P<name>\w+)\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|'
+                          r'(?P<bare>[^\s";]+))', re.DOTALL)
+
+
+class UntranslatableConfig(ValueError):
+  """Java client settings librdkafka has no equivalent for (named, never their values)."""
+
+
+def librdkafka_config(java: Mapping[str, str]) -> dict[str, str]:
+  """The librdkafka producer settings equal to the Java client settings ``java``; raises
+  :class:`UntranslatableConfig` naming every setting that has no equivalent.
+
+  >>> librdkafka_config({'bootstrap.servers': 'b:9092', 'security.protocol': 'SASL_SSL',
+  ...     'sasl.mechanism': 'PLAIN', 'ssl.truststore.type': 'PEM',
+  ...     'ssl.truststore.location': '/ca.pem', 'group.id': 'g',
+  ...     'sasl.jaas.config': 'org.apache.kafka.common.security.plain.PlainLoginModule '
+  ...                         'required username="u" password="p";'})['ssl.ca.location']
+  '/ca.pem'
+  """
+  config = dict(_JAVA_DEFAULTS)
+  refused = []
+  ssl = {k: v for k, v in java.items() if k.startswith(('ssl.truststore.', 'ssl.keystore.'))}
+  for key, value in java.items():
+    if key in _SAME:
+      config[key] = value
+    elif key in _RENAMED:
+      config[_RENAMED[key]] = value
+    elif key == 'sasl.jaas.config':
+      credentials = _jaas_credentials(value)
+      if credentials is None:
+        refused.append(key)
+      else:
+        config['sasl.username'], config['sasl.password'] = credentials
+    elif key == 'ssl.endpoint.identification.algorithm':
+      # Java turns host name checking off with an empty value, librdkafka with "none".
+      config[key] = value or 'none'
+    elif key not in _CONSUMER_ONLY and key not in ssl:
+      refused.append(key)
+  stores, store_refused = _key_material(ssl)
+  config.update(stores)
+  refused += store_refused
+  if refused:
+    raise UntranslatableConfig(
+        f'librdkafka has no equivalent for the Kafka client setting(s) {", ".join(sorted(refused))}')
+  return config
+
+
+def _jaas_credentials(line: str) -> Optional[Tuple[str, str]]:
+  """(user name, password) of a PLAIN or SCRAM JAAS line; None for any other module, or for
+  options besides those two."""
+  match = _JAAS.fullmatch(line)
+  if not match or not match['module'].endswith(_PASSWORD_MODULES):
+    return None
+  options, rest = {}, match['options']
+  for option in _JAAS_OPTION.finditer(rest):
+    quoted = option['quoted']
+    options[option['name']] = (re.sub(r'\\(.)', r'\1', quoted) if quoted is not None
+                               else option['bare'])
+  if set(options) != {'username', 'password'} or _JAAS_OPTION.sub('', rest).strip():
+    return None
+  return options['username'], options['password']
+
+
+def _key_material(ssl: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+  """The trust and key stores of the Java settings ``ssl`` (``ssl.truststore.*``,
+  ``ssl.keystore.*``) as librdkafka settings, and the settings that have no equivalent: a
+  store that is not PEM (or a PKCS#12 key store) is Java's own format."""
+  config, refused = {}, []
+  trust_type = ssl.get('ssl.truststore.type', 'JKS').upper()
+  for key, value in ssl.items():
+    if key.startswith('ssl.truststore.'):
+      if key == 'ssl.truststore.type':
+        continue
+      if trust_type == 'PEM' and key == 'ssl.truststore.location':
+        config['ssl.ca.location'] = value
+      elif trust_type == 'PEM' and key == 'ssl.truststore.certificates':
+        config['ssl.ca.pem'] = value
+      else:
+        refused.append(key if trust_type == 'PEM' else 'ssl.truststore.type')
+  key_type = ssl.get('ssl.keystore.type', 'JKS').upper()
+  for key, value in ssl.items():
+    if key.startswith('ssl.keystore.'):
+      if key == 'ssl.keystore.type':
+        continue
+      if key_type == 'PEM' and key == 'ssl.keystore.location':
+        # One PEM file with the key and its certificate chain, as Java reads it.
+        config['ssl.certificate.location'] = config['ssl.key.location'] = value
+      elif key_type == 'PEM' and key == 'ssl.keystore.key':
+        config['ssl.key.pem'] = value
+      elif key_type == 'PEM' and key == 'ssl.keystore.certificate.chain':
+        config['ssl.certificate.pem'] = value
+      elif key_type == 'PKCS12' and key in ('ssl.keystore.location', 'ssl.keystore.password'):
+        config[key] = value
+      else:
+        refused.append(key if key_type in ('PEM', 'PKCS12') else 'ssl.keystore.type')
+  return config, sorted(set(refused))
+
+
+class KafkaPublishError(RuntimeError):
+  pass
+
+
+class PublishFn(beam.DoFn):
+  """``(key bytes, value bytes)`` -> one message each on ``topic``, e.g.
+  ``(b'4b1d...-alert-id', b'{"kind": "network_anomaly", ...}')``.
+
+  One producer per DoFn instance (a worker's stage), made in ``setup``; each message is sent as
+  it comes, and ``finish_bundle`` waits until the broker acknowledged them all (or
+  ``delivery.timeout.ms`` passed: then the bundle fails, and is retried)."""
+
+  def __init__(self, topic: str, config: Mapping[str, str]):
+    self._topic = topic
+    self._config = dict(config)  # librdkafka settings: secrets among them, never logged
+    self._published = Metrics.counter('kafka', 'messages_published')
+
+  def __repr__(self):
+    return f'PublishFn(topic={self._topic!r})'
+
+  def setup(self):
+    from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+    self._failures = []
+    self._producer = Producer({**self._config, 'logger': log})
+
+  def process(self, element):
+    key, value = element
+    while True:
+      try:
+        self._producer.produce(self._topic, value=value, key=key, on_delivery=self._delivered)
+        break
+      except BufferError:
+        # librdkafka's queue is full (the broker slow or away): wait for deliveries.
+        self._producer.poll(0.1)
+    self._producer.poll(0)
+
+  def _delivered(self, error, _message):
+    if error is None:
+      self._published.inc()
+    else:
+      self._failures.append(error)
+
+  def finish_bundle(self):
+    undelivered = self._producer.flush()
+    failures, self._failures = self._failures, []
+    if undelivered or failures:
+      raise KafkaPublishError(
+          f'{len(failures) + undelivered} message(s) to {self._topic} not acknowledged'
+          + (f'; first error: {failures[0]}' if failures else ''))
+
+  def teardown(self):
+    producer = getattr(self, '_producer', None)
+    if producer is not None:
+      producer.flush(10)
