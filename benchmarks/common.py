@@ -531,7 +531,7 @@ class StreamJob:
 
 _REPORTED_FLAGS = ('environment_type', 'sdk_worker_parallelism', 'parallelism',
                    'max_bundle_time_mills', 'max_bundle_size', 'batch_size',
-                   'checkpointing_interval', 'object_reuse')
+                   'checkpointing_interval', 'object_reuse', 'kafka_producer')
 
 
 def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
@@ -551,6 +551,7 @@ def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
         out[key] = value or 'on'  # a bare flag
   out.setdefault('max_bundle_time_mills', '1000 (Flink runner default)')
   out.setdefault('max_bundle_size', '1000 (Flink runner default)')
+  out.setdefault('kafka_producer', stream.StreamOptions([]).kafka_producer)
   return out
 
 

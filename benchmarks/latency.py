@@ -63,6 +63,7 @@ from harness import kafka
 from model import registry
 from pipelines import startup
 from schemas.records import KDD_FEATURES
+from transforms import kafka_publish
 from transforms.source import SourceMessage
 
 DEFAULT_RATES = (500, 1000, 2000, 5000, 10000)
@@ -369,8 +370,9 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument('--max_bundle_size', type=int, default=None,
                       help='Flink --max_bundle_size (default: the runner\'s, 1000).')
   parser.add_argument('--alerts_linger_ms', type=int, default=None,
-                      help='linger.ms of the job\'s alerts producer (default: kafka-clients\', '
-                      '0 in 3.9).')
+                      help='linger.ms of the job\'s alerts producer (default: the job\'s, '
+                      f'{kafka_publish.DEFAULT_LINGER_MS}; kafka-clients\' 0 with '
+                      '-- --kafka_producer=java).')
   parser.add_argument('--partitions', type=int, default=4)
   parser.add_argument('--parallelism', type=int, default=2)
   parser.add_argument('--roll_seconds', type=int, default=10,
@@ -413,8 +415,10 @@ def main(argv=None) -> dict[str, Any]:
                    'max_bundle_size': args.max_bundle_size or _number(
                        effective.get('max_bundle_size')),
                    'effective_job_flags': effective,
-                   'alerts_linger_ms': (args.alerts_linger_ms if args.alerts_linger_ms is not None
-                                        else 0),
+                   'alerts_linger_ms': (
+                       args.alerts_linger_ms if args.alerts_linger_ms is not None
+                       else 0 if effective.get('kafka_producer') == kafka_publish.JAVA
+                       else kafka_publish.DEFAULT_LINGER_MS),
                    'defaults': [name for name, value in (
                        ('max_bundle_time_ms', args.max_bundle_time_ms),
                        ('max_bundle_size', args.max_bundle_size),

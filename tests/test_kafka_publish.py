@@ -24,7 +24,8 @@ def test_sasl_ssl_with_a_pem_trust_store():
       'bootstrap.servers': 'b:9093', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN',
       'sasl.username': 'detector', 'sasl.password': 's3cr"et;pw',
       'ssl.ca.location': '/etc/ca.pem',
-      'linger.ms': '0', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000'}
+      'linger.ms': '5', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000',
+      'delivery.report.only.error': True}
 
 
 def test_scram_and_bare_jaas_values():
@@ -35,13 +36,32 @@ def test_scram_and_bare_jaas_values():
 
 
 def test_producer_tuning_passes_and_the_java_defaults_can_be_overridden():
-  config = librdkafka_config({'acks': '1', 'linger.ms': '5', 'compression.type': 'zstd',
+  config = librdkafka_config({'acks': '1', 'linger.ms': '0', 'compression.type': 'zstd',
                               'max.request.size': '2000000', 'send.buffer.bytes': '65536',
                               'ssl.endpoint.identification.algorithm': ''})
-  assert config['acks'] == '1' and config['linger.ms'] == '5'
+  assert config['acks'] == '1' and config['linger.ms'] == '0'
   assert config['compression.type'] == 'zstd' and config['message.max.bytes'] == '2000000'
   assert config['socket.send.buffer.bytes'] == '65536'
   assert config['ssl.endpoint.identification.algorithm'] == 'none'
+
+
+def test_librdkafka_takes_every_setting_the_translation_gives():
+  """A real producer is made from them (librdkafka checks names and values at creation;
+  nothing connects before a message is sent)."""
+  from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+  config = librdkafka_config({
+      'bootstrap.servers': '127.0.0.1:1', 'security.protocol': 'SASL_PLAINTEXT',
+      'sasl.mechanism': 'SCRAM-SHA-256', 'sasl.jaas.config': PLAIN, 'client.id': 'detector',
+      'acks': 'all', 'compression.type': 'lz4', 'linger.ms': '2', 'batch.size': '65536',
+      'retries': '5', 'retry.backoff.ms': '200', 'request.timeout.ms': '20000',
+      'delivery.timeout.ms': '60000', 'enable.idempotence': 'false',
+      'max.in.flight.requests.per.connection': '5', 'ssl.cipher.suites': 'ECDHE-RSA-AES128-GCM-SHA256',
+      'socket.connection.setup.timeout.ms': '10000', 'reconnect.backoff.ms': '100',
+      'reconnect.backoff.max.ms': '1000', 'metadata.max.age.ms': '60000',
+      'send.buffer.bytes': '131072', 'receive.buffer.bytes': '131072',
+      'max.request.size': '2000000', 'ssl.endpoint.identification.algorithm': 'https',
+      'group.id': 'g'})
+  Producer(config).flush(0)
 
 
 def test_the_readers_own_settings_are_left_out():

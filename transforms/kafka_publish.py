@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Mapping, Optional, Tuple
 
 import apache_beam as beam
@@ -50,8 +51,14 @@ _CONSUMER_ONLY = frozenset((
     'session.timeout.ms', 'heartbeat.interval.ms', 'partition.assignment.strategy',
     'client.rack', 'check.crcs', 'key.deserializer', 'value.deserializer', 'key.serializer',
     'value.serializer', 'exclude.internal.topics', 'allow.auto.create.topics'))
-# What the Java client does when a setting is absent, where librdkafka differs.
-_JAVA_DEFAULTS = {'linger.ms': '0', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000'}
+# Where the Java client's default differs from librdkafka's, Java's (the job's settings are
+# Java's). Except linger.ms (Java's is 0): 5 ms gathers a bundle's alerts into a few requests
+# instead of one each, and the bundle's end sends what is left at once.
+DEFAULT_LINGER_MS = 5
+_DEFAULTS = {'enable.idempotence': 'true', 'delivery.timeout.ms': '120000',
+             'linger.ms': str(DEFAULT_LINGER_MS)}
+# This producer's own: delivery reports for failures only (a bundle counts its successes).
+_OWN = {'delivery.report.only.error': True}  # a bool: confluent-kafka reads it itself
 # The JAAS modules whose whole content is a user name and a password.
 _PASSWORD_MODULES = ('PlainLoginModule', 'ScramLoginModule')
 _JAAS = re.compile(r'\s*(?P<module>[\w.$]+)\s+(?:required|requisite|sufficient|optional)'
@@ -75,7 +82,7 @@ def librdkafka_config(java: Mapping[str, str]) -> dict[str, str]:
   ...                         'required username="u" password="p";'})['ssl.ca.location']
   '/ca.pem'
   """
-  config = dict(_JAVA_DEFAULTS)
+  config = dict(_DEFAULTS)
   refused = []
   ssl = {k: v for k, v in java.items() if k.startswith(('ssl.truststore.', 'ssl.keystore.'))}
   for key, value in java.items():
@@ -100,7 +107,7 @@ def librdkafka_config(java: Mapping[str, str]) -> dict[str, str]:
   if refused:
     raise UntranslatableConfig(
         f'librdkafka has no equivalent for the Kafka client setting(s) {", ".join(sorted(refused))}')
-  return config
+  return {**config, **_OWN}
 
 
 def _jaas_credentials(line: str) -> Optional[Tuple[str, str]]:
@@ -158,12 +165,28 @@ class KafkaPublishError(RuntimeError):
   pass
 
 
+_PRODUCERS: dict = {}  # this process's librdkafka producers, one per distinct config
+_PRODUCERS_LOCK = threading.Lock()
+
+
+def _shared_producer(config: Mapping[str, str]):
+  """The process's producer for ``config``: every publishing stage of a worker shares it (one
+  set of broker connections and librdkafka threads, not one per stage and topic)."""
+  key = tuple(sorted(config.items()))
+  with _PRODUCERS_LOCK:
+    producer = _PRODUCERS.get(key)
+    if producer is None:
+      from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+      producer = _PRODUCERS[key] = Producer({**config, 'logger': log})
+    return producer
+
+
 class PublishFn(beam.DoFn):
   """``(key bytes, value bytes)`` -> one message each on ``topic``, e.g.
   ``(b'4b1d...-alert-id', b'{"kind": "network_anomaly", ...}')``.
 
-  One producer per DoFn instance (a worker's stage), made in ``setup``; each message is sent as
-  it comes, and ``finish_bundle`` waits until the broker acknowledged them all (or
+  Each message is handed to the worker's producer as it comes (librdkafka sends within
+  ``linger.ms``), and ``finish_bundle`` waits until the broker acknowledged them all (or
   ``delivery.timeout.ms`` passed: then the bundle fails, and is retried)."""
 
   def __init__(self, topic: str, config: Mapping[str, str]):
@@ -175,34 +198,34 @@ class PublishFn(beam.DoFn):
     return f'PublishFn(topic={self._topic!r})'
 
   def setup(self):
-    from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+    self._producer = _shared_producer(self._config)
     self._failures = []
-    self._producer = Producer({**self._config, 'logger': log})
+    self._sent = 0
 
   def process(self, element):
     key, value = element
     while True:
       try:
-        self._producer.produce(self._topic, value=value, key=key, on_delivery=self._delivered)
+        self._producer.produce(self._topic, value=value, key=key, on_delivery=self._failed)
         break
       except BufferError:
         # librdkafka's queue is full (the broker slow or away): wait for deliveries.
         self._producer.poll(0.1)
-    self._producer.poll(0)
+    self._sent += 1
 
-  def _delivered(self, error, _message):
-    if error is None:
-      self._published.inc()
-    else:
-      self._failures.append(error)
+  def _failed(self, error, _message):
+    # Called for failed deliveries only (delivery.report.only.error).
+    self._failures.append(error)
 
   def finish_bundle(self):
     undelivered = self._producer.flush()
     failures, self._failures = self._failures, []
+    sent, self._sent = self._sent, 0
     if undelivered or failures:
       raise KafkaPublishError(
           f'{len(failures) + undelivered} message(s) to {self._topic} not acknowledged'
           + (f'; first error: {failures[0]}' if failures else ''))
+    self._published.inc(sent)
 
   def teardown(self):
     producer = getattr(self, '_producer', None)
