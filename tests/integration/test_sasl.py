@@ -1,7 +1,9 @@
 """Kafka credentials and TLS: the generator and the stream job (on embedded Flink)
 authenticate to a real SASL listener (PLAIN) with a password from the environment, over plain
 TCP (SASL_PLAINTEXT) and over TLS (SASL_SSL, a certificate from a CA made for the test), and
-the password appears in no log line, no console output and no output file.
+the password appears in no log line, no console output and no output file; the job's alerts
+reach their topic through the same listener (published with librdkafka, the settings
+translated from their Java names).
 
 CI runs the SASL_SSL case (SASL and TLS together, the one production uses); the SASL_PLAINTEXT
 case differs only in the listener and the client's protocol, and is a long test
@@ -21,6 +23,7 @@ import pytest
 from harness.kafka import make_topics, running_broker, topics_for
 from harness.ports import free_port
 from harness.scripts import ROOT
+from pipelines.monitor import topic_messages
 from tests.integration.faults import archived_uuids, running_stream_job, stream_args, wait_until
 
 pytestmark = [
@@ -116,13 +119,22 @@ def test_sasl_credentials_from_the_environment_are_never_logged(protocol, synthe
                        'org.apache.kafka.common.security.plain.PlainLoginModule required '
                        f'username="detector" password="{password}";')
     caplog.set_level(logging.INFO)
+    alerts_topic = f'alerts_{suffix}'
+    make_topics(broker.bootstrap, [alerts_topic])
     args = stream_args(sasl, topics, output, synthetic_model_dir, '[local]',
-                       f'--kafka_config_file={properties}', f'--job_name=sasl-{suffix}')
+                       f'--kafka_config_file={properties}', f'--job_name=sasl-{suffix}',
+                       f'--alerts_topic={alerts_topic}')
     with running_stream_job(args):
       wait_until(lambda: len(archived_uuids(output)) >= COUNT, 120, 'every record archived')
+      # The alerts went out through the SASL listener too: published from the Python workers
+      # with the settings translated for librdkafka (counted here on the plain listener).
+      wait_until(lambda: topic_messages(broker.bootstrap, [alerts_topic])[alerts_topic] > 0,
+                 60, 'alerts published over SASL')
+    published = topic_messages(broker.bootstrap, [alerts_topic])[alerts_topic]
   console = capfd.readouterr()
   logs = caplog.text
-  print(f'[accounting] {protocol}: sent {COUNT}, archived {len(archived_uuids(output))}; '
+  print(f'[accounting] {protocol}: sent {COUNT}, archived {len(archived_uuids(output))}, '
+        f'{published} alerts published; '
         f'{len(logs.splitlines())} log lines and {len(console.out + console.err)} console '
         'characters checked')
   assert len(archived_uuids(output)) == COUNT
