@@ -5,11 +5,11 @@ see transforms/jvm.py) and the Flink runner executes it. How it runs with no Doc
 
 * the expansion service is started with ``--defaultEnvironmentType=EMBEDDED`` and
   ``--experiments=use_deprecated_read``: the Kafka reader becomes Flink's native unbounded source
-  (``UnboundedSourceWrapper``) and a Java DoFn after it (the Java writer of
-  ``PublishToKafka(producer='java')``; the default producer is librdkafka in the Python
-  workers, transforms/kafka_publish.py) runs in a Java SDK harness *inside the Flink JVM*. Their classes come from the job
-  server's class path (its jar and the project's classes, see transforms/jvm.py), which Flink
-  gets as the job's user jars (on a remote cluster the job server uploads them with the job);
+  (``UnboundedSourceWrapper``), and KafkaIO's writer (``PublishToKafka(producer='java')``; the
+  default producer is librdkafka in the Python workers, transforms/kafka_publish.py) runs in a
+  Java SDK harness *inside the Flink JVM*. Their classes come from the job server's class path
+  (its jar and the project's classes, see transforms/jvm.py), which Flink gets as the job's
+  user jars (on a remote cluster the job server uploads them with the job);
 * the Python DoFns run wherever the job's environment says. The stream and retrain jobs use
   ``PROCESS`` (SDK worker processes started by scripts/sdk_worker.sh); the job server, the
   environments and every other Flink default live in pipelines/runners.py.

@@ -5,14 +5,15 @@ writer, each one crossed the Fn API into the Flink JVM and waited there for a Ja
 bundle, and that stage (with the Java SDK harness it needs) cost the JVM CPU and JIT work at
 every start (benchmarks/README.md, "Alerts published from the Python workers").
 :class:`PublishFn` produces them where they are made, with confluent-kafka's librdkafka
-producer: sent at once, flushed before the bundle commits. Delivery is at least once, as with
+producer: sent within ``linger.ms`` (5 ms), flushed before the bundle commits. Delivery is at least once, as with
 KafkaIO's writer: a bundle whose messages are not all acknowledged fails and is retried.
 
 The job's Kafka settings are Java client settings (pipelines/kafka_config.py: the reader is
 KafkaIO either way). :func:`librdkafka_config` translates the ones librdkafka has an
 equivalent for (SASL PLAIN and SCRAM with their JAAS line, PEM and PKCS#12 key material, the
-producer's tuning) and names the others; where a setting has no equivalent (JKS trust stores,
-Kerberos, OAuth), the job publishes through KafkaIO's writer instead (``--kafka_producer=java``).
+producer's tuning) and names the others: a setting with no equivalent (JKS trust stores,
+Kerberos, OAuth) stops the job at launch, and ``--kafka_producer=java`` publishes through
+KafkaIO's writer instead.
 No value is ever logged or put in an error message.
 """
 
