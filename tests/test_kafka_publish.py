@@ -102,6 +102,10 @@ def test_key_stores():
     ({'sasl.jaas.config': 'not a jaas line'}, 'sasl.jaas.config'),
     ({'ssl.enabled.protocols': 'TLSv1.3'}, 'ssl.enabled.protocols'),
     ({'sasl.login.callback.handler.class': 'x.Handler'}, 'sasl.login.callback.handler.class'),
+    ({'sasl.mechanism': 'GSSAPI'}, 'sasl.mechanism'),
+    ({'sasl.mechanism': 'OAUTHBEARER'}, 'sasl.mechanism'),
+    # librdkafka's own names are not the job's (its reader is the Java client).
+    ({'sasl.username': 'detector', 'sasl.password': 'pw'}, 'sasl.password'),
 ])
 def test_settings_without_an_equivalent_are_named_never_their_values(java, named):
   with pytest.raises(UntranslatableConfig) as refused:

@@ -34,12 +34,14 @@ PRODUCERS = (PYTHON, JAVA)
 
 # Java client settings that mean the same to librdkafka under the same name.
 _SAME = frozenset((
-    'bootstrap.servers', 'security.protocol', 'sasl.mechanism', 'client.id', 'acks',
+    'bootstrap.servers', 'security.protocol', 'client.id', 'acks',
     'compression.type', 'linger.ms', 'batch.size', 'retries', 'retry.backoff.ms',
     'request.timeout.ms', 'delivery.timeout.ms', 'enable.idempotence',
     'max.in.flight.requests.per.connection', 'ssl.key.password', 'ssl.cipher.suites',
     'socket.connection.setup.timeout.ms', 'reconnect.backoff.ms', 'reconnect.backoff.max.ms',
-    'metadata.max.age.ms', 'sasl.username', 'sasl.password'))
+    'metadata.max.age.ms'))
+# The SASL mechanisms whose login is a user name and a password (a JAAS line, below).
+_PASSWORD_MECHANISMS = frozenset(('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'))
 _RENAMED = {'send.buffer.bytes': 'socket.send.buffer.bytes',
             'receive.buffer.bytes': 'socket.receive.buffer.bytes',
             'max.request.size': 'message.max.bytes'}
@@ -91,6 +93,12 @@ def librdkafka_config(java: Mapping[str, str]) -> dict[str, str]:
       config[key] = value
     elif key in _RENAMED:
       config[_RENAMED[key]] = value
+    elif key == 'sasl.mechanism':
+      # Kerberos and OAuth log in through Java's own machinery (JAAS, callback classes).
+      if value.upper() in _PASSWORD_MECHANISMS:
+        config[key] = value
+      else:
+        refused.append(key)
     elif key == 'sasl.jaas.config':
       credentials = _jaas_credentials(value)
       if credentials is None:
@@ -127,39 +135,36 @@ def _jaas_credentials(line: str) -> Optional[Tuple[str, str]]:
   return options['username'], options['password']
 
 
+# (store, its ssl.<store>.type) -> {the rest of a Java setting's name: librdkafka's setting(s)}.
+# Any other type (JKS, Java's default, or a PKCS#12 trust store) is Java's own.
+_STORES = {
+    ('truststore', 'PEM'): {'location': ('ssl.ca.location',), 'certificates': ('ssl.ca.pem',)},
+    # A PEM key store is one file holding the key and its certificate chain.
+    ('keystore', 'PEM'): {'location': ('ssl.certificate.location', 'ssl.key.location'),
+                          'key': ('ssl.key.pem',),
+                          'certificate.chain': ('ssl.certificate.pem',)},
+    ('keystore', 'PKCS12'): {'location': ('ssl.keystore.location',),
+                             'password': ('ssl.keystore.password',)},
+}
+
+
 def _key_material(ssl: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
   """The trust and key stores of the Java settings ``ssl`` (``ssl.truststore.*``,
-  ``ssl.keystore.*``) as librdkafka settings, and the settings that have no equivalent: a
-  store that is not PEM (or a PKCS#12 key store) is Java's own format."""
-  config, refused = {}, []
-  trust_type = ssl.get('ssl.truststore.type', 'JKS').upper()
-  for key, value in ssl.items():
-    if key.startswith('ssl.truststore.'):
-      if key == 'ssl.truststore.type':
+  ``ssl.keystore.*``) as librdkafka settings, and the settings that have no equivalent (a
+  store of a type librdkafka cannot read is named by its type setting)."""
+  config, refused = {}, set()
+  for store in ('truststore', 'keystore'):
+    prefix = f'ssl.{store}.'
+    known = _STORES.get((store, ssl.get(f'{prefix}type', 'JKS').upper()))
+    for key, value in ssl.items():
+      if not key.startswith(prefix) or key == f'{prefix}type':
         continue
-      if trust_type == 'PEM' and key == 'ssl.truststore.location':
-        config['ssl.ca.location'] = value
-      elif trust_type == 'PEM' and key == 'ssl.truststore.certificates':
-        config['ssl.ca.pem'] = value
+      names = (known or {}).get(key[len(prefix):])
+      if names is None:
+        refused.add(key if known else f'{prefix}type')
       else:
-        refused.append(key if trust_type == 'PEM' else 'ssl.truststore.type')
-  key_type = ssl.get('ssl.keystore.type', 'JKS').upper()
-  for key, value in ssl.items():
-    if key.startswith('ssl.keystore.'):
-      if key == 'ssl.keystore.type':
-        continue
-      if key_type == 'PEM' and key == 'ssl.keystore.location':
-        # One PEM file with the key and its certificate chain, as Java reads it.
-        config['ssl.certificate.location'] = config['ssl.key.location'] = value
-      elif key_type == 'PEM' and key == 'ssl.keystore.key':
-        config['ssl.key.pem'] = value
-      elif key_type == 'PEM' and key == 'ssl.keystore.certificate.chain':
-        config['ssl.certificate.pem'] = value
-      elif key_type == 'PKCS12' and key in ('ssl.keystore.location', 'ssl.keystore.password'):
-        config[key] = value
-      else:
-        refused.append(key if key_type in ('PEM', 'PKCS12') else 'ssl.keystore.type')
-  return config, sorted(set(refused))
+        config.update(dict.fromkeys(names, value))
+  return config, sorted(refused)
 
 
 class KafkaPublishError(RuntimeError):
