@@ -24,8 +24,7 @@ def test_sasl_ssl_with_a_pem_trust_store():
       'bootstrap.servers': 'b:9093', 'security.protocol': 'SASL_SSL', 'sasl.mechanism': 'PLAIN',
       'sasl.username': 'detector', 'sasl.password': 's3cr"et;pw',
       'ssl.ca.location': '/etc/ca.pem',
-      'linger.ms': '5', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000',
-      'delivery.report.only.error': True}
+      'linger.ms': '5', 'enable.idempotence': 'true', 'delivery.timeout.ms': '120000'}
 
 
 def test_scram_and_bare_jaas_values():

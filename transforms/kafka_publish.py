@@ -60,8 +60,6 @@ _CONSUMER_ONLY = frozenset((
 DEFAULT_LINGER_MS = 5
 _DEFAULTS = {'enable.idempotence': 'true', 'delivery.timeout.ms': '120000',
              'linger.ms': str(DEFAULT_LINGER_MS)}
-# This producer's own: delivery reports for failures only (a bundle counts its successes).
-_OWN = {'delivery.report.only.error': True}  # a bool: confluent-kafka reads it itself
 # The JAAS modules whose whole content is a user name and a password.
 _PASSWORD_MODULES = ('PlainLoginModule', 'ScramLoginModule')
 _JAAS = re.compile(r'\s*(?P<module>[\w.$]+)\s+(?:required|requisite|sufficient|optional)'
@@ -116,7 +114,7 @@ def librdkafka_config(java: Mapping[str, str]) -> dict[str, str]:
   if refused:
     raise UntranslatableConfig(
         f'librdkafka has no equivalent for the Kafka client setting(s) {", ".join(sorted(refused))}')
-  return {**config, **_OWN}
+  return config
 
 
 def _jaas_credentials(line: str) -> Optional[Tuple[str, str]]:
@@ -205,33 +203,47 @@ class PublishFn(beam.DoFn):
 
   def setup(self):
     self._producer = _shared_producer(self._config)
+    # Delivery reports run in whichever thread polls the shared producer (another stage's
+    # flush, too): counted under a lock, and a bundle waits for its own.
+    self._lock = threading.Lock()
+    self._pending = 0
+    self._delivered = 0
     self._failures = []
-    self._sent = 0
 
   def process(self, element):
     key, value = element
     while True:
       try:
-        self._producer.produce(self._topic, value=value, key=key, on_delivery=self._failed)
+        self._producer.produce(self._topic, value=value, key=key, on_delivery=self._report)
         break
       except BufferError:
         # librdkafka's queue is full (the broker slow or away): wait for deliveries.
         self._producer.poll(0.1)
-    self._sent += 1
+    with self._lock:  # its report may already have run (and counted it down)
+      self._pending += 1
 
-  def _failed(self, error, _message):
-    # Called for failed deliveries only (delivery.report.only.error).
-    self._failures.append(error)
+  def _report(self, error, _message):
+    with self._lock:
+      self._pending -= 1
+      if error is None:
+        self._delivered += 1
+      else:
+        self._failures.append(error)
 
   def finish_bundle(self):
     undelivered = self._producer.flush()
-    failures, self._failures = self._failures, []
-    sent, self._sent = self._sent, 0
+    # flush() returns once every message is acknowledged or failed; their reports may still
+    # be running in another thread.
+    while not undelivered and self._pending:
+      self._producer.poll(0.01)
+    with self._lock:
+      failures, self._failures = self._failures, []
+      delivered, self._delivered = self._delivered, 0
+    self._published.inc(delivered)
     if undelivered or failures:
       raise KafkaPublishError(
           f'{len(failures) + undelivered} message(s) to {self._topic} not acknowledged'
           + (f'; first error: {failures[0]}' if failures else ''))
-    self._published.inc(sent)
 
   def teardown(self):
     producer = getattr(self, '_producer', None)
