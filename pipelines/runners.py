@@ -36,17 +36,14 @@ itself binds all interfaces, see docs/RUNTIME.md).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import glob
 import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import re
 import time
 import urllib.error
@@ -450,9 +447,7 @@ def job_server(argv: Sequence[str], kafka_expansion: bool = False) -> Iterator[l
 
   ``kafka_expansion``: the job has Kafka transforms. Unless ``argv`` names an expansion service
   already, a Flink job server of ours serves their expansion as well, and ``argv`` gets its
-  ``--expansion_service``: one JVM start fewer than the job starting a service of its own,
-  and the block starts as soon as that service answers, while the job server's own start goes
-  on: call :func:`await_job_server` before submitting."""
+  ``--expansion_service``: one JVM start fewer than the job starting a service of its own."""
   argv = list(argv)
   kafka_expansion = kafka_expansion and not _value(argv, EXPANSION_SERVICE_FLAG)
   try:
@@ -467,8 +462,7 @@ def job_server(argv: Sequence[str], kafka_expansion: bool = False) -> Iterator[l
       # Beam's FlinkUberJarJobServer, in this process: no job-server JVM (docs/RUNTIME.md).
       yield argv
     else:
-      with flink_job_server(argv, kafka_expansion=kafka_expansion,
-                            yield_at_expansion=kafka_expansion) as with_endpoint:
+      with flink_job_server(argv, kafka_expansion=kafka_expansion) as with_endpoint:
         yield with_endpoint
   finally:
     remove_temporary_storage(argv)
@@ -630,8 +624,7 @@ def flink_rest_url(options: PipelineOptions) -> Optional[str]:
 @contextlib.contextmanager
 def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
                      rest_port: Optional[int] = None, kafka_expansion: bool = False,
-                     expansion_port: Optional[int] = None,
-                     yield_at_expansion: bool = False) -> Iterator[List[str]]:
+                     expansion_port: Optional[int] = None) -> Iterator[List[str]]:
   """Runs the pinned Flink job server for the span of a ``with`` block.
 
   Yields ``pipeline_args`` plus ``--job_endpoint=...`` of a job server started for them (its
@@ -643,10 +636,6 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
   ``kafka_expansion``: the job server's JVM serves the Kafka transforms' expansion too (on
   ``expansion_port``, else a free one), and the arguments yielded name it in
   ``--expansion_service`` (:data:`EXPANSION_SERVICE_FLAG`).
-  ``yield_at_expansion`` (with ``kafka_expansion``): yields as soon as the expansion service
-  answers, which the JVM starts before the job server, and lets the job server's own start
-  go on in a thread: the pipeline is built and expanded meanwhile, and the submission waits
-  for the rest (:func:`await_job_server`).
   """
   job_port, = pick_port(job_port)
   expansion_port = pick_port(expansion_port)[0] if kafka_expansion else None
@@ -670,17 +659,10 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
       _LOG.info('Flink metrics (Prometheus): http://127.0.0.1:%s/metrics',
                 conf['metrics.reporter.prom.port'])
   server = _LoopbackFlinkJobServer(options, conf_dir, folder, expansion_port)
-  starting = None
   try:
-    if yield_at_expansion and expansion_port:
-      starting = _start_in_thread(server)
-      _STARTING[endpoint] = starting
-      _await_port(expansion_port, starting)
-    else:
-      server.start()  # returns once the job service answers on job_port
+    server.start()  # returns once the job service answers on job_port
   except BaseException:
-    _finish_start(endpoint, starting)
-    _stop_job_server(server, folder)
+    shutil.rmtree(folder, ignore_errors=True)
     raise
   expansion = ([f'{EXPANSION_SERVICE_FLAG}={jvm.LOCAL_HOST}:{expansion_port}']
                if expansion_port else [])
@@ -688,63 +670,7 @@ def flink_job_server(pipeline_args: List[str], job_port: Optional[int] = None,
     yield [*pipeline_args, f'--job_endpoint={endpoint}', *expansion]
   finally:
     _EMBEDDED_REST.pop(endpoint, None)
-    _finish_start(endpoint, starting)
     _stop_job_server(server, folder)
-
-
-# Job servers yielded by flink_job_server(yield_at_expansion=True) whose start goes on:
-# job endpoint -> the start's outcome.
-_STARTING: dict[str, concurrent.futures.Future] = {}
-
-
-def job_server_starting(options: PipelineOptions) -> bool:
-  """The job server of ``options``' ``--job_endpoint`` is one of ours still starting."""
-  starting = _STARTING.get(options.view_as(PortableOptions).job_endpoint or '')
-  return starting is not None and not starting.done()
-
-
-def await_job_server(options: PipelineOptions) -> None:
-  """Returns once the job server of ``options``' ``--job_endpoint`` has started, if
-  :func:`flink_job_server` yielded it while it was starting; raises what its start raised."""
-  starting = _STARTING.get(options.view_as(PortableOptions).job_endpoint or '')
-  if starting is not None:
-    starting.result()
-
-
-def _start_in_thread(server) -> concurrent.futures.Future:
-  starting = concurrent.futures.Future()
-
-  def start():
-    try:
-      server.start()
-    except BaseException as e:  # pylint: disable=broad-except
-      starting.set_exception(e)
-    else:
-      starting.set_result(None)
-
-  threading.Thread(target=start, name='job-server-start', daemon=True).start()
-  return starting
-
-
-def _await_port(port: int, starting: concurrent.futures.Future) -> None:
-  """Returns once something listens on loopback ``port``; raises if ``starting`` fails first."""
-  while True:
-    if starting.done():
-      starting.result()  # the job server answers: its JVM's expansion service started first
-      return
-    try:
-      socket.create_connection((jvm.LOCAL_HOST, port), timeout=0.5).close()
-      return
-    except OSError:
-      time.sleep(0.02)
-
-
-def _finish_start(endpoint: str, starting: Optional[concurrent.futures.Future]) -> None:
-  """Waits for a start in a thread to end, whatever its outcome: Beam's start retries with a
-  new JVM when it sees its process gone, so a stop must not race with it."""
-  _STARTING.pop(endpoint, None)
-  if starting is not None:
-    concurrent.futures.wait([starting])
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ What each phase holds (docs/RUNTIME.md, "Startup"):
 * ``python start``: the interpreter's start and the job's imports, up to ``main``;
 * ``job server``: the job server JVM until its job service answers (none with
   ``--job_endpoint``: a running one is reused); on Flink the Kafka transforms' expansion
-  service starts inside it first, and the job is built while the job server's own start goes
-  on: the phase is then what is left of that start after the expansion, and comes after it;
-* ``expansion service``: an expansion-service JVM until it answers: the job's own (none with
-  ``--expansion_service=host:port``), or the one in a Flink job server of the job's own;
+  service starts inside it;
+* ``expansion service``: an expansion-service JVM of the job's own until it answers (none
+  with ``--expansion_service=host:port``, nor with a Flink job server of the job's own);
 * ``expansion``: building the pipeline, with the Kafka transforms expanded by it;
 * ``submission``: the pipeline's proto, staging, and the job server's ``Run``;
 * ``Flink deployment``: translation to a Flink job, the embedded MiniCluster's start, the

@@ -294,15 +294,8 @@ def run(argv: Optional[Sequence[str]] = None,
   argv = with_stream_defaults(argv or [])
   # The SDK workers' fork server preloads their imports while the job server starts.
   with runners.forked_sdk_workers(argv), runners.job_server(argv, _reads_kafka(argv)) as args:
-    _mark_job_server(timeline, PipelineOptions(args))
+    timeline.mark(startup.JOB_SERVER)
     return _run(PipelineOptions(args), timeline)
-
-
-def _mark_job_server(timeline: startup.StartupTimeline, options: PipelineOptions) -> None:
-  """The job server's phase ended, or (its start going on while the pipeline is built, see
-  :func:`runners.job_server`) the phase of its JVM's expansion service did."""
-  timeline.mark(startup.EXPANSION_SERVICE if runners.job_server_starting(options)
-                else startup.JOB_SERVER)
 
 
 def submit(options: PipelineOptions,
@@ -326,8 +319,6 @@ def submit(options: PipelineOptions,
   # (SASL passwords, JAAS lines) would go to the job server and every SDK worker, which logs
   # all options at start. The pipeline runs with its own copy of the options.
   pipeline.options.view_as(StreamOptions).kafka_config = None
-  runners.await_job_server(options)
-  timeline.mark(startup.JOB_SERVER)  # if its start went on during the expansion
   result = pipeline.run()
   timeline.mark(startup.SUBMISSION)
   return result
@@ -363,8 +354,8 @@ def running(argv: Sequence[str]) -> Iterator[beam.runners.runner.PipelineResult]
   argv = with_stream_defaults(argv)
   with runners.forked_sdk_workers(argv), runners.job_server(argv, _reads_kafka(argv)) as args:
     timeline = startup.StartupTimeline(started=time.time())
+    timeline.mark(startup.JOB_SERVER)
     options = PipelineOptions(args)
-    _mark_job_server(timeline, options)
     result = submit(options, timeline)
     try:
       with startup.watch(timeline, result, runners.flink_rest_url(options),

@@ -3,11 +3,8 @@ command line gives always wins."""
 
 import json
 import os
-import socket
-import threading
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from harness.ports import free_port
 from pipelines import runners
@@ -99,48 +96,6 @@ def test_the_job_server_block_removes_the_temporary_state_folder():
   with runners.job_server(argv) as args:  # not on Flink: argv unchanged, no job server
     assert args == argv
   assert not os.path.exists(storage)
-
-
-class _Starting:
-  """What flink_job_server's start thread calls: start(), which ends when told to."""
-
-  def __init__(self, error=None):
-    self.release, self.error = threading.Event(), error
-
-  def start(self):
-    self.release.wait(10)
-    if self.error:
-      raise self.error
-
-
-def test_a_job_server_starting_in_a_thread_is_awaited_before_submission():
-  server = _Starting()
-  starting = runners._start_in_thread(server)
-  endpoint = f'localhost:{free_port()}'
-  runners._STARTING[endpoint] = starting
-  options = PipelineOptions([f'--job_endpoint={endpoint}'])
-  with socket.create_server((jvm.LOCAL_HOST, 0)) as expansion:
-    # The expansion service answers first: the pipeline can be built while the start goes on.
-    runners._await_port(expansion.getsockname()[1], starting)
-    assert runners.job_server_starting(options)
-    server.release.set()
-    runners.await_job_server(options)
-    assert not runners.job_server_starting(options)
-  runners._finish_start(endpoint, starting)
-  assert endpoint not in runners._STARTING
-
-
-def test_a_job_server_that_fails_to_start_fails_the_wait_for_its_expansion_service():
-  server = _Starting(RuntimeError('Service failed to start up with error 1'))
-  starting = runners._start_in_thread(server)
-  server.release.set()
-  with pytest.raises(RuntimeError, match='failed to start'):
-    runners._await_port(free_port(), starting)  # nothing ever listens there
-  endpoint = f'localhost:{free_port()}'
-  runners._STARTING[endpoint] = starting
-  with pytest.raises(RuntimeError, match='failed to start'):
-    runners.await_job_server(PipelineOptions([f'--job_endpoint={endpoint}']))
-  runners._finish_start(endpoint, starting)
 
 
 class _CancelledInvocation:
