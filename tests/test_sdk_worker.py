@@ -35,3 +35,14 @@ def test_a_worker_freezes_what_it_loaded_and_collects_young_objects_less_often()
       [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
   assert before == [700, 10, 10] and after == list(sdk_worker.GC_THRESHOLDS)
   assert frozen > 10_000  # Beam and the project's modules, out of every later collection
+
+
+def test_a_worker_samples_bundle_states_with_a_period_its_bundles_need_not_wait_out():
+  code = ('import json; from apache_beam.utils.counters import CounterFactory; '
+          'from apache_beam.runners.worker import statesampler; from pipelines import sdk_worker; '
+          'period = lambda: statesampler.StateSampler("s", CounterFactory()).sampling_period_ms; '
+          'before = period(); changed = sdk_worker.sample_states_with_a_shorter_period(); '
+          'print(json.dumps([before, changed, period()]))')
+  before, changed, after = json.loads(subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  assert before == 200 and changed and after == sdk_worker.STATE_SAMPLING_PERIOD_MS
