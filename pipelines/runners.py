@@ -81,12 +81,12 @@ SDK_WORKER_SCRIPT = os.path.join(
 # each checkpoint.
 STREAM_CHECKPOINTING_MS = 10_000
 
-# Flink closes a bundle after 1,000 elements or 1 s by default. A network alert waits for two
-# bundles to close (the Python stage's, then the Java Kafka writer's), so the time limit is a
-# floor under alert latency: a shorter one lowered the p99 alert latency. The size limit is 5
-# batches (--batch_size): the Python worker scores each full batch while the JVM is still
-# sending the rest of the bundle, and only the last one makes Flink wait at the bundle's end;
-# with bundle = batch every batch waited, and throughput dropped.
+# Flink closes a bundle after 1,000 elements or 1 s by default. A network alert waits for the
+# Python stage's bundle (its records reached the worker in one burst near the bundle's end), so
+# the time limit is a floor under alert latency: a shorter one lowered the p99 alert latency.
+# The size limit is 5 batches (--batch_size): the Python worker scores each full batch while
+# the JVM is still sending the rest of the bundle, and only the last one makes Flink wait at
+# the bundle's end; with bundle = batch every batch waited, and throughput dropped.
 #
 # Object reuse: Flink otherwise copies every element between chained operators, by encoding
 # and decoding it, a large share of the JVM's CPU time. Beam elements are immutable, and the

@@ -195,9 +195,9 @@ def collect_garbage_less_often() -> None:
 
 # Beam times each bundle's steps with a sampler thread per bundle, which sleeps in growing steps
 # (from a hundredth of its period, 1.2x each time) up to its period, 200 ms by default. The
-# bundle's end joins that thread, so it waits for the sleep under way to end: a tenth to a fifth
-# of the bundle's own length, while the runner holds the bundle open and, on Flink, the task's
-# checkpoint lock (its Kafka source stops). A shorter period bounds that wait; the sampler wakes
+# bundle's end joins that thread, so it waits for the sleep under way to end (tens of ms a
+# bundle), while the runner holds the bundle open and, on Flink, the task's checkpoint lock
+# (its Kafka source stops). A shorter period bounds that wait; the sampler wakes
 # a few dozen times a second instead of five (benchmarks/README.md, "Bundles end without waiting
 # for Beam's state sampler").
 STATE_SAMPLING_PERIOD_MS = 20
