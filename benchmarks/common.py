@@ -531,7 +531,7 @@ class StreamJob:
 
 _REPORTED_FLAGS = ('environment_type', 'sdk_worker_parallelism', 'parallelism',
                    'max_bundle_time_mills', 'max_bundle_size', 'batch_size',
-                   'checkpointing_interval', 'object_reuse', 'kafka_producer')
+                   'checkpointing_interval', 'object_reuse', 'kafka_producer', 'experiments')
 
 
 def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
@@ -547,7 +547,9 @@ def effective_job_flags(args: Sequence[str]) -> dict[str, str]:
   for arg in argv:
     if arg.startswith('--'):
       key, _, value = arg[2:].partition('=')
-      if key in _REPORTED_FLAGS:
+      if key == 'experiments':  # given once per experiment
+        out[key] = ','.join(filter(None, (out.get(key), value)))
+      elif key in _REPORTED_FLAGS:
         out[key] = value or 'on'  # a bare flag
   out.setdefault('max_bundle_time_mills', '1000 (Flink runner default)')
   out.setdefault('max_bundle_size', '1000 (Flink runner default)')

@@ -46,6 +46,7 @@ from apache_beam.runners.worker import sdk_worker_main, statesampler
 
 from pipelines import scratch, stage_cpu
 from pipelines.startup import StartupTimeline
+from transforms import fn_data
 from transforms.redaction import redact_options
 
 
@@ -215,6 +216,15 @@ def sample_states_with_a_shorter_period() -> bool:
   return True
 
 
+def tune_interpreter() -> None:
+  """What every worker process sets before its harness starts: the collector's thresholds,
+  the state sampler's period, and output to the runner sent by whole elements
+  (transforms/fn_data.py) in every stage of the process, not only those that read Kafka."""
+  collect_garbage_less_often()
+  sample_states_with_a_shorter_period()
+  fn_data.install()
+
+
 def main(argv=None, started: Optional[float] = None,
          first_phase: str = 'python start and imports') -> None:
   """Boots the worker for ``argv`` (sys.argv's by default). A worker forked from the fork
@@ -251,8 +261,7 @@ def main(argv=None, started: Optional[float] = None,
       os.execve(sys.executable, [sys.executable, '-m', 'pipelines.sdk_worker', *argv], env)
   logging.getLogger(sdk_worker_main.__name__).addFilter(RedactOptions())
   logging.getLogger(sdk_worker_main.__name__).addFilter(StartupLine(args.id, timeline))
-  collect_garbage_less_often()
-  sample_states_with_a_shorter_period()
+  tune_interpreter()
   stage_cpu.install_from_environment()
   sdk_worker_main.main([sys.argv[0], *argv])
 

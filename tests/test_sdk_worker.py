@@ -46,3 +46,14 @@ def test_a_worker_samples_bundle_states_with_a_period_its_bundles_need_not_wait_
   before, changed, after = json.loads(subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
   assert before == 200 and changed and after == sdk_worker.STATE_SAMPLING_PERIOD_MS
+
+
+def test_every_stage_of_a_worker_sends_its_output_to_the_runner_by_whole_elements():
+  # A worker may host only stages that do not read Kafka (the file writers, incidents), whose
+  # DoFns never install it themselves.
+  code = ('import json, gc; from transforms import fn_data; from pipelines import sdk_worker; '
+          'before = fn_data.installed(); sdk_worker.tune_interpreter(); '
+          'print(json.dumps([before, fn_data.installed(), gc.get_threshold()[0]]))')
+  before, after, threshold = json.loads(subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  assert not before and after and threshold == sdk_worker.GC_THRESHOLDS[0]

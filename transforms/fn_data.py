@@ -63,8 +63,10 @@ def _create(close_callback, flush_callback, data_buffer_time_limit_ms):
 
 def install() -> None:
   """Makes this process's Beam data channels use :class:`ElementBoundaryFlushStream` for the
-  time-limited buffering (idempotent). Called in the worker before its first bundle
-  (:class:`transforms.kafka_io.DecodeBatches` ``setup``)."""
+  time-limited buffering (idempotent). Called at every worker's start, before its harness
+  (pipelines/sdk_worker.py), so that every stage of the worker has it, those that do not read
+  Kafka too; and by :class:`transforms.kafka_io.DecodeBatchesFn` ``setup`` for workers started
+  otherwise (LOOPBACK)."""
   data_plane.ClosableOutputStream.create = staticmethod(_create)
 
 

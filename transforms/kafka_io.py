@@ -223,8 +223,8 @@ class DecodeBatchesFn(beam.DoFn):
   (:func:`decode_batch`).
 
   Its ``setup`` also makes this worker's output to the runner honour
-  ``--experiments=data_buffer_time_limit_ms`` with whole elements only (transforms/fn_data.py):
-  every Python stage that reads Kafka runs this DoFn, before its first bundle.
+  ``--experiments=data_buffer_time_limit_ms`` with whole elements only (transforms/fn_data.py)
+  where the worker's own start has not (a LOOPBACK worker: the job's process).
   """
 
   def __init__(self, stream_by_topic: Mapping[str, str]):
