@@ -57,17 +57,32 @@ def preprocessor(schema: RecordSchema, max_categories: int = 40) -> ColumnTransf
   ])
 
 
+def feature_arrays(schema: RecordSchema, columns: Mapping[str, Sequence[Any]]
+                   ) -> dict[str, np.ndarray]:
+  """The schema's feature columns of cleaned columns (as a RecordBatch holds them) as numpy
+  arrays: numbers as float64 (None becomes NaN), strings as objects."""
+  numeric = set(schema.numeric_features)
+  return {name: (np.array(columns[name], dtype='float64') if name in numeric
+                 else _object_array(columns[name]))
+          for name in schema.feature_columns}
+
+
+def _object_array(values: Sequence[Any]) -> np.ndarray:
+  # Filled element by element: np.array(values, dtype=object) would nest sequences.
+  out = np.empty(len(values), dtype=object)
+  out[:] = list(values)
+  return out
+
+
 def frame_from_columns(schema: RecordSchema, columns: Mapping[str, Sequence[Any]]
                        ) -> pd.DataFrame:
   """The model input for cleaned columns (as a RecordBatch holds them): exactly the schema's
   feature columns, numbers as float64 (None becomes NaN), strings as objects."""
-  numeric = set(schema.numeric_features)
   # Explicit object Series: pandas 3 would otherwise store strings as Arrow strings, which the
   # encoder converts straight back, at a tenth of the model's cost.
   return pd.DataFrame({
-      name: (np.array(columns[name], dtype='float64') if name in numeric
-             else pd.Series(columns[name], dtype=object))
-      for name in schema.feature_columns})
+      name: values if values.dtype != object else pd.Series(values, dtype=object)
+      for name, values in feature_arrays(schema, columns).items()})
 
 
 def frame_from_records(schema: RecordSchema, records: Iterable[dict[str, Any]]) -> pd.DataFrame:

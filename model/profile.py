@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -161,38 +161,38 @@ class NormalProfile:
   def to_bytes(self) -> bytes:
     return json.dumps(self.to_json(), sort_keys=True, allow_nan=False).encode('utf-8')
 
-  def numeric_deviation(self, frame: pd.DataFrame) -> np.ndarray:
+  def numeric_deviation(self, frame: Columns) -> np.ndarray:
     """rows x numeric features: how far outside its normal range each value lies (0 inside
     it, or for a missing value or a column the frame lacks)."""
-    columns = []
-    for name in self._numeric_names:
-      if name in frame:
-        columns.append(pd.to_numeric(frame[name], errors='coerce').to_numpy(dtype=float))
-      else:
-        columns.append(np.full(len(frame), np.nan))
+    n = row_count(frame)
+    columns = [_floats(frame[name]) if name in frame else np.full(n, np.nan)
+               for name in self._numeric_names]
     if not columns:
-      return np.zeros((len(frame), 0))
+      return np.zeros((n, 0))
     values = signed_log1p(np.column_stack(columns))
     with np.errstate(invalid='ignore'):
       outside = np.maximum(self._tlow - values, 0.0) + np.maximum(values - self._thigh, 0.0)
     return np.nan_to_num(outside / self._width, nan=0.0, posinf=0.0, neginf=0.0)
 
-  def categorical_deviation(self, name: str, column: pd.Series) -> np.ndarray:
+  def categorical_deviation(self, name: str, column: Sequence[Any]) -> np.ndarray:
     """How rare each value of ``column`` is among the reference rows: 0 for a value at least
     :data:`RARE_SHARE` of them have (or a missing one), else log2(RARE_SHARE / its share), at
     most :data:`UNSEEN_DEVIATION` (an unseen value)."""
     shares = self._shares.get(name, {})
-    present = column.notna().to_numpy()
-    share = column.astype(object).map(lambda v: shares.get(str(v), 0.0)).to_numpy(dtype=float)
+    values = np.asarray(column, dtype=object)
+    present = ~pd.isna(values)
+    share = np.fromiter((shares.get(str(v), 0.0) for v in values), dtype=float,
+                        count=len(values))
     with np.errstate(divide='ignore'):
       deviation = np.minimum(np.log2(RARE_SHARE / share), UNSEEN_DEVIATION)
     return np.where(present & (share < RARE_SHARE), deviation, 0.0)
 
-  def reasons(self, frame: pd.DataFrame, top_k: int = 3) -> list[list[dict[str, Any]]]:
-    """Per row of ``frame``, up to ``top_k`` features unlike the profile, furthest first:
-    ``{'feature', 'value', 'normal_low', 'normal_high', 'normal', 'deviation'}``. A row whose
-    every value is normal has no reasons."""
-    n = len(frame)
+  def reasons(self, frame: Columns, top_k: int = 3) -> list[list[dict[str, Any]]]:
+    """Per row of ``frame`` (a DataFrame, or columns as :func:`model.features.feature_arrays`
+    makes them: the scoring path's, without pandas' cost per column), up to ``top_k`` features
+    unlike the profile, furthest first: ``{'feature', 'value', 'normal_low', 'normal_high',
+    'normal', 'deviation'}``. A row whose every value is normal has no reasons."""
+    n = row_count(frame)
     names = list(self._numeric_names)
     blocks = [self.numeric_deviation(frame)]
     categorical = [c for c in self.categorical if c in frame]
@@ -210,7 +210,7 @@ class NormalProfile:
     top = np.take_along_axis(top, order, axis=1)
     top_values = np.take_along_axis(top_values, order, axis=1)
     numeric_count = len(self._numeric_names)
-    columns = {name: frame[name].to_numpy() for name in set(names[j] for j in np.unique(top))
+    columns = {name: np.asarray(frame[name]) for name in set(names[j] for j in np.unique(top))
                if name in frame}
     out: list[list[dict[str, Any]]] = []
     for i in range(n):
@@ -234,6 +234,25 @@ class NormalProfile:
                       'deviation': round(float(d), 3)})
       out.append(row)
     return out
+
+
+# A DataFrame, or column name -> a numpy array per column, all of one length.
+Columns = Union[pd.DataFrame, Mapping[str, np.ndarray]]
+
+
+def row_count(frame: Columns) -> int:
+  """The rows of ``frame`` (a mapping's length is its columns')."""
+  if isinstance(frame, pd.DataFrame):
+    return len(frame)
+  return len(next(iter(frame.values()))) if frame else 0
+
+
+def _floats(column: Sequence[Any]) -> np.ndarray:
+  """``column`` as float64; a value that is no number becomes NaN."""
+  values = np.asarray(column)
+  if values.dtype.kind in 'biuf':
+    return values.astype(float, copy=False)
+  return pd.to_numeric(pd.Series(values), errors='coerce').to_numpy(dtype=float)
 
 
 def _split_version_dir(path: str) -> tuple[str, str, str]:

@@ -75,6 +75,22 @@ def test_reasons_survive_hostile_values(normal_frame):
   assert profile.reasons(frame.iloc[:0]) == []
 
 
+def test_reasons_of_numpy_columns_equal_those_of_the_frame(normal_frame):
+  """The scoring path hands the profile numpy columns, not a DataFrame: same reasons, hostile
+  values included."""
+  profile = NormalProfile.fit(NETWORK, normal_frame)
+  frame = _frame([network_record(1), network_record(2, attack=True),
+                  network_record(3, src_bytes=5_000_000), network_record(4)])
+  frame['src_bytes'] = [np.nan, np.inf, 5e6, -0.0]
+  frame['service'] = pd.Series([None, 'x' * 10_000, 'http', 'never-seen'], dtype=object)
+  frame = frame.drop(columns=['dst_bytes'])
+  columns = {name: frame[name].to_numpy() for name in frame.columns}
+  expected = profile.reasons(frame, top_k=5)
+  assert any(expected), 'the rows must have reasons for this to mean much'
+  assert profile.reasons(columns, top_k=5) == expected
+  assert profile.reasons({name: values[:0] for name, values in columns.items()}) == []
+
+
 def test_json_round_trip_keeps_the_reasons(normal_frame):
   profile = NormalProfile.fit(NETWORK, normal_frame)
   again = NormalProfile.from_json(json.loads(profile.to_bytes()))

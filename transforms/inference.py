@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -32,7 +32,7 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from model import profile as normal_profile, registry, signing
-from model.features import frame_from_columns
+from model.features import feature_arrays, frame_from_columns
 from schemas.records import RecordSchema
 from transforms.batch import RecordBatch
 from transforms.dead_letter import (DEAD_LETTER, batch_record_dead_letter, dead_letter_counter,
@@ -141,15 +141,17 @@ def _one_native_thread_per_worker() -> None:
 REASONS_PER_RECORD = 3
 
 
-def _feature_keys(schema: RecordSchema, frame) -> Optional[list]:
-  """A key per row of a model input frame, equal for two rows exactly when the profile sees
-  the same values in both (the numbers' float64 bits, so 0.0 and -0.0 differ; the strings);
-  None when a value cannot be a key."""
+def _feature_keys(schema: RecordSchema, arrays: Mapping[str, np.ndarray]) -> Optional[list]:
+  """A key per row of feature arrays (:func:`model.features.feature_arrays`), equal for two
+  rows exactly when the profile sees the same values in both (the numbers' float64 bits, so
+  0.0 and -0.0 differ; the strings); None when a value cannot be a key."""
   numeric = [n for n in schema.feature_columns if n in set(schema.numeric_features)]
-  numbers = np.ascontiguousarray(frame[numeric].to_numpy(dtype=np.float64))
+  rows = normal_profile.row_count(arrays)
+  numbers = np.ascontiguousarray(np.column_stack([arrays[n] for n in numeric])) if numeric \
+      else None
   bits = numbers.view(np.dtype((np.void, numbers.shape[1] * 8))).ravel().tolist() if numeric \
-      else [b''] * len(frame)
-  others = [frame[n].tolist() for n in schema.feature_columns if n not in set(numeric)]
+      else [b''] * rows
+  others = [arrays[n].tolist() for n in schema.feature_columns if n not in set(numeric)]
   keys = list(zip(bits, *others))
   try:
     set(keys)
@@ -163,17 +165,21 @@ def flagged_reasons(schema: RecordSchema, profile: normal_profile.NormalProfile,
   """``profile.reasons`` of the records of ``batch`` at ``flagged``, computed once per distinct
   feature row: a flood's copies (thousands of records alike in every feature) have the same
   reasons, and the reasons are a flagged record's largest cost. Every record gets its own
-  list of its own dicts."""
-  frame = frame_from_columns(schema, batch.take(list(flagged)).columns)
-  keys = _feature_keys(schema, frame)
+  list of its own dicts. The profile reads numpy arrays, not a DataFrame: building one and
+  reading its columns back cost more than the reasons themselves (benchmarks/README.md,
+  "Alert reasons without pandas")."""
+  arrays = feature_arrays(schema, batch.take(list(flagged)).columns)
+  keys = _feature_keys(schema, arrays)
   if keys is None:
-    return profile.reasons(frame, REASONS_PER_RECORD)
+    return profile.reasons(arrays, REASONS_PER_RECORD)
   first: dict = {}
   for position, key in enumerate(keys):
     first.setdefault(key, position)
   if len(first) == len(keys):
-    return profile.reasons(frame, REASONS_PER_RECORD)
-  distinct = profile.reasons(frame.iloc[list(first.values())], REASONS_PER_RECORD)
+    return profile.reasons(arrays, REASONS_PER_RECORD)
+  positions = list(first.values())
+  distinct = profile.reasons({name: values[positions] for name, values in arrays.items()},
+                             REASONS_PER_RECORD)
   slot = dict(zip(first, distinct))
   return [slot[key] for key in keys]
 
