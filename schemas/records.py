@@ -9,6 +9,7 @@ select their columns by them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable
 
 INT = 'int'
@@ -67,21 +68,23 @@ class RecordSchema:
   def joined(self) -> bool:
     return bool(self.join_key)
 
-  @property
+  # Cached: the scoring path reads these per batch and per column (a frozen dataclass's
+  # cached_property writes the instance's __dict__, not its fields).
+  @functools.cached_property
   def names(self) -> tuple[str, ...]:
     return tuple(f.name for f in self.fields)
 
-  @property
+  @functools.cached_property
   def feature_columns(self) -> tuple[str, ...]:
     """The raw columns the detector's model takes, in a fixed order."""
     return tuple(f.name for f in self.fields + self.derived if f.feature)
 
-  @property
+  @functools.cached_property
   def categorical_features(self) -> tuple[str, ...]:
     return tuple(
         f.name for f in self.fields + self.derived if f.feature and f.kind == STR)
 
-  @property
+  @functools.cached_property
   def numeric_features(self) -> tuple[str, ...]:
     return tuple(
         f.name for f in self.fields + self.derived if f.feature and f.kind != STR)

@@ -145,13 +145,14 @@ def _feature_keys(schema: RecordSchema, arrays: Mapping[str, np.ndarray]) -> Opt
   """A key per row of feature arrays (:func:`model.features.feature_arrays`), equal for two
   rows exactly when the profile sees the same values in both (the numbers' float64 bits, so
   0.0 and -0.0 differ; the strings); None when a value cannot be a key."""
-  numeric = [n for n in schema.feature_columns if n in set(schema.numeric_features)]
+  numeric_names = set(schema.numeric_features)
+  numeric = [n for n in schema.feature_columns if n in numeric_names]
   rows = normal_profile.row_count(arrays)
   numbers = np.ascontiguousarray(np.column_stack([arrays[n] for n in numeric])) if numeric \
       else None
   bits = numbers.view(np.dtype((np.void, numbers.shape[1] * 8))).ravel().tolist() if numeric \
       else [b''] * rows
-  others = [arrays[n].tolist() for n in schema.feature_columns if n not in set(numeric)]
+  others = [arrays[n].tolist() for n in schema.feature_columns if n not in numeric_names]
   keys = list(zip(bits, *others))
   try:
     set(keys)
