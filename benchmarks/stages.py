@@ -10,7 +10,8 @@ functions the job's DoFns call, timed on generated traffic.
         --spread --records 50000 --batch_size 2000           # the whole file's mix
 
 Stages: ``parse`` (JSON decoding and cleaning, ParseAndClean), ``enrich`` (event time, uuid,
-site), ``inference`` (the registry's model on one batch, RunInference's call), ``join``
+site), ``inference`` (the registry's model on one batch, RunInference's call), ``reasons``
+(the normal profile's reasons of the batch's flagged records, which the alerts carry), ``join``
 (pairing flagged process and memory records in a window, JoinHostAttacks' per-window work),
 ``write`` (the archive sink: Arrow conversion, the shuffle's IPC chunk, Parquet). The runner's
 own cost (Fn API transfer, shuffles, Kafka) is what ``benchmarks.throughput`` adds on top.
@@ -18,8 +19,7 @@ Times are CPU time of the process (``time.process_time``), which a machine busy 
 work changes far less than wall time. ``--kdd_file`` takes the network records from a KDD Cup
 CSV file, in file order, as the generator sends them; with ``--spread``, in blocks of 2,000
 consecutive lines spread over the whole file instead of its first lines (the file's mix, each
-batch with the file's own locality: floods of alike records). Scoring computes the normal
-profile's reasons of the flagged records, as the job does. ``--only parse`` times parsing alone
+batch with the file's own locality: floods of alike records). ``--only parse`` times parsing alone
 (no model, no join). Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
 """
 
@@ -47,13 +47,13 @@ from schemas.outputs import ARCHIVE_SCHEMAS
 from schemas.records import HOST_STREAMS, SCHEMAS, STREAMS
 from transforms.detect import predicted_attacks
 from transforms.enrich import enrich_batch, join_key
-from transforms.inference import score_batch
+from transforms.inference import model_scores, with_reasons
 from transforms.join import JOIN_GAP_S, pairs_in_window
 from transforms.parquet_sink import _ArrowChunksFn, _WriteGroupFn  # pylint: disable=protected-access
 from transforms.parse import parse_messages
 from transforms.source import SourceMessage
 
-STAGES = ('parse', 'enrich', 'inference', 'join', 'write')
+STAGES = ('parse', 'enrich', 'inference', 'reasons', 'join', 'write')
 DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a model call each
 SPREAD_BLOCK = 2_000  # consecutive KDD lines per block with --spread: the job's batch size
 
@@ -123,8 +123,11 @@ def stage_costs(stream: str, messages: list, model_dir: str, batch_size: int,
       continue
     elapsed, (batch, _) = _timed(lambda: enrich_batch(schema, batch, 'bench'))
     seconds['enrich'] += elapsed
-    elapsed, batch = _timed(lambda: score_batch(schema, loaded, batch, profile))
+    elapsed, batch = _timed(lambda: model_scores(schema, loaded, batch))
     seconds['inference'] += elapsed
+    if profile is not None:
+      elapsed, batch = _timed(lambda: with_reasons(schema, profile, batch))
+      seconds['reasons'] += elapsed
     elapsed, _ = _timed(lambda: _write(batch, arrow_schema, path))
     seconds['write'] += elapsed
     records += len(batch)
@@ -214,17 +217,23 @@ def _parse_table(row: dict[str, Any]) -> str:
 
 def _row_table(row: dict[str, Any]) -> str:
   lines = [f"batch size {row['batch_size']:,}: microseconds per record (one core)",
-           f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'write':>7} {'total':>7}"
-           f" {'records/s':>10}"]
+           f"  {'stream':8} {'parse':>7} {'enrich':>7} {'infer':>7} {'reasons':>7} {'write':>7}"
+           f" {'total':>7} {'records/s':>10}"]
   for stream in STREAMS:
     us = row[stream]['us_per_record']
     lines.append(
         f"  {stream:8} {us['parse']:7.1f} {us['enrich']:7.1f} {us['inference']:7.1f} "
+        f"{_cell(us.get('reasons'))} "
         f"{us['write']:7.1f} {sum(us.values()):7.1f} {row[stream]['records_per_s']:10,.0f}")
   join = row['join']
   lines.append(f"  join: {join['us_per_host_record']:.2f} us per host record "
                f"({join['flagged_records']:,} flagged, {join['pairs']:,} pairs)")
   return '\n'.join(lines) + '\n'
+
+
+def _cell(us: Optional[float]) -> str:
+  """A stage's figure, or '-' where it did not run (reasons: a model without a profile)."""
+  return f'{us:7.1f}' if us is not None else f"{'-':>7}"
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -233,8 +242,8 @@ def plot(result: dict[str, Any], path: str) -> None:
   default = min(result['sweep'], key=lambda r: abs(r['batch_size'] - 1000))
   streams = STREAMS
   bottom = [0.0] * len(streams)
-  for stage in ('parse', 'enrich', 'inference', 'write'):
-    values = [default[s]['us_per_record'][stage] for s in streams]
+  for stage in ('parse', 'enrich', 'inference', 'reasons', 'write'):
+    values = [default[s]['us_per_record'].get(stage, 0.0) for s in streams]
     left.bar(streams, values, bottom=bottom, label=stage)
     bottom = [b + v for b, v in zip(bottom, values)]
   join = default['join']['us_per_host_record']

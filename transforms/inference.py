@@ -189,6 +189,13 @@ def score_batch(schema: RecordSchema, loaded: registry.LoadedModel, batch: Recor
                 profile: Optional[normal_profile.NormalProfile] = None) -> RecordBatch:
   """``batch`` with prediction (0/1), score and model_version columns, from one model call,
   and ``reasons`` for the flagged rows when the model has a ``profile``."""
+  scored = model_scores(schema, loaded, batch)
+  return scored if profile is None else with_reasons(schema, profile, scored)
+
+
+def model_scores(schema: RecordSchema, loaded: registry.LoadedModel,
+                 batch: RecordBatch) -> RecordBatch:
+  """:func:`score_batch` without the reasons (every ``reasons`` is None)."""
   _one_native_thread_per_worker()
   estimator = loaded.estimator
   threshold = getattr(estimator, 'threshold', None)
@@ -204,18 +211,23 @@ def score_batch(schema: RecordSchema, loaded: registry.LoadedModel, batch: Recor
       predictions = estimator.predict(frame)
     else:
       predictions = scores >= threshold  # the same rule as predict(), without scoring twice
-  predictions = np.asarray(predictions, dtype=np.int64)
-  reasons: list = [None] * len(batch)
-  if profile is not None:
-    flagged = np.flatnonzero(predictions == 1).tolist()
-    if flagged:
-      for position, why in zip(flagged, flagged_reasons(schema, profile, batch, flagged)):
-        reasons[position] = why
   return batch.with_columns(
-      prediction=predictions.tolist(),
+      prediction=np.asarray(predictions, dtype=np.int64).tolist(),
       score=np.asarray(scores, dtype=np.float64).tolist(),
       model_version=[loaded.version] * len(batch),
-      reasons=reasons)
+      reasons=[None] * len(batch))
+
+
+def with_reasons(schema: RecordSchema, profile: normal_profile.NormalProfile,
+                 scored: RecordBatch) -> RecordBatch:
+  """``scored`` (:func:`model_scores`) with ``profile``'s reasons for its flagged records."""
+  flagged = [i for i, p in enumerate(scored.columns['prediction']) if p == 1]
+  if not flagged:
+    return scored
+  reasons = list(scored.columns['reasons'])
+  for position, why in zip(flagged, flagged_reasons(schema, profile, scored, flagged)):
+    reasons[position] = why
+  return scored.with_columns(reasons=reasons)
 
 
 @dataclasses.dataclass
