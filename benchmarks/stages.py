@@ -19,8 +19,9 @@ Times are CPU time of the process (``time.process_time``), which a machine busy 
 work changes far less than wall time. ``--kdd_file`` takes the network records from a KDD Cup
 CSV file, in file order, as the generator sends them; with ``--spread``, in blocks of 2,000
 consecutive lines spread over the whole file instead of its first lines (the file's mix, each
-batch with the file's own locality: floods of alike records). ``--only parse`` times parsing alone
-(no model, no join). Prints a table, writes ``stages.json`` and ``stages.png`` under ``--results_dir``.
+batch with the file's own locality: floods of alike records). ``--only parse`` times parsing
+alone (no model, no join). Prints a table, writes ``stages.json`` and ``stages.png`` under
+``--results_dir``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from transforms.parquet_sink import _ArrowChunksFn, _WriteGroupFn  # pylint: dis
 from transforms.parse import parse_messages
 from transforms.source import SourceMessage
 
-STAGES = ('parse', 'enrich', 'inference', 'reasons', 'join', 'write')
 DEFAULT_BATCH_SIZES = (10, 100, 500, 1000, 2000, 5000)  # 1 takes minutes: a model call each
 SPREAD_BLOCK = 2_000  # consecutive KDD lines per block with --spread: the job's batch size
 
