@@ -85,12 +85,14 @@ def test_key_stores():
 
 
 @pytest.mark.parametrize('java, named', [
-    # Java's own store formats (JKS is the default type).
+    # Java's own store formats (JKS is the default type: the settings given are named).
     ({'ssl.truststore.location': '/t.jks', 'ssl.truststore.password': 'pw'},
-     'ssl.truststore.type'),
+     'ssl.truststore.location, ssl.truststore.password (no ssl.truststore.type: a JKS store'),
     ({'ssl.truststore.type': 'PKCS12', 'ssl.truststore.location': '/t.p12'},
      'ssl.truststore.type'),
-    ({'ssl.keystore.location': '/k.jks'}, 'ssl.keystore.type'),
+    ({'ssl.keystore.location': '/k.jks'},
+     "ssl.keystore.location (no ssl.keystore.type: a JKS store, Java's default; librdkafka "
+     'reads PEM or PKCS12)'),
     ({'ssl.keystore.type': 'PEM', 'ssl.keystore.password': 'pw'}, 'ssl.keystore.password'),
     # Login modules that are more than a user name and a password.
     ({'sasl.jaas.config': 'com.sun.security.auth.module.Krb5LoginModule required '
@@ -122,7 +124,9 @@ def test_the_job_refuses_at_launch_what_librdkafka_cannot_take(tmp_path):
   with pytest.raises(SystemExit) as stopped:
     stream.publisher(opts)
   message = str(stopped.value)
-  assert 'ssl.truststore.type' in message and '--kafka_producer=java' in message
+  assert ('ssl.truststore.location, ssl.truststore.password (no ssl.truststore.type: a JKS '
+          'store') in message
+  assert '--kafka_producer=java' in message and 'hunter22' not in message
   assert 'hunter22' not in message
   opts.kafka_producer = kafka_publish.JAVA
   assert stream.publisher(opts) is not None  # KafkaIO's writer takes any Java setting

@@ -149,19 +149,30 @@ _STORES = {
 def _key_material(ssl: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
   """The trust and key stores of the Java settings ``ssl`` (``ssl.truststore.*``,
   ``ssl.keystore.*``) as librdkafka settings, and the settings that have no equivalent (a
-  store of a type librdkafka cannot read is named by its type setting)."""
+  store of a type librdkafka cannot read is named by its type setting, or, when the type is
+  not given, by the settings given, as a JKS store)."""
   config, refused = {}, set()
   for store in ('truststore', 'keystore'):
     prefix = f'ssl.{store}.'
-    known = _STORES.get((store, ssl.get(f'{prefix}type', 'JKS').upper()))
+    store_type = ssl.get(f'{prefix}type')
+    known = _STORES.get((store, (store_type or 'JKS').upper()))
+    of_a_jks_store = []
     for key, value in ssl.items():
       if not key.startswith(prefix) or key == f'{prefix}type':
         continue
       names = (known or {}).get(key[len(prefix):])
-      if names is None:
-        refused.add(key if known else f'{prefix}type')
-      else:
+      if names is not None:
         config.update(dict.fromkeys(names, value))
+      elif known:
+        refused.add(key)
+      elif store_type:
+        refused.add(f'{prefix}type')
+      else:
+        of_a_jks_store.append(key)
+    if of_a_jks_store:
+      readable = 'PEM or PKCS12' if store == 'keystore' else 'PEM'
+      refused.add(f'{", ".join(sorted(of_a_jks_store))} (no {prefix}type: a JKS store, '
+                  f'Java\'s default; librdkafka reads {readable})')
   return config, sorted(refused)
 
 
