@@ -27,12 +27,17 @@ def test_the_options_log_line_masks_secret_values():
   assert 'http://127.0.0.1:9000' in line and 'FlinkRunner' in line  # the rest stays readable
 
 
+def _fresh_interpreter(code: str):
+  """What ``code`` prints as JSON, run in a new interpreter (a worker's state from its start)."""
+  return json.loads(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                   check=True, cwd=ROOT).stdout)
+
+
 def test_a_worker_freezes_what_it_loaded_and_collects_young_objects_less_often():
   code = ('import gc, json; from pipelines import sdk_worker; before = gc.get_threshold(); '
           'sdk_worker.collect_garbage_less_often(); '
           'print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))')
-  before, after, frozen = json.loads(subprocess.run(
-      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  before, after, frozen = _fresh_interpreter(code)
   assert before == [700, 10, 10] and after == list(sdk_worker.GC_THRESHOLDS)
   assert frozen > 10_000  # Beam and the project's modules, out of every later collection
 
@@ -43,8 +48,7 @@ def test_a_worker_samples_bundle_states_with_a_period_its_bundles_need_not_wait_
           'period = lambda: statesampler.StateSampler("s", CounterFactory()).sampling_period_ms; '
           'before = period(); changed = sdk_worker.sample_states_with_a_shorter_period(); '
           'print(json.dumps([before, changed, period()]))')
-  before, changed, after = json.loads(subprocess.run(
-      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  before, changed, after = _fresh_interpreter(code)
   assert before == 200 and changed and after == sdk_worker.STATE_SAMPLING_PERIOD_MS
 
 
@@ -54,6 +58,5 @@ def test_every_stage_of_a_worker_sends_its_output_to_the_runner_by_whole_element
   code = ('import json, gc; from transforms import fn_data; from pipelines import sdk_worker; '
           'before = fn_data.installed(); sdk_worker.tune_interpreter(); '
           'print(json.dumps([before, fn_data.installed(), gc.get_threshold()[0]]))')
-  before, after, threshold = json.loads(subprocess.run(
-      [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  before, after, threshold = _fresh_interpreter(code)
   assert not before and after and threshold == sdk_worker.GC_THRESHOLDS[0]
