@@ -170,7 +170,7 @@ def _key_material(ssl: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
       else:
         of_a_jks_store.append(key)
     if of_a_jks_store:
-      readable = 'PEM or PKCS12' if store == 'keystore' else 'PEM'
+      readable = ' or '.join(kind for of, kind in _STORES if of == store)
       refused.add(f'{", ".join(sorted(of_a_jks_store))} (no {prefix}type: a JKS store, '
                   f'Java\'s default; librdkafka reads {readable})')
   return config, sorted(refused)
